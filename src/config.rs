@@ -1,0 +1,713 @@
+//! TOML configuration: raw serde types (unknown keys rejected) validated into runtime types, so
+//! nothing downstream sees an invalid value. Every error names the key path and the bad value.
+//! The built-in default (`default_config.toml`, printed by `switchyard config print-default`) goes
+//! through the very same validation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::{ArmPrior, PolicyKind, PolicySettings, Weights};
+
+/// The built-in configuration, used when `serve` gets no `--config`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
+
+/// Default listen address: loopback only, so a fresh install is not reachable from the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "switchyard-data";
+/// Default evidence half-life: one day, slow enough to average out hourly noise, fast enough to follow
+/// a provider whose quality or latency drifts over days.
+pub const DEFAULT_HALF_LIFE_SECS: f64 = 86_400.0;
+/// Default prior strength: priors count as two observations, so a handful of real ones outweigh them.
+pub const DEFAULT_PRIOR_STRENGTH: f64 = 2.0;
+/// Default Monte Carlo draws for Thompson propensities: standard error at most 0.5/sqrt(128) = 0.044.
+pub const DEFAULT_PROPENSITY_SAMPLES: u32 = 128;
+/// Default UCB exploration multiplier (1 = the textbook sqrt(2 ln t) width).
+pub const DEFAULT_UCB_EXPLORATION: f64 = 1.0;
+/// Default epsilon of the epsilon-greedy baseline.
+pub const DEFAULT_EPSILON: f64 = 0.1;
+/// Default utility penalty per broken constraint in `penalty` mode: one full unit of quality.
+pub const DEFAULT_VIOLATION_PENALTY: f64 = 1.0;
+/// Penalty used in `exclude` mode: larger than any achievable utility, so a violating arm is chosen
+/// only when every arm violates (the least-bad one then wins).
+pub const EXCLUDE_PENALTY: f64 = 1e6;
+/// Default time a decision waits for feedback: an hour covers slow graders and human ratings.
+pub const DEFAULT_PENDING_TTL_SECS: f64 = 3600.0;
+/// Default bound on pending decisions: ~100 k x ~0.5 KB = ~50 MB at most.
+pub const DEFAULT_MAX_PENDING: usize = 100_000;
+/// Default number of fallbacks returned with a decision.
+pub const DEFAULT_MAX_FALLBACKS: usize = 3;
+/// Default prior success rate of a model without one in config.
+pub const DEFAULT_SUCCESS_RATE: f64 = 0.99;
+/// Default spread of ln(cost) around the price-table cost (output lengths vary by ~35%).
+pub const DEFAULT_COST_LOG_SD: f64 = 0.3;
+/// Longest accepted request_id or decision_id, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+/// A config error: the key path, what is wrong, and what would be right.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw types, as written in TOML.
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    task_classes: BTreeMap<String, RawTaskClass>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    kind: Option<String>,
+    half_life_secs: Option<f64>,
+    prior_strength: Option<f64>,
+    propensity_samples: Option<i64>,
+    ucb_exploration: Option<f64>,
+    epsilon: Option<f64>,
+    constraint_mode: Option<String>,
+    violation_penalty: Option<f64>,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    pending_ttl_secs: Option<f64>,
+    max_pending: Option<i64>,
+    max_fallbacks: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    provider: String,
+    input_usd_per_mtok: f64,
+    output_usd_per_mtok: f64,
+    quality: Option<f64>,
+    latency_ms: Option<f64>,
+    latency_p95_ms: Option<f64>,
+    success_rate: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTaskClass {
+    models: Vec<String>,
+    weights: Option<RawWeights>,
+    max_latency_ms: Option<f64>,
+    cost_ref_usd: Option<f64>,
+    latency_ref_ms: Option<f64>,
+    typical_input_tokens: Option<i64>,
+    typical_output_tokens: Option<i64>,
+    #[serde(default)]
+    quality: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawWeights {
+    quality: f64,
+    cost: f64,
+    latency: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime types.
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub policy: PolicyConfig,
+    pub limits: Limits,
+    pub models: BTreeMap<String, ModelConfig>,
+    pub task_classes: BTreeMap<String, TaskClassConfig>,
+}
+
+/// Policy settings plus the engine-wide learning settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    pub settings: PolicySettings,
+    /// Evidence half-life; `None` = no decay.
+    pub half_life_secs: Option<f64>,
+    pub prior_strength: f64,
+    pub constraint_mode: ConstraintMode,
+    /// Utility subtracted per broken constraint (SLA, cost cap).
+    pub violation_penalty: f64,
+    /// Seed for the service's RNG; `None` = from the OS.
+    pub seed: Option<u64>,
+}
+
+/// What a broken SLA or cost cap does to an arm's score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConstraintMode {
+    /// Subtract `violation_penalty`.
+    Penalty,
+    /// Exclude the arm unless every arm breaks a constraint (then the least-bad wins).
+    Exclude,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub pending_ttl_secs: f64,
+    pub max_pending: usize,
+    pub max_fallbacks: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub id: String,
+    pub provider: String,
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+    pub quality: f64,
+    pub latency_ms: f64,
+    pub latency_p95_ms: f64,
+    pub success_rate: f64,
+}
+
+impl ModelConfig {
+    /// Price-table cost of a call with these token counts.
+    pub fn cost_usd(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_usd_per_mtok
+            + output_tokens as f64 * self.output_usd_per_mtok)
+            / 1e6
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskClassConfig {
+    pub name: String,
+    pub models: Vec<String>,
+    pub weights: Weights,
+    pub max_latency_ms: Option<f64>,
+    pub cost_ref_usd: f64,
+    pub latency_ref_ms: f64,
+    pub typical_input_tokens: u64,
+    pub typical_output_tokens: u64,
+    /// Per-class quality priors that override the model's.
+    pub quality: BTreeMap<String, f64>,
+}
+
+impl Config {
+    /// Parses and validates TOML text; `origin` names the file in parse errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // toml's message names the line, the column and the offending key or value.
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| err(origin, e.to_string().trim().replace('\n', " ")))?;
+        raw.validate()
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// The built-in default configuration.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Self::from_toml_str(DEFAULT_CONFIG_TOML, "built-in default config")
+    }
+
+    /// The prior of one (class, model) arm.
+    pub fn arm_prior(&self, class: &TaskClassConfig, model: &ModelConfig) -> ArmPrior {
+        ArmPrior {
+            quality: class
+                .quality
+                .get(&model.id)
+                .copied()
+                .unwrap_or(model.quality),
+            success_rate: model.success_rate,
+            latency_ms: model.latency_ms,
+            latency_p95_ms: model.latency_p95_ms,
+            cost_usd: model.cost_usd(class.typical_input_tokens, class.typical_output_tokens),
+            cost_log_sd: DEFAULT_COST_LOG_SD,
+            strength: self.policy.prior_strength,
+        }
+    }
+}
+
+fn finite_min(key: &str, v: f64, min: f64, inclusive: bool) -> Result<f64, ConfigError> {
+    let ok = v.is_finite() && if inclusive { v >= min } else { v > min };
+    if ok {
+        Ok(v)
+    } else {
+        let rel = if inclusive { ">=" } else { ">" };
+        Err(err(
+            key,
+            format!("must be a finite number {rel} {min}, got {v}"),
+        ))
+    }
+}
+
+fn unit_interval(key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(err(key, format!("must be in [0, 1], got {v}")))
+    }
+}
+
+fn positive_int(key: &str, v: i64, min: i64) -> Result<u64, ConfigError> {
+    if v >= min {
+        Ok(v as u64)
+    } else {
+        Err(err(key, format!("must be an integer >= {min}, got {v}")))
+    }
+}
+
+fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c))
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let listen_text = self
+            .server
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            err(
+                "server.listen",
+                format!("must be an address like 127.0.0.1:50051, got {listen_text:?}"),
+            )
+        })?;
+        let data_dir = self
+            .server
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let policy = self.policy.validate()?;
+        let limits = self.limits.validate()?;
+
+        if self.models.is_empty() {
+            return Err(err("models", "at least one model must be configured"));
+        }
+        let mut models = BTreeMap::new();
+        for (id, m) in self.models {
+            let key = format!("models.{id}");
+            if !name_ok(&id) {
+                return Err(err(
+                    &key,
+                    "a model id must be 1-128 characters of letters, digits and -_.:/@",
+                ));
+            }
+            models.insert(id.clone(), m.validate(&key, id)?);
+        }
+
+        if self.task_classes.is_empty() {
+            return Err(err(
+                "task_classes",
+                "at least one task class must be configured",
+            ));
+        }
+        let mut task_classes = BTreeMap::new();
+        for (name, c) in self.task_classes {
+            let key = format!("task_classes.{name}");
+            if !name_ok(&name) {
+                return Err(err(
+                    &key,
+                    "a task class name must be 1-128 characters of letters, digits and -_.:/@",
+                ));
+            }
+            task_classes.insert(name.clone(), c.validate(&key, name, &models)?);
+        }
+
+        Ok(Config {
+            listen,
+            data_dir,
+            policy,
+            limits,
+            models,
+            task_classes,
+        })
+    }
+}
+
+impl RawPolicy {
+    fn validate(self) -> Result<PolicyConfig, ConfigError> {
+        let kind = match self.kind.as_deref() {
+            None => PolicyKind::Thompson,
+            Some(k) => PolicyKind::parse(k).ok_or_else(|| {
+                let names: Vec<_> = PolicyKind::ALL.iter().map(|k| k.as_str()).collect();
+                err(
+                    "policy.kind",
+                    format!("unknown policy {k:?}; expected one of {}", names.join(", ")),
+                )
+            })?,
+        };
+        let half_life_secs = match self.half_life_secs {
+            None => Some(DEFAULT_HALF_LIFE_SECS),
+            Some(h) if h.is_infinite() && h > 0.0 => None,
+            Some(h) => Some(
+                finite_min("policy.half_life_secs", h, 0.0, false).map_err(|_| {
+                    err(
+                        "policy.half_life_secs",
+                        format!("must be > 0 (or inf for no decay), got {h}"),
+                    )
+                })?,
+            ),
+        };
+        let prior_strength = finite_min(
+            "policy.prior_strength",
+            self.prior_strength.unwrap_or(DEFAULT_PRIOR_STRENGTH),
+            0.0,
+            false,
+        )?;
+        let propensity_samples = positive_int(
+            "policy.propensity_samples",
+            self.propensity_samples
+                .unwrap_or(i64::from(DEFAULT_PROPENSITY_SAMPLES)),
+            1,
+        )?;
+        if propensity_samples > 100_000 {
+            return Err(err(
+                "policy.propensity_samples",
+                format!("must be at most 100000, got {propensity_samples}"),
+            ));
+        }
+        let ucb_exploration = finite_min(
+            "policy.ucb_exploration",
+            self.ucb_exploration.unwrap_or(DEFAULT_UCB_EXPLORATION),
+            0.0,
+            true,
+        )?;
+        let epsilon = unit_interval("policy.epsilon", self.epsilon.unwrap_or(DEFAULT_EPSILON))?;
+        let constraint_mode = match self.constraint_mode.as_deref() {
+            None | Some("penalty") => ConstraintMode::Penalty,
+            Some("exclude") => ConstraintMode::Exclude,
+            Some(other) => {
+                return Err(err(
+                    "policy.constraint_mode",
+                    format!("must be \"penalty\" or \"exclude\", got {other:?}"),
+                ))
+            }
+        };
+        let violation_penalty = finite_min(
+            "policy.violation_penalty",
+            self.violation_penalty.unwrap_or(DEFAULT_VIOLATION_PENALTY),
+            0.0,
+            true,
+        )?;
+        Ok(PolicyConfig {
+            settings: PolicySettings {
+                kind,
+                propensity_samples: propensity_samples as u32,
+                ucb_exploration,
+                epsilon,
+            },
+            half_life_secs,
+            prior_strength,
+            constraint_mode,
+            violation_penalty,
+            seed: self.seed,
+        })
+    }
+}
+
+impl PolicyConfig {
+    /// The penalty per broken constraint that scoring applies in the configured mode.
+    pub fn effective_penalty(&self) -> f64 {
+        match self.constraint_mode {
+            ConstraintMode::Penalty => self.violation_penalty,
+            ConstraintMode::Exclude => EXCLUDE_PENALTY,
+        }
+    }
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            pending_ttl_secs: finite_min(
+                "limits.pending_ttl_secs",
+                self.pending_ttl_secs.unwrap_or(DEFAULT_PENDING_TTL_SECS),
+                0.0,
+                false,
+            )?,
+            max_pending: positive_int(
+                "limits.max_pending",
+                self.max_pending.unwrap_or(DEFAULT_MAX_PENDING as i64),
+                1,
+            )? as usize,
+            max_fallbacks: positive_int(
+                "limits.max_fallbacks",
+                self.max_fallbacks.unwrap_or(DEFAULT_MAX_FALLBACKS as i64),
+                0,
+            )? as usize,
+        })
+    }
+}
+
+impl RawModel {
+    fn validate(self, key: &str, id: String) -> Result<ModelConfig, ConfigError> {
+        if !name_ok(&self.provider) {
+            return Err(err(
+                format!("{key}.provider"),
+                format!(
+                    "must be 1-128 characters of letters, digits and -_.:/@, got {:?}",
+                    self.provider
+                ),
+            ));
+        }
+        let latency_ms = finite_min(
+            &format!("{key}.latency_ms"),
+            self.latency_ms.unwrap_or(1000.0),
+            0.0,
+            false,
+        )?;
+        let latency_p95_ms = finite_min(
+            &format!("{key}.latency_p95_ms"),
+            self.latency_p95_ms.unwrap_or(latency_ms * 2.5),
+            0.0,
+            false,
+        )?;
+        if latency_p95_ms < latency_ms {
+            return Err(err(
+                format!("{key}.latency_p95_ms"),
+                format!("must be >= latency_ms ({latency_ms}), got {latency_p95_ms}"),
+            ));
+        }
+        Ok(ModelConfig {
+            input_usd_per_mtok: finite_min(
+                &format!("{key}.input_usd_per_mtok"),
+                self.input_usd_per_mtok,
+                0.0,
+                true,
+            )?,
+            output_usd_per_mtok: finite_min(
+                &format!("{key}.output_usd_per_mtok"),
+                self.output_usd_per_mtok,
+                0.0,
+                true,
+            )?,
+            quality: unit_interval(&format!("{key}.quality"), self.quality.unwrap_or(0.5))?,
+            latency_ms,
+            latency_p95_ms,
+            success_rate: unit_interval(
+                &format!("{key}.success_rate"),
+                self.success_rate.unwrap_or(DEFAULT_SUCCESS_RATE),
+            )?,
+            provider: self.provider,
+            id,
+        })
+    }
+}
+
+impl RawTaskClass {
+    fn validate(
+        self,
+        key: &str,
+        name: String,
+        models: &BTreeMap<String, ModelConfig>,
+    ) -> Result<TaskClassConfig, ConfigError> {
+        if self.models.is_empty() {
+            return Err(err(format!("{key}.models"), "must list at least one model"));
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            if !models.contains_key(m) {
+                return Err(err(
+                    format!("{key}.models[{i}]"),
+                    format!("unknown model {m:?}; it must be defined under [models.\"{m}\"]"),
+                ));
+            }
+            if self.models[..i].contains(m) {
+                return Err(err(
+                    format!("{key}.models[{i}]"),
+                    format!("model {m:?} is listed twice"),
+                ));
+            }
+        }
+        for (m, q) in &self.quality {
+            if !self.models.contains(m) {
+                return Err(err(
+                    format!("{key}.quality.{m}"),
+                    format!("model {m:?} is not in {key}.models"),
+                ));
+            }
+            unit_interval(&format!("{key}.quality.{m}"), *q)?;
+        }
+        let w = self.weights.unwrap_or(RawWeights {
+            quality: 1.0,
+            cost: 0.3,
+            latency: 0.2,
+        });
+        let weights = Weights {
+            quality: finite_min(&format!("{key}.weights.quality"), w.quality, 0.0, true)?,
+            cost: finite_min(&format!("{key}.weights.cost"), w.cost, 0.0, true)?,
+            latency: finite_min(&format!("{key}.weights.latency"), w.latency, 0.0, true)?,
+        };
+        if weights.quality + weights.cost + weights.latency <= 0.0 {
+            return Err(err(
+                format!("{key}.weights"),
+                "at least one weight must be > 0",
+            ));
+        }
+        let max_latency_ms = match self.max_latency_ms {
+            None => None,
+            Some(v) => Some(finite_min(&format!("{key}.max_latency_ms"), v, 0.0, false)?),
+        };
+        let typical_input_tokens = positive_int(
+            &format!("{key}.typical_input_tokens"),
+            self.typical_input_tokens.unwrap_or(500),
+            1,
+        )?;
+        let typical_output_tokens = positive_int(
+            &format!("{key}.typical_output_tokens"),
+            self.typical_output_tokens.unwrap_or(300),
+            1,
+        )?;
+        // Reference cost: by default the median list cost of the class's models at typical size.
+        let cost_ref_usd = match self.cost_ref_usd {
+            Some(v) => finite_min(&format!("{key}.cost_ref_usd"), v, 0.0, false)?,
+            None => {
+                let mut costs: Vec<f64> = self
+                    .models
+                    .iter()
+                    .filter_map(|m| models.get(m))
+                    .map(|m| m.cost_usd(typical_input_tokens, typical_output_tokens))
+                    .collect();
+                costs.sort_by(f64::total_cmp);
+                costs[costs.len() / 2].max(1e-9)
+            }
+        };
+        let latency_ref_ms = finite_min(
+            &format!("{key}.latency_ref_ms"),
+            self.latency_ref_ms.unwrap_or(1000.0),
+            0.0,
+            false,
+        )?;
+        Ok(TaskClassConfig {
+            name,
+            models: self.models,
+            weights,
+            max_latency_ms,
+            cost_ref_usd,
+            latency_ref_ms,
+            typical_input_tokens,
+            typical_output_tokens,
+            quality: self.quality,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_default_is_valid_and_realistic() {
+        let c = Config::builtin().unwrap();
+        assert!(c.task_classes.len() >= 3);
+        for class in c.task_classes.values() {
+            assert!(class.models.len() >= 3, "{}", class.name);
+            let providers: std::collections::BTreeSet<_> = class
+                .models
+                .iter()
+                .map(|m| c.models[m].provider.clone())
+                .collect();
+            assert!(providers.len() >= 2, "{}", class.name);
+        }
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    fn with(extra: &str) -> Result<Config, ConfigError> {
+        let base = r#"
+[models.a]
+provider = "p1"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+[models.b]
+provider = "p2"
+input_usd_per_mtok = 0.5
+output_usd_per_mtok = 1.0
+"#;
+        Config::from_toml_str(&format!("{base}\n{extra}"), "test.toml")
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        let e = with("[task_classes.qa]\nmodels = [\"a\", \"zz\"]\n").unwrap_err();
+        assert_eq!(e.key, "task_classes.qa.models[1]");
+        assert!(e.message.contains("\"zz\""), "{e}");
+
+        let e = with("[task_classes.qa]\nmodels = [\"a\"]\nweights = { quality = -1.0, cost = 0.0, latency = 0.0 }\n")
+            .unwrap_err();
+        assert_eq!(e.key, "task_classes.qa.weights.quality");
+        assert!(e.message.contains("-1"), "{e}");
+
+        let e =
+            with("[policy]\nkind = \"magic\"\n[task_classes.qa]\nmodels = [\"a\"]\n").unwrap_err();
+        assert_eq!(e.key, "policy.kind");
+        assert!(
+            e.message.contains("magic") && e.message.contains("thompson"),
+            "{e}"
+        );
+
+        let e = with("[policy]\nepsilon = 1.5\n[task_classes.qa]\nmodels = [\"a\"]\n").unwrap_err();
+        assert_eq!(e.key, "policy.epsilon");
+
+        let e = with("[task_classes.qa]\nmodels = [\"a\"]\nbogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+
+        let e = with("[server]\nlisten = \"nowhere\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
+            .unwrap_err();
+        assert_eq!(e.key, "server.listen");
+        assert!(e.message.contains("nowhere"));
+    }
+
+    #[test]
+    fn infinite_half_life_means_no_decay() {
+        let c =
+            with("[policy]\nhalf_life_secs = inf\n[task_classes.qa]\nmodels = [\"a\", \"b\"]\n")
+                .unwrap();
+        assert_eq!(c.policy.half_life_secs, None);
+        let e = with("[policy]\nhalf_life_secs = -3.0\n[task_classes.qa]\nmodels = [\"a\"]\n")
+            .unwrap_err();
+        assert_eq!(e.key, "policy.half_life_secs");
+    }
+
+    #[test]
+    fn default_cost_reference_is_median_list_cost() {
+        let c = with("[task_classes.qa]\nmodels = [\"a\", \"b\"]\ntypical_input_tokens = 1000\ntypical_output_tokens = 1000\n")
+            .unwrap();
+        // a: 3e-3, b: 1.5e-3; median of two (upper) = a's
+        assert!((c.task_classes["qa"].cost_ref_usd - 0.003).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,1004 @@
+//! The router core: arms, policy and pending decisions. Synchronous and pure: it knows nothing of
+//! gRPC, storage, clocks or threads. Callers pass `now_ms` (Unix milliseconds) and an RNG; the service
+//! wraps it behind a lock, the simulator drives it with simulated time, so both run one decision path.
+//!
+//! Every input is validated here, once, before anything touches a posterior: a bad value is answered
+//! with an [`EngineError`] that names the field and says what would be right.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ModelConfig, TaskClassConfig, MAX_ID_LEN};
+use crate::policy::{self, Arm, Candidate, Means, Observation, Outcome, Scoring, Weights};
+
+/// Why a request was refused. Each variant maps to one gRPC status code at the transport edge.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> EngineError {
+    EngineError::InvalidArgument {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A Route request, with the API's conventions: 0 or empty means "default".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteInput {
+    pub task_class: String,
+    pub request_id: String,
+    pub candidates: Vec<String>,
+    pub max_latency_ms: f64,
+    pub max_cost_usd: f64,
+    pub input_tokens: i64,
+    pub max_output_tokens: i64,
+    pub budget_key: String,
+    pub weights: Option<Weights>,
+}
+
+/// A model and its provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub model: String,
+    pub provider: String,
+}
+
+/// What the router expects of the chosen model for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Expected {
+    pub cost_usd: f64,
+    pub latency_ms: f64,
+    pub quality: f64,
+    pub success_rate: f64,
+    pub latency_p95_ms: f64,
+}
+
+impl From<Means> for Expected {
+    fn from(m: Means) -> Self {
+        Expected {
+            cost_usd: m.cost_usd,
+            latency_ms: m.latency_ms,
+            quality: m.quality,
+            success_rate: m.success,
+            latency_p95_ms: m.latency_p95_ms,
+        }
+    }
+}
+
+/// One routing decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub id: String,
+    pub task_class: String,
+    pub model: String,
+    pub provider: String,
+    pub fallbacks: Vec<ModelRef>,
+    pub propensity: f64,
+    pub expected: Expected,
+    pub reason: String,
+    pub policy: String,
+    /// The models the policy chose among (for off-policy evaluation of logged traffic).
+    pub eligible: Vec<String>,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub budget_key: Option<String>,
+    /// Token counts the decision assumed (the request's estimates or the class's typical ones).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// True when answering a repeated request_id.
+    pub replayed: bool,
+}
+
+/// A Feedback report. `None` means the field was absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedbackInput {
+    pub decision_id: String,
+    pub model: String,
+    pub outcome: Option<Outcome>,
+    pub latency_ms: Option<f64>,
+    pub ttft_ms: Option<f64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub quality: Option<f64>,
+}
+
+/// What Feedback did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackResult {
+    /// Everything reported was already counted; nothing changed.
+    pub duplicate: bool,
+    pub arm: ArmSummary,
+}
+
+/// GetArmStats filters; empty = all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArmFilter {
+    pub task_class: String,
+    pub model: String,
+}
+
+/// Beta parameters and mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BetaSummary {
+    pub alpha: f64,
+    pub beta: f64,
+    pub mean: f64,
+}
+
+/// What one arm has learned, for GetArmStats and Feedback responses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmSummary {
+    pub task_class: String,
+    pub model: String,
+    pub provider: String,
+    pub pulls: u64,
+    pub decayed_pulls: f64,
+    pub successes: u64,
+    pub failures: u64,
+    pub quality_reports: u64,
+    pub success: BetaSummary,
+    pub quality: BetaSummary,
+    pub latency: policy::posterior::NormalGammaParams,
+    pub cost: policy::posterior::NormalGammaParams,
+    pub latency_mean_ms: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub cost_mean_usd: f64,
+    pub traffic_share: f64,
+    pub last_feedback_ms: u64,
+}
+
+/// A decision waiting for (or still accepting) feedback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingDecision {
+    pub decision: Decision,
+    pub request_id: Option<String>,
+    /// Models whose outcome was reported.
+    pub outcomes: Vec<String>,
+    /// Models whose outcome was a failure (a later quality score for them is refused).
+    pub failed: Vec<String>,
+    /// Models whose quality was reported.
+    pub qualities: Vec<String>,
+}
+
+/// Learned state of one task class: one arm per configured model, in config order.
+#[derive(Debug, Clone, PartialEq)]
+struct ClassState {
+    arms: Vec<Arm>,
+    /// Utility of each arm's priors under the class's weights (static-best baseline).
+    prior_utility: Vec<f64>,
+}
+
+/// Pending decisions, bounded by TTL and count, with the request_id index.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Pending {
+    by_id: HashMap<String, PendingDecision>,
+    /// Decision ids in creation order (so also expiry order: the TTL is the same for all).
+    order: VecDeque<String>,
+    by_request: HashMap<String, String>,
+}
+
+impl Pending {
+    fn insert(&mut self, p: PendingDecision, max: usize) -> usize {
+        let id = p.decision.id.clone();
+        if let Some(r) = &p.request_id {
+            self.by_request.insert(r.clone(), id.clone());
+        }
+        self.by_id.insert(id.clone(), p);
+        self.order.push_back(id);
+        let mut evicted = 0;
+        while self.by_id.len() > max {
+            if !self.pop_front() {
+                break;
+            }
+            evicted += 1;
+        }
+        evicted
+    }
+
+    fn pop_front(&mut self) -> bool {
+        let Some(id) = self.order.pop_front() else {
+            return false;
+        };
+        if let Some(p) = self.by_id.remove(&id) {
+            if let Some(r) = p.request_id {
+                if self.by_request.get(&r) == Some(&id) {
+                    self.by_request.remove(&r);
+                }
+            }
+        }
+        true
+    }
+
+    fn expire(&mut self, now_ms: u64) -> usize {
+        let mut n = 0;
+        while let Some(id) = self.order.front() {
+            let expired = self
+                .by_id
+                .get(id)
+                .is_none_or(|p| p.decision.expires_ms <= now_ms);
+            if !expired {
+                break;
+            }
+            self.pop_front();
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The router core.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: Config,
+    classes: BTreeMap<String, ClassState>,
+    pending: Pending,
+}
+
+impl Engine {
+    /// An engine with every arm at its priors, as of `now_ms`.
+    pub fn new(config: Config, now_ms: u64) -> Self {
+        let mut classes = BTreeMap::new();
+        for (name, class) in &config.task_classes {
+            let scoring = class_scoring(&config, class, None);
+            let mut arms = Vec::with_capacity(class.models.len());
+            let mut prior_utility = Vec::with_capacity(class.models.len());
+            for model_id in &class.models {
+                let Some(model) = config.models.get(model_id) else {
+                    continue; // config validation guarantees presence
+                };
+                let arm = Arm::new(&config.arm_prior(class, model), now_ms);
+                prior_utility.push(scoring.utility(&arm.means(1.0).into()));
+                arms.push(arm);
+            }
+            classes.insert(
+                name.clone(),
+                ClassState {
+                    arms,
+                    prior_utility,
+                },
+            );
+        }
+        Engine {
+            config,
+            classes,
+            pending: Pending::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of decisions still accepting feedback.
+    pub fn pending_len(&self) -> usize {
+        self.pending.by_id.len()
+    }
+
+    /// A pending decision by id.
+    pub fn pending(&self, decision_id: &str) -> Option<&PendingDecision> {
+        self.pending.by_id.get(decision_id)
+    }
+
+    /// Drops decisions whose feedback window has passed; returns how many.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        self.pending.expire(now_ms)
+    }
+
+    fn class(&self, name: &str) -> Result<&TaskClassConfig, EngineError> {
+        if name.is_empty() {
+            return Err(invalid(
+                "task_class",
+                format!("is required; configured classes: {}", self.class_names()),
+            ));
+        }
+        self.config.task_classes.get(name).ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "task_class {name:?} is not configured; configured classes: {}",
+                self.class_names()
+            ))
+        })
+    }
+
+    fn class_names(&self) -> String {
+        self.config
+            .task_classes
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Picks a model for one request.
+    pub fn route<R: Rng + ?Sized>(
+        &mut self,
+        input: &RouteInput,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Decision, EngineError> {
+        let class = self.class(&input.task_class)?.clone();
+        check_id("request_id", &input.request_id)?;
+        if !input.request_id.is_empty() {
+            if let Some(replay) = self.replay(input, now_ms)? {
+                return Ok(replay);
+            }
+        }
+        let scoring = self.request_scoring(&class, input)?;
+        let input_tokens =
+            tokens("input_tokens", input.input_tokens)?.unwrap_or(class.typical_input_tokens);
+        let output_tokens = tokens("max_output_tokens", input.max_output_tokens)?
+            .unwrap_or(class.typical_output_tokens);
+        let eligible = self.candidate_indices(&class, &input.candidates)?;
+
+        let half_life = self.config.policy.half_life_secs;
+        let settings = self.config.policy.settings;
+        let max_fallbacks = self.config.limits.max_fallbacks;
+        let Some(state) = self.classes.get_mut(&class.name) else {
+            return Err(EngineError::NotFound(format!(
+                "task_class {:?} has no learned state",
+                class.name
+            )));
+        };
+        for &i in &eligible {
+            state.arms[i].decay_to(now_ms, half_life);
+        }
+        let models: Vec<&ModelConfig> = eligible
+            .iter()
+            .filter_map(|&i| self.config.models.get(&class.models[i]))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = eligible
+            .iter()
+            .zip(&models)
+            .map(|(&i, model)| Candidate {
+                arm: &state.arms[i],
+                cost_scale: cost_scale(model, &class, input_tokens, output_tokens),
+                health: 1.0,
+                prior_utility: state.prior_utility[i],
+            })
+            .collect();
+        let choice = policy::choose(&settings, &candidates, &scoring, rng);
+        let chosen = &candidates[choice.index];
+        let mut reason = choice.reason;
+        if scoring.violations(&chosen.mean_sample()) > 0 && candidates.len() > 1 {
+            // Every arm looked worse than this one even after its penalty.
+            reason = "constraints_unmet";
+        }
+        let expected = Expected::from(chosen.arm.means(chosen.cost_scale));
+        let fallbacks: Vec<ModelRef> = policy::rank_by_mean_utility(&candidates, &scoring)
+            .into_iter()
+            .filter(|&i| i != choice.index)
+            .take(max_fallbacks)
+            .map(|i| ModelRef {
+                model: models[i].id.clone(),
+                provider: models[i].provider.clone(),
+            })
+            .collect();
+        let model = models[choice.index];
+        let arm_index = eligible[choice.index];
+        state.arms[arm_index].record_pull(now_ms);
+
+        let ttl_ms = (self.config.limits.pending_ttl_secs * 1000.0) as u64;
+        let decision = Decision {
+            id: format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>()),
+            task_class: class.name.clone(),
+            model: model.id.clone(),
+            provider: model.provider.clone(),
+            fallbacks,
+            propensity: choice.propensity,
+            expected,
+            reason: reason.to_string(),
+            policy: settings.kind.as_str().to_string(),
+            eligible: models.iter().map(|m| m.id.clone()).collect(),
+            created_ms: now_ms,
+            expires_ms: now_ms.saturating_add(ttl_ms),
+            budget_key: (!input.budget_key.is_empty()).then(|| input.budget_key.clone()),
+            input_tokens,
+            output_tokens,
+            replayed: false,
+        };
+        self.pending.insert(
+            PendingDecision {
+                decision: decision.clone(),
+                request_id: (!input.request_id.is_empty()).then(|| input.request_id.clone()),
+                outcomes: Vec::new(),
+                failed: Vec::new(),
+                qualities: Vec::new(),
+            },
+            self.config.limits.max_pending,
+        );
+        Ok(decision)
+    }
+
+    /// The pending decision for a repeated request_id, if any.
+    fn replay(&self, input: &RouteInput, now_ms: u64) -> Result<Option<Decision>, EngineError> {
+        let Some(p) = self
+            .pending
+            .by_request
+            .get(&input.request_id)
+            .and_then(|id| self.pending.by_id.get(id))
+        else {
+            return Ok(None);
+        };
+        if p.decision.expires_ms <= now_ms {
+            return Ok(None);
+        }
+        if p.decision.task_class != input.task_class {
+            return Err(EngineError::FailedPrecondition(format!(
+                "request_id {:?} already names a pending decision of task_class {:?}; use a new \
+                 request_id for a request of task_class {:?}",
+                input.request_id, p.decision.task_class, input.task_class
+            )));
+        }
+        let mut d = p.decision.clone();
+        d.replayed = true;
+        Ok(Some(d))
+    }
+
+    fn request_scoring(
+        &self,
+        class: &TaskClassConfig,
+        input: &RouteInput,
+    ) -> Result<Scoring, EngineError> {
+        let max_latency = non_negative("max_latency_ms", input.max_latency_ms)?;
+        let max_cost = non_negative("max_cost_usd", input.max_cost_usd)?;
+        if let Some(w) = input.weights {
+            for (name, v) in [
+                ("weights.quality", w.quality),
+                ("weights.cost", w.cost),
+                ("weights.latency", w.latency),
+            ] {
+                non_negative(name, v)?;
+            }
+            if w.quality + w.cost + w.latency <= 0.0 {
+                return Err(invalid(
+                    "weights",
+                    "at least one of quality, cost, latency must be > 0 (or omit weights to use \
+                     the class's)",
+                ));
+            }
+        }
+        let mut scoring = class_scoring(&self.config, class, input.weights);
+        if max_latency > 0.0 {
+            scoring.max_latency_ms = Some(max_latency);
+        }
+        if max_cost > 0.0 {
+            scoring.max_cost_usd = Some(max_cost);
+        }
+        Ok(scoring)
+    }
+
+    /// Indices (into the class's models) of the request's candidates, deduplicated, in class order.
+    fn candidate_indices(
+        &self,
+        class: &TaskClassConfig,
+        candidates: &[String],
+    ) -> Result<Vec<usize>, EngineError> {
+        if candidates.is_empty() {
+            return Ok((0..class.models.len()).collect());
+        }
+        let mut picked = vec![false; class.models.len()];
+        for (n, c) in candidates.iter().enumerate() {
+            match class.models.iter().position(|m| m == c) {
+                Some(i) => picked[i] = true,
+                None => {
+                    return Err(invalid(
+                        &format!("candidates[{n}]"),
+                        format!(
+                            "model {c:?} is not a model of task_class {:?}; its models are: {}",
+                            class.name,
+                            class.models.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok((0..class.models.len()).filter(|&i| picked[i]).collect())
+    }
+
+    /// Records what happened to a routed request.
+    pub fn feedback(
+        &mut self,
+        input: &FeedbackInput,
+        now_ms: u64,
+    ) -> Result<FeedbackResult, EngineError> {
+        if input.decision_id.is_empty() {
+            return Err(invalid(
+                "decision_id",
+                "is required: pass the decision_id that Route returned",
+            ));
+        }
+        check_id("decision_id", &input.decision_id)?;
+        let ttl = self.config.limits.pending_ttl_secs;
+        let pending = self
+            .pending
+            .by_id
+            .get(&input.decision_id)
+            .filter(|p| p.decision.expires_ms > now_ms)
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "decision_id {:?} is unknown or expired (decisions accept feedback for {ttl} s)",
+                    input.decision_id
+                ))
+            })?;
+        let class = self.class(&pending.decision.task_class)?.clone();
+        let model_id = if input.model.is_empty() {
+            pending.decision.model.clone()
+        } else {
+            input.model.clone()
+        };
+        let Some(arm_index) = class.models.iter().position(|m| *m == model_id) else {
+            return Err(invalid(
+                "model",
+                format!(
+                    "model {model_id:?} is not a model of task_class {:?}; report the model \
+                     actually called, one of: {}",
+                    class.name,
+                    class.models.join(", ")
+                ),
+            ));
+        };
+        let model = self
+            .config
+            .models
+            .get(&model_id)
+            .ok_or_else(|| invalid("model", format!("model {model_id:?} is not configured")))?
+            .clone();
+
+        if input.outcome.is_none() && input.quality.is_none() {
+            return Err(invalid(
+                "outcome",
+                "a Feedback must carry an outcome (SUCCESS, ERROR, TIMEOUT, RATE_LIMITED), a \
+                 quality score, or both",
+            ));
+        }
+        let latency_ms = input
+            .latency_ms
+            .map(|v| non_negative("latency_ms", v))
+            .transpose()?;
+        input
+            .ttft_ms
+            .map(|v| non_negative("ttft_ms", v))
+            .transpose()?;
+        let in_tokens = input
+            .input_tokens
+            .map(|v| tokens("input_tokens", v))
+            .transpose()?
+            .flatten();
+        let out_tokens = input
+            .output_tokens
+            .map(|v| tokens("output_tokens", v))
+            .transpose()?
+            .flatten();
+        let cost = input
+            .cost_usd
+            .map(|v| non_negative("cost_usd", v))
+            .transpose()?;
+        let quality = match input.quality {
+            Some(q) if q.is_finite() && (0.0..=1.0).contains(&q) => Some(q),
+            Some(q) => {
+                return Err(invalid(
+                    "quality",
+                    format!("must be a score in [0, 1], got {q}"),
+                ))
+            }
+            None => None,
+        };
+        if let (Some(o), Some(_)) = (input.outcome, quality) {
+            if !o.is_success() {
+                return Err(invalid(
+                    "quality",
+                    format!(
+                        "a quality score rates a successful answer, but outcome is {}; send the \
+                         outcome alone",
+                        o.as_str().to_uppercase()
+                    ),
+                ));
+            }
+        }
+        if quality.is_some() && input.outcome.is_none() && pending.failed.contains(&model_id) {
+            return Err(EngineError::FailedPrecondition(format!(
+                "model {model_id:?} failed on decision {:?}; a quality score rates a successful \
+                 answer",
+                input.decision_id
+            )));
+        }
+
+        let outcome_new = input
+            .outcome
+            .is_some_and(|_| !pending.outcomes.contains(&model_id));
+        let quality_new = quality.is_some() && !pending.qualities.contains(&model_id);
+        let (dec_in, dec_out) = (
+            pending.decision.input_tokens,
+            pending.decision.output_tokens,
+        );
+
+        // Cost: as reported, else from the price table when tokens are known.
+        let cost_usd = cost.or_else(|| {
+            (in_tokens.is_some() || out_tokens.is_some())
+                .then(|| model.cost_usd(in_tokens.unwrap_or(0), out_tokens.unwrap_or(0)))
+        });
+        let scale = cost_scale(
+            &model,
+            &class,
+            in_tokens.unwrap_or(dec_in),
+            out_tokens.unwrap_or(dec_out),
+        );
+
+        let scoring = class_scoring(&self.config, &class, None);
+        let half_life = self.config.policy.half_life_secs;
+        let Some(state) = self.classes.get_mut(&class.name) else {
+            return Err(EngineError::NotFound(format!(
+                "task_class {:?} has no learned state",
+                class.name
+            )));
+        };
+        let arm = &mut state.arms[arm_index];
+        arm.decay_to(now_ms, half_life);
+        if let (true, Some(outcome)) = (outcome_new, input.outcome) {
+            let obs = Observation {
+                outcome,
+                latency_ms,
+                output_tokens: out_tokens,
+                cost_usd,
+                cost_usd_typical: cost_usd.map(|c| c / scale),
+                quality,
+            };
+            arm.observe_outcome(&obs, &scoring, now_ms);
+        }
+        if let (true, Some(q)) = (quality_new, quality) {
+            arm.observe_quality(q, now_ms);
+        }
+        if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
+            if outcome_new {
+                p.outcomes.push(model_id.clone());
+                if input.outcome.is_some_and(|o| !o.is_success()) {
+                    p.failed.push(model_id.clone());
+                }
+            }
+            if quality_new {
+                p.qualities.push(model_id.clone());
+            }
+        }
+        let arm = self.summary(&class.name, arm_index, now_ms)?;
+        Ok(FeedbackResult {
+            duplicate: !(outcome_new || quality_new),
+            arm,
+        })
+    }
+
+    /// Arm statistics, filtered by task class and/or model.
+    pub fn arm_stats(
+        &self,
+        filter: &ArmFilter,
+        now_ms: u64,
+    ) -> Result<Vec<ArmSummary>, EngineError> {
+        if !filter.task_class.is_empty() {
+            self.class(&filter.task_class)?;
+        }
+        if !filter.model.is_empty() && !self.config.models.contains_key(&filter.model) {
+            return Err(EngineError::NotFound(format!(
+                "model {:?} is not configured; configured models: {}",
+                filter.model,
+                self.config
+                    .models
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut out = Vec::new();
+        for (name, class) in &self.config.task_classes {
+            if !filter.task_class.is_empty() && *name != filter.task_class {
+                continue;
+            }
+            for (i, m) in class.models.iter().enumerate() {
+                if filter.model.is_empty() || *m == filter.model {
+                    out.push(self.summary(name, i, now_ms)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn summary(&self, class: &str, index: usize, now_ms: u64) -> Result<ArmSummary, EngineError> {
+        let missing = || EngineError::NotFound(format!("no arm {index} in task_class {class:?}"));
+        let state = self.classes.get(class).ok_or_else(missing)?;
+        let class_cfg = self.config.task_classes.get(class).ok_or_else(missing)?;
+        let arm = state.arms.get(index).ok_or_else(missing)?;
+        let model_id = class_cfg.models.get(index).ok_or_else(missing)?;
+        let provider = self
+            .config
+            .models
+            .get(model_id)
+            .map(|m| m.provider.clone())
+            .unwrap_or_default();
+        // Decay a copy to now, so statistics read the same as the next decision would see them.
+        let mut arm = arm.clone();
+        arm.decay_to(now_ms, self.config.policy.half_life_secs);
+        let total_share: f64 = state.arms.iter().map(|a| a.share_at(now_ms)).sum();
+        let beta = |b: &policy::BetaPosterior| BetaSummary {
+            alpha: b.alpha(),
+            beta: b.beta(),
+            mean: b.mean(),
+        };
+        Ok(ArmSummary {
+            task_class: class.to_string(),
+            model: model_id.clone(),
+            provider,
+            pulls: arm.pulls,
+            decayed_pulls: arm.success.evidence(),
+            successes: arm.successes,
+            failures: arm.failures,
+            quality_reports: arm.quality_reports,
+            success: beta(&arm.success),
+            quality: beta(&arm.quality),
+            latency: arm.latency.params(),
+            cost: arm.cost.params(),
+            latency_mean_ms: arm.latency.mean_exp(),
+            latency_p50_ms: arm.latency.predictive_quantile_exp(0.5),
+            latency_p95_ms: arm.latency.predictive_quantile_exp(0.95),
+            cost_mean_usd: arm.cost.mean_exp(),
+            traffic_share: if total_share > 0.0 {
+                arm.share_at(now_ms) / total_share
+            } else {
+                0.0
+            },
+            last_feedback_ms: arm.last_feedback_ms,
+        })
+    }
+}
+
+/// The class's scoring (weights, references, SLA), with optional request weights.
+fn class_scoring(config: &Config, class: &TaskClassConfig, weights: Option<Weights>) -> Scoring {
+    Scoring {
+        weights: weights.unwrap_or(class.weights),
+        cost_ref_usd: class.cost_ref_usd,
+        latency_ref_ms: class.latency_ref_ms,
+        max_latency_ms: class.max_latency_ms,
+        max_cost_usd: None,
+        violation_penalty: config.policy.effective_penalty(),
+    }
+}
+
+/// Ratio of a request's price-table cost to the class's typical request, for one model.
+fn cost_scale(model: &ModelConfig, class: &TaskClassConfig, input: u64, output: u64) -> f64 {
+    let typical = model.cost_usd(class.typical_input_tokens, class.typical_output_tokens);
+    if typical > 0.0 {
+        model.cost_usd(input, output) / typical
+    } else {
+        1.0
+    }
+}
+
+fn non_negative(field: &str, v: f64) -> Result<f64, EngineError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(
+            field,
+            format!("must be a finite number >= 0, got {v}"),
+        ))
+    }
+}
+
+/// A token count: negative is an error, 0 means "not given".
+fn tokens(field: &str, v: i64) -> Result<Option<u64>, EngineError> {
+    match v {
+        v if v < 0 => Err(invalid(field, format!("must be >= 0, got {v}"))),
+        0 => Ok(None),
+        v => Ok(Some(v as u64)),
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), EngineError> {
+    if id.len() > MAX_ID_LEN {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_ID_LEN} bytes, got {}", id.len()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    fn engine() -> Engine {
+        Engine::new(Config::builtin().unwrap(), 1_000)
+    }
+
+    fn route(e: &mut Engine, class: &str, rng: &mut SmallRng) -> Decision {
+        e.route(
+            &RouteInput {
+                task_class: class.into(),
+                ..Default::default()
+            },
+            2_000,
+            rng,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn request_id_replays_the_same_decision() {
+        let mut e = engine();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let input = RouteInput {
+            task_class: "qa".into(),
+            request_id: "req-1".into(),
+            ..Default::default()
+        };
+        let a = e.route(&input, 2_000, &mut rng).unwrap();
+        let b = e.route(&input, 2_500, &mut rng).unwrap();
+        assert_eq!(a.id, b.id);
+        assert!(b.replayed && !a.replayed);
+        assert_eq!(e.pending_len(), 1);
+        let other = RouteInput {
+            task_class: "code".into(),
+            request_id: "req-1".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            e.route(&other, 2_600, &mut rng),
+            Err(EngineError::FailedPrecondition(_))
+        ));
+    }
+
+    #[test]
+    fn duplicate_outcomes_count_once_and_late_quality_updates() {
+        let mut e = engine();
+        let mut rng = SmallRng::seed_from_u64(2);
+        let d = route(&mut e, "qa", &mut rng);
+        let fb = FeedbackInput {
+            decision_id: d.id.clone(),
+            outcome: Some(Outcome::Success),
+            latency_ms: Some(300.0),
+            ..Default::default()
+        };
+        let r1 = e.feedback(&fb, 3_000).unwrap();
+        let r2 = e.feedback(&fb, 3_001).unwrap();
+        assert!(!r1.duplicate && r2.duplicate);
+        assert_eq!(r2.arm.successes, 1);
+        let q = FeedbackInput {
+            decision_id: d.id.clone(),
+            quality: Some(1.0),
+            ..Default::default()
+        };
+        let before = r2.arm.quality.alpha;
+        let r3 = e.feedback(&q, 3_002).unwrap();
+        assert!(!r3.duplicate);
+        assert!((r3.arm.quality.alpha - before - 1.0).abs() < 1e-9);
+        assert!(e.feedback(&q, 3_003).unwrap().duplicate);
+    }
+
+    #[test]
+    fn bad_values_never_reach_a_posterior() {
+        let mut e = engine();
+        let mut rng = SmallRng::seed_from_u64(3);
+        let d = route(&mut e, "qa", &mut rng);
+        let before = e.arm_stats(&ArmFilter::default(), 2_000).unwrap();
+        let bad = [
+            (
+                "latency_ms",
+                FeedbackInput {
+                    latency_ms: Some(-1.0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "latency_ms",
+                FeedbackInput {
+                    latency_ms: Some(f64::NAN),
+                    ..Default::default()
+                },
+            ),
+            (
+                "cost_usd",
+                FeedbackInput {
+                    cost_usd: Some(f64::INFINITY),
+                    ..Default::default()
+                },
+            ),
+            (
+                "output_tokens",
+                FeedbackInput {
+                    output_tokens: Some(-5),
+                    ..Default::default()
+                },
+            ),
+            (
+                "quality",
+                FeedbackInput {
+                    quality: Some(1.5),
+                    ..Default::default()
+                },
+            ),
+            (
+                "quality",
+                FeedbackInput {
+                    quality: Some(f64::NAN),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (field, mut fb) in bad {
+            fb.decision_id = d.id.clone();
+            fb.outcome = Some(Outcome::Success);
+            match e.feedback(&fb, 2_000) {
+                Err(EngineError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        assert_eq!(before, e.arm_stats(&ArmFilter::default(), 2_000).unwrap());
+    }
+
+    #[test]
+    fn pending_decisions_expire_and_are_bounded() {
+        let mut cfg = Config::builtin().unwrap();
+        cfg.limits.max_pending = 10;
+        cfg.limits.pending_ttl_secs = 60.0;
+        let mut e = Engine::new(cfg, 0);
+        let mut rng = SmallRng::seed_from_u64(4);
+        let mut ids = Vec::new();
+        for i in 0..25u64 {
+            let d = e
+                .route(
+                    &RouteInput {
+                        task_class: "qa".into(),
+                        ..Default::default()
+                    },
+                    i * 1000,
+                    &mut rng,
+                )
+                .unwrap();
+            ids.push(d.id);
+        }
+        assert_eq!(e.pending_len(), 10);
+        assert!(e.pending(&ids[14]).is_none());
+        assert!(e.pending(&ids[15]).is_some());
+        // Decision 15 was made at t=15 s: it expires at 75 s.
+        assert_eq!(e.expire(75_000), 1);
+        assert_eq!(e.expire(200_000), 9);
+        assert_eq!(e.pending_len(), 0);
+        let fb = FeedbackInput {
+            decision_id: ids[24].clone(),
+            outcome: Some(Outcome::Success),
+            ..Default::default()
+        };
+        assert!(matches!(
+            e.feedback(&fb, 200_000),
+            Err(EngineError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn fallbacks_exclude_the_choice_and_respect_the_limit() {
+        let mut e = engine();
+        let mut rng = SmallRng::seed_from_u64(5);
+        for _ in 0..50 {
+            let d = route(&mut e, "qa", &mut rng);
+            assert!(d.fallbacks.len() <= 3);
+            assert!(d.fallbacks.iter().all(|f| f.model != d.model));
+            assert!(d.propensity > 0.0 && d.propensity <= 1.0);
+            assert_eq!(d.eligible.len(), 4);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Switchyard: an adaptive LLM router. Other services ask it which model to call for a request of a
+//! task class, then report what happened; it learns per (task class, model) how good, slow,
+//! reliable and expensive each model is, and routes the next requests accordingly.
+//!
+//! # Layout
+//! - [`config`]: TOML configuration, validated into runtime types; the built-in default.
+//! - [`policy`]: pure decision maths: posteriors, Thompson sampling, UCB, baselines, decay.
+//! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
+//! - [`server`]: the tonic service over the engine, with health and reflection.
+//! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
+
+pub mod config;
+pub mod engine;
+pub mod policy;
+pub mod server;
+
+/// Generated protobuf and gRPC types for `switchyard.v1`.
+pub mod proto {
+    #![allow(clippy::all)]
+    tonic::include_proto!("switchyard.v1");
+
+    /// Encoded descriptor set of the API, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("switchyard_descriptor");
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    #[test]
+    fn descriptor_set_decodes_and_names_the_service() {
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set decodes");
+        let services: Vec<_> = set
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter().map(|s| s.name().to_string()))
+            .collect();
+        assert_eq!(services, vec!["Route".to_string()]);
+    }
+}

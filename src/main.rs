@@ -1,0 +1,166 @@
+//! The `switchyard` command: `serve` the router, `config print-default`, `config check FILE`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchyard::config::{Config, DEFAULT_CONFIG_TOML};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An adaptive LLM router (gRPC service)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC service.
+    Serve {
+        /// Config file (TOML); the built-in default when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config's (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory, overriding the config's.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "pretty")]
+        log_format: LogFormat,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the built-in default configuration.
+    PrintDefault,
+    /// Validate a config file; errors name the key and the bad value.
+    Check { file: PathBuf },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            log_format,
+        } => {
+            init_logging(log_format);
+            let loaded = match &config {
+                Some(path) => Config::load(path),
+                None => Config::builtin(),
+            };
+            let mut cfg = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("switchyard: config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            match run_server(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config { command } => match command {
+            ConfigCommand::PrintDefault => {
+                print!("{DEFAULT_CONFIG_TOML}");
+                ExitCode::SUCCESS
+            }
+            ConfigCommand::Check { file } => match Config::load(&file) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} models, {} task classes, policy {})",
+                        file.display(),
+                        c.models.len(),
+                        c.task_classes.len(),
+                        c.policy.settings.kind.as_str()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            },
+        },
+    }
+}
+
+fn run_server(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = switchyard::server::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        // One line on stdout with the bound address, for scripts and tests that pass port 0.
+        println!("listening on {addr}");
+        switchyard::server::serve(cfg, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,148 @@
+//! Proto <-> engine types at the transport edge, and the one place engine errors become statuses.
+
+use tonic::{Code, Status};
+
+use crate::engine::{ArmSummary, Decision, EngineError, FeedbackInput, ModelRef, RouteInput};
+use crate::policy::{Outcome, Weights};
+use crate::proto;
+
+/// Maps an engine error to its gRPC status; the message is the engine's, which names the field.
+pub fn status(e: EngineError) -> Status {
+    let code = match &e {
+        EngineError::InvalidArgument { .. } => Code::InvalidArgument,
+        EngineError::NotFound(_) => Code::NotFound,
+        EngineError::FailedPrecondition(_) => Code::FailedPrecondition,
+        EngineError::ResourceExhausted(_) => Code::ResourceExhausted,
+        EngineError::Unavailable(_) => Code::Unavailable,
+    };
+    Status::new(code, e.to_string())
+}
+
+impl From<proto::RouteRequest> for RouteInput {
+    fn from(r: proto::RouteRequest) -> Self {
+        RouteInput {
+            task_class: r.task_class,
+            request_id: r.request_id,
+            candidates: r.candidates,
+            max_latency_ms: r.max_latency_ms,
+            max_cost_usd: r.max_cost_usd,
+            input_tokens: r.input_tokens,
+            max_output_tokens: r.max_output_tokens,
+            budget_key: r.budget_key,
+            weights: r.weights.map(|w| Weights {
+                quality: w.quality,
+                cost: w.cost,
+                latency: w.latency,
+            }),
+        }
+    }
+}
+
+impl TryFrom<proto::FeedbackRequest> for FeedbackInput {
+    type Error = Status;
+
+    fn try_from(r: proto::FeedbackRequest) -> Result<Self, Status> {
+        let outcome = match proto::Outcome::try_from(r.outcome) {
+            Ok(proto::Outcome::Unspecified) => None,
+            Ok(proto::Outcome::Success) => Some(Outcome::Success),
+            Ok(proto::Outcome::Error) => Some(Outcome::Error),
+            Ok(proto::Outcome::Timeout) => Some(Outcome::Timeout),
+            Ok(proto::Outcome::RateLimited) => Some(Outcome::RateLimited),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "outcome: unknown value {}; expected SUCCESS, ERROR, TIMEOUT or RATE_LIMITED",
+                    r.outcome
+                )))
+            }
+        };
+        Ok(FeedbackInput {
+            decision_id: r.decision_id,
+            model: r.model,
+            outcome,
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cost_usd: r.cost_usd,
+            quality: r.quality,
+        })
+    }
+}
+
+fn model_ref(m: ModelRef) -> proto::ModelRef {
+    proto::ModelRef {
+        model: m.model,
+        provider: m.provider,
+    }
+}
+
+impl From<Decision> for proto::RouteResponse {
+    fn from(d: Decision) -> Self {
+        proto::RouteResponse {
+            decision_id: d.id,
+            model: d.model,
+            provider: d.provider,
+            fallbacks: d.fallbacks.into_iter().map(model_ref).collect(),
+            propensity: d.propensity,
+            expected: Some(proto::Expected {
+                cost_usd: d.expected.cost_usd,
+                latency_ms: d.expected.latency_ms,
+                quality: d.expected.quality,
+                success_rate: d.expected.success_rate,
+                latency_p95_ms: d.expected.latency_p95_ms,
+            }),
+            reason: d.reason,
+            policy: d.policy,
+            task_class: d.task_class,
+            replayed: d.replayed,
+            expires_at_unix_ms: to_i64(d.expires_ms),
+            budget_key: d.budget_key.unwrap_or_default(),
+        }
+    }
+}
+
+fn to_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+impl From<ArmSummary> for proto::ArmStats {
+    fn from(a: ArmSummary) -> Self {
+        let ng = |p: crate::policy::posterior::NormalGammaParams| proto::NormalGammaParams {
+            mu: p.mu,
+            kappa: p.kappa,
+            alpha: p.alpha,
+            beta: p.beta,
+        };
+        let beta = |b: crate::engine::BetaSummary| proto::BetaParams {
+            alpha: b.alpha,
+            beta: b.beta,
+            mean: b.mean,
+        };
+        proto::ArmStats {
+            task_class: a.task_class,
+            model: a.model,
+            provider: a.provider,
+            pulls: a.pulls,
+            decayed_pulls: a.decayed_pulls,
+            successes: a.successes,
+            failures: a.failures,
+            success_posterior: Some(beta(a.success)),
+            quality_posterior: Some(beta(a.quality)),
+            latency_posterior: Some(ng(a.latency)),
+            cost_posterior: Some(ng(a.cost)),
+            success_rate_mean: a.success.mean,
+            quality_mean: a.quality.mean,
+            latency_mean_ms: a.latency_mean_ms,
+            latency_p50_ms: a.latency_p50_ms,
+            latency_p95_ms: a.latency_p95_ms,
+            cost_mean_usd: a.cost_mean_usd,
+            traffic_share: a.traffic_share,
+            breaker_state: proto::BreakerState::Closed as i32,
+            breaker_until_unix_ms: 0,
+            breaker_since_unix_ms: 0,
+            recent_failure_rate: 0.0,
+            last_feedback_unix_ms: to_i64(a.last_feedback_ms),
+            quality_reports: a.quality_reports,
+        }
+    }
+}
