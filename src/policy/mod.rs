@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-pub use posterior::{decay_factor, BetaPosterior, NormalGamma, Z95};
+pub use posterior::{decay_factor, BetaPosterior, GammaSampler, NormalGamma, Z95};
 
 /// How many recent latencies the lowest-latency baseline averages (LiteLLM's latency routing keeps 10).
 pub const LATENCY_WINDOW: usize = 10;
@@ -249,7 +249,7 @@ impl Arm {
             quality: self.quality.mean(),
             cost_usd: self.cost.mean_exp() * cost_scale,
             latency_ms: self.latency.mean_exp(),
-            latency_p95_ms: self.latency.predictive_quantile_exp(0.95),
+            latency_p95_ms: self.latency.predictive_p95_exp(),
         }
     }
 
@@ -371,16 +371,23 @@ pub struct Candidate<'a> {
 }
 
 impl Candidate<'_> {
-    /// One Thompson draw of the arm's components, scaled to the request.
-    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Sample {
-        let (lat_mu, lat_sigma) = self.arm.latency.sample(rng);
-        let (cost_mu, cost_sigma) = self.arm.cost.sample(rng);
-        Sample {
-            success: self.arm.success.sample(rng),
-            quality: self.arm.quality.sample(rng) * self.health,
-            cost_usd: (cost_mu + 0.5 * cost_sigma * cost_sigma).min(700.0).exp() * self.cost_scale,
-            latency_ms: (lat_mu + 0.5 * lat_sigma * lat_sigma).min(700.0).exp(),
-            latency_p95_ms: (lat_mu + Z95 * lat_sigma).min(700.0).exp(),
+    /// Prepares the arm's posteriors for repeated Thompson draws.
+    pub fn sampler(&self) -> ArmSampler {
+        let lat = self.arm.latency.params();
+        let cost = self.arm.cost.params();
+        ArmSampler {
+            success: (
+                GammaSampler::new(self.arm.success.alpha(), 1.0),
+                GammaSampler::new(self.arm.success.beta(), 1.0),
+            ),
+            quality: (
+                GammaSampler::new(self.arm.quality.alpha(), 1.0),
+                GammaSampler::new(self.arm.quality.beta(), 1.0),
+            ),
+            latency: NormalGammaSampler::new(lat),
+            cost: NormalGammaSampler::new(cost),
+            cost_scale: self.cost_scale,
+            health: self.health,
         }
     }
 
@@ -389,6 +396,66 @@ impl Candidate<'_> {
         let mut s = Sample::from(self.arm.means(self.cost_scale));
         s.quality *= self.health;
         s
+    }
+}
+
+/// An arm's posteriors prepared for many draws (distribution set-up done once per decision).
+#[derive(Debug, Clone, Copy)]
+pub struct ArmSampler {
+    success: (GammaSampler, GammaSampler),
+    quality: (GammaSampler, GammaSampler),
+    latency: NormalGammaSampler,
+    cost: NormalGammaSampler,
+    cost_scale: f64,
+    health: f64,
+}
+
+/// Draws (mu, sigma) from a Normal-Gamma: tau ~ Gamma(alpha, rate beta), mu ~ N(mu_n, 1/(kappa tau)).
+#[derive(Debug, Clone, Copy)]
+struct NormalGammaSampler {
+    tau: GammaSampler,
+    mu: f64,
+    kappa: f64,
+}
+
+impl NormalGammaSampler {
+    fn new(p: posterior::NormalGammaParams) -> Self {
+        NormalGammaSampler {
+            tau: GammaSampler::new(p.alpha, 1.0 / p.beta),
+            mu: p.mu,
+            kappa: p.kappa,
+        }
+    }
+
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> (f64, f64) {
+        let tau = self.tau.sample(rng).max(1e-12);
+        let z: f64 = rng.sample(rand_distr::StandardNormal);
+        (self.mu + z / (self.kappa * tau).sqrt(), (1.0 / tau).sqrt())
+    }
+}
+
+fn beta_draw<R: Rng + ?Sized>(g: &(GammaSampler, GammaSampler), rng: &mut R) -> f64 {
+    let x = g.0.sample(rng);
+    let y = g.1.sample(rng);
+    if x + y > 0.0 {
+        x / (x + y)
+    } else {
+        0.5
+    }
+}
+
+impl ArmSampler {
+    /// One Thompson draw of the arm's components, scaled to the request.
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Sample {
+        let (lat_mu, lat_sigma) = self.latency.sample(rng);
+        let (cost_mu, cost_sigma) = self.cost.sample(rng);
+        Sample {
+            success: beta_draw(&self.success, rng),
+            quality: beta_draw(&self.quality, rng) * self.health,
+            cost_usd: (cost_mu + 0.5 * cost_sigma * cost_sigma).min(700.0).exp() * self.cost_scale,
+            latency_ms: (lat_mu + 0.5 * lat_sigma * lat_sigma).min(700.0).exp(),
+            latency_p95_ms: (lat_mu + Z95 * lat_sigma).min(700.0).exp(),
+        }
     }
 }
 

@@ -16,11 +16,12 @@ pub fn choose<R: Rng + ?Sized>(
     samples: u32,
     rng: &mut R,
 ) -> Choice {
+    let samplers: Vec<_> = candidates.iter().map(|c| c.sampler()).collect();
     let draw = |rng: &mut R| -> usize {
         argmax(
-            candidates
+            samplers
                 .iter()
-                .map(|c| scoring.utility(&c.sample(&mut *rng))),
+                .map(|s| scoring.utility(&s.sample(&mut *rng))),
         )
     };
     let index = draw(rng);
