@@ -1,6 +1,8 @@
 //! One routing decision over 10 models on a warmed-up engine: Thompson sampling with its Monte Carlo
 //! propensity (the default 64 draws, and 128), and UCB.
 
+#![allow(clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;

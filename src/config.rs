@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::breaker::BreakerConfig;
 use crate::policy::{ArmPrior, PolicyKind, PolicySettings, Weights};
 
 /// The built-in configuration, used when `serve` gets no `--config`.
@@ -46,6 +47,23 @@ pub const DEFAULT_MAX_FALLBACKS: usize = 3;
 pub const DEFAULT_SUCCESS_RATE: f64 = 0.99;
 /// Default spread of ln(cost) around the price-table cost (output lengths vary by ~35%).
 pub const DEFAULT_COST_LOG_SD: f64 = 0.3;
+/// Default multiplier on a DEGRADED model's quality: it keeps traffic when clearly best, loses it
+/// when close.
+pub const DEFAULT_DEGRADED_QUALITY_FACTOR: f64 = 0.8;
+/// Default hold of an outside health signal without a ttl: five minutes, long enough to ride out a
+/// provider incident, short enough that a forgotten DOWN does not exile a model for the day.
+pub const DEFAULT_HEALTH_TTL_SECS: f64 = 300.0;
+/// Default soft-failure rule: a successful call slower than 3x the model's own p95 counts as a soft
+/// failure (0 disables).
+pub const DEFAULT_SOFT_FAILURE_LATENCY_FACTOR: f64 = 3.0;
+/// Default fraction of latency and success evidence kept when a breaker closes after an outage:
+/// a quarter, so the router re-learns from fresh calls rather than pre-outage numbers.
+pub const DEFAULT_RECOVERY_EVIDENCE_FACTOR: f64 = 0.25;
+/// Default interval between active health probes of a provider.
+pub const DEFAULT_PROBE_INTERVAL_SECS: f64 = 10.0;
+/// Default timeout of one active health probe.
+pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2000;
+
 /// Longest accepted request_id or decision_id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 
@@ -80,6 +98,30 @@ struct RawConfig {
     models: BTreeMap<String, RawModel>,
     #[serde(default)]
     task_classes: BTreeMap<String, RawTaskClass>,
+    #[serde(default)]
+    breaker: BreakerConfig,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    health_probes: BTreeMap<String, RawProbe>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    all_open: Option<String>,
+    degraded_quality_factor: Option<f64>,
+    default_ttl_secs: Option<f64>,
+    soft_failure_latency_factor: Option<f64>,
+    recovery_evidence_factor: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    url: String,
+    interval_secs: Option<f64>,
+    timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -157,6 +199,40 @@ pub struct Config {
     pub limits: Limits,
     pub models: BTreeMap<String, ModelConfig>,
     pub task_classes: BTreeMap<String, TaskClassConfig>,
+    pub breaker: BreakerConfig,
+    pub health: HealthConfig,
+    /// Active health probes by provider.
+    pub health_probes: BTreeMap<String, ProbeConfig>,
+}
+
+/// What Route does when every candidate's breaker is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllOpen {
+    /// Route to the model whose breaker reopens soonest, with reason `all_breakers_open`.
+    LeastBad,
+    /// Answer UNAVAILABLE, listing the models and when each may reopen.
+    Unavailable,
+}
+
+/// How health signals and outcomes act on routing beyond the breaker thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub all_open: AllOpen,
+    pub degraded_quality_factor: f64,
+    pub default_ttl_secs: f64,
+    /// A success slower than this many times the model's p95 is a soft failure; 0 = off.
+    pub soft_failure_latency_factor: f64,
+    /// Fraction of latency and success evidence kept when a breaker closes after an outage.
+    pub recovery_evidence_factor: f64,
+}
+
+/// An active HTTP health probe of one provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    pub provider: String,
+    pub url: String,
+    pub interval_secs: f64,
+    pub timeout_ms: u64,
 }
 
 /// Policy settings plus the engine-wide learning settings.
@@ -352,6 +428,20 @@ impl RawConfig {
             task_classes.insert(name.clone(), c.validate(&key, name, &models)?);
         }
 
+        self.breaker.validate().map_err(|m| err("breaker", m))?;
+        let health = self.health.validate()?;
+        let mut health_probes = BTreeMap::new();
+        for (provider, p) in self.health_probes {
+            let key = format!("health_probes.{provider}");
+            if !models.values().any(|m| m.provider == provider) {
+                return Err(err(
+                    &key,
+                    format!("provider {provider:?} serves none of the configured models"),
+                ));
+            }
+            health_probes.insert(provider.clone(), p.validate(&key, provider)?);
+        }
+
         Ok(Config {
             listen,
             data_dir,
@@ -359,6 +449,9 @@ impl RawConfig {
             limits,
             models,
             task_classes,
+            breaker: self.breaker,
+            health,
+            health_probes,
         })
     }
 }
@@ -451,6 +544,77 @@ impl PolicyConfig {
             ConstraintMode::Penalty => self.violation_penalty,
             ConstraintMode::Exclude => EXCLUDE_PENALTY,
         }
+    }
+}
+
+impl RawHealth {
+    fn validate(self) -> Result<HealthConfig, ConfigError> {
+        let all_open = match self.all_open.as_deref() {
+            None | Some("least_bad") => AllOpen::LeastBad,
+            Some("unavailable") => AllOpen::Unavailable,
+            Some(other) => {
+                return Err(err(
+                    "health.all_open",
+                    format!("must be \"least_bad\" or \"unavailable\", got {other:?}"),
+                ))
+            }
+        };
+        Ok(HealthConfig {
+            all_open,
+            degraded_quality_factor: unit_interval(
+                "health.degraded_quality_factor",
+                self.degraded_quality_factor
+                    .unwrap_or(DEFAULT_DEGRADED_QUALITY_FACTOR),
+            )?,
+            default_ttl_secs: finite_min(
+                "health.default_ttl_secs",
+                self.default_ttl_secs.unwrap_or(DEFAULT_HEALTH_TTL_SECS),
+                0.0,
+                false,
+            )?,
+            soft_failure_latency_factor: finite_min(
+                "health.soft_failure_latency_factor",
+                self.soft_failure_latency_factor
+                    .unwrap_or(DEFAULT_SOFT_FAILURE_LATENCY_FACTOR),
+                0.0,
+                true,
+            )?,
+            recovery_evidence_factor: unit_interval(
+                "health.recovery_evidence_factor",
+                self.recovery_evidence_factor
+                    .unwrap_or(DEFAULT_RECOVERY_EVIDENCE_FACTOR),
+            )?,
+        })
+    }
+}
+
+impl RawProbe {
+    fn validate(self, key: &str, provider: String) -> Result<ProbeConfig, ConfigError> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://"))
+            || reqwest::Url::parse(&self.url).is_err()
+        {
+            return Err(err(
+                format!("{key}.url"),
+                format!("must be an http:// or https:// URL, got {:?}", self.url),
+            ));
+        }
+        let interval_secs = finite_min(
+            &format!("{key}.interval_secs"),
+            self.interval_secs.unwrap_or(DEFAULT_PROBE_INTERVAL_SECS),
+            0.0,
+            false,
+        )?;
+        let timeout_ms = positive_int(
+            &format!("{key}.timeout_ms"),
+            self.timeout_ms.unwrap_or(DEFAULT_PROBE_TIMEOUT_MS as i64),
+            1,
+        )?;
+        Ok(ProbeConfig {
+            provider,
+            url: self.url,
+            interval_secs,
+            timeout_ms,
+        })
     }
 }
 
@@ -692,6 +856,24 @@ output_usd_per_mtok = 1.0
             .unwrap_err();
         assert_eq!(e.key, "server.listen");
         assert!(e.message.contains("nowhere"));
+    }
+
+    #[test]
+    fn breaker_and_probe_errors_name_the_key() {
+        let e = with("[breaker]\nhalf_open_probes = 1\nsuccesses_to_close = 3\n[task_classes.qa]\nmodels = [\"a\"]\n")
+            .unwrap_err();
+        assert_eq!(e.key, "breaker");
+        assert!(e.message.contains("successes_to_close"), "{e}");
+        let e =
+            with("[health_probes.p1]\nurl = \"ftp://x\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
+                .unwrap_err();
+        assert_eq!(e.key, "health_probes.p1.url");
+        let e = with("[health_probes.nobody]\nurl = \"http://127.0.0.1:1/\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
+            .unwrap_err();
+        assert!(e.message.contains("nobody"), "{e}");
+        let e = with("[health]\nall_open = \"panic\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
+            .unwrap_err();
+        assert_eq!(e.key, "health.all_open");
     }
 
     #[test]

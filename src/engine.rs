@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ModelConfig, TaskClassConfig, MAX_ID_LEN};
-use crate::policy::{self, Arm, Candidate, Means, Observation, Outcome, Scoring, Weights};
+use crate::breaker::{Breaker, BreakerState, CallOutcome, Transition};
+use crate::config::{AllOpen, Config, ModelConfig, TaskClassConfig, MAX_ID_LEN};
+use crate::policy::{self, Arm, Candidate, Choice, Means, Observation, Outcome, Scoring, Weights};
 
 /// Why a request was refused. Each variant maps to one gRPC status code at the transport edge.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -160,6 +161,59 @@ pub struct ArmSummary {
     pub cost_mean_usd: f64,
     pub traffic_share: f64,
     pub last_feedback_ms: u64,
+    pub breaker: BreakerSummary,
+}
+
+/// A model's breaker as reported in arm statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSummary {
+    pub state: BreakerState,
+    pub since_ms: u64,
+    /// Until when it stays open; `None` when not open.
+    pub open_until_ms: Option<u64>,
+    pub recent_failure_rate: f64,
+    pub degraded: bool,
+}
+
+/// A breaker state change of one model, for the caller to log or count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelTransition {
+    pub model: String,
+    pub transition: Transition,
+}
+
+/// An outside health signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthSignal {
+    Healthy,
+    Degraded,
+    Down,
+}
+
+/// A ReportHealth request: a model or a whole provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthInput {
+    pub model: String,
+    pub provider: String,
+    pub state: Option<HealthSignal>,
+    /// 0 = the configured default.
+    pub ttl_secs: i64,
+    pub reason: String,
+}
+
+/// What ReportHealth did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthResult {
+    pub models: Vec<String>,
+    pub until_ms: u64,
+}
+
+/// Which of a request's candidates the breakers let through.
+struct Gate {
+    /// Indices (into the class's models) the policy may choose among; fallbacks come from these.
+    closed: Vec<usize>,
+    /// A choice the breakers impose: a half-open probe, or the least-bad model when all are open.
+    forced: Option<(usize, &'static str)>,
 }
 
 /// A decision waiting for (or still accepting) feedback.
@@ -247,6 +301,10 @@ pub struct Engine {
     config: Config,
     classes: BTreeMap<String, ClassState>,
     pending: Pending,
+    /// One breaker per model (providers fail as a whole, models across classes share one).
+    breakers: BTreeMap<String, Breaker>,
+    /// Breaker transitions not yet taken by the caller.
+    transitions: Vec<ModelTransition>,
 }
 
 impl Engine {
@@ -273,11 +331,40 @@ impl Engine {
                 },
             );
         }
+        let breakers = config
+            .models
+            .keys()
+            .map(|m| (m.clone(), Breaker::new()))
+            .collect();
         Engine {
             config,
             classes,
             pending: Pending::default(),
+            breakers,
+            transitions: Vec::new(),
         }
+    }
+
+    /// Takes the breaker transitions since the last call (one event per state change).
+    pub fn take_transitions(&mut self) -> Vec<ModelTransition> {
+        std::mem::take(&mut self.transitions)
+    }
+
+    /// Applies time-driven breaker changes (cooldowns ending, health ttls expiring).
+    pub fn poll_breakers(&mut self, now_ms: u64) {
+        for (model, b) in &mut self.breakers {
+            if let Some(t) = b.poll(now_ms) {
+                self.transitions.push(ModelTransition {
+                    model: model.clone(),
+                    transition: t,
+                });
+            }
+        }
+    }
+
+    /// A model's breaker.
+    pub fn breaker(&self, model: &str) -> Option<&Breaker> {
+        self.breakers.get(model)
     }
 
     pub fn config(&self) -> &Config {
@@ -342,45 +429,83 @@ impl Engine {
             tokens("input_tokens", input.input_tokens)?.unwrap_or(class.typical_input_tokens);
         let output_tokens = tokens("max_output_tokens", input.max_output_tokens)?
             .unwrap_or(class.typical_output_tokens);
-        let eligible = self.candidate_indices(&class, &input.candidates)?;
+        let requested = self.candidate_indices(&class, &input.candidates)?;
+        let gate = self.breaker_gate(&class, &requested, now_ms)?;
+        // The pool the decision and its fallbacks come from: a forced pick first, then the closed.
+        let mut eligible: Vec<usize> = gate.forced.iter().map(|&(i, _)| i).collect();
+        eligible.extend(
+            gate.closed
+                .iter()
+                .filter(|&&i| Some(i) != gate.forced.map(|f| f.0)),
+        );
 
         let half_life = self.config.policy.half_life_secs;
         let settings = self.config.policy.settings;
         let max_fallbacks = self.config.limits.max_fallbacks;
+        let degraded_factor = self.config.health.degraded_quality_factor;
         let Some(state) = self.classes.get_mut(&class.name) else {
             return Err(EngineError::NotFound(format!(
                 "task_class {:?} has no learned state",
                 class.name
             )));
         };
-        for &i in &eligible {
+        for &i in &requested {
             state.arms[i].decay_to(now_ms, half_life);
         }
+        let candidate = |i: usize| -> Option<Candidate<'_>> {
+            let model = self.config.models.get(&class.models[i])?;
+            let degraded = self
+                .breakers
+                .get(&model.id)
+                .is_some_and(|b| b.degraded(now_ms));
+            Some(Candidate {
+                arm: &state.arms[i],
+                cost_scale: cost_scale(model, &class, input_tokens, output_tokens),
+                health: if degraded { degraded_factor } else { 1.0 },
+                prior_utility: state.prior_utility[i],
+            })
+        };
         let models: Vec<&ModelConfig> = eligible
             .iter()
             .filter_map(|&i| self.config.models.get(&class.models[i]))
             .collect();
-        let candidates: Vec<Candidate<'_>> = eligible
-            .iter()
-            .zip(&models)
-            .map(|(&i, model)| Candidate {
-                arm: &state.arms[i],
-                cost_scale: cost_scale(model, &class, input_tokens, output_tokens),
-                health: 1.0,
-                prior_utility: state.prior_utility[i],
-            })
-            .collect();
-        let choice = policy::choose(&settings, &candidates, &scoring, rng);
+        let candidates: Vec<Candidate<'_>> =
+            eligible.iter().filter_map(|&i| candidate(i)).collect();
+        let choice = match gate.forced {
+            Some((_, reason)) => Choice {
+                index: 0,
+                propensity: 1.0,
+                reason,
+            },
+            None => {
+                let mut c = policy::choose(&settings, &candidates, &scoring, rng);
+                // Would the best model by posterior means have been another, whose breaker is shut?
+                if requested.len() > eligible.len() {
+                    let all: Vec<Candidate<'_>> =
+                        requested.iter().filter_map(|&i| candidate(i)).collect();
+                    let best = policy::rank_by_mean_utility(&all, &scoring)
+                        .first()
+                        .map(|&k| requested[k]);
+                    if best.is_some_and(|b| !eligible.contains(&b)) {
+                        c.reason = "breaker_fallback";
+                    }
+                }
+                c
+            }
+        };
         let chosen = &candidates[choice.index];
         let mut reason = choice.reason;
-        if scoring.violations(&chosen.mean_sample()) > 0 && candidates.len() > 1 {
+        if gate.forced.is_none()
+            && scoring.violations(&chosen.mean_sample()) > 0
+            && candidates.len() > 1
+        {
             // Every arm looked worse than this one even after its penalty.
             reason = "constraints_unmet";
         }
         let expected = Expected::from(chosen.arm.means(chosen.cost_scale));
         let fallbacks: Vec<ModelRef> = policy::rank_by_mean_utility(&candidates, &scoring)
             .into_iter()
-            .filter(|&i| i != choice.index)
+            .filter(|&i| i != choice.index && gate.closed.contains(&eligible[i]))
             .take(max_fallbacks)
             .map(|i| ModelRef {
                 model: models[i].id.clone(),
@@ -389,7 +514,15 @@ impl Engine {
             .collect();
         let model = models[choice.index];
         let arm_index = eligible[choice.index];
-        state.arms[arm_index].record_pull(now_ms);
+        if let Some(state) = self.classes.get_mut(&class.name) {
+            state.arms[arm_index].record_pull(now_ms);
+        }
+        if let Some(b) = self.breakers.get_mut(&model.id) {
+            if b.state(now_ms) == BreakerState::HalfOpen {
+                // Takes the probe slot this decision uses.
+                b.admit(now_ms, &self.config.breaker);
+            }
+        }
 
         let ttl_ms = (self.config.limits.pending_ttl_secs * 1000.0) as u64;
         let decision = Decision {
@@ -421,6 +554,214 @@ impl Engine {
             self.config.limits.max_pending,
         );
         Ok(decision)
+    }
+
+    /// Splits the requested models by breaker: closed ones are eligible; a half-open one with a free
+    /// probe slot takes this request as its probe; when nothing is closed or probing, the configured
+    /// all-open behaviour applies.
+    fn breaker_gate(
+        &mut self,
+        class: &TaskClassConfig,
+        requested: &[usize],
+        now_ms: u64,
+    ) -> Result<Gate, EngineError> {
+        let cfg = &self.config.breaker;
+        let mut closed = Vec::new();
+        let mut probe = None;
+        let mut soonest: Option<(u64, usize)> = None;
+        for &i in requested {
+            let model = &class.models[i];
+            let Some(b) = self.breakers.get_mut(model) else {
+                closed.push(i);
+                continue;
+            };
+            if let Some(t) = b.poll(now_ms) {
+                self.transitions.push(ModelTransition {
+                    model: model.clone(),
+                    transition: t,
+                });
+            }
+            match b.state(now_ms) {
+                BreakerState::Closed => closed.push(i),
+                BreakerState::HalfOpen if probe.is_none() && b.would_admit(now_ms, cfg) => {
+                    probe = Some(i)
+                }
+                _ => {
+                    let retry = b.open_until_ms(now_ms).unwrap_or(now_ms);
+                    if soonest.is_none_or(|(t, _)| retry < t) {
+                        soonest = Some((retry, i));
+                    }
+                }
+            }
+        }
+        if let Some(p) = probe {
+            return Ok(Gate {
+                closed,
+                forced: Some((p, "breaker_probe")),
+            });
+        }
+        if !closed.is_empty() {
+            return Ok(Gate {
+                closed,
+                forced: None,
+            });
+        }
+        match (self.config.health.all_open, soonest) {
+            (AllOpen::LeastBad, Some((_, i))) => Ok(Gate {
+                closed,
+                forced: Some((i, "all_breakers_open")),
+            }),
+            _ => {
+                let list: Vec<String> = requested
+                    .iter()
+                    .map(|&i| {
+                        let m = &class.models[i];
+                        let until = self
+                            .breakers
+                            .get(m)
+                            .and_then(|b| b.open_until_ms(now_ms))
+                            .unwrap_or(now_ms);
+                        format!("{m} (may reopen at {})", format_ms(until))
+                    })
+                    .collect();
+                Err(EngineError::Unavailable(format!(
+                    "every candidate's circuit breaker is open for task_class {:?}: {}",
+                    class.name,
+                    list.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Applies an outside health signal to one model or to every model of a provider.
+    pub fn report_health(
+        &mut self,
+        input: &HealthInput,
+        now_ms: u64,
+    ) -> Result<HealthResult, EngineError> {
+        let models: Vec<String> =
+            match (input.model.is_empty(), input.provider.is_empty()) {
+                (false, true) => {
+                    if !self.config.models.contains_key(&input.model) {
+                        return Err(EngineError::NotFound(format!(
+                            "model {:?} is not configured",
+                            input.model
+                        )));
+                    }
+                    vec![input.model.clone()]
+                }
+                (true, false) => {
+                    let ms: Vec<String> = self
+                        .config
+                        .models
+                        .values()
+                        .filter(|m| m.provider == input.provider)
+                        .map(|m| m.id.clone())
+                        .collect();
+                    if ms.is_empty() {
+                        return Err(EngineError::NotFound(format!(
+                            "provider {:?} serves none of the configured models",
+                            input.provider
+                        )));
+                    }
+                    ms
+                }
+                _ => return Err(invalid(
+                    "model",
+                    "set exactly one of model or provider (a provider's signal applies to all its \
+                     models)",
+                )),
+            };
+        let Some(signal) = input.state else {
+            return Err(invalid("state", "must be HEALTHY, DEGRADED or DOWN"));
+        };
+        if input.ttl_secs < 0 {
+            return Err(invalid(
+                "ttl_seconds",
+                format!("must be >= 0 (0 = the default), got {}", input.ttl_secs),
+            ));
+        }
+        let ttl_secs = if input.ttl_secs == 0 {
+            self.config.health.default_ttl_secs
+        } else {
+            input.ttl_secs as f64
+        };
+        let until_ms = now_ms.saturating_add((ttl_secs * 1000.0) as u64);
+        for m in &models {
+            let Some(b) = self.breakers.get_mut(m) else {
+                continue;
+            };
+            let t = match signal {
+                HealthSignal::Down => b.force_down(until_ms, now_ms),
+                HealthSignal::Degraded => {
+                    b.set_degraded(until_ms);
+                    None
+                }
+                HealthSignal::Healthy => {
+                    b.set_degraded(now_ms);
+                    b.clear_forced(now_ms)
+                }
+            };
+            if let Some(t) = t {
+                self.transitions.push(ModelTransition {
+                    model: m.clone(),
+                    transition: t,
+                });
+            }
+        }
+        Ok(HealthResult { models, until_ms })
+    }
+
+    /// Feeds one active health probe of `provider` to its models' breakers: a failure counts as an
+    /// error for each; a success counts as a half-open probe success where a breaker is half-open.
+    pub fn record_probe(&mut self, provider: &str, ok: bool, now_ms: u64) {
+        let cfg = self.config.breaker.clone();
+        let models: Vec<String> = self
+            .config
+            .models
+            .values()
+            .filter(|m| m.provider == provider)
+            .map(|m| m.id.clone())
+            .collect();
+        for m in models {
+            let Some(b) = self.breakers.get_mut(&m) else {
+                continue;
+            };
+            let t = if ok {
+                if b.state(now_ms) == BreakerState::HalfOpen
+                    && matches!(b.admit(now_ms, &cfg), crate::breaker::Admission::Probe)
+                {
+                    b.record(CallOutcome::Success, now_ms, &cfg)
+                } else {
+                    None
+                }
+            } else {
+                b.record(CallOutcome::Error, now_ms, &cfg)
+            };
+            if let Some(t) = t {
+                self.on_transition(&m, t);
+            }
+        }
+    }
+
+    /// Records a transition and, when a breaker closes after an outage, weakens the model's old
+    /// latency and success evidence in every class so the router re-learns.
+    fn on_transition(&mut self, model: &str, t: Transition) {
+        if t.is_recovery() {
+            let factor = self.config.health.recovery_evidence_factor;
+            for (name, class) in &self.config.task_classes {
+                if let (Some(i), Some(state)) = (
+                    class.models.iter().position(|m| m == model),
+                    self.classes.get_mut(name),
+                ) {
+                    state.arms[i].weaken_health_evidence(factor);
+                }
+            }
+        }
+        self.transitions.push(ModelTransition {
+            model: model.to_string(),
+            transition: t,
+        });
     }
 
     /// The pending decision for a repeated request_id, if any.
@@ -648,6 +989,23 @@ impl Engine {
         };
         let arm = &mut state.arms[arm_index];
         arm.decay_to(now_ms, half_life);
+        let soft_factor = self.config.health.soft_failure_latency_factor;
+        let call = input.outcome.map(|o| match o {
+            Outcome::Success => {
+                let slow = soft_factor > 0.0
+                    && arm.latency.n >= 5.0
+                    && latency_ms
+                        .is_some_and(|l| l > soft_factor * arm.latency.predictive_p95_exp());
+                if slow {
+                    CallOutcome::SoftFailure
+                } else {
+                    CallOutcome::Success
+                }
+            }
+            Outcome::Error => CallOutcome::Error,
+            Outcome::Timeout => CallOutcome::Timeout,
+            Outcome::RateLimited => CallOutcome::RateLimited,
+        });
         if let (true, Some(outcome)) = (outcome_new, input.outcome) {
             let obs = Observation {
                 outcome,
@@ -661,6 +1019,16 @@ impl Engine {
         }
         if let (true, Some(q)) = (quality_new, quality) {
             arm.observe_quality(q, now_ms);
+        }
+        if let (true, Some(call)) = (outcome_new, call) {
+            let cfg = &self.config.breaker;
+            let t = self
+                .breakers
+                .get_mut(&model_id)
+                .and_then(|b| b.record(call, now_ms, cfg));
+            if let Some(t) = t {
+                self.on_transition(&model_id, t);
+            }
         }
         if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
             if outcome_new {
@@ -759,8 +1127,35 @@ impl Engine {
                 0.0
             },
             last_feedback_ms: arm.last_feedback_ms,
+            breaker: self.breaker_summary(model_id, now_ms),
         })
     }
+
+    fn breaker_summary(&self, model: &str, now_ms: u64) -> BreakerSummary {
+        match self.breakers.get(model) {
+            Some(b) => BreakerSummary {
+                state: b.state(now_ms),
+                since_ms: b.since_ms(),
+                open_until_ms: b.open_until_ms(now_ms),
+                recent_failure_rate: b.recent_failure_rate(now_ms, &self.config.breaker),
+                degraded: b.degraded(now_ms),
+            },
+            None => BreakerSummary {
+                state: BreakerState::Closed,
+                since_ms: 0,
+                open_until_ms: None,
+                recent_failure_rate: 0.0,
+                degraded: false,
+            },
+        }
+    }
+}
+
+/// Unix ms as RFC 3339 UTC, for messages.
+pub fn format_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// The class's scoring (weights, references, SLA), with optional request weights.

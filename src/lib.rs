@@ -3,12 +3,14 @@
 //! reliable and expensive each model is, and routes the next requests accordingly.
 //!
 //! # Layout
+//! - [`breaker`]: pure circuit-breaker state machine per model (time passed in).
 //! - [`config`]: TOML configuration, validated into runtime types; the built-in default.
 //! - [`policy`]: pure decision maths: posteriors, Thompson sampling, UCB, baselines, decay.
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
 //! - [`server`]: the tonic service over the engine, with health and reflection.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
+pub mod breaker;
 pub mod config;
 pub mod engine;
 pub mod policy;

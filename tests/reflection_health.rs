@@ -1,5 +1,6 @@
 //! What `grpcurl -plaintext 127.0.0.1:50051 list` and `describe` would see, checked with a real
 //! reflection client; and grpc.health.v1 answering SERVING.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -48,7 +49,10 @@ async fn reflection_lists_and_describes_the_services() {
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     let MessageResponse::FileDescriptorResponse(files) = reflect(
@@ -65,7 +69,13 @@ async fn reflection_lists_and_describes_the_services() {
     let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
     assert_eq!(
         methods,
-        ["Route", "Feedback", "ReportHealth", "GetArmStats", "GetBudgets"]
+        [
+            "Route",
+            "Feedback",
+            "ReportHealth",
+            "GetArmStats",
+            "GetBudgets"
+        ]
     );
     server.stop().await;
 }

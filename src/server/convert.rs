@@ -2,7 +2,11 @@
 
 use tonic::{Code, Status};
 
-use crate::engine::{ArmSummary, Decision, EngineError, FeedbackInput, ModelRef, RouteInput};
+use crate::breaker::BreakerState;
+use crate::engine::{
+    ArmSummary, Decision, EngineError, FeedbackInput, HealthInput, HealthSignal, ModelRef,
+    RouteInput,
+};
 use crate::policy::{Outcome, Weights};
 use crate::proto;
 
@@ -137,12 +141,43 @@ impl From<ArmSummary> for proto::ArmStats {
             latency_p95_ms: a.latency_p95_ms,
             cost_mean_usd: a.cost_mean_usd,
             traffic_share: a.traffic_share,
-            breaker_state: proto::BreakerState::Closed as i32,
-            breaker_until_unix_ms: 0,
-            breaker_since_unix_ms: 0,
-            recent_failure_rate: 0.0,
+            breaker_state: match a.breaker.state {
+                BreakerState::Closed => proto::BreakerState::Closed,
+                BreakerState::Open => proto::BreakerState::Open,
+                BreakerState::HalfOpen => proto::BreakerState::HalfOpen,
+            } as i32,
+            breaker_until_unix_ms: a.breaker.open_until_ms.map(to_i64).unwrap_or(0),
+            breaker_since_unix_ms: to_i64(a.breaker.since_ms),
+            recent_failure_rate: a.breaker.recent_failure_rate,
+            degraded: a.breaker.degraded,
             last_feedback_unix_ms: to_i64(a.last_feedback_ms),
             quality_reports: a.quality_reports,
         }
+    }
+}
+
+impl TryFrom<proto::ReportHealthRequest> for HealthInput {
+    type Error = Status;
+
+    fn try_from(r: proto::ReportHealthRequest) -> Result<Self, Status> {
+        let state = match proto::HealthState::try_from(r.state) {
+            Ok(proto::HealthState::Unspecified) => None,
+            Ok(proto::HealthState::Healthy) => Some(HealthSignal::Healthy),
+            Ok(proto::HealthState::Degraded) => Some(HealthSignal::Degraded),
+            Ok(proto::HealthState::Down) => Some(HealthSignal::Down),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "state: unknown value {}; expected HEALTHY, DEGRADED or DOWN",
+                    r.state
+                )))
+            }
+        };
+        Ok(HealthInput {
+            model: r.model,
+            provider: r.provider,
+            state,
+            ttl_secs: r.ttl_seconds,
+            reason: r.reason,
+        })
     }
 }

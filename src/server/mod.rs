@@ -5,6 +5,7 @@
 //! and never across an `.await`; the clock is read here, not in the engine.
 
 pub mod convert;
+pub mod probes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::config::Config;
-use crate::engine::{ArmFilter, Engine, FeedbackInput, RouteInput};
+use crate::engine::{ArmFilter, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
 use convert::status;
@@ -66,9 +67,37 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops expired pending decisions; returns how many.
-    pub fn expire(&self) -> usize {
-        self.lock().engine.expire(now_ms())
+    /// Runs `f` on the engine under the lock, then logs the breaker transitions it caused (after
+    /// the lock is released).
+    pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng) -> T) -> T {
+        let (out, transitions) = {
+            let mut core = self.lock();
+            let Core { engine, rng } = &mut *core;
+            let out = f(engine, rng);
+            (out, engine.take_transitions())
+        };
+        for t in transitions {
+            let tr = &t.transition;
+            info!(
+                model = %t.model,
+                from = ?tr.from,
+                to = ?tr.to,
+                cause = ?tr.cause,
+                at_ms = tr.at_ms,
+                "circuit breaker state change"
+            );
+        }
+        out
+    }
+
+    /// Drops expired pending decisions and applies time-driven breaker changes; returns how many
+    /// decisions expired.
+    pub fn tick(&self) -> usize {
+        self.with_engine(|engine, _| {
+            let now = now_ms();
+            engine.poll_breakers(now);
+            engine.expire(now)
+        })
     }
 }
 
@@ -91,12 +120,10 @@ impl proto::route_server::Route for RouteService {
         request: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteResponse>, Status> {
         let input = RouteInput::from(request.into_inner());
-        let decision = {
-            let mut core = self.shared.lock();
-            let Core { engine, rng } = &mut *core;
-            engine.route(&input, now_ms(), rng)
-        }
-        .map_err(status)?;
+        let decision = self
+            .shared
+            .with_engine(|engine, rng| engine.route(&input, now_ms(), rng))
+            .map_err(status)?;
         Ok(Response::new(decision.into()))
     }
 
@@ -107,9 +134,7 @@ impl proto::route_server::Route for RouteService {
         let input = FeedbackInput::try_from(request.into_inner())?;
         let result = self
             .shared
-            .lock()
-            .engine
-            .feedback(&input, now_ms())
+            .with_engine(|engine, _| engine.feedback(&input, now_ms()))
             .map_err(status)?;
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
@@ -120,11 +145,24 @@ impl proto::route_server::Route for RouteService {
 
     async fn report_health(
         &self,
-        _request: Request<proto::ReportHealthRequest>,
+        request: Request<proto::ReportHealthRequest>,
     ) -> Result<Response<proto::ReportHealthResponse>, Status> {
-        Err(Status::unimplemented(
-            "ReportHealth arrives with circuit breakers; this build has none",
-        ))
+        let input = HealthInput::try_from(request.into_inner())?;
+        let result = self
+            .shared
+            .with_engine(|engine, _| engine.report_health(&input, now_ms()))
+            .map_err(status)?;
+        info!(
+            models = ?result.models,
+            state = ?input.state,
+            until_ms = result.until_ms,
+            reason = %input.reason,
+            "health signal"
+        );
+        Ok(Response::new(proto::ReportHealthResponse {
+            models: result.models,
+            until_unix_ms: i64::try_from(result.until_ms).unwrap_or(i64::MAX),
+        }))
     }
 
     async fn get_arm_stats(
@@ -185,6 +223,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let probes = config.health_probes.clone();
     let shared = Arc::new(Shared::new(config));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -205,13 +244,15 @@ pub async fn serve(
             let mut tick = tokio::time::interval(EXPIRY_SWEEP_INTERVAL);
             loop {
                 tick.tick().await;
-                let n = shared.expire();
+                let n = shared.tick();
                 if n > 0 {
                     tracing::debug!(expired = n, "expired pending decisions");
                 }
             }
         })
     };
+
+    let probe_tasks = probes::spawn(&shared, probes.into_values().collect());
 
     let addr = listener.local_addr().ok();
     info!(?addr, "switchyard serving");
@@ -223,6 +264,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     sweeper.abort();
+    for t in probe_tasks {
+        t.abort();
+    }
     info!("switchyard stopped");
     result.map_err(Into::into)
 }

@@ -1,5 +1,5 @@
 //! Test support: the real server on 127.0.0.1:0 in this process, and a real tonic client.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 
