@@ -16,18 +16,18 @@ fn switchyard(args: &[&str]) -> String {
         .args(args)
         .current_dir(root())
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot run switchyard: {e}"));
     assert!(
         out.status.success(),
         "switchyard {args:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
-    std::fs::read(dir.join(name)).unwrap()
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]

@@ -14,15 +14,15 @@ fn scenario(name: &str, duration_secs: f64) -> Source {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("simulations/scenarios")
         .join(format!("{name}.toml"));
-    let mut s = Scenario::load(&path).unwrap();
+    let mut s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     s.traffic.duration_secs = duration_secs;
-    Source::scenario(s).unwrap()
+    Source::scenario(s).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn policies(specs: &[&str]) -> Vec<PolicySpec> {
     specs
         .iter()
-        .map(|s| PolicySpec::parse(s).unwrap())
+        .map(|s| PolicySpec::parse(s).unwrap_or_else(|e| panic!("{e}")))
         .collect()
 }
 

@@ -290,8 +290,11 @@ pub fn t975(df: usize) -> f64 {
         .unwrap_or(1.96)
 }
 
+/// Reads one scalar metric of a run.
+pub type MetricOf = fn(&RunMetrics) -> f64;
+
 /// The scalar metrics reported per policy, in report order: (name, value of a run).
-pub const SCALAR_METRICS: [(&str, fn(&RunMetrics) -> f64); 11] = [
+pub const SCALAR_METRICS: [(&str, MetricOf); 11] = [
     ("total_utility", |m| m.total_utility),
     ("regret_oracle", |m| m.regret_oracle),
     ("regret_best_fixed", |m| m.regret_best_fixed),

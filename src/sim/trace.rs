@@ -207,7 +207,9 @@ pub fn routerarena_task_class(global_index: &str) -> &'static str {
 /// none); a line with `success = false` is an `error` with quality 0 and cost 0. Prompts missing
 /// from any model's file are skipped.
 pub fn import_routerarena(data_dir: &Path) -> Result<Vec<FullInfoRecord>, SimError> {
-    let mut per_model: Vec<(String, Vec<(String, u64, ModelOutcome)>)> = Vec::new();
+    // Per model: (global_index, input tokens, outcome) in file order.
+    type Rows = Vec<(String, u64, ModelOutcome)>;
+    let mut per_model: Vec<(String, Rows)> = Vec::new();
     for model in ROUTERARENA_MODELS {
         let path = data_dir.join(format!("{model}.jsonl"));
         let lines: Vec<ArenaLine> = read_jsonl(&path)?;
