@@ -446,12 +446,17 @@ impl World for ScenarioWorld {
     }
 
     fn events(&self) -> Vec<(f64, String)> {
-        self.truth
-            .scenario
-            .events
-            .iter()
-            .map(|e| (e.at_secs, e.label()))
-            .collect()
+        // Both edges of a temporary event: recovering when it ends matters as much (traffic should
+        // come back to the model that recovered).
+        let mut out = Vec::new();
+        for e in &self.truth.scenario.events {
+            out.push((e.at_secs, e.label()));
+            if let Some(d) = e.duration_secs {
+                out.push((e.at_secs + d, format!("{}:end@{}s", e.label(), e.at_secs + d)));
+            }
+        }
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
     }
 
     fn duration_ms(&self) -> u64 {
