@@ -415,6 +415,10 @@ mod tests {
         let s = recovery_secs(&t, &r, 300_000).unwrap();
         // The first window with mean <= 0.02 starts when at most 4 bad requests remain in it.
         assert!((196.0..=200.0).contains(&s), "{s}");
-        assert_eq!(recovery_secs(&t, &vec![0.5; n], 300_000), None);
+        // Regret rises at the event and never comes back: no recovery.
+        let r: Vec<f32> = (0..n).map(|i| if i >= 300 { 0.5 } else { 0.0 }).collect();
+        assert_eq!(recovery_secs(&t, &r, 300_000), None);
+        // A constant level is the pre-event level: recovered at once.
+        assert_eq!(recovery_secs(&t, &vec![0.5; n], 300_000), Some(0.0));
     }
 }

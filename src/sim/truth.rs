@@ -452,7 +452,10 @@ impl World for ScenarioWorld {
         for e in &self.truth.scenario.events {
             out.push((e.at_secs, e.label()));
             if let Some(d) = e.duration_secs {
-                out.push((e.at_secs + d, format!("{}:end@{}s", e.label(), e.at_secs + d)));
+                out.push((
+                    e.at_secs + d,
+                    format!("{}:end@{}s", e.label(), e.at_secs + d),
+                ));
             }
         }
         out.sort_by(|a, b| a.0.total_cmp(&b.0));
