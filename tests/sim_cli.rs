@@ -199,3 +199,43 @@ fn tune_writes_a_fragment_that_serve_layers_over_the_base() {
     assert_eq!(layered.models, plain.models);
     assert_eq!(layered.task_classes, plain.task_classes);
 }
+
+#[test]
+fn logged_traffic_from_a_run_evaluates_off_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("uniform.jsonl");
+    switchyard(&[
+        "simulate",
+        "--scenario",
+        "simulations/scenarios/new_cheaper_model.toml",
+        "--duration-secs",
+        "600",
+        "--policies",
+        "uniform",
+        "--seeds",
+        "1",
+        "--no-progress",
+        "--log-out",
+        log.to_str().unwrap(),
+        "--out",
+        tmp.path().join("sim").to_str().unwrap(),
+    ]);
+    assert!(tmp.path().join("uniform.config.toml").exists());
+    let dir = tmp.path().join("off");
+    let table = switchyard(&[
+        "simulate",
+        "--logged",
+        log.to_str().unwrap(),
+        "--targets",
+        "model:gemini-2.0-flash-001,ucb",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let csv = String::from_utf8(read(&dir, "offpolicy.csv")).unwrap();
+    for estimator in ["replay", "ips", "snips", "dr"] {
+        assert!(
+            csv.contains(&format!("model:gemini-2.0-flash-001,{estimator},")),
+            "{csv}\n{table}"
+        );
+    }
+}

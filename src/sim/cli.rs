@@ -25,15 +25,17 @@ pub const DEFAULT_POLICIES: &str =
 
 /// `switchyard simulate`: run policies over a scenario, a full-information trace or logged traffic.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["scenario", "trace", "logged"])))]
 pub struct SimulateArgs {
     /// Scenario file (TOML, see simulations/scenarios/).
-    #[arg(long, group = "input", required = true)]
+    #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// Full-information trace (JSON Lines); its config comes from --config or FILE.config.toml.
-    #[arg(long, group = "input")]
+    #[arg(long)]
     pub trace: Option<PathBuf>,
-    /// Logged traffic exported by the service (JSON Lines), evaluated off-policy.
-    #[arg(long, group = "input")]
+    /// Logged traffic exported by the service (JSON Lines), evaluated off-policy; its config comes
+    /// from --config or FILE.config.toml.
+    #[arg(long)]
     pub logged: Option<PathBuf>,
     /// Service config for --trace / --logged; repeat to layer fragments (later ones win).
     #[arg(long)]
@@ -61,7 +63,8 @@ pub struct SimulateArgs {
     /// Override the scenario's duration (seconds).
     #[arg(long)]
     pub duration_secs: Option<f64>,
-    /// Also write the first policy's decisions (first seed) as logged traffic to this file.
+    /// Also write the first policy's decisions (first seed) as logged traffic to this file, with the
+    /// scenario's service config beside it as FILE.config.toml.
     #[arg(long)]
     pub log_out: Option<PathBuf>,
     /// Measure simulated decisions per second per core (one thread, one seed per policy) instead of
@@ -75,10 +78,13 @@ pub struct SimulateArgs {
 
 /// `switchyard tune`: grid search over policy settings; writes the best as a config fragment.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["scenario", "trace"])))]
 pub struct TuneArgs {
-    #[arg(long, group = "input", required = true)]
+    /// Scenario file (TOML).
+    #[arg(long)]
     pub scenario: Option<PathBuf>,
-    #[arg(long, group = "input")]
+    /// Full-information trace (JSON Lines); its config comes from --config or FILE.config.toml.
+    #[arg(long)]
     pub trace: Option<PathBuf>,
     /// Service config for --trace; repeat to layer fragments.
     #[arg(long)]
@@ -267,6 +273,12 @@ fn simulate_inner(args: &SimulateArgs) -> Result<(), SimError> {
             },
         )?;
         write_jsonl(path, &out.logged)?;
+        if let Source::Scenario(truth) = &source {
+            let sidecar = sidecar_config(path);
+            std::fs::write(&sidecar, &truth.scenario.service_toml).map_err(|e| {
+                SimError::new(sidecar.display().to_string(), format!("cannot write: {e}"))
+            })?;
+        }
         println!(
             "wrote {} ({} logged decisions of {})",
             path.display(),
