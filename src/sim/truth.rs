@@ -669,3 +669,92 @@ pub fn generate_trace(truth: &Arc<ScenarioTruth>, seed: u64) -> Vec<FullInfoReco
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCENARIO: &str = r#"
+[service.models.a]
+provider = "p1"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+[service.models.b]
+provider = "p2"
+input_usd_per_mtok = 0.1
+output_usd_per_mtok = 0.2
+[service.task_classes.qa]
+models = ["a", "b"]
+[truth.models.a]
+quality = 0.8
+latency_median_ms = 800.0
+[truth.models.b]
+quality = 0.5
+latency_median_ms = 400.0
+[traffic]
+requests_per_sec = 5.0
+duration_secs = 100.0
+mix = { qa = 1.0 }
+[[events]]
+at_secs = 50.0
+kind = "new_model"
+model = "b"
+[[events]]
+at_secs = 20.0
+duration_secs = 10.0
+kind = "outage"
+provider = "p1"
+"#;
+
+    #[test]
+    fn events_shape_eligibility_and_outcomes() {
+        let s = Scenario::from_toml_str(SCENARIO, "t", "t").unwrap();
+        let truth = ScenarioTruth::new(s).unwrap();
+        let mut world = truth.world(9);
+        let mut u = [0.0; 2];
+        let mut seen = 0;
+        while let Some(req) = world.next_request() {
+            seen += 1;
+            world.utilities(&req, &mut u);
+            // b is only eligible from 50 s on.
+            assert_eq!(
+                req.is_eligible(1),
+                req.t_ms >= 50_000,
+                "seed 9, t {}",
+                req.t_ms
+            );
+            assert_eq!(u[1].is_finite(), req.t_ms >= 50_000);
+            let o = world.outcome(&req, 0);
+            if (20_000..30_000).contains(&req.t_ms) {
+                assert_eq!(
+                    o.status,
+                    Outcome::Error,
+                    "seed 9: p1 is down at t {}",
+                    req.t_ms
+                );
+                assert_eq!(o.cost_usd, 0.0);
+            } else {
+                assert_eq!(o.status, Outcome::Success, "seed 9, t {}", req.t_ms);
+                assert!(o.cost_usd > 0.0 && (0.0..=1.0).contains(&o.quality));
+            }
+            // The same (request, model) gives the same outcome whoever asks.
+            assert_eq!(o, world.outcome(&req, 0));
+        }
+        assert!(
+            (400..600).contains(&seen),
+            "seed 9: {seen} requests at 5/s for 100 s"
+        );
+    }
+
+    #[test]
+    fn beta_draws_keep_the_mean() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let n = 20_000;
+        let mean = (0..n)
+            .map(|_| beta_with_mean_sd(&mut rng, 0.7, 0.2))
+            .sum::<f64>()
+            / f64::from(n);
+        assert!((mean - 0.7).abs() < 0.01, "seed 3: {mean}");
+        assert_eq!(beta_with_mean_sd(&mut rng, 1.0, 0.2), 1.0);
+    }
+}
