@@ -895,3 +895,79 @@ output_usd_per_mtok = 1.0
         assert!((c.task_classes["qa"].cost_ref_usd - 0.003).abs() < 1e-12);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Layered configs: a base file plus fragments (e.g. the `[policy]` table `switchyard tune` writes).
+
+/// Merges `over` into `base`: tables merge key by key (recursively), any other value replaces.
+fn merge_toml(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_toml(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Reads several config files, merges their TOML tables in order (later files override earlier
+    /// keys; tables merge key by key), then validates the result once, as a single file would be.
+    /// The built-in default when `paths` is empty.
+    pub fn load_layered(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+        if paths.is_empty() {
+            return Self::builtin();
+        }
+        let mut merged = toml::Table::new();
+        for path in paths {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(&origin, format!("cannot read: {e}")))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| err(&origin, e.to_string().trim().replace('\n', " ")))?;
+            merge_toml(&mut merged, table);
+        }
+        let origins: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let raw: RawConfig =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    err(origins.join(" + "), e.to_string().trim().replace('\n', " "))
+                })?;
+        raw.validate()
+    }
+}
+
+#[cfg(test)]
+mod layered_tests {
+    use super::*;
+
+    #[test]
+    fn a_tuned_fragment_overrides_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.toml");
+        let tuned = dir.path().join("tuned.toml");
+        std::fs::write(&base, DEFAULT_CONFIG_TOML).unwrap();
+        std::fs::write(
+            &tuned,
+            "[policy]\nkind = \"ucb\"\nhalf_life_secs = 600.0\nprior_strength = 8.0\n",
+        )
+        .unwrap();
+        let c = Config::load_layered(&[base.clone(), tuned.clone()]).unwrap();
+        assert_eq!(c.policy.settings.kind, PolicyKind::Ucb);
+        assert_eq!(c.policy.half_life_secs, Some(600.0));
+        assert_eq!(c.policy.prior_strength, 8.0);
+        // Keys the fragment does not name keep the base's values.
+        let b = Config::load(&base).unwrap();
+        assert_eq!(c.models, b.models);
+        assert_eq!(
+            c.policy.settings.propensity_samples,
+            b.policy.settings.propensity_samples
+        );
+        // A bad value in a fragment is reported with its key.
+        std::fs::write(&tuned, "[policy]\nprior_strength = -1.0\n").unwrap();
+        let e = Config::load_layered(&[base, tuned]).unwrap_err();
+        assert_eq!(e.key, "policy.prior_strength");
+    }
+}

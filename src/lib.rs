@@ -8,6 +8,7 @@
 //! - [`policy`]: pure decision maths: posteriors, Thompson sampling, UCB, baselines, decay.
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
 //! - [`server`]: the tonic service over the engine, with health and reflection.
+//! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
 pub mod breaker;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod policy;
 pub mod server;
+pub mod sim;
 
 /// Generated protobuf and gRPC types for `switchyard.v1`.
 pub mod proto {

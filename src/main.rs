@@ -23,9 +23,10 @@ struct Cli {
 enum Command {
     /// Run the gRPC service.
     Serve {
-        /// Config file (TOML); the built-in default when absent.
+        /// Config file (TOML); the built-in default when absent. Repeat to layer files, e.g. a
+        /// base config then a fragment written by `switchyard tune` (later files override keys).
         #[arg(long)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
         /// Listen address, overriding the config's (port 0 picks a free port).
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -36,6 +37,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "pretty")]
         log_format: LogFormat,
     },
+    /// Simulate policies over a scenario, a full-information trace or logged traffic.
+    Simulate(switchyard::sim::cli::SimulateArgs),
+    /// Search policy settings on a scenario or trace; write the best as a config fragment.
+    Tune(switchyard::sim::cli::TuneArgs),
+    /// Trace tools: import RouterArena, generate a trace from a scenario.
+    Trace(switchyard::sim::cli::TraceArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -78,10 +85,7 @@ fn main() -> ExitCode {
             log_format,
         } => {
             init_logging(log_format);
-            let loaded = match &config {
-                Some(path) => Config::load(path),
-                None => Config::builtin(),
-            };
+            let loaded = Config::load_layered(&config);
             let mut cfg = match loaded {
                 Ok(c) => c,
                 Err(e) => {
@@ -103,6 +107,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Simulate(args) => switchyard::sim::cli::simulate(args),
+        Command::Tune(args) => switchyard::sim::cli::tune(args),
+        Command::Trace(args) => switchyard::sim::cli::trace(args),
         Command::Config { command } => match command {
             ConfigCommand::PrintDefault => {
                 print!("{DEFAULT_CONFIG_TOML}");
