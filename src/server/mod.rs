@@ -216,6 +216,19 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// Accepted connections with TCP_NODELAY set: small unary RPCs must not wait out Nagle's algorithm
+/// against the peer's delayed ACK (~40 ms per exchange).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
 /// Serves `switchyard.v1.Route`, health and reflection on `listener` until `shutdown` resolves, then
 /// drains in-flight requests and returns.
 pub async fn serve(
@@ -261,7 +274,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RouteServer::new(RouteService::new(Arc::clone(&shared))))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     sweeper.abort();
     for t in probe_tasks {
