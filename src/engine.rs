@@ -1118,8 +1118,9 @@ impl Engine {
             latency: arm.latency.params(),
             cost: arm.cost.params(),
             latency_mean_ms: arm.latency.mean_exp(),
-            latency_p50_ms: arm.latency.predictive_quantile_exp(0.5),
-            latency_p95_ms: arm.latency.predictive_quantile_exp(0.95),
+            // The Student-t predictive is symmetric about mu_n: its median is exactly exp(mu_n).
+            latency_p50_ms: arm.latency.mean_mu().exp(),
+            latency_p95_ms: arm.latency.predictive_p95_exp(),
             cost_mean_usd: arm.cost.mean_exp(),
             traffic_share: if total_share > 0.0 {
                 arm.share_at(now_ms) / total_share
