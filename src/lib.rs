@@ -5,10 +5,12 @@
 //! # Layout
 //! - [`config`]: TOML configuration, validated into runtime types; the built-in default.
 //! - [`policy`]: pure decision maths: posteriors, Thompson sampling, UCB, baselines, decay.
+//! - [`budget`]: pure spend ledgers per budget key: reservations, rollover, pacing, alerts.
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
 //! - [`server`]: the tonic service over the engine, with health and reflection.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
+pub mod budget;
 pub mod config;
 pub mod engine;
 pub mod policy;
