@@ -9,7 +9,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use switchyard::config::Config;
 use switchyard::proto::route_client::RouteClient;
-use switchyard::proto::{FeedbackRequest, GetArmStatsRequest, Outcome, RouteRequest, Weights};
+use switchyard::proto::{
+    FeedbackRequest, GetArmStatsRequest, Outcome, RouteRequest, Weights,
+};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -75,30 +77,9 @@ async fn learns_the_better_model(policy: &str, seed: u64) {
     let mut client = server.client().await;
     let cost = 0.0015; // = 500 * 1/1e6 + 500 * 2/1e6, the price-table cost at typical size
     let truth = HashMap::from([
-        (
-            "alpha",
-            Truth {
-                quality: 0.6,
-                latency_ms: 500.0,
-                cost_usd: cost,
-            },
-        ),
-        (
-            "beta",
-            Truth {
-                quality: 0.9,
-                latency_ms: 500.0,
-                cost_usd: cost,
-            },
-        ),
-        (
-            "gamma",
-            Truth {
-                quality: 0.6,
-                latency_ms: 500.0,
-                cost_usd: cost,
-            },
-        ),
+        ("alpha", Truth { quality: 0.6, latency_ms: 500.0, cost_usd: cost }),
+        ("beta", Truth { quality: 0.9, latency_ms: 500.0, cost_usd: cost }),
+        ("gamma", Truth { quality: 0.6, latency_ms: 500.0, cost_usd: cost }),
     ]);
     let (all, last) = drive(&mut client, &route_req("bench"), &truth, 1000, 300, seed).await;
     let best_tail = *last.get("beta").unwrap_or(&0) as f64 / 300.0;
@@ -122,10 +103,7 @@ async fn learns_the_better_model(policy: &str, seed: u64) {
         .into_inner();
     let beta = stats.arms.iter().find(|a| a.model == "beta").unwrap();
     let alpha = stats.arms.iter().find(|a| a.model == "alpha").unwrap();
-    assert!(
-        beta.quality_mean > 0.85 && alpha.quality_mean < 0.7,
-        "{stats:?}"
-    );
+    assert!(beta.quality_mean > 0.85 && alpha.quality_mean < 0.7, "{stats:?}");
     assert_eq!(beta.pulls as usize, all["beta"]);
     assert!(beta.traffic_share > alpha.traffic_share);
     server.stop().await;
@@ -155,22 +133,8 @@ async fn cheaper_model_with_equal_quality_wins_when_cost_weighs() {
     let server = TestServer::start(cfg).await;
     let mut client = server.client().await;
     let truth = HashMap::from([
-        (
-            "cheap",
-            Truth {
-                quality: 0.8,
-                latency_ms: 500.0,
-                cost_usd: 0.00015,
-            },
-        ),
-        (
-            "pricey",
-            Truth {
-                quality: 0.8,
-                latency_ms: 500.0,
-                cost_usd: 0.0015,
-            },
-        ),
+        ("cheap", Truth { quality: 0.8, latency_ms: 500.0, cost_usd: 0.00015 }),
+        ("pricey", Truth { quality: 0.8, latency_ms: 500.0, cost_usd: 0.0015 }),
     ]);
     let (all, last) = drive(&mut client, &route_req("bench"), &truth, 400, 200, 103).await;
     let share = *last.get("cheap").unwrap_or(&0) as f64 / 200.0;
@@ -194,22 +158,8 @@ async fn request_sla_routes_away_from_the_slow_model() {
     let server = TestServer::start(cfg).await;
     let mut client = server.client().await;
     let truth = HashMap::from([
-        (
-            "slow",
-            Truth {
-                quality: 0.95,
-                latency_ms: 3000.0,
-                cost_usd: 0.0015,
-            },
-        ),
-        (
-            "fast",
-            Truth {
-                quality: 0.8,
-                latency_ms: 300.0,
-                cost_usd: 0.0015,
-            },
-        ),
+        ("slow", Truth { quality: 0.95, latency_ms: 3000.0, cost_usd: 0.0015 }),
+        ("fast", Truth { quality: 0.8, latency_ms: 300.0, cost_usd: 0.0015 }),
     ]);
     // Without an SLA the better, slower model wins.
     let (_, no_sla) = drive(&mut client, &route_req("bench"), &truth, 300, 100, 104).await;
@@ -218,10 +168,7 @@ async fn request_sla_routes_away_from_the_slow_model() {
     let mut req = route_req("bench");
     req.max_latency_ms = 1000.0;
     let (with_sla, _) = drive(&mut client, &req, &truth, 100, 100, 105).await;
-    assert!(
-        with_sla.get("fast").copied().unwrap_or(0) >= 95,
-        "{with_sla:?}"
-    );
+    assert!(with_sla.get("fast").copied().unwrap_or(0) >= 95, "{with_sla:?}");
     // And the fallbacks still name the slow model, behind the choice.
     let d = client.route(req).await.unwrap().into_inner();
     assert_eq!(d.model, "fast");
@@ -259,69 +206,23 @@ async fn bad_inputs_get_clear_statuses_and_the_server_keeps_serving() {
         .unwrap()
         .into_inner();
 
-    expect_status(
-        "empty class",
-        c.route(route_req("")).await,
-        Code::InvalidArgument,
-        "task_class",
-    )
-    .await;
-    expect_status(
-        "unknown class",
-        c.route(route_req("poetry")).await,
-        Code::NotFound,
-        "poetry",
-    )
-    .await;
+    expect_status("empty class", c.route(route_req("")).await, Code::InvalidArgument, "task_class").await;
+    expect_status("unknown class", c.route(route_req("poetry")).await, Code::NotFound, "poetry").await;
     let mut r = route_req("qa");
     r.candidates = vec!["gpt-4o-mini".into(), "gpt-9".into()];
-    expect_status(
-        "unknown candidate",
-        c.route(r).await,
-        Code::InvalidArgument,
-        "candidates[1]",
-    )
-    .await;
+    expect_status("unknown candidate", c.route(r).await, Code::InvalidArgument, "candidates[1]").await;
     let mut r = route_req("qa");
     r.max_latency_ms = -5.0;
-    expect_status(
-        "negative SLA",
-        c.route(r).await,
-        Code::InvalidArgument,
-        "max_latency_ms",
-    )
-    .await;
+    expect_status("negative SLA", c.route(r).await, Code::InvalidArgument, "max_latency_ms").await;
     let mut r = route_req("qa");
     r.max_cost_usd = f64::NAN;
-    expect_status(
-        "NaN cost cap",
-        c.route(r).await,
-        Code::InvalidArgument,
-        "max_cost_usd",
-    )
-    .await;
+    expect_status("NaN cost cap", c.route(r).await, Code::InvalidArgument, "max_cost_usd").await;
     let mut r = route_req("qa");
     r.input_tokens = -1;
-    expect_status(
-        "negative tokens",
-        c.route(r).await,
-        Code::InvalidArgument,
-        "input_tokens",
-    )
-    .await;
+    expect_status("negative tokens", c.route(r).await, Code::InvalidArgument, "input_tokens").await;
     let mut r = route_req("qa");
-    r.weights = Some(Weights {
-        quality: 0.0,
-        cost: 0.0,
-        latency: 0.0,
-    });
-    expect_status(
-        "zero weights",
-        c.route(r).await,
-        Code::InvalidArgument,
-        "weights",
-    )
-    .await;
+    r.weights = Some(Weights { quality: 0.0, cost: 0.0, latency: 0.0 });
+    expect_status("zero weights", c.route(r).await, Code::InvalidArgument, "weights").await;
 
     let d = c.route(route_req("qa")).await.unwrap().into_inner();
     let fb = |f: fn(&mut FeedbackRequest)| {
@@ -334,127 +235,21 @@ async fn bad_inputs_get_clear_statuses_and_the_server_keeps_serving() {
         f(&mut r);
         r
     };
-    expect_status(
-        "no decision",
-        c.feedback(fb(|r| r.decision_id.clear())).await,
-        Code::InvalidArgument,
-        "decision_id",
-    )
-    .await;
-    expect_status(
-        "unknown decision",
-        c.feedback(fb(|r| r.decision_id = "nope".into())).await,
-        Code::NotFound,
-        "nope",
-    )
-    .await;
-    expect_status(
-        "unknown model",
-        c.feedback(fb(|r| r.model = "gpt-9".into())).await,
-        Code::InvalidArgument,
-        "model",
-    )
-    .await;
-    expect_status(
-        "negative latency",
-        c.feedback(fb(|r| r.latency_ms = Some(-1.0))).await,
-        Code::InvalidArgument,
-        "latency_ms",
-    )
-    .await;
-    expect_status(
-        "infinite latency",
-        c.feedback(fb(|r| r.latency_ms = Some(f64::INFINITY))).await,
-        Code::InvalidArgument,
-        "latency_ms",
-    )
-    .await;
-    expect_status(
-        "NaN cost",
-        c.feedback(fb(|r| r.cost_usd = Some(f64::NAN))).await,
-        Code::InvalidArgument,
-        "cost_usd",
-    )
-    .await;
-    expect_status(
-        "negative cost",
-        c.feedback(fb(|r| r.cost_usd = Some(-0.1))).await,
-        Code::InvalidArgument,
-        "cost_usd",
-    )
-    .await;
-    expect_status(
-        "negative tokens",
-        c.feedback(fb(|r| r.output_tokens = Some(-3))).await,
-        Code::InvalidArgument,
-        "output_tokens",
-    )
-    .await;
-    expect_status(
-        "quality > 1",
-        c.feedback(fb(|r| r.quality = Some(1.2))).await,
-        Code::InvalidArgument,
-        "quality",
-    )
-    .await;
-    expect_status(
-        "quality < 0",
-        c.feedback(fb(|r| r.quality = Some(-0.2))).await,
-        Code::InvalidArgument,
-        "quality",
-    )
-    .await;
-    expect_status(
-        "unknown outcome",
-        c.feedback(fb(|r| r.outcome = 42)).await,
-        Code::InvalidArgument,
-        "outcome",
-    )
-    .await;
-    expect_status(
-        "nothing to report",
-        c.feedback(fb(|r| {
-            r.outcome = 0;
-            r.quality = None;
-        }))
-        .await,
-        Code::InvalidArgument,
-        "outcome",
-    )
-    .await;
-    expect_status(
-        "quality of an error",
-        c.feedback(fb(|r| {
-            r.outcome = Outcome::Error as i32;
-            r.quality = Some(0.5);
-        }))
-        .await,
-        Code::InvalidArgument,
-        "quality",
-    )
-    .await;
-    expect_status(
-        "stats of unknown class",
-        c.get_arm_stats(GetArmStatsRequest {
-            task_class: "poetry".into(),
-            model: String::new(),
-        })
-        .await,
-        Code::NotFound,
-        "poetry",
-    )
-    .await;
-    expect_status(
-        "stats of unknown model",
-        c.get_arm_stats(GetArmStatsRequest {
-            task_class: String::new(),
-            model: "gpt-9".into(),
-        })
-        .await,
-        Code::NotFound,
-        "gpt-9",
-    )
-    .await;
+    expect_status("no decision", c.feedback(fb(|r| r.decision_id.clear())).await, Code::InvalidArgument, "decision_id").await;
+    expect_status("unknown decision", c.feedback(fb(|r| r.decision_id = "nope".into())).await, Code::NotFound, "nope").await;
+    expect_status("unknown model", c.feedback(fb(|r| r.model = "gpt-9".into())).await, Code::InvalidArgument, "model").await;
+    expect_status("negative latency", c.feedback(fb(|r| r.latency_ms = Some(-1.0))).await, Code::InvalidArgument, "latency_ms").await;
+    expect_status("infinite latency", c.feedback(fb(|r| r.latency_ms = Some(f64::INFINITY))).await, Code::InvalidArgument, "latency_ms").await;
+    expect_status("NaN cost", c.feedback(fb(|r| r.cost_usd = Some(f64::NAN))).await, Code::InvalidArgument, "cost_usd").await;
+    expect_status("negative cost", c.feedback(fb(|r| r.cost_usd = Some(-0.1))).await, Code::InvalidArgument, "cost_usd").await;
+    expect_status("negative tokens", c.feedback(fb(|r| r.output_tokens = Some(-3))).await, Code::InvalidArgument, "output_tokens").await;
+    expect_status("quality > 1", c.feedback(fb(|r| r.quality = Some(1.2))).await, Code::InvalidArgument, "quality").await;
+    expect_status("quality < 0", c.feedback(fb(|r| r.quality = Some(-0.2))).await, Code::InvalidArgument, "quality").await;
+    expect_status("unknown outcome", c.feedback(fb(|r| r.outcome = 42)).await, Code::InvalidArgument, "outcome").await;
+    expect_status("nothing to report", c.feedback(fb(|r| { r.outcome = 0; r.quality = None; })).await, Code::InvalidArgument, "outcome").await;
+    expect_status("quality of an error", c.feedback(fb(|r| { r.outcome = Outcome::Error as i32; r.quality = Some(0.5); })).await, Code::InvalidArgument, "quality").await;
+    expect_status("stats of unknown class", c.get_arm_stats(GetArmStatsRequest { task_class: "poetry".into(), model: String::new() }).await, Code::NotFound, "poetry").await;
+    expect_status("stats of unknown model", c.get_arm_stats(GetArmStatsRequest { task_class: String::new(), model: "gpt-9".into() }).await, Code::NotFound, "gpt-9").await;
 
     // None of that reached a posterior: only the one route above changed anything (a pull).
     let after = c

@@ -48,10 +48,7 @@ async fn reflection_lists_and_describes_the_services() {
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 
     let MessageResponse::FileDescriptorResponse(files) = reflect(
@@ -68,13 +65,7 @@ async fn reflection_lists_and_describes_the_services() {
     let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
     assert_eq!(
         methods,
-        [
-            "Route",
-            "Feedback",
-            "ReportHealth",
-            "GetArmStats",
-            "GetBudgets"
-        ]
+        ["Route", "Feedback", "ReportHealth", "GetArmStats", "GetBudgets"]
     );
     server.stop().await;
 }

@@ -443,10 +443,7 @@ mod tests {
         for nu in [4.0, 5.0, 8.0, 20.0, 100.0, 1000.0] {
             let exact = StudentsT::new(0.0, 1.0, nu).unwrap().inverse_cdf(0.95);
             let approx = student_t_quantile(Z95, nu);
-            assert!(
-                (approx - exact).abs() / exact < 0.002,
-                "nu {nu}: {approx} vs {exact}"
-            );
+            assert!((approx - exact).abs() / exact < 0.002, "nu {nu}: {approx} vs {exact}");
         }
         // Below nu = 4 the exact quantile is used.
         let exact = StudentsT::new(0.0, 1.0, 3.0).unwrap().inverse_cdf(0.95);
