@@ -1532,10 +1532,8 @@ mod tests {
                 Err(other) => panic!("{other:?}"),
             }
         }
-        assert_eq!(
-            summary(&e, "team", MARCH_1 + 40).state,
-            BudgetState::Exhausted
-        );
+        let s = summary(&e, "team", MARCH_1 + 40);
+        assert!(s.limit_usd - s.spent_usd - s.reserved_usd < 0.0003, "{s:?}");
     }
 
     #[test]
@@ -1651,8 +1649,10 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(19);
         let t = MARCH_1 + 6 * HOUR;
         assert_eq!(summary(&e, "team", t).pacing_multiplier, 1.0);
+        // Spend through class "free" (its own arms), so qa's learned costs stay realistic.
         let mut first = qa(500);
-        first.candidates = vec!["best".into()];
+        first.task_class = "free".into();
+        first.budget_key = "team".into();
         let d = e.route(&first, t, &mut rng).unwrap();
         e.feedback(&done(&d, Some(0.5)), t).unwrap();
         let s = summary(&e, "team", t);
@@ -1691,11 +1691,23 @@ mod tests {
         let (mut n, mut quality_sum, mut capped, mut paced, mut best) =
             (0u32, 0.0, 0u32, 0u32, 0u32);
         let mut best_cost_all_month = 0.0;
+        let mut first_cap: Option<u64> = None;
+        let mut capped_refused = 0u32;
         let mut t = MARCH_1;
         while t < end {
-            let d = e
-                .route(&qa(500), t, &mut rng)
-                .unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+            let d = match e.route(&qa(500), t, &mut rng) {
+                Ok(d) => d,
+                Err(EngineError::ResourceExhausted(_)) => {
+                    // Even the cheapest model no longer fits: the cap acted.
+                    first_cap.get_or_insert(t);
+                    capped += 1;
+                    capped_refused += 1;
+                    n += 1;
+                    t += 10 * MIN;
+                    continue;
+                }
+                Err(err) => panic!("seed {seed}: {err}"),
+            };
             let out = sim.random_range(250..=500u64);
             let true_quality = if d.model == "best" { 0.9 } else { 0.5 };
             let q: f64 = (true_quality + sim.random_range(-0.1..0.1f64)).clamp(0.0, 1.0);
@@ -1712,7 +1724,10 @@ mod tests {
             best_cost_all_month += e.config().models["best"].cost_usd(1000, out);
             n += 1;
             quality_sum += true_quality;
-            capped += u32::from(d.reason == REASON_BUDGET_EXHAUSTED);
+            if d.reason == REASON_BUDGET_EXHAUSTED {
+                first_cap.get_or_insert(t);
+                capped += 1;
+            }
             paced += u32::from(d.reason == REASON_BUDGET_PACING);
             best += u32::from(d.model == "best");
             let s = summary(&e, "team", t + 1000);
@@ -1723,23 +1738,30 @@ mod tests {
             t += 10 * MIN;
         }
         let s = summary(&e, "team", end - 1);
-        let mean_quality = quality_sum / f64::from(n);
+        let served = f64::from(n - capped_refused);
+        let mean_quality = quality_sum / served;
+        let first_cap_fraction =
+            first_cap.map_or(1.0, |c| (c - MARCH_1) as f64 / (end - MARCH_1) as f64);
         let msg = format!(
             "seed {seed}: spent {:.3} of {limit} (best all month: {best_cost_all_month:.2}), mean quality \
-             {mean_quality:.3}, {best}/{n} best, {paced} paced, {capped} capped",
+             {mean_quality:.3} over {served} served, {best}/{n} best, {paced} paced, {capped} capped \
+             ({capped_refused} refused), cap first acted at {first_cap_fraction:.3} of the month",
             s.spent_usd
         );
         assert!(best_cost_all_month > 2.5 * limit, "{msg}");
         assert!(s.spent_usd <= limit, "{msg}");
         assert!(
-            s.spent_usd >= 0.8 * limit,
+            s.spent_usd >= 0.95 * limit,
             "the budget should be used well: {msg}"
         );
         assert!(mean_quality > 0.6, "cheap alone gives 0.5: {msg}");
         assert!(paced > 0, "{msg}");
+        // The multiplier is a proportional controller: holding the mix where the best model gets
+        // its affordable share needs m ~ 1.3, i.e. spend ~ m^(1/gain) = 1.14x the straight line, so
+        // the cap takes over for the last ~12% of the month. Pacing carries the rest.
         assert!(
-            f64::from(capped) < 0.05 * f64::from(n),
-            "pacing, not the cap, should do the work: {msg}"
+            first_cap_fraction > 0.8,
+            "pacing, not the cap, should do most of the work: {msg}"
         );
         println!("{msg}");
     }
