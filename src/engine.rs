@@ -792,9 +792,11 @@ impl Engine {
         // Budget hook: the first outcome of each model settles its spend.
         let alerts = match (budget_key, input.outcome) {
             (Some(key), Some(outcome)) if outcome_new => {
-                let estimate = (outcome != Outcome::RateLimited)
-                    .then(|| model.cost_usd(dec_in, dec_out))
-                    .unwrap_or(0.0);
+                let estimate = if outcome == Outcome::RateLimited {
+                    0.0 // a rate-limited call is refused before any tokens are billed
+                } else {
+                    model.cost_usd(dec_in, dec_out)
+                };
                 self.settle_budget(&key, &input.decision_id, cost_usd, estimate, now_ms)
             }
             _ => Vec::new(),

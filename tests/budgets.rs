@@ -2,6 +2,9 @@
 //! cents while a monitor polls GetBudgets; the ledger must never be overrun, the configured
 //! behaviour at the cap must hold, and a webhook on 127.0.0.1 must get each threshold exactly once.
 
+// Helpers outside #[test] functions (webhook, hammer) unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
