@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::breaker::BreakerConfig;
+use crate::budget::{self, BudgetConfig, OnCap, Period};
 use crate::policy::{ArmPrior, PolicyKind, PolicySettings, Weights};
 
 /// The built-in configuration, used when `serve` gets no `--config`.
@@ -66,6 +67,15 @@ pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2000;
 
 /// Longest accepted request_id or decision_id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
+/// Default timeout of one alert webhook POST: 5 s is ample for a chat or incident webhook, and an
+/// alert that slow is better retried than waited for.
+pub const DEFAULT_ALERT_TIMEOUT_MS: u64 = 5_000;
+/// Default retries of a failed alert POST (after the first attempt): with exponential backoff from
+/// [`crate::server::ALERT_BACKOFF_BASE`], 5 retries span about 3 s, enough to ride out a restart
+/// of the receiver without queueing alerts for long.
+pub const DEFAULT_ALERT_MAX_RETRIES: u32 = 5;
+/// Largest accepted `alerts.max_retries`: beyond this the backoff exceeds an hour.
+pub const MAX_ALERT_RETRIES: i64 = 20;
 
 /// A config error: the key path, what is wrong, and what would be right.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -104,6 +114,10 @@ struct RawConfig {
     health: RawHealth,
     #[serde(default)]
     health_probes: BTreeMap<String, RawProbe>,
+    #[serde(default)]
+    budgets: BTreeMap<String, RawBudget>,
+    #[serde(default)]
+    alerts: RawAlerts,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -114,6 +128,29 @@ struct RawHealth {
     default_ttl_secs: Option<f64>,
     soft_failure_latency_factor: Option<f64>,
     recovery_evidence_factor: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    period: String,
+    limit_usd: f64,
+    time_zone: Option<String>,
+    on_cap: Option<String>,
+    alert_thresholds: Option<Vec<f64>>,
+    reservation_ttl_secs: Option<f64>,
+    pacing_max_multiplier: Option<f64>,
+    pacing_min_multiplier: Option<f64>,
+    pacing_gain: Option<f64>,
+    pacing_warmup_fraction: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    webhook_url: Option<String>,
+    timeout_ms: Option<i64>,
+    max_retries: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +214,7 @@ struct RawTaskClass {
     typical_output_tokens: Option<i64>,
     #[serde(default)]
     quality: BTreeMap<String, f64>,
+    budget: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -203,6 +241,10 @@ pub struct Config {
     pub health: HealthConfig,
     /// Active health probes by provider.
     pub health_probes: BTreeMap<String, ProbeConfig>,
+    /// Spend budgets by key (`[budgets.<key>]`).
+    pub budgets: BTreeMap<String, BudgetConfig>,
+    /// Where budget alerts go (`[alerts]`).
+    pub alerts: AlertsConfig,
 }
 
 /// What Route does when every candidate's breaker is open.
@@ -233,6 +275,27 @@ pub struct ProbeConfig {
     pub url: String,
     pub interval_secs: f64,
     pub timeout_ms: u64,
+}
+
+/// Delivery of budget threshold alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// URL that receives a JSON POST per crossed threshold; `None` = log only.
+    pub webhook_url: Option<String>,
+    /// Timeout of one POST attempt.
+    pub timeout_ms: u64,
+    /// Retries after a failed first attempt, with exponential backoff.
+    pub max_retries: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: None,
+            timeout_ms: DEFAULT_ALERT_TIMEOUT_MS,
+            max_retries: DEFAULT_ALERT_MAX_RETRIES,
+        }
+    }
 }
 
 /// Policy settings plus the engine-wide learning settings.
@@ -298,6 +361,8 @@ pub struct TaskClassConfig {
     pub typical_output_tokens: u64,
     /// Per-class quality priors that override the model's.
     pub quality: BTreeMap<String, f64>,
+    /// Budget charged when a Route request names none; `None` = unbudgeted.
+    pub budget: Option<String>,
 }
 
 impl Config {
@@ -410,6 +475,19 @@ impl RawConfig {
             models.insert(id.clone(), m.validate(&key, id)?);
         }
 
+        let mut budgets = BTreeMap::new();
+        for (key, b) in self.budgets {
+            let path = format!("budgets.{key}");
+            if !name_ok(&key) {
+                return Err(err(
+                    &path,
+                    "a budget key must be 1-128 characters of letters, digits and -_.:/@",
+                ));
+            }
+            budgets.insert(key.clone(), b.validate(&path, key)?);
+        }
+        let alerts = self.alerts.validate()?;
+
         if self.task_classes.is_empty() {
             return Err(err(
                 "task_classes",
@@ -425,7 +503,7 @@ impl RawConfig {
                     "a task class name must be 1-128 characters of letters, digits and -_.:/@",
                 ));
             }
-            task_classes.insert(name.clone(), c.validate(&key, name, &models)?);
+            task_classes.insert(name.clone(), c.validate(&key, name, &models, &budgets)?);
         }
 
         self.breaker.validate().map_err(|m| err("breaker", m))?;
@@ -452,6 +530,127 @@ impl RawConfig {
             breaker: self.breaker,
             health,
             health_probes,
+            budgets,
+            alerts,
+        })
+    }
+}
+
+impl RawBudget {
+    fn validate(self, path: &str, key: String) -> Result<BudgetConfig, ConfigError> {
+        let period = match self.period.as_str() {
+            "daily" => Period::Daily,
+            "weekly" => Period::Weekly,
+            "monthly" => Period::Monthly,
+            other => {
+                return Err(err(
+                    format!("{path}.period"),
+                    format!("must be \"daily\", \"weekly\" or \"monthly\", got {other:?}"),
+                ))
+            }
+        };
+        let time_zone = match self.time_zone.as_deref() {
+            None => chrono_tz::Tz::UTC,
+            Some(name) => name.parse::<chrono_tz::Tz>().map_err(|_| {
+                err(
+                    format!("{path}.time_zone"),
+                    format!(
+                        "unknown time zone {name:?}; use an IANA name like \"UTC\" or \
+                         \"Europe/Berlin\""
+                    ),
+                )
+            })?,
+        };
+        let on_cap = match self.on_cap.as_deref() {
+            None | Some("cheapest") => OnCap::Cheapest,
+            Some("reject") => OnCap::Reject,
+            Some(other) => {
+                return Err(err(
+                    format!("{path}.on_cap"),
+                    format!("must be \"cheapest\" or \"reject\", got {other:?}"),
+                ))
+            }
+        };
+        let mut cfg = BudgetConfig::new(key, period, self.limit_usd);
+        cfg.time_zone = time_zone;
+        cfg.on_cap = on_cap;
+        if let Some(t) = self.alert_thresholds {
+            cfg.alert_thresholds = t;
+        }
+        cfg.reservation_ttl_secs = self
+            .reservation_ttl_secs
+            .unwrap_or(budget::DEFAULT_RESERVATION_TTL_SECS);
+        cfg.pacing_max_multiplier = self
+            .pacing_max_multiplier
+            .unwrap_or(budget::DEFAULT_PACING_MAX_MULTIPLIER);
+        cfg.pacing_min_multiplier = self
+            .pacing_min_multiplier
+            .unwrap_or(budget::DEFAULT_PACING_MIN_MULTIPLIER);
+        cfg.pacing_gain = self.pacing_gain.unwrap_or(budget::DEFAULT_PACING_GAIN);
+        cfg.pacing_warmup_fraction = self
+            .pacing_warmup_fraction
+            .unwrap_or(budget::DEFAULT_PACING_WARMUP_FRACTION);
+        // The ledger's own check names the field and value; prefix the key path it belongs to.
+        cfg.validate().map_err(|message| {
+            let field = [
+                "limit_usd",
+                "alert_thresholds",
+                "reservation_ttl_secs",
+                "pacing_max_multiplier",
+                "pacing_min_multiplier",
+                "pacing_gain",
+                "pacing_warmup_fraction",
+            ]
+            .into_iter()
+            .find(|f| message.contains(f));
+            let key = match field {
+                Some(f) => format!("{path}.{f}"),
+                None => path.to_string(),
+            };
+            err(key, message)
+        })?;
+        Ok(cfg)
+    }
+}
+
+impl RawAlerts {
+    fn validate(self) -> Result<AlertsConfig, ConfigError> {
+        let webhook_url = match self.webhook_url {
+            None => None,
+            Some(u) => {
+                let parsed = reqwest::Url::parse(&u).map_err(|e| {
+                    err(
+                        "alerts.webhook_url",
+                        format!("must be an http(s) URL, got {u:?}: {e}"),
+                    )
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(err(
+                        "alerts.webhook_url",
+                        format!("must be an http or https URL, got {u:?}"),
+                    ));
+                }
+                Some(u)
+            }
+        };
+        let timeout_ms = positive_int(
+            "alerts.timeout_ms",
+            self.timeout_ms.unwrap_or(DEFAULT_ALERT_TIMEOUT_MS as i64),
+            1,
+        )?;
+        let max_retries = self
+            .max_retries
+            .unwrap_or(i64::from(DEFAULT_ALERT_MAX_RETRIES));
+        if !(0..=MAX_ALERT_RETRIES).contains(&max_retries) {
+            return Err(err(
+                "alerts.max_retries",
+                format!("must be an integer in [0, {MAX_ALERT_RETRIES}], got {max_retries}"),
+            ));
+        }
+        Ok(AlertsConfig {
+            webhook_url,
+            timeout_ms,
+            max_retries: max_retries as u32,
         })
     }
 }
@@ -702,7 +901,25 @@ impl RawTaskClass {
         key: &str,
         name: String,
         models: &BTreeMap<String, ModelConfig>,
+        budgets: &BTreeMap<String, BudgetConfig>,
     ) -> Result<TaskClassConfig, ConfigError> {
+        if let Some(b) = &self.budget {
+            if !budgets.contains_key(b) {
+                let known: Vec<&str> = budgets.keys().map(String::as_str).collect();
+                return Err(err(
+                    format!("{key}.budget"),
+                    format!(
+                        "unknown budget {b:?}; it must be defined under [budgets.\"{b}\"] \
+                         (configured budgets: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
         if self.models.is_empty() {
             return Err(err(format!("{key}.models"), "must list at least one model"));
         }
@@ -789,6 +1006,7 @@ impl RawTaskClass {
             typical_input_tokens,
             typical_output_tokens,
             quality: self.quality,
+            budget: self.budget,
         })
     }
 }
@@ -893,6 +1111,92 @@ output_usd_per_mtok = 1.0
             .unwrap();
         // a: 3e-3, b: 1.5e-3; median of two (upper) = a's
         assert!((c.task_classes["qa"].cost_ref_usd - 0.003).abs() < 1e-12);
+    }
+
+    #[test]
+    fn budgets_parse_with_defaults_and_time_zone() {
+        let c = with(
+            "[budgets.team-a]\nperiod = \"monthly\"\nlimit_usd = 100.0\ntime_zone = \"Europe/Berlin\"\non_cap = \"reject\"\nalert_thresholds = [0.5, 0.9]\n\
+             [alerts]\nwebhook_url = \"http://127.0.0.1:9/hook\"\nmax_retries = 2\n\
+             [task_classes.qa]\nmodels = [\"a\"]\nbudget = \"team-a\"\n",
+        )
+        .unwrap();
+        let b = &c.budgets["team-a"];
+        assert_eq!(b.key, "team-a");
+        assert_eq!(b.period, Period::Monthly);
+        assert_eq!(b.time_zone, chrono_tz::Europe::Berlin);
+        assert_eq!(b.on_cap, OnCap::Reject);
+        assert_eq!(b.alert_thresholds, vec![0.5, 0.9]);
+        assert_eq!(b.reservation_ttl_secs, budget::DEFAULT_RESERVATION_TTL_SECS);
+        assert_eq!(c.task_classes["qa"].budget.as_deref(), Some("team-a"));
+        assert_eq!(
+            c.alerts.webhook_url.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        assert_eq!(c.alerts.max_retries, 2);
+        assert_eq!(c.alerts.timeout_ms, DEFAULT_ALERT_TIMEOUT_MS);
+
+        let plain = with("[task_classes.qa]\nmodels = [\"a\"]\n").unwrap();
+        assert!(plain.budgets.is_empty());
+        assert_eq!(plain.alerts, AlertsConfig::default());
+    }
+
+    #[test]
+    fn budget_errors_name_the_key_and_value() {
+        let cases = [
+            (
+                "[budgets.t]\nperiod = \"hourly\"\nlimit_usd = 1.0\n",
+                "budgets.t.period",
+                "hourly",
+            ),
+            (
+                "[budgets.t]\nperiod = \"daily\"\nlimit_usd = 1.0\ntime_zone = \"Mars/Olympus\"\n",
+                "budgets.t.time_zone",
+                "Mars/Olympus",
+            ),
+            (
+                "[budgets.t]\nperiod = \"daily\"\nlimit_usd = 1.0\non_cap = \"panic\"\n",
+                "budgets.t.on_cap",
+                "panic",
+            ),
+            (
+                "[budgets.t]\nperiod = \"daily\"\nlimit_usd = -2.0\n",
+                "budgets.t.limit_usd",
+                "-2",
+            ),
+            (
+                "[budgets.t]\nperiod = \"daily\"\nlimit_usd = 1.0\nalert_thresholds = [0.5, 1.5]\n",
+                "budgets.t.alert_thresholds",
+                "1.5",
+            ),
+            (
+                "[budgets.t]\nperiod = \"daily\"\nlimit_usd = 1.0\npacing_max_multiplier = 0.5\n",
+                "budgets.t.pacing_max_multiplier",
+                "0.5",
+            ),
+            (
+                "[alerts]\nwebhook_url = \"not a url\"\n",
+                "alerts.webhook_url",
+                "not a url",
+            ),
+            (
+                "[alerts]\nwebhook_url = \"ftp://x/y\"\n",
+                "alerts.webhook_url",
+                "ftp://x/y",
+            ),
+            ("[alerts]\nmax_retries = 99\n", "alerts.max_retries", "99"),
+        ];
+        for (text, key, value) in cases {
+            let e = with(&format!("{text}[task_classes.qa]\nmodels = [\"a\"]\n")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(value), "{e}");
+        }
+        let e = with("[task_classes.qa]\nmodels = [\"a\"]\nbudget = \"nope\"\n").unwrap_err();
+        assert_eq!(e.key, "task_classes.qa.budget");
+        assert!(e.message.contains("\"nope\""), "{e}");
+        let e = with("[budgets.t]\nperiod = \"daily\"\nlimit_usd = 1.0\nbogus = 1\n[task_classes.qa]\nmodels = [\"a\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
     }
 }
 

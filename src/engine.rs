@@ -11,8 +11,20 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::breaker::{Breaker, BreakerState, CallOutcome, Transition};
+use crate::budget::{BudgetConfig, BudgetState, Ledger, OnCap, Period, ReserveError};
 use crate::config::{AllOpen, Config, ModelConfig, TaskClassConfig, MAX_ID_LEN};
 use crate::policy::{self, Arm, Candidate, Choice, Means, Observation, Outcome, Scoring, Weights};
+
+/// Factor on the expected cost reserved for a request that gives no `max_output_tokens`: output
+/// lengths spread about 35% around their mean (see [`crate::config::DEFAULT_COST_LOG_SD`]), so twice
+/// the larger of the list-price and learned mean cost covers all but the rarest long answers; the
+/// over-reservation is returned at Feedback.
+pub const RESERVATION_SAFETY_FACTOR: f64 = 2.0;
+
+/// Decision reason when the budget was exhausted and the cheapest model that still fits was routed.
+pub const REASON_BUDGET_EXHAUSTED: &str = "budget_exhausted";
+/// Decision reason when the pacing multiplier moved the expected-best model to a cheaper one.
+pub const REASON_BUDGET_PACING: &str = "budget_pacing";
 
 /// Why a request was refused. Each variant maps to one gRPC status code at the transport edge.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -123,6 +135,47 @@ pub struct FeedbackResult {
     /// Everything reported was already counted; nothing changed.
     pub duplicate: bool,
     pub arm: ArmSummary,
+    /// Budget alert thresholds this feedback's spend crossed (each fires once per period); the
+    /// caller delivers them, the engine does no I/O.
+    pub alerts: Vec<BudgetAlert>,
+}
+
+/// A budget alert threshold crossed by settled spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetAlert {
+    pub budget_key: String,
+    /// Fraction of the limit that settled spend reached.
+    pub threshold: f64,
+    pub spent_usd: f64,
+    pub limit_usd: f64,
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    /// When the crossing was recorded.
+    pub at_ms: u64,
+}
+
+/// One budget's state, for GetBudgets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSummary {
+    pub budget_key: String,
+    pub period: Period,
+    pub time_zone: String,
+    pub on_cap: OnCap,
+    pub limit_usd: f64,
+    /// Settled spend of the current period.
+    pub spent_usd: f64,
+    /// Live reservations of routed requests still awaiting feedback.
+    pub reserved_usd: f64,
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    /// Factor on the cost weight of requests charged to this budget right now.
+    pub pacing_multiplier: f64,
+    pub state: BudgetState,
+    pub previous_period_spent_usd: f64,
+    /// Alert thresholds already crossed this period, ascending.
+    pub alert_thresholds_crossed: Vec<f64>,
+    /// Configured alert thresholds, fractions of the limit.
+    pub alert_thresholds: Vec<f64>,
 }
 
 /// GetArmStats filters; empty = all.
@@ -278,20 +331,31 @@ impl Pending {
         true
     }
 
-    fn expire(&mut self, now_ms: u64) -> usize {
+    /// Drops expired decisions; returns (decision id, budget key) of those that had a budget.
+    fn expire(&mut self, now_ms: u64) -> (usize, Vec<(String, String)>) {
         let mut n = 0;
+        let mut budgeted = Vec::new();
         while let Some(id) = self.order.front() {
-            let expired = self
-                .by_id
-                .get(id)
-                .is_none_or(|p| p.decision.expires_ms <= now_ms);
+            let expired = match self.by_id.get(id) {
+                None => true,
+                Some(p) => {
+                    if p.decision.expires_ms > now_ms {
+                        false
+                    } else {
+                        if let Some(k) = &p.decision.budget_key {
+                            budgeted.push((id.clone(), k.clone()));
+                        }
+                        true
+                    }
+                }
+            };
             if !expired {
                 break;
             }
             self.pop_front();
             n += 1;
         }
-        n
+        (n, budgeted)
     }
 }
 
@@ -305,6 +369,8 @@ pub struct Engine {
     breakers: BTreeMap<String, Breaker>,
     /// Breaker transitions not yet taken by the caller.
     transitions: Vec<ModelTransition>,
+    /// Spend ledger per budget key (plain data, serde-serializable for the store).
+    ledgers: BTreeMap<String, Ledger>,
 }
 
 impl Engine {
@@ -336,12 +402,18 @@ impl Engine {
             .keys()
             .map(|m| (m.clone(), Breaker::new()))
             .collect();
+        let ledgers = config
+            .budgets
+            .iter()
+            .map(|(k, b)| (k.clone(), Ledger::new(b, now_ms)))
+            .collect();
         Engine {
             config,
             classes,
             pending: Pending::default(),
             breakers,
             transitions: Vec::new(),
+            ledgers,
         }
     }
 
@@ -381,9 +453,27 @@ impl Engine {
         self.pending.by_id.get(decision_id)
     }
 
-    /// Drops decisions whose feedback window has passed; returns how many.
+    /// The spend ledger of a budget key.
+    pub fn ledger(&self, budget_key: &str) -> Option<&Ledger> {
+        self.ledgers.get(budget_key)
+    }
+
+    /// Drops decisions whose feedback window has passed, releasing their budget reservations, and
+    /// budget reservations past their TTL; returns how many decisions were dropped.
     pub fn expire(&mut self, now_ms: u64) -> usize {
-        self.pending.expire(now_ms)
+        let (n, budgeted) = self.pending.expire(now_ms);
+        for (id, key) in budgeted {
+            if let (Some(l), Some(b)) = (self.ledgers.get_mut(&key), self.config.budgets.get(&key))
+            {
+                l.release(b, &id, now_ms);
+            }
+        }
+        for (key, l) in &mut self.ledgers {
+            if let Some(b) = self.config.budgets.get(key) {
+                l.expire(b, now_ms);
+            }
+        }
+        n
     }
 
     fn class(&self, name: &str) -> Result<&TaskClassConfig, EngineError> {
@@ -424,7 +514,7 @@ impl Engine {
                 return Ok(replay);
             }
         }
-        let scoring = self.request_scoring(&class, input)?;
+        let mut scoring = self.request_scoring(&class, input)?;
         let input_tokens =
             tokens("input_tokens", input.input_tokens)?.unwrap_or(class.typical_input_tokens);
         let output_tokens = tokens("max_output_tokens", input.max_output_tokens)?
@@ -438,6 +528,10 @@ impl Engine {
                 .iter()
                 .filter(|&&i| Some(i) != gate.forced.map(|f| f.0)),
         );
+        // Budget hook (1/2): resolve the budget; pacing raises the cost weight.
+        let budget = budget_for(&self.config, &class, &input.budget_key)?;
+        let unpaced = scoring;
+        scoring.weights.cost *= pacing_multiplier(&self.ledgers, budget, now_ms);
 
         let half_life = self.config.policy.half_life_secs;
         let settings = self.config.policy.settings;
@@ -493,9 +587,37 @@ impl Engine {
                 c
             }
         };
+        let id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
+        // Budget hook (2/2): reserve the choice's cost, or apply the budget's behaviour at the cap.
+        let choice = match budget {
+            Some(b) => apply_budget(
+                &mut self.ledgers,
+                b,
+                &BudgetRequest {
+                    id: &id,
+                    candidates: &candidates,
+                    models: &models,
+                    paced: &scoring,
+                    unpaced: &unpaced,
+                    input_tokens,
+                    output_tokens,
+                    max_output_given: input.max_output_tokens > 0,
+                    now_ms,
+                },
+                choice,
+            )?,
+            None => choice,
+        };
         let chosen = &candidates[choice.index];
         let mut reason = choice.reason;
+        let policy_reason = ![
+            REASON_BUDGET_EXHAUSTED,
+            REASON_BUDGET_PACING,
+            "breaker_fallback",
+        ]
+        .contains(&reason);
         if gate.forced.is_none()
+            && policy_reason
             && scoring.violations(&chosen.mean_sample()) > 0
             && candidates.len() > 1
         {
@@ -526,7 +648,7 @@ impl Engine {
 
         let ttl_ms = (self.config.limits.pending_ttl_secs * 1000.0) as u64;
         let decision = Decision {
-            id: format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>()),
+            id,
             task_class: class.name.clone(),
             model: model.id.clone(),
             provider: model.provider.clone(),
@@ -538,7 +660,7 @@ impl Engine {
             eligible: models.iter().map(|m| m.id.clone()).collect(),
             created_ms: now_ms,
             expires_ms: now_ms.saturating_add(ttl_ms),
-            budget_key: (!input.budget_key.is_empty()).then(|| input.budget_key.clone()),
+            budget_key: budget.map(|b| b.key.clone()),
             input_tokens,
             output_tokens,
             replayed: false,
@@ -966,6 +1088,7 @@ impl Engine {
             pending.decision.input_tokens,
             pending.decision.output_tokens,
         );
+        let budget_key = pending.decision.budget_key.clone();
 
         // Cost: as reported, else from the price table when tokens are known.
         let cost_usd = cost.or_else(|| {
@@ -1041,11 +1164,106 @@ impl Engine {
                 p.qualities.push(model_id.clone());
             }
         }
+        // Budget hook: the first outcome of each model settles its spend.
+        let alerts = match (budget_key, input.outcome) {
+            (Some(key), Some(outcome)) if outcome_new => {
+                let estimate = if outcome == Outcome::RateLimited {
+                    0.0 // a rate-limited call is refused before any tokens are billed
+                } else {
+                    model.cost_usd(dec_in, dec_out)
+                };
+                self.settle_budget(&key, &input.decision_id, cost_usd, estimate, now_ms)
+            }
+            _ => Vec::new(),
+        };
         let arm = self.summary(&class.name, arm_index, now_ms)?;
         Ok(FeedbackResult {
             duplicate: !(outcome_new || quality_new),
             arm,
+            alerts,
         })
+    }
+
+    /// Charges one model call of decision `decision_id` to budget `key`: the first settlement
+    /// replaces the decision's reservation; later ones (fallback models reported under the same
+    /// decision) add their cost. `actual_usd` is the reported or price-table cost; when unknown, the
+    /// live reservation, else `estimate_usd`. Returns the alert thresholds crossed.
+    fn settle_budget(
+        &mut self,
+        key: &str,
+        decision_id: &str,
+        actual_usd: Option<f64>,
+        estimate_usd: f64,
+        now_ms: u64,
+    ) -> Vec<BudgetAlert> {
+        let (Some(budget), Some(ledger)) =
+            (self.config.budgets.get(key), self.ledgers.get_mut(key))
+        else {
+            return Vec::new();
+        };
+        let actual = actual_usd
+            .or_else(|| ledger.reservation_usd(decision_id))
+            .unwrap_or(estimate_usd);
+        let settlement = ledger.settle(budget, decision_id, actual, now_ms);
+        settlement
+            .crossed
+            .into_iter()
+            .map(|threshold| BudgetAlert {
+                budget_key: key.to_string(),
+                threshold,
+                spent_usd: ledger.spent_usd(),
+                limit_usd: budget.limit_usd,
+                period_start_ms: ledger.period_start_ms(),
+                period_end_ms: ledger.period_end_ms(),
+                at_ms: now_ms,
+            })
+            .collect()
+    }
+
+    /// The state of every budget, or of one key (NotFound if it is not configured).
+    pub fn budgets(&self, key: &str, now_ms: u64) -> Result<Vec<BudgetSummary>, EngineError> {
+        if !key.is_empty() && !self.config.budgets.contains_key(key) {
+            let known: Vec<&str> = self.config.budgets.keys().map(String::as_str).collect();
+            return Err(EngineError::NotFound(format!(
+                "budget_key {key:?} is not configured; configured budgets: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        let mut out = Vec::new();
+        for (k, b) in &self.config.budgets {
+            if !key.is_empty() && k != key {
+                continue;
+            }
+            // Roll a copy, so a period that has ended reads as the fresh one that the next
+            // request will open.
+            let mut ledger = self
+                .ledgers
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| Ledger::new(b, now_ms));
+            ledger.roll(b, now_ms);
+            out.push(BudgetSummary {
+                budget_key: k.clone(),
+                period: b.period,
+                time_zone: b.time_zone.name().to_string(),
+                on_cap: b.on_cap,
+                limit_usd: b.limit_usd,
+                spent_usd: ledger.spent_usd(),
+                reserved_usd: ledger.reserved_usd(),
+                period_start_ms: ledger.period_start_ms(),
+                period_end_ms: ledger.period_end_ms(),
+                pacing_multiplier: ledger.pacing_multiplier(b, now_ms),
+                state: ledger.state(b, now_ms),
+                previous_period_spent_usd: ledger.previous_period_spent_usd(),
+                alert_thresholds_crossed: ledger.alerted_thresholds(),
+                alert_thresholds: b.alert_thresholds.clone(),
+            });
+        }
+        Ok(out)
     }
 
     /// Arm statistics, filtered by task class and/or model.
@@ -1157,6 +1375,155 @@ pub fn format_ms(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// The budget a request is charged to: the request's `budget_key`, else the class's `budget`, else
+/// none. An unknown request key is refused, listing the configured ones.
+fn budget_for<'a>(
+    config: &'a Config,
+    class: &TaskClassConfig,
+    request_key: &str,
+) -> Result<Option<&'a BudgetConfig>, EngineError> {
+    check_id("budget_key", request_key)?;
+    let key = if request_key.is_empty() {
+        match &class.budget {
+            Some(k) => k.as_str(),
+            None => return Ok(None),
+        }
+    } else {
+        request_key
+    };
+    match config.budgets.get(key) {
+        Some(b) => Ok(Some(b)),
+        None => {
+            let known: Vec<&str> = config.budgets.keys().map(String::as_str).collect();
+            Err(invalid(
+                "budget_key",
+                format!(
+                    "budget {key:?} is not configured; configured budgets: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ))
+        }
+    }
+}
+
+/// The budget's pacing multiplier on the cost weight now (1 without a budget).
+fn pacing_multiplier(
+    ledgers: &BTreeMap<String, Ledger>,
+    budget: Option<&BudgetConfig>,
+    now_ms: u64,
+) -> f64 {
+    budget
+        .and_then(|b| ledgers.get(&b.key).map(|l| l.pacing_multiplier(b, now_ms)))
+        .unwrap_or(1.0)
+}
+
+/// What [`apply_budget`] needs to know about one routing decision.
+struct BudgetRequest<'a, 'c> {
+    /// Decision id, also the reservation id.
+    id: &'a str,
+    candidates: &'a [Candidate<'c>],
+    models: &'a [&'a ModelConfig],
+    /// Scoring with the pacing multiplier applied, and without.
+    paced: &'a Scoring,
+    unpaced: &'a Scoring,
+    input_tokens: u64,
+    output_tokens: u64,
+    /// Whether `output_tokens` is the request's `max_output_tokens` (an upper bound).
+    max_output_given: bool,
+    now_ms: u64,
+}
+
+/// Amount reserved for routing `model` on one request. With `max_output_tokens` given, the
+/// price-table cost at the request's input tokens and that bound, which the actual cost of a call
+/// cannot exceed (for an accurate input estimate and price table). Without it,
+/// [`RESERVATION_SAFETY_FACTOR`] x the larger of the list-price cost at the typical output size and
+/// the learned mean cost.
+fn reservation_usd(req: &BudgetRequest<'_, '_>, index: usize) -> f64 {
+    let model = req.models[index];
+    let list = model.cost_usd(req.input_tokens, req.output_tokens);
+    if req.max_output_given {
+        list
+    } else {
+        let c = &req.candidates[index];
+        let learned = c.arm.means(c.cost_scale).cost_usd;
+        list.max(if learned.is_finite() { learned } else { 0.0 }) * RESERVATION_SAFETY_FACTOR
+    }
+}
+
+/// Reserves the chosen model's cost in the budget's ledger. When it does not fit: with
+/// [`OnCap::Cheapest`], routes the cheapest eligible model (by expected cost) whose reservation
+/// fits, reason [`REASON_BUDGET_EXHAUSTED`]; otherwise RESOURCE_EXHAUSTED with spent, limit and the
+/// reset time. Marks the reason [`REASON_BUDGET_PACING`] when pacing moved the expected-best model
+/// away from the one chosen without it.
+fn apply_budget(
+    ledgers: &mut BTreeMap<String, Ledger>,
+    budget: &BudgetConfig,
+    req: &BudgetRequest<'_, '_>,
+    choice: Choice,
+) -> Result<Choice, EngineError> {
+    let ledger = ledgers
+        .entry(budget.key.clone())
+        .or_insert_with(|| Ledger::new(budget, req.now_ms));
+    let refused = match ledger.try_reserve(
+        budget,
+        req.id,
+        reservation_usd(req, choice.index),
+        req.now_ms,
+    ) {
+        Ok(()) => {
+            let mut choice = choice;
+            if req.paced.weights.cost != req.unpaced.weights.cost {
+                let best = |s: &Scoring| {
+                    policy::rank_by_mean_utility(req.candidates, s)
+                        .first()
+                        .copied()
+                };
+                let unpaced_best = best(req.unpaced);
+                if best(req.paced) != unpaced_best && Some(choice.index) != unpaced_best {
+                    choice.reason = REASON_BUDGET_PACING;
+                }
+            }
+            return Ok(choice);
+        }
+        Err(ReserveError::Exhausted(e)) => e,
+        Err(e @ ReserveError::InvalidAmount { .. }) => {
+            return Err(EngineError::FailedPrecondition(format!(
+                "budget {:?}: cannot reserve the cost of model {:?}: {e}",
+                budget.key, req.models[choice.index].id
+            )))
+        }
+    };
+    if budget.on_cap == OnCap::Cheapest {
+        let mut by_cost: Vec<(usize, f64)> = req
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.arm.means(c.cost_scale).cost_usd))
+            .collect();
+        by_cost.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        for (i, _) in by_cost {
+            if ledger
+                .try_reserve(budget, req.id, reservation_usd(req, i), req.now_ms)
+                .is_ok()
+            {
+                return Ok(Choice {
+                    index: i,
+                    propensity: 1.0,
+                    reason: REASON_BUDGET_EXHAUSTED,
+                });
+            }
+        }
+    }
+    Err(EngineError::ResourceExhausted(format!(
+        "budget {:?} {refused}",
+        budget.key
+    )))
 }
 
 /// The class's scoring (weights, references, SLA), with optional request weights.
@@ -1396,5 +1763,411 @@ mod tests {
             assert!(d.propensity > 0.0 && d.propensity <= 1.0);
             assert_eq!(d.eligible.len(), 4);
         }
+    }
+
+    // ---- budgets -------------------------------------------------------------------------
+
+    /// 2026-03-01T00:00:00Z, a month start in UTC.
+    const MARCH_1: u64 = 1_772_323_200_000;
+    const MIN: u64 = 60_000;
+    const HOUR: u64 = 60 * MIN;
+
+    /// Two models: "best" (quality 0.9, $0.025 per typical request) and "cheap" (quality 0.5,
+    /// $0.0003), class "qa" charged to budget "team" by default.
+    fn budget_engine(budget: &str, now_ms: u64) -> Engine {
+        let text = format!(
+            "[policy]\nseed = 1\n\
+             [models.best]\nprovider = \"p1\"\ninput_usd_per_mtok = 10.0\noutput_usd_per_mtok = 30.0\nquality = 0.9\nlatency_ms = 500\n\
+             [models.cheap]\nprovider = \"p2\"\ninput_usd_per_mtok = 0.1\noutput_usd_per_mtok = 0.4\nquality = 0.5\nlatency_ms = 500\n\
+             [budgets.team]\n{budget}\n\
+             [budgets.other]\nperiod = \"daily\"\nlimit_usd = 100.0\n\
+             [task_classes.qa]\nmodels = [\"best\", \"cheap\"]\ntypical_input_tokens = 1000\ntypical_output_tokens = 500\nbudget = \"team\"\n\
+             [task_classes.free]\nmodels = [\"best\", \"cheap\"]\n"
+        );
+        Engine::new(Config::from_toml_str(&text, "test").unwrap(), now_ms)
+    }
+
+    fn qa(max_output_tokens: i64) -> RouteInput {
+        RouteInput {
+            task_class: "qa".into(),
+            input_tokens: 1000,
+            max_output_tokens,
+            ..Default::default()
+        }
+    }
+
+    fn done(d: &Decision, cost_usd: Option<f64>) -> FeedbackInput {
+        FeedbackInput {
+            decision_id: d.id.clone(),
+            outcome: Some(Outcome::Success),
+            cost_usd,
+            ..Default::default()
+        }
+    }
+
+    fn summary(e: &Engine, key: &str, now: u64) -> BudgetSummary {
+        e.budgets(key, now).unwrap().remove(0)
+    }
+
+    #[test]
+    fn route_reserves_list_cost_and_feedback_settles_actual() {
+        let mut e = budget_engine("period = \"daily\"\nlimit_usd = 10.0", MARCH_1);
+        let mut rng = SmallRng::seed_from_u64(11);
+        let d = e.route(&qa(500), MARCH_1 + HOUR, &mut rng).unwrap();
+        assert_eq!(d.budget_key.as_deref(), Some("team"));
+        let list = e.config().models[&d.model].cost_usd(1000, 500);
+        let s = summary(&e, "team", MARCH_1 + HOUR);
+        assert!((s.reserved_usd - list).abs() < 1e-12, "{s:?}");
+        assert_eq!(s.spent_usd, 0.0);
+
+        let r = e
+            .feedback(&done(&d, Some(0.004)), MARCH_1 + HOUR + 1)
+            .unwrap();
+        assert!(r.alerts.is_empty());
+        let s = summary(&e, "team", MARCH_1 + HOUR + 1);
+        assert_eq!(s.reserved_usd, 0.0);
+        assert!((s.spent_usd - 0.004).abs() < 1e-12);
+
+        // A fallback model reported under the same decision adds its (price-table) cost.
+        let fb = FeedbackInput {
+            decision_id: d.id.clone(),
+            model: if d.model == "best" { "cheap" } else { "best" }.into(),
+            outcome: Some(Outcome::Success),
+            input_tokens: Some(1000),
+            output_tokens: Some(100),
+            ..Default::default()
+        };
+        e.feedback(&fb, MARCH_1 + HOUR + 2).unwrap();
+        let extra = e.config().models[&fb.model].cost_usd(1000, 100);
+        let s = summary(&e, "team", MARCH_1 + HOUR + 2);
+        assert!((s.spent_usd - 0.004 - extra).abs() < 1e-12, "{s:?}");
+        // A duplicate outcome charges nothing more.
+        e.feedback(&fb, MARCH_1 + HOUR + 3).unwrap();
+        assert_eq!(
+            summary(&e, "team", MARCH_1 + HOUR + 3).spent_usd,
+            s.spent_usd
+        );
+    }
+
+    #[test]
+    fn without_max_output_the_reservation_has_a_safety_margin_and_settles_at_it() {
+        let mut e = budget_engine("period = \"daily\"\nlimit_usd = 10.0", MARCH_1);
+        let mut rng = SmallRng::seed_from_u64(12);
+        let d = e.route(&qa(0), MARCH_1 + HOUR, &mut rng).unwrap();
+        let list = e.config().models[&d.model].cost_usd(1000, 500);
+        let reserved = summary(&e, "team", MARCH_1 + HOUR).reserved_usd;
+        assert!(
+            reserved >= list * RESERVATION_SAFETY_FACTOR - 1e-12,
+            "{reserved} vs {list}"
+        );
+        // Feedback without cost or tokens charges the reserved estimate.
+        e.feedback(&done(&d, None), MARCH_1 + HOUR + 1).unwrap();
+        let s = summary(&e, "team", MARCH_1 + HOUR + 1);
+        assert!((s.spent_usd - reserved).abs() < 1e-12 && s.reserved_usd == 0.0);
+    }
+
+    #[test]
+    fn budget_key_resolution() {
+        let mut e = budget_engine("period = \"daily\"\nlimit_usd = 10.0", MARCH_1);
+        let mut rng = SmallRng::seed_from_u64(13);
+        let mut input = qa(500);
+        input.budget_key = "other".into();
+        assert_eq!(
+            e.route(&input, MARCH_1, &mut rng)
+                .unwrap()
+                .budget_key
+                .as_deref(),
+            Some("other")
+        );
+        input.budget_key = "ghost".into();
+        match e.route(&input, MARCH_1, &mut rng) {
+            Err(EngineError::InvalidArgument { field, message }) => {
+                assert_eq!(field, "budget_key");
+                assert!(
+                    message.contains("ghost") && message.contains("other, team"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        input.task_class = "free".into();
+        input.budget_key.clear();
+        assert_eq!(e.route(&input, MARCH_1, &mut rng).unwrap().budget_key, None);
+        assert!(matches!(
+            e.budgets("ghost", MARCH_1),
+            Err(EngineError::NotFound(m)) if m.contains("other, team")
+        ));
+        assert_eq!(e.budgets("", MARCH_1).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn at_the_cap_cheapest_routes_the_cheapest_model_that_fits() {
+        // Room for one "best" request ($0.025) and then only "cheap" ones ($0.0003).
+        let mut e = budget_engine(
+            "period = \"daily\"\nlimit_usd = 0.03\npacing_gain = 0.0",
+            MARCH_1,
+        );
+        let mut rng = SmallRng::seed_from_u64(14);
+        let mut first = qa(500);
+        first.candidates = vec!["best".into()];
+        assert_eq!(e.route(&first, MARCH_1, &mut rng).unwrap().model, "best");
+        // Once even "cheap" no longer fits, the request is refused.
+        let mut capped = 0;
+        loop {
+            match e.route(&qa(500), MARCH_1 + 40, &mut rng) {
+                Ok(d) => {
+                    assert_eq!(d.model, "cheap", "{d:?}");
+                    if d.reason == REASON_BUDGET_EXHAUSTED {
+                        assert_eq!(d.propensity, 1.0);
+                        capped += 1;
+                    }
+                    let s = summary(&e, "team", MARCH_1 + 40);
+                    assert!(s.reserved_usd <= 0.03 + 1e-12, "{s:?}");
+                }
+                Err(EngineError::ResourceExhausted(m)) => {
+                    assert!(capped > 0);
+                    assert!(
+                        m.contains("spent $")
+                            && m.contains("limit")
+                            && m.contains("resets at 2026-03-02T00:00:00Z"),
+                        "{m}"
+                    );
+                    break;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        let s = summary(&e, "team", MARCH_1 + 40);
+        assert!(s.limit_usd - s.spent_usd - s.reserved_usd < 0.0003, "{s:?}");
+    }
+
+    #[test]
+    fn at_the_cap_reject_refuses_with_spent_limit_and_reset() {
+        let mut e = budget_engine(
+            "period = \"daily\"\nlimit_usd = 0.03\non_cap = \"reject\"\npacing_gain = 0.0\ntime_zone = \"Europe/Berlin\"",
+            MARCH_1,
+        );
+        let mut rng = SmallRng::seed_from_u64(15);
+        let mut first = qa(500);
+        first.candidates = vec!["best".into()];
+        let d = e.route(&first, MARCH_1 + HOUR, &mut rng).unwrap();
+        e.feedback(&done(&d, Some(0.02)), MARCH_1 + HOUR).unwrap();
+        let pending = e.pending_len();
+        match e.route(&first, MARCH_1 + HOUR, &mut rng) {
+            Err(EngineError::ResourceExhausted(m)) => {
+                // Berlin midnight of March 2 is 23:00 UTC on March 1.
+                assert!(
+                    m.contains("spent $0.0200")
+                        && m.contains("$0.0300 limit")
+                        && m.contains("resets at 2026-03-01T23:00:00Z"),
+                    "{m}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            e.pending_len(),
+            pending,
+            "a refused request leaves no decision"
+        );
+    }
+
+    #[test]
+    fn expiry_releases_reservations_of_abandoned_decisions() {
+        let mut e = budget_engine(
+            "period = \"daily\"\nlimit_usd = 10.0\nreservation_ttl_secs = 60.0",
+            MARCH_1,
+        );
+        let mut rng = SmallRng::seed_from_u64(16);
+        e.route(&qa(500), MARCH_1, &mut rng).unwrap();
+        assert!(summary(&e, "team", MARCH_1).reserved_usd > 0.0);
+        // The ledger's TTL (60 s) is shorter than the decision's (an hour).
+        e.expire(MARCH_1 + 61_000);
+        assert_eq!(summary(&e, "team", MARCH_1 + 61_000).reserved_usd, 0.0);
+        assert_eq!(e.pending_len(), 1);
+
+        let mut e = budget_engine("period = \"daily\"\nlimit_usd = 10.0", MARCH_1);
+        e.route(&qa(500), MARCH_1, &mut rng).unwrap();
+        // The decision's TTL (an hour) passes: its reservation goes with it.
+        e.expire(MARCH_1 + HOUR);
+        assert_eq!(e.pending_len(), 0);
+        assert_eq!(summary(&e, "team", MARCH_1 + HOUR).reserved_usd, 0.0);
+    }
+
+    #[test]
+    fn berlin_daily_rollover_starts_a_fresh_ledger_and_keeps_the_old_total() {
+        let mut e = budget_engine(
+            "period = \"daily\"\nlimit_usd = 1.0\ntime_zone = \"Europe/Berlin\"",
+            MARCH_1,
+        );
+        let mut rng = SmallRng::seed_from_u64(17);
+        // 22:30 UTC on March 1 = 23:30 in Berlin: still March 1 there.
+        let t = MARCH_1 + 22 * HOUR + 30 * MIN;
+        let d = e.route(&qa(500), t, &mut rng).unwrap();
+        e.feedback(&done(&d, Some(0.01)), t + 1).unwrap();
+        let s = summary(&e, "team", t + 1);
+        assert_eq!(s.period_start_ms, MARCH_1 - HOUR);
+        assert_eq!(s.period_end_ms, MARCH_1 + 23 * HOUR);
+        assert!((s.spent_usd - 0.01).abs() < 1e-12);
+        // 23:30 UTC = 00:30 on March 2 in Berlin, though still March 1 in UTC.
+        let t2 = MARCH_1 + 23 * HOUR + 30 * MIN;
+        let s = summary(&e, "team", t2);
+        assert_eq!(s.spent_usd, 0.0);
+        assert!((s.previous_period_spent_usd - 0.01).abs() < 1e-12);
+        assert_eq!(s.period_start_ms, MARCH_1 + 23 * HOUR);
+        assert_eq!(s.time_zone, "Europe/Berlin");
+        e.route(&qa(500), t2, &mut rng).unwrap();
+        assert!((e.ledger("team").unwrap().previous_period_spent_usd() - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn alerts_are_returned_once_per_threshold() {
+        // Powers of two, so the sums are exact: 4 x 1/32 = 1/8 reaches the limit exactly.
+        let mut e = budget_engine(
+            "period = \"daily\"\nlimit_usd = 0.125\npacing_gain = 0.0",
+            MARCH_1,
+        );
+        let mut rng = SmallRng::seed_from_u64(18);
+        let mut fired = Vec::new();
+        for i in 0..20 {
+            let Ok(d) = e.route(&qa(500), MARCH_1 + i, &mut rng) else {
+                break;
+            };
+            let r = e.feedback(&done(&d, Some(0.031_25)), MARCH_1 + i).unwrap();
+            for a in r.alerts {
+                assert_eq!((a.budget_key.as_str(), a.limit_usd), ("team", 0.125));
+                assert!(a.spent_usd >= a.threshold * 0.125);
+                fired.push(a.threshold);
+            }
+        }
+        assert_eq!(fired, vec![0.5, 0.8, 1.0]);
+        assert_eq!(
+            summary(&e, "team", MARCH_1 + 30).alert_thresholds_crossed,
+            vec![0.5, 0.8, 1.0]
+        );
+    }
+
+    #[test]
+    fn pacing_raises_the_multiplier_when_ahead_and_moves_traffic_to_cheap() {
+        // A daily $1 budget; by 06:00 (a quarter of the day) $0.5 is spent: twice the plan.
+        let mut e = budget_engine("period = \"daily\"\nlimit_usd = 1.0", MARCH_1);
+        let mut rng = SmallRng::seed_from_u64(19);
+        let t = MARCH_1 + 6 * HOUR;
+        assert_eq!(summary(&e, "team", t).pacing_multiplier, 1.0);
+        // Spend through class "free" (its own arms), so qa's learned costs stay realistic.
+        let mut first = qa(500);
+        first.task_class = "free".into();
+        first.budget_key = "team".into();
+        let d = e.route(&first, t, &mut rng).unwrap();
+        e.feedback(&done(&d, Some(0.5)), t).unwrap();
+        let s = summary(&e, "team", t);
+        assert!((s.pacing_multiplier - 4.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(s.state, BudgetState::Pacing);
+        let d = e.route(&qa(500), t, &mut rng).unwrap();
+        assert_eq!(
+            (d.model.as_str(), d.reason.as_str()),
+            ("cheap", REASON_BUDGET_PACING)
+        );
+        // Late in the day the same spend is behind plan: the multiplier falls back to 1.
+        e.feedback(&done(&d, Some(0.0)), t).unwrap();
+        let late = MARCH_1 + 20 * HOUR;
+        let s = summary(&e, "team", late);
+        assert_eq!((s.pacing_multiplier, s.state), (1.0, BudgetState::Ok));
+        assert_ne!(
+            e.route(&qa(500), late, &mut rng).unwrap().reason,
+            REASON_BUDGET_PACING
+        );
+    }
+
+    /// A month of traffic (a request every 10 minutes) against a monthly budget that covers the
+    /// best model for about a third of it: spend stays within the budget, the budget is mostly
+    /// used, the hard cap rarely has to act, and quality stays well above the cheap model's.
+    #[test]
+    fn pacing_spends_a_month_budget_well() {
+        let seed = 20_260_301;
+        let limit = 30.0;
+        let mut e = budget_engine(
+            &format!("period = \"monthly\"\nlimit_usd = {limit}"),
+            MARCH_1,
+        );
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut sim = SmallRng::seed_from_u64(seed + 1);
+        let end = MARCH_1 + 31 * 24 * HOUR;
+        let (mut n, mut quality_sum, mut capped, mut paced, mut best) =
+            (0u32, 0.0, 0u32, 0u32, 0u32);
+        let mut best_cost_all_month = 0.0;
+        let mut first_cap: Option<u64> = None;
+        let mut capped_refused = 0u32;
+        let mut t = MARCH_1;
+        while t < end {
+            let d = match e.route(&qa(500), t, &mut rng) {
+                Ok(d) => d,
+                Err(EngineError::ResourceExhausted(_)) => {
+                    // Even the cheapest model no longer fits: the cap acted.
+                    first_cap.get_or_insert(t);
+                    capped += 1;
+                    capped_refused += 1;
+                    n += 1;
+                    t += 10 * MIN;
+                    continue;
+                }
+                Err(err) => panic!("seed {seed}: {err}"),
+            };
+            let out = sim.random_range(250..=500u64);
+            let true_quality = if d.model == "best" { 0.9 } else { 0.5 };
+            let q: f64 = (true_quality + sim.random_range(-0.1..0.1f64)).clamp(0.0, 1.0);
+            let fb = FeedbackInput {
+                decision_id: d.id.clone(),
+                outcome: Some(Outcome::Success),
+                latency_ms: Some(500.0),
+                input_tokens: Some(1000),
+                output_tokens: Some(out as i64),
+                quality: Some(q),
+                ..Default::default()
+            };
+            e.feedback(&fb, t + 1000).unwrap();
+            best_cost_all_month += e.config().models["best"].cost_usd(1000, out);
+            n += 1;
+            quality_sum += true_quality;
+            if d.reason == REASON_BUDGET_EXHAUSTED {
+                first_cap.get_or_insert(t);
+                capped += 1;
+            }
+            paced += u32::from(d.reason == REASON_BUDGET_PACING);
+            best += u32::from(d.model == "best");
+            let s = summary(&e, "team", t + 1000);
+            assert!(
+                s.spent_usd + s.reserved_usd <= limit + 1e-9,
+                "seed {seed}: {s:?}"
+            );
+            t += 10 * MIN;
+        }
+        let s = summary(&e, "team", end - 1);
+        let served = f64::from(n - capped_refused);
+        let mean_quality = quality_sum / served;
+        let first_cap_fraction =
+            first_cap.map_or(1.0, |c| (c - MARCH_1) as f64 / (end - MARCH_1) as f64);
+        let msg = format!(
+            "seed {seed}: spent {:.3} of {limit} (best all month: {best_cost_all_month:.2}), mean quality \
+             {mean_quality:.3} over {served} served, {best}/{n} best, {paced} paced, {capped} capped \
+             ({capped_refused} refused), cap first acted at {first_cap_fraction:.3} of the month",
+            s.spent_usd
+        );
+        assert!(best_cost_all_month > 2.5 * limit, "{msg}");
+        assert!(s.spent_usd <= limit, "{msg}");
+        assert!(
+            s.spent_usd >= 0.95 * limit,
+            "the budget should be used well: {msg}"
+        );
+        assert!(mean_quality > 0.6, "cheap alone gives 0.5: {msg}");
+        assert!(paced > 0, "{msg}");
+        // The multiplier is a proportional controller: holding the mix where the best model gets
+        // its affordable share needs m ~ 1.3, i.e. spend ~ m^(1/gain) = 1.14x the straight line, so
+        // the cap takes over for the last ~12% of the month. Pacing carries the rest.
+        assert!(
+            first_cap_fraction > 0.8,
+            "pacing, not the cap, should do most of the work: {msg}"
+        );
+        println!("{msg}");
     }
 }

@@ -6,12 +6,14 @@
 //! - [`breaker`]: pure circuit-breaker state machine per model (time passed in).
 //! - [`config`]: TOML configuration, validated into runtime types; the built-in default.
 //! - [`policy`]: pure decision maths: posteriors, Thompson sampling, UCB, baselines, decay.
+//! - [`budget`]: pure spend ledgers per budget key: reservations, rollover, pacing, alerts.
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
 //! - [`server`]: the tonic service over the engine, with health and reflection.
 //! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
 pub mod breaker;
+pub mod budget;
 pub mod config;
 pub mod engine;
 pub mod policy;

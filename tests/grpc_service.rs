@@ -546,14 +546,3 @@ async fn idempotency_duplicates_late_quality_and_fallback_feedback() {
     assert_eq!(bad.unwrap_err().code(), Code::FailedPrecondition);
     server.stop().await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unimplemented_rpcs_say_so() {
-    let server = TestServer::start(Config::builtin().unwrap()).await;
-    let mut c = server.client().await;
-    let r = c
-        .get_budgets(switchyard::proto::GetBudgetsRequest::default())
-        .await;
-    assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
-    server.stop().await;
-}

@@ -3,9 +3,10 @@
 use tonic::{Code, Status};
 
 use crate::breaker::BreakerState;
+use crate::budget::{BudgetState, OnCap, Period};
 use crate::engine::{
-    ArmSummary, Decision, EngineError, FeedbackInput, HealthInput, HealthSignal, ModelRef,
-    RouteInput,
+    ArmSummary, BudgetSummary, Decision, EngineError, FeedbackInput, HealthInput, HealthSignal,
+    ModelRef, RouteInput,
 };
 use crate::policy::{Outcome, Weights};
 use crate::proto;
@@ -179,5 +180,40 @@ impl TryFrom<proto::ReportHealthRequest> for HealthInput {
             ttl_secs: r.ttl_seconds,
             reason: r.reason,
         })
+    }
+}
+
+impl From<BudgetSummary> for proto::Budget {
+    fn from(b: BudgetSummary) -> Self {
+        let state = match b.state {
+            BudgetState::Ok => proto::BudgetState::BudgetOk,
+            BudgetState::Pacing => proto::BudgetState::BudgetPacing,
+            BudgetState::Exhausted => proto::BudgetState::BudgetExhausted,
+        };
+        proto::Budget {
+            budget_key: b.budget_key,
+            period: match b.period {
+                Period::Daily => "daily",
+                Period::Weekly => "weekly",
+                Period::Monthly => "monthly",
+            }
+            .to_string(),
+            limit_usd: b.limit_usd,
+            spent_usd: b.spent_usd,
+            reserved_usd: b.reserved_usd,
+            period_start_unix_ms: to_i64(b.period_start_ms),
+            period_end_unix_ms: to_i64(b.period_end_ms),
+            pacing_multiplier: b.pacing_multiplier,
+            state: state as i32,
+            on_cap: match b.on_cap {
+                OnCap::Cheapest => "cheapest",
+                OnCap::Reject => "reject",
+            }
+            .to_string(),
+            previous_period_spent_usd: b.previous_period_spent_usd,
+            time_zone: b.time_zone,
+            alert_thresholds_crossed: b.alert_thresholds_crossed,
+            alert_thresholds: b.alert_thresholds,
+        }
     }
 }

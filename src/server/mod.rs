@@ -4,6 +4,7 @@
 //! The engine sits behind one `std::sync::Mutex` that is held only for the synchronous engine call
 //! and never across an `.await`; the clock is read here, not in the engine.
 
+pub mod alerts;
 pub mod convert;
 pub mod probes;
 
@@ -20,7 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::config::Config;
-use crate::engine::{ArmFilter, Engine, FeedbackInput, HealthInput, RouteInput};
+use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
 use convert::status;
@@ -42,12 +43,17 @@ struct Core {
     rng: SmallRng,
 }
 
+pub use alerts::{ALERT_BACKOFF_BASE, ALERT_BACKOFF_MAX, ALERT_QUEUE_CAPACITY};
+
 /// State shared by all handlers.
 pub struct Shared {
     core: Mutex<Core>,
+    /// Where budget alerts go; `None` = only logged.
+    alerts: Option<alerts::AlertSender>,
 }
 
 impl Shared {
+    /// Shared state whose budget alerts are only logged.
     pub fn new(config: Config) -> Self {
         let rng = match config.policy.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
@@ -58,6 +64,33 @@ impl Shared {
                 engine: Engine::new(config, now_ms()),
                 rng,
             }),
+            alerts: None,
+        }
+    }
+
+    /// Shared state whose budget alerts go to `sender`'s delivery task.
+    pub fn with_alerts(config: Config, sender: alerts::AlertSender) -> Self {
+        Shared {
+            alerts: Some(sender),
+            ..Shared::new(config)
+        }
+    }
+
+    /// Logs and queues crossed budget thresholds; never waits.
+    fn publish(&self, crossed: &[BudgetAlert]) {
+        match &self.alerts {
+            Some(sender) => sender.publish(crossed),
+            None => {
+                for a in crossed {
+                    tracing::warn!(
+                        budget_key = %a.budget_key,
+                        threshold = a.threshold,
+                        spent_usd = a.spent_usd,
+                        limit_usd = a.limit_usd,
+                        "budget alert threshold crossed"
+                    );
+                }
+            }
         }
     }
 
@@ -136,6 +169,7 @@ impl proto::route_server::Route for RouteService {
             .shared
             .with_engine(|engine, _| engine.feedback(&input, now_ms()))
             .map_err(status)?;
+        self.shared.publish(&result.alerts);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
             duplicate: result.duplicate,
@@ -187,11 +221,18 @@ impl proto::route_server::Route for RouteService {
 
     async fn get_budgets(
         &self,
-        _request: Request<proto::GetBudgetsRequest>,
+        request: Request<proto::GetBudgetsRequest>,
     ) -> Result<Response<proto::GetBudgetsResponse>, Status> {
-        Err(Status::unimplemented(
-            "GetBudgets arrives with budgets; this build has none",
-        ))
+        let key = request.into_inner().budget_key;
+        let budgets = self
+            .shared
+            .lock()
+            .engine
+            .budgets(&key, now_ms())
+            .map_err(status)?;
+        Ok(Response::new(proto::GetBudgetsResponse {
+            budgets: budgets.into_iter().map(Into::into).collect(),
+        }))
     }
 }
 
@@ -237,7 +278,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let probes = config.health_probes.clone();
-    let shared = Arc::new(Shared::new(config));
+    // The alert task ends by itself once the last handler (and so the last sender) is gone.
+    let (alert_sender, _alert_task) = alerts::spawn(config.alerts.clone());
+    let shared = Arc::new(Shared::with_alerts(config, alert_sender));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RouteServer<RouteService>>()
