@@ -50,6 +50,9 @@ pub struct RunMetrics {
     pub curve: Vec<f64>,
     /// Feedback the engine refused (e.g. the decision had expired); should be 0.
     pub feedback_rejected: u64,
+    /// Requests the engine refused to route (a budget at its cap with no model that fits); they are
+    /// not served, so they add nothing to utility, cost or quality.
+    pub refused: u64,
 }
 
 /// Accumulates one run's metrics request by request.
@@ -97,6 +100,7 @@ impl Recorder {
                 recovery_secs: Vec::new(),
                 curve: Vec::with_capacity(CURVE_POINTS),
                 feedback_rejected: 0,
+                refused: 0,
             },
             duration_ms: duration_ms.max(1),
             events_ms: events_secs.iter().map(|s| (s * 1000.0) as u64).collect(),
@@ -178,6 +182,10 @@ impl Recorder {
             self.trail_t_ms.push(req.t_ms);
             self.trail_regret.push(regret as f32);
         }
+    }
+
+    pub fn refused(&mut self) {
+        self.m.refused += 1;
     }
 
     pub fn feedback_rejected(&mut self) {
@@ -294,7 +302,7 @@ pub fn t975(df: usize) -> f64 {
 pub type MetricOf = fn(&RunMetrics) -> f64;
 
 /// The scalar metrics reported per policy, in report order: (name, value of a run).
-pub const SCALAR_METRICS: [(&str, MetricOf); 11] = [
+pub const SCALAR_METRICS: [(&str, MetricOf); 12] = [
     ("total_utility", |m| m.total_utility),
     ("regret_oracle", |m| m.regret_oracle),
     ("regret_best_fixed", |m| m.regret_best_fixed),
@@ -308,6 +316,7 @@ pub const SCALAR_METRICS: [(&str, MetricOf); 11] = [
     ("budget_overrun_usd", |m| m.budget_overrun_usd),
     ("requests", |m| m.requests as f64),
     ("feedback_rejected", |m| m.feedback_rejected as f64),
+    ("refused", |m| m.refused as f64),
 ];
 
 /// One policy's results over all seeds.

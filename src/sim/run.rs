@@ -317,16 +317,25 @@ pub fn run_one(
                             .map(|(_, m)| m.clone()),
                     );
                 }
-                let d = engine.route(input, now_ms, &mut rng).map_err(|e| {
-                    SimError::new(
-                        format!(
-                            "policy {:?}, seed {seed}, request {}",
-                            policy.label(),
-                            req.index
-                        ),
-                        format!("route failed: {e}"),
-                    )
-                })?;
+                let d = match engine.route(input, now_ms, &mut rng) {
+                    Ok(d) => d,
+                    // A budget at its cap refusing a request is an outcome to count, not a failure
+                    // of the run.
+                    Err(crate::engine::EngineError::ResourceExhausted(_)) => {
+                        recorder.refused();
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(SimError::new(
+                            format!(
+                                "policy {:?}, seed {seed}, request {}",
+                                policy.label(),
+                                req.index
+                            ),
+                            format!("route failed: {e}"),
+                        ))
+                    }
+                };
                 decisions += 1;
                 let k = class
                     .config
