@@ -623,13 +623,16 @@ impl Ledger {
     }
 
     /// Factor by which the router should multiply the cost weight:
-    /// `clamp((spend_fraction / time_fraction) ^ gain, min, max)`, where
-    /// spend_fraction = (spent + reserved) / limit and time_fraction =
-    /// elapsed / period length. Above 1 when spend runs ahead of the straight
-    /// line to the period end, `pacing_min_multiplier` (1 by default) when it
-    /// is behind, exactly 1 during the warmup fraction of the period. Pure:
-    /// a period that has ended counts as the new, empty one. Invalid
-    /// settings yield 1.
+    /// `clamp(max(s / t, (1 - t) / (1 - s)) ^ gain, min, max)`, where
+    /// s = (spent + reserved) / limit and t = elapsed / period length.
+    /// Both ratios are 1 on the straight line to the period end. The first
+    /// (spend ahead of time) leads early in the period; the second (time left
+    /// per budget left) grows without bound as the budget nears its cap with
+    /// time still to go, so a proportional rule's steady lag ahead of the line
+    /// cannot carry spend into the cap late in the period. Above 1 when spend
+    /// runs ahead, `pacing_min_multiplier` (1 by default) when it is behind,
+    /// exactly 1 during the warmup fraction of the period. Pure: a period that
+    /// has ended counts as the new, empty one. Invalid settings yield 1.
     pub fn pacing_multiplier(&self, cfg: &BudgetConfig, now_ms: u64) -> f64 {
         let (committed, time_fraction) = self.view(cfg, now_ms);
         // False for a NaN warmup setting, which then disables pacing.
@@ -638,7 +641,13 @@ impl Ledger {
             return 1.0;
         }
         let spend_fraction = committed / cfg.limit_usd;
-        let m = (spend_fraction / time_fraction).powf(cfg.pacing_gain);
+        let ahead = spend_fraction / time_fraction;
+        let left = if spend_fraction < 1.0 {
+            (1.0 - time_fraction).max(0.0) / (1.0 - spend_fraction)
+        } else {
+            f64::INFINITY
+        };
+        let m = ahead.max(left).powf(cfg.pacing_gain);
         let m = m
             .max(cfg.pacing_min_multiplier)
             .min(cfg.pacing_max_multiplier);
@@ -1105,10 +1114,10 @@ mod tests {
         let c = cfg(100.0);
         let mid = UTC_DAY_START + 12 * HOUR; // time fraction 0.5
         let mut l = Ledger::new(&c, mid);
-        // Ahead of plan: 75% spent at half time -> 1.5^2.
+        // Ahead of plan: 75% spent at half time -> max(0.75/0.5, 0.5/0.25)^2 = 2^2.
         l.settle(&c, "a", 50.0, mid);
         l.try_reserve(&c, "b", 25.0, mid).unwrap();
-        assert!((l.pacing_multiplier(&c, mid) - 2.25).abs() < 1e-12);
+        assert!((l.pacing_multiplier(&c, mid) - 4.0).abs() < 1e-12);
         assert_eq!(l.state(&c, mid), BudgetState::Pacing);
         // Exactly on plan.
         l.release(&c, "b", mid);
@@ -1126,6 +1135,12 @@ mod tests {
         // Clamped at max: 50% spent at 5% time -> 10^2 = 100 -> 8.
         let early = UTC_DAY_START + 72 * 60_000;
         assert_eq!(l.pacing_multiplier(&c, early), 8.0);
+        // Late and near the cap, slightly ahead of the line: the time-left-per-budget-left term
+        // leads. 95% spent at 90% time: max(1.056, 0.1/0.05 = 2)^2 = 4.
+        let mut near = Ledger::new(&c, UTC_DAY_START);
+        near.settle(&c, "n", 95.0, UTC_DAY_START);
+        let m = near.pacing_multiplier(&c, UTC_DAY_START + 21 * HOUR + 36 * 60_000);
+        assert!((m - 4.0).abs() < 1e-9, "{m}");
         // Warmup: 1% of the day -> no pacing.
         let warm = UTC_DAY_START + 864_000;
         assert_eq!(l.pacing_multiplier(&c, warm), 1.0);
@@ -1134,10 +1149,10 @@ mod tests {
         let mut flat = c.clone();
         flat.pacing_gain = 0.0;
         assert_eq!(l.pacing_multiplier(&flat, early), 1.0);
-        // Fully spent: exhausted, multiplier at max.
+        // Fully spent with half the period left: exhausted, multiplier at max.
         l.settle(&c, "c", 50.0, mid);
         assert_eq!(l.state(&c, mid), BudgetState::Exhausted);
-        assert_eq!(l.pacing_multiplier(&c, mid), 4.0);
+        assert_eq!(l.pacing_multiplier(&c, mid), 8.0);
         // Remainder below epsilon counts as exhausted.
         let mut l = Ledger::new(&c, mid);
         l.settle(&c, "a", 100.0 - 1e-7, mid);
