@@ -1,0 +1,106 @@
+//! The real `switchyard` binary as a new user runs it: `serve` on the built-in default config,
+//! driven over gRPC, stopped with SIGTERM; `config print-default` piped into `config check`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use switchyard::proto::route_client::RouteClient;
+use switchyard::proto::{FeedbackRequest, Outcome, RouteRequest};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_the_builtin_default_answers_and_stops_cleanly_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+
+    let mut client = RouteClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for class in ["qa", "code", "summarize"] {
+        let d = client
+            .route(RouteRequest {
+                task_class: class.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!d.model.is_empty() && !d.provider.is_empty(), "{d:?}");
+        let r = client
+            .feedback(FeedbackRequest {
+                decision_id: d.decision_id,
+                outcome: Outcome::Success as i32,
+                latency_ms: Some(900.0),
+                quality: Some(0.8),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.accepted && !r.duplicate);
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(status) = exited else {
+        child.kill().unwrap();
+        panic!("serve did not stop within 5 s of SIGTERM");
+    };
+    assert!(status.success(), "serve exited with {status}");
+}
+
+#[test]
+fn printed_default_config_passes_check_and_a_bad_one_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin().args(["config", "print-default"]).output().unwrap();
+    assert!(out.status.success());
+    let path = dir.path().join("default.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let check = bin().args(["config", "check"]).arg(&path).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("3 task classes"));
+
+    let bad = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("epsilon = 0.1", "epsilon = 7.0");
+    std::fs::write(&path, bad).unwrap();
+    let check = bin().args(["config", "check"]).arg(&path).output().unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(err.contains("policy.epsilon") && err.contains('7'), "{err}");
+}
