@@ -1753,6 +1753,63 @@ mod tests {
     }
 
     #[test]
+    fn a_breaker_closing_after_an_outage_weakens_old_evidence() {
+        let mut cfg = Config::builtin().unwrap();
+        cfg.policy.half_life_secs = None; // no time decay: only the breaker weakens evidence
+        cfg.breaker.consecutive_failures = 3.0;
+        cfg.breaker.cooldown_secs = 1.0;
+        cfg.health.recovery_evidence_factor = 0.25;
+        let mut e = Engine::new(cfg, 0);
+        let mut rng = SmallRng::seed_from_u64(9);
+        let only = |m: &str| RouteInput {
+            task_class: "qa".into(),
+            candidates: vec![m.to_string()],
+            ..Default::default()
+        };
+        let report = |e: &mut Engine, id: String, outcome: Outcome, t: u64| {
+            e.feedback(
+                &FeedbackInput {
+                    decision_id: id,
+                    outcome: Some(outcome),
+                    latency_ms: Some(500.0),
+                    ..Default::default()
+                },
+                t,
+            )
+            .unwrap()
+        };
+        for _ in 0..20 {
+            let d = e.route(&only("gpt-4.1"), 10, &mut rng).unwrap();
+            report(&mut e, d.id, Outcome::Success, 10);
+        }
+        for _ in 0..3 {
+            let d = e.route(&only("gpt-4.1"), 20, &mut rng).unwrap();
+            report(&mut e, d.id, Outcome::Error, 20);
+        }
+        assert_eq!(e.breaker("gpt-4.1").unwrap().state(20), BreakerState::Open);
+        // After the cooldown, two successful probes close it.
+        let d = e.route(&only("gpt-4.1"), 1_100, &mut rng).unwrap();
+        assert_eq!(d.reason, "breaker_probe");
+        let before = report(&mut e, d.id, Outcome::Success, 1_100).arm;
+        assert_eq!(before.decayed_pulls, 24.0);
+        let d = e.route(&only("gpt-4.1"), 1_100, &mut rng).unwrap();
+        let after = report(&mut e, d.id, Outcome::Success, 1_100).arm;
+        assert_eq!(after.breaker.state, BreakerState::Closed);
+        // 25 outcomes of evidence, a quarter kept; counters are history and stay.
+        assert!(
+            (after.decayed_pulls - 25.0 * 0.25).abs() < 1e-9,
+            "{after:?}"
+        );
+        assert_eq!((after.successes, after.failures), (22, 3));
+        let closed = e
+            .take_transitions()
+            .into_iter()
+            .filter(|t| t.model == "gpt-4.1" && t.transition.is_recovery())
+            .count();
+        assert_eq!(closed, 1);
+    }
+
+    #[test]
     fn fallbacks_exclude_the_choice_and_respect_the_limit() {
         let mut e = engine();
         let mut rng = SmallRng::seed_from_u64(5);
