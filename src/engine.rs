@@ -440,6 +440,7 @@ impl Engine {
             .iter()
             .map(|(k, b)| (k.clone(), Ledger::new(b, now_ms)))
             .collect();
+        let config_classes = classes.keys().cloned().collect();
         Engine {
             config,
             classes,
@@ -447,7 +448,8 @@ impl Engine {
             breakers,
             transitions: Vec::new(),
             ledgers,
-            dirty_classes: BTreeSet::new(),
+            // Nothing of a new engine is persisted yet.
+            dirty_classes: config_classes,
         }
     }
 
@@ -493,7 +495,11 @@ impl Engine {
         });
         let max = engine.config.limits.max_pending;
         for p in pending {
-            if engine.config.task_classes.contains_key(&p.decision.task_class) {
+            if engine
+                .config
+                .task_classes
+                .contains_key(&p.decision.task_class)
+            {
                 engine.pending.insert(p, max);
             } else {
                 warnings.push(format!(
@@ -503,8 +509,10 @@ impl Engine {
             }
         }
         engine.expire(now_ms);
-        // What was just read back is already persisted, except what expiry dropped.
+        // What was just read back is already persisted, except what expiry dropped; arms are
+        // rewritten once (new arms of a changed config start at priors and must be persisted).
         let changes = engine.take_changes();
+        engine.dirty_classes = changes.classes;
         engine.pending.dirty = changes
             .pending
             .into_iter()

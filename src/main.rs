@@ -203,8 +203,7 @@ fn run_server(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         let addr = listener.local_addr()?;
         // One line on stdout with the bound address, for scripts and tests that pass port 0.
         println!("listening on {addr}");
-        switchyard::server::serve_with_store(cfg, Some(store), listener, shutdown_signal())
-            .await?;
+        switchyard::server::serve_with_store(cfg, Some(store), listener, shutdown_signal()).await?;
         Ok(())
     })
 }

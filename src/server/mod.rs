@@ -22,9 +22,9 @@ use tracing::info;
 
 use crate::config::{Config, Durability};
 use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
-use crate::store::{Event, Store, StoreError};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
+use crate::store::{Event, Store, StoreError};
 use convert::status;
 
 /// How often expired pending decisions are swept.

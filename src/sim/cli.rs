@@ -481,7 +481,8 @@ pub fn trace(args: TraceArgs) -> ExitCode {
                     for r in &records {
                         let line = serde_json::to_string(r)
                             .map_err(|e| SimError::new("export", e.to_string()))?;
-                        writeln!(w, "{line}").map_err(|e| SimError::new("stdout", e.to_string()))?;
+                        writeln!(w, "{line}")
+                            .map_err(|e| SimError::new("stdout", e.to_string()))?;
                     }
                 }
             }
