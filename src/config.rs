@@ -118,6 +118,91 @@ struct RawConfig {
     budgets: BTreeMap<String, RawBudget>,
     #[serde(default)]
     alerts: RawAlerts,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    durability: Option<String>,
+    flush_interval_ms: Option<i64>,
+    event_log_max_age_secs: Option<i64>,
+    event_log_max_events: Option<i64>,
+}
+
+/// Default flush interval of `periodic` durability: a crash can lose at most this window.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 200;
+/// Default age bound of the event log: a week of traffic for `trace export`.
+pub const DEFAULT_EVENT_LOG_MAX_AGE_SECS: u64 = 7 * 86_400;
+/// Default size bound of the event log (events, ~300 bytes each: ~300 MB).
+pub const DEFAULT_EVENT_LOG_MAX_EVENTS: u64 = 1_000_000;
+
+/// When a write is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A Feedback is acknowledged only after its write is flushed (concurrent ones share a flush).
+    Sync,
+    /// Writes are flushed every `flush_interval_ms`; a crash can lose that window.
+    Periodic,
+}
+
+/// `[storage]`: durability and the event log's bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    pub durability: Durability,
+    pub flush_interval_ms: u64,
+    pub event_log_max_age_secs: u64,
+    pub event_log_max_events: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: Durability::Sync,
+            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            event_log_max_age_secs: DEFAULT_EVENT_LOG_MAX_AGE_SECS,
+            event_log_max_events: DEFAULT_EVENT_LOG_MAX_EVENTS,
+        }
+    }
+}
+
+impl RawStorage {
+    fn validate(self) -> Result<StorageConfig, ConfigError> {
+        let d = StorageConfig::default();
+        let durability = match self.durability.as_deref() {
+            None | Some("sync") => Durability::Sync,
+            Some("periodic") => Durability::Periodic,
+            Some(other) => {
+                return Err(err(
+                    "storage.durability",
+                    format!("must be \"sync\" or \"periodic\", got {other:?}"),
+                ))
+            }
+        };
+        let pos = |key: &str, v: Option<i64>, default: u64| match v {
+            None => Ok(default),
+            Some(v) => positive_int(key, v, 1),
+        };
+        Ok(StorageConfig {
+            durability,
+            flush_interval_ms: pos(
+                "storage.flush_interval_ms",
+                self.flush_interval_ms,
+                d.flush_interval_ms,
+            )?,
+            event_log_max_age_secs: pos(
+                "storage.event_log_max_age_secs",
+                self.event_log_max_age_secs,
+                d.event_log_max_age_secs,
+            )?,
+            event_log_max_events: pos(
+                "storage.event_log_max_events",
+                self.event_log_max_events,
+                d.event_log_max_events,
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -245,6 +330,8 @@ pub struct Config {
     pub budgets: BTreeMap<String, BudgetConfig>,
     /// Where budget alerts go (`[alerts]`).
     pub alerts: AlertsConfig,
+    /// Durability and event log bounds (`[storage]`).
+    pub storage: StorageConfig,
 }
 
 /// What Route does when every candidate's breaker is open.
@@ -487,6 +574,7 @@ impl RawConfig {
             budgets.insert(key.clone(), b.validate(&path, key)?);
         }
         let alerts = self.alerts.validate()?;
+        let storage = self.storage.validate()?;
 
         if self.task_classes.is_empty() {
             return Err(err(
@@ -532,6 +620,7 @@ impl RawConfig {
             health_probes,
             budgets,
             alerts,
+            storage,
         })
     }
 }

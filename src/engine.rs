@@ -5,7 +5,7 @@
 //! Every input is validated here, once, before anything touches a posterior: a bad value is answered
 //! with an [`EngineError`] that names the field and says what would be right.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -297,11 +297,14 @@ struct Pending {
     /// Decision ids in creation order (so also expiry order: the TTL is the same for all).
     order: VecDeque<String>,
     by_request: HashMap<String, String>,
+    /// Ids inserted, changed or removed since the last [`Engine::take_changes`].
+    dirty: BTreeSet<String>,
 }
 
 impl Pending {
     fn insert(&mut self, p: PendingDecision, max: usize) -> usize {
         let id = p.decision.id.clone();
+        self.dirty.insert(id.clone());
         if let Some(r) = &p.request_id {
             self.by_request.insert(r.clone(), id.clone());
         }
@@ -321,6 +324,7 @@ impl Pending {
         let Some(id) = self.order.pop_front() else {
             return false;
         };
+        self.dirty.insert(id.clone());
         if let Some(p) = self.by_id.remove(&id) {
             if let Some(r) = p.request_id {
                 if self.by_request.get(&r) == Some(&id) {
@@ -371,6 +375,35 @@ pub struct Engine {
     transitions: Vec<ModelTransition>,
     /// Spend ledger per budget key (plain data, serde-serializable for the store).
     ledgers: BTreeMap<String, Ledger>,
+    /// Task classes whose arms changed since the last [`Engine::take_changes`].
+    dirty_classes: BTreeSet<String>,
+}
+
+/// What changed since the last [`Engine::take_changes`], for the store. Breakers and ledgers are
+/// few (one per model, one per budget key) and change on most calls, so the store rewrites them
+/// all; arms and pending decisions are tracked by key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// Task classes whose arms changed.
+    pub classes: BTreeSet<String>,
+    /// Pending decision ids inserted, changed or removed (look each up with [`Engine::pending`]).
+    pub pending: BTreeSet<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty() && self.pending.is_empty()
+    }
+}
+
+/// Persisted engine state, as the store reads it back at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// Arms by (task class, model).
+    pub arms: BTreeMap<(String, String), Arm>,
+    pub pending: Vec<PendingDecision>,
+    pub breakers: BTreeMap<String, Breaker>,
+    pub ledgers: BTreeMap<String, Ledger>,
 }
 
 impl Engine {
@@ -407,6 +440,7 @@ impl Engine {
             .iter()
             .map(|(k, b)| (k.clone(), Ledger::new(b, now_ms)))
             .collect();
+        let config_classes = classes.keys().cloned().collect();
         Engine {
             config,
             classes,
@@ -414,7 +448,145 @@ impl Engine {
             breakers,
             transitions: Vec::new(),
             ledgers,
+            // Nothing of a new engine is persisted yet.
+            dirty_classes: config_classes,
         }
+    }
+
+    /// Rebuilds an engine from persisted state: arms, breakers and ledgers that still exist in
+    /// `config` take their persisted values, new ones start at priors, and pending decisions are
+    /// re-inserted in creation order (expired ones are then dropped). Returns warnings for
+    /// persisted items the config no longer has (they are dropped).
+    pub fn restore(config: Config, parts: Restored, now_ms: u64) -> (Self, Vec<String>) {
+        let mut engine = Engine::new(config, now_ms);
+        let mut warnings = Vec::new();
+        for ((class, model), arm) in parts.arms {
+            let idx = engine
+                .config
+                .task_classes
+                .get(&class)
+                .and_then(|c| c.models.iter().position(|m| *m == model));
+            match (idx, engine.classes.get_mut(&class)) {
+                (Some(i), Some(state)) if i < state.arms.len() => state.arms[i] = arm,
+                _ => warnings.push(format!(
+                    "dropped persisted arm ({class}, {model}): no longer in the config"
+                )),
+            }
+        }
+        for (model, b) in parts.breakers {
+            match engine.breakers.get_mut(&model) {
+                Some(slot) => *slot = b,
+                None => warnings.push(format!(
+                    "dropped persisted breaker of {model}: no longer in the config"
+                )),
+            }
+        }
+        for (key, l) in parts.ledgers {
+            match engine.ledgers.get_mut(&key) {
+                Some(slot) => *slot = l,
+                None => warnings.push(format!(
+                    "dropped persisted budget ledger {key}: no longer in the config"
+                )),
+            }
+        }
+        let mut pending = parts.pending;
+        pending.sort_by(|a, b| {
+            (a.decision.created_ms, &a.decision.id).cmp(&(b.decision.created_ms, &b.decision.id))
+        });
+        let max = engine.config.limits.max_pending;
+        for p in pending {
+            if engine
+                .config
+                .task_classes
+                .contains_key(&p.decision.task_class)
+            {
+                engine.pending.insert(p, max);
+            } else {
+                warnings.push(format!(
+                    "dropped pending decision {}: task class {} no longer in the config",
+                    p.decision.id, p.decision.task_class
+                ));
+            }
+        }
+        engine.expire(now_ms);
+        // What was just read back is already persisted, except what expiry dropped; arms are
+        // rewritten once (new arms of a changed config start at priors and must be persisted).
+        let changes = engine.take_changes();
+        engine.dirty_classes = changes.classes;
+        engine.pending.dirty = changes
+            .pending
+            .into_iter()
+            .filter(|id| !engine.pending.by_id.contains_key(id))
+            .collect();
+        (engine, warnings)
+    }
+
+    /// Takes the keys changed since the last call (for the store).
+    pub fn take_changes(&mut self) -> Changes {
+        Changes {
+            classes: std::mem::take(&mut self.dirty_classes),
+            pending: std::mem::take(&mut self.pending.dirty),
+        }
+    }
+
+    /// The arms of a task class as (model, arm), in config order.
+    pub fn class_arms(&self, class: &str) -> Vec<(&str, &Arm)> {
+        match (self.config.task_classes.get(class), self.classes.get(class)) {
+            (Some(c), Some(state)) => c
+                .models
+                .iter()
+                .map(String::as_str)
+                .zip(state.arms.iter())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every pending decision (in no particular order).
+    pub fn pending_decisions(&self) -> impl Iterator<Item = &PendingDecision> {
+        self.pending.by_id.values()
+    }
+
+    /// Every model's breaker.
+    pub fn breakers(&self) -> &BTreeMap<String, Breaker> {
+        &self.breakers
+    }
+
+    /// Every budget key's ledger.
+    pub fn ledgers(&self) -> &BTreeMap<String, Ledger> {
+        &self.ledgers
+    }
+
+    /// Resets the arms of `class` (only `model`'s when given) to their priors; returns how many.
+    pub fn reset_arms(
+        &mut self,
+        class: &str,
+        model: Option<&str>,
+        now_ms: u64,
+    ) -> Result<usize, EngineError> {
+        let class_cfg = self.class(class)?.clone();
+        if let Some(m) = model {
+            if !class_cfg.models.iter().any(|x| x == m) {
+                return Err(EngineError::NotFound(format!(
+                    "model {m:?} is not a model of task class {class:?}"
+                )));
+            }
+        }
+        let Some(state) = self.classes.get_mut(class) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for (model_id, arm) in class_cfg.models.iter().zip(state.arms.iter_mut()) {
+            if model.is_some_and(|m| m != model_id) {
+                continue;
+            }
+            if let Some(mc) = self.config.models.get(model_id) {
+                *arm = Arm::new(&self.config.arm_prior(&class_cfg, mc), now_ms);
+                n += 1;
+            }
+        }
+        self.dirty_classes.insert(class.to_string());
+        Ok(n)
     }
 
     /// Takes the breaker transitions since the last call (one event per state change).
@@ -509,6 +681,7 @@ impl Engine {
     ) -> Result<Decision, EngineError> {
         let class = self.class(&input.task_class)?.clone();
         check_id("request_id", &input.request_id)?;
+        self.dirty_classes.insert(class.name.clone());
         if !input.request_id.is_empty() {
             if let Some(replay) = self.replay(input, now_ms)? {
                 return Ok(replay);
@@ -761,6 +934,8 @@ impl Engine {
         input: &HealthInput,
         now_ms: u64,
     ) -> Result<HealthResult, EngineError> {
+        // Health signals may touch arms of any class (rare: mark them all).
+        self.dirty_classes.extend(self.classes.keys().cloned());
         let models: Vec<String> =
             match (input.model.is_empty(), input.provider.is_empty()) {
                 (false, true) => {
@@ -837,6 +1012,7 @@ impl Engine {
     /// Feeds one active health probe of `provider` to its models' breakers: a failure counts as an
     /// error for each; a success counts as a half-open probe success where a breaker is half-open.
     pub fn record_probe(&mut self, provider: &str, ok: bool, now_ms: u64) {
+        self.dirty_classes.extend(self.classes.keys().cloned());
         let cfg = self.config.breaker.clone();
         let models: Vec<String> = self
             .config
@@ -998,6 +1174,8 @@ impl Engine {
                 ))
             })?;
         let class = self.class(&pending.decision.task_class)?.clone();
+        self.dirty_classes.insert(class.name.clone());
+        self.pending.dirty.insert(input.decision_id.clone());
         let model_id = if input.model.is_empty() {
             pending.decision.model.clone()
         } else {

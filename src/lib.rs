@@ -9,6 +9,7 @@
 //! - [`budget`]: pure spend ledgers per budget key: reservations, rollover, pacing, alerts.
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
 //! - [`server`]: the tonic service over the engine, with health and reflection.
+//! - [`store`]: sled persistence of engine state and the event log (schema-versioned).
 //! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod policy;
 pub mod server;
 pub mod sim;
+pub mod store;
 
 /// Generated protobuf and gRPC types for `switchyard.v1`.
 pub mod proto {

@@ -43,6 +43,11 @@ enum Command {
     Tune(switchyard::sim::cli::TuneArgs),
     /// Trace tools: import RouterArena, generate a trace from a scenario.
     Trace(switchyard::sim::cli::TraceArgs),
+    /// Operator tools for a data dir (offline: the service must not be running on it).
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -56,6 +61,24 @@ enum ConfigCommand {
     PrintDefault,
     /// Validate a config file; errors name the key and the bad value.
     Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Summarise what a data dir holds.
+    Show {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Reset the arms of a task class (or one model of it) to their priors.
+    Reset {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        task_class: String,
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -110,6 +133,13 @@ fn main() -> ExitCode {
         Command::Simulate(args) => switchyard::sim::cli::simulate(args),
         Command::Tune(args) => switchyard::sim::cli::tune(args),
         Command::Trace(args) => switchyard::sim::cli::trace(args),
+        Command::State { command } => match state(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Config { command } => match command {
             ConfigCommand::PrintDefault => {
                 print!("{DEFAULT_CONFIG_TOML}");
@@ -135,7 +165,36 @@ fn main() -> ExitCode {
     }
 }
 
+fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
+    use switchyard::store::Store;
+    match command {
+        StateCommand::Show { data_dir } => {
+            let s = Store::open(&data_dir)?.summary()?;
+            println!("data dir: {}", data_dir.display());
+            println!("schema: {}", s.schema);
+            println!("arms: {}", s.arms);
+            println!("pending decisions: {}", s.pending);
+            println!("breakers: {}", s.breakers);
+            println!("ledgers: {}", s.ledgers);
+            println!("events: {}", s.events);
+            if let (Some(a), Some(b)) = (s.first_event_ms, s.last_event_ms) {
+                println!("event time range (unix ms): {a} .. {b}");
+            }
+        }
+        StateCommand::Reset {
+            data_dir,
+            task_class,
+            model,
+        } => {
+            let n = Store::open(&data_dir)?.reset_arms(&task_class, model.as_deref())?;
+            println!("reset {n} arm(s) of {task_class}; they restart at their priors");
+        }
+    }
+    Ok(())
+}
+
 fn run_server(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let store = std::sync::Arc::new(switchyard::store::Store::open(&cfg.data_dir)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -144,7 +203,7 @@ fn run_server(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         let addr = listener.local_addr()?;
         // One line on stdout with the bound address, for scripts and tests that pass port 0.
         println!("listening on {addr}");
-        switchyard::server::serve(cfg, listener, shutdown_signal()).await?;
+        switchyard::server::serve_with_store(cfg, Some(store), listener, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -74,7 +74,8 @@ async fn reflection_lists_and_describes_the_services() {
             "Feedback",
             "ReportHealth",
             "GetArmStats",
-            "GetBudgets"
+            "GetBudgets",
+            "ResetArms"
         ]
     );
     server.stop().await;

@@ -20,10 +20,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
+use crate::store::{Event, Store, StoreError};
 use convert::status;
 
 /// How often expired pending decisions are swept.
@@ -50,6 +51,59 @@ pub struct Shared {
     core: Mutex<Core>,
     /// Where budget alerts go; `None` = only logged.
     alerts: Option<alerts::AlertSender>,
+    /// The data dir, when persistence is on.
+    store: Option<Arc<Store>>,
+    /// Group flush for `sync` durability.
+    flush: Option<Arc<GroupFlush>>,
+}
+
+/// One flush for every write queued before it: callers bump `requested`, wake the flusher, and
+/// wait until `done` reaches their number. The flusher reads `requested` before flushing, so every
+/// write made before a caller's bump is in the flush that satisfies it; concurrent callers share
+/// one `flush_async`.
+pub struct GroupFlush {
+    requested: std::sync::atomic::AtomicU64,
+    wake: tokio::sync::Notify,
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+impl GroupFlush {
+    /// Starts the flusher task over `store`.
+    pub fn spawn(store: Arc<Store>) -> Arc<GroupFlush> {
+        let gf = Arc::new(GroupFlush {
+            requested: std::sync::atomic::AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+            done: tokio::sync::watch::Sender::new(0),
+        });
+        let weak = Arc::downgrade(&gf);
+        tokio::spawn(async move {
+            loop {
+                let Some(gf) = weak.upgrade() else { break };
+                gf.wake.notified().await;
+                let target = gf.requested.load(std::sync::atomic::Ordering::SeqCst);
+                if let Err(e) = store.flush_async().await {
+                    tracing::error!(error = %e, "flush failed");
+                    continue;
+                }
+                gf.done.send_replace(target);
+            }
+        });
+        gf
+    }
+
+    /// Waits until every write made before this call is flushed.
+    pub async fn wait(&self) -> Result<(), Status> {
+        let target = self
+            .requested
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let mut rx = self.done.subscribe();
+        self.wake.notify_one();
+        rx.wait_for(|d| *d >= target)
+            .await
+            .map(|_| ())
+            .map_err(|_| Status::unavailable("storage flusher stopped"))
+    }
 }
 
 impl Shared {
@@ -65,7 +119,33 @@ impl Shared {
                 rng,
             }),
             alerts: None,
+            store: None,
+            flush: None,
         }
+    }
+
+    /// Shared state restored from (and persisted to) `store`; returns warnings about persisted
+    /// items the config no longer has. Must run inside a tokio runtime (the sync flusher task).
+    pub fn with_store(
+        config: Config,
+        store: Arc<Store>,
+        sender: Option<alerts::AlertSender>,
+    ) -> Result<(Self, Vec<String>), StoreError> {
+        let base = Shared::new(config.clone());
+        let restored = store.load()?;
+        let (engine, warnings) = Engine::restore(config, restored, now_ms());
+        let flush = (engine.config().storage.durability == Durability::Sync)
+            .then(|| GroupFlush::spawn(Arc::clone(&store)));
+        let rng = base.lock().rng.clone();
+        let shared = Shared {
+            core: Mutex::new(Core { engine, rng }),
+            alerts: sender,
+            store: Some(store),
+            flush,
+        };
+        // Expiry at restore dropped some pending decisions: persist that.
+        shared.run(|_, _, _| ()).1?;
+        Ok((shared, warnings))
     }
 
     /// Shared state whose budget alerts go to `sender`'s delivery task.
@@ -103,11 +183,31 @@ impl Shared {
     /// Runs `f` on the engine under the lock, then logs the breaker transitions it caused (after
     /// the lock is released).
     pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng) -> T) -> T {
-        let (out, transitions) = {
+        let (out, stored) = self.run(|e, r, _| f(e, r));
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "cannot persist engine state");
+        }
+        out
+    }
+
+    /// Runs `f` under the lock; `f` may log events. Then, still under the lock (so writes of one
+    /// key land in the order of the changes), persists what changed; logs breaker transitions
+    /// after the lock is released.
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut Engine, &mut SmallRng, &mut Vec<Event>) -> T,
+    ) -> (T, Result<(), StoreError>) {
+        let (out, transitions, stored) = {
             let mut core = self.lock();
             let Core { engine, rng } = &mut *core;
-            let out = f(engine, rng);
-            (out, engine.take_transitions())
+            let mut events = Vec::new();
+            let out = f(engine, rng, &mut events);
+            let changes = engine.take_changes();
+            let stored = match &self.store {
+                Some(store) => store.write(engine, &changes, &events),
+                None => Ok(()),
+            };
+            (out, engine.take_transitions(), stored)
         };
         for t in transitions {
             let tr = &t.transition;
@@ -120,7 +220,28 @@ impl Shared {
                 "circuit breaker state change"
             );
         }
-        out
+        (out, stored)
+    }
+
+    /// Waits for the durability rule of a Feedback: in `sync` mode, until its writes are flushed.
+    async fn durable(&self) -> Result<(), Status> {
+        match &self.flush {
+            Some(f) => f.wait().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Trims the event log to its configured bounds.
+    pub fn trim_events(&self) {
+        if let Some(store) = &self.store {
+            let s = self.lock().engine.config().storage.clone();
+            let max_age_ms = s.event_log_max_age_secs.saturating_mul(1000);
+            match store.trim_events(now_ms(), max_age_ms, s.event_log_max_events) {
+                Ok(n) if n > 0 => tracing::debug!(dropped = n, "trimmed event log"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot trim event log"),
+            }
+        }
     }
 
     /// Drops expired pending decisions and applies time-driven breaker changes; returns how many
@@ -153,10 +274,24 @@ impl proto::route_server::Route for RouteService {
         request: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteResponse>, Status> {
         let input = RouteInput::from(request.into_inner());
-        let decision = self
-            .shared
-            .with_engine(|engine, rng| engine.route(&input, now_ms(), rng))
-            .map_err(status)?;
+        let (decision, stored) = self.shared.run(|engine, rng, events| {
+            let d = engine.route(&input, now_ms(), rng)?;
+            if !d.replayed {
+                events.push(Event::Decision {
+                    decision_id: d.id.clone(),
+                    t_ms: d.created_ms,
+                    task_class: d.task_class.clone(),
+                    policy: d.policy.clone(),
+                    eligible: d.eligible.clone(),
+                    model: d.model.clone(),
+                    propensity: d.propensity,
+                    reason: d.reason.clone(),
+                });
+            }
+            Ok(d)
+        });
+        let decision = decision.map_err(status)?;
+        stored.map_err(store_status)?;
         Ok(Response::new(decision.into()))
     }
 
@@ -165,10 +300,42 @@ impl proto::route_server::Route for RouteService {
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let input = FeedbackInput::try_from(request.into_inner())?;
-        let result = self
-            .shared
-            .with_engine(|engine, _| engine.feedback(&input, now_ms()))
-            .map_err(status)?;
+        let (result, stored) = self.shared.run(|engine, _, events| {
+            let now = now_ms();
+            let r = engine.feedback(&input, now)?;
+            if !r.duplicate {
+                let model = if input.model.is_empty() {
+                    engine
+                        .pending(&input.decision_id)
+                        .map(|p| p.decision.model.clone())
+                        .unwrap_or_default()
+                } else {
+                    input.model.clone()
+                };
+                if let Some(outcome) = input.outcome {
+                    events.push(Event::Outcome {
+                        decision_id: input.decision_id.clone(),
+                        t_ms: now,
+                        model: model.clone(),
+                        outcome,
+                        latency_ms: input.latency_ms,
+                        cost_usd: input.cost_usd,
+                    });
+                }
+                if let Some(quality) = input.quality {
+                    events.push(Event::Quality {
+                        decision_id: input.decision_id.clone(),
+                        t_ms: now,
+                        model,
+                        quality,
+                    });
+                }
+            }
+            Ok(r)
+        });
+        let result = result.map_err(status)?;
+        stored.map_err(store_status)?;
+        self.shared.durable().await?;
         self.shared.publish(&result.alerts);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
@@ -234,6 +401,30 @@ impl proto::route_server::Route for RouteService {
             budgets: budgets.into_iter().map(Into::into).collect(),
         }))
     }
+
+    async fn reset_arms(
+        &self,
+        request: Request<proto::ResetArmsRequest>,
+    ) -> Result<Response<proto::ResetArmsResponse>, Status> {
+        let r = request.into_inner();
+        let model = (!r.model.is_empty()).then_some(r.model.as_str());
+        let (n, stored) = self
+            .shared
+            .run(|engine, _, _| engine.reset_arms(&r.task_class, model, now_ms()));
+        let n = n.map_err(status)?;
+        stored.map_err(store_status)?;
+        self.shared.durable().await?;
+        info!(task_class = %r.task_class, model = ?model, reset = n, "arms reset");
+        Ok(Response::new(proto::ResetArmsResponse {
+            reset: u32::try_from(n).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// A failed write of engine state: the request's effect is in memory but not on disk.
+fn store_status(e: StoreError) -> Status {
+    tracing::error!(error = %e, "cannot persist engine state");
+    Status::unavailable(format!("cannot persist state: {e}"))
 }
 
 /// Errors that stop the server.
@@ -248,6 +439,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -277,10 +470,52 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_store(config, None, listener, shutdown).await
+}
+
+/// [`serve`], persisting state to `store` when given (restored from it first).
+pub async fn serve_with_store(
+    config: Config,
+    store: Option<Arc<Store>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let probes = config.health_probes.clone();
+    let storage = config.storage.clone();
     // The alert task ends by itself once the last handler (and so the last sender) is gone.
     let (alert_sender, _alert_task) = alerts::spawn(config.alerts.clone());
-    let shared = Arc::new(Shared::with_alerts(config, alert_sender));
+    let shared = match &store {
+        None => Shared::with_alerts(config, alert_sender),
+        Some(store) => {
+            let (shared, warnings) =
+                Shared::with_store(config, Arc::clone(store), Some(alert_sender))?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            info!(
+                pending = shared.lock().engine.pending_len(),
+                "state restored from data dir"
+            );
+            shared
+        }
+    };
+    let shared = Arc::new(shared);
+    let periodic = match (&store, storage.durability) {
+        (Some(store), Durability::Periodic) => {
+            let store = Arc::clone(store);
+            let every = Duration::from_millis(storage.flush_interval_ms);
+            Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.flush_async().await {
+                        tracing::error!(error = %e, "periodic flush failed");
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RouteServer<RouteService>>()
@@ -304,6 +539,7 @@ pub async fn serve(
                 if n > 0 {
                     tracing::debug!(expired = n, "expired pending decisions");
                 }
+                shared.trim_events();
             }
         })
     };
@@ -320,8 +556,14 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     sweeper.abort();
+    if let Some(p) = periodic {
+        p.abort();
+    }
     for t in probe_tasks {
         t.abort();
+    }
+    if let Some(store) = &store {
+        store.flush()?;
     }
     info!("switchyard stopped");
     result.map_err(Into::into)

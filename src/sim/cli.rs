@@ -146,6 +146,34 @@ pub enum TraceCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a data dir's event log as logged traffic (JSON Lines) to stdout or --out.
+    Export {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Decisions from this time: RFC 3339 (2026-01-31T12:00:00Z) or Unix milliseconds.
+        #[arg(long)]
+        since: Option<String>,
+        /// Decisions before this time (same formats).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Parses an RFC 3339 time or Unix milliseconds.
+fn parse_time(flag: &str, text: &str) -> Result<u64, SimError> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis().max(0) as u64)
+        .map_err(|e| {
+            SimError::new(
+                flag,
+                format!("{text:?} is neither RFC 3339 nor Unix milliseconds: {e}"),
+            )
+        })
 }
 
 fn init_logging() {
@@ -422,6 +450,44 @@ fn tune_inner(args: &TuneArgs) -> Result<(), SimError> {
 pub fn trace(args: TraceArgs) -> ExitCode {
     init_logging();
     exit(match args.command {
+        TraceCommand::Export {
+            data_dir,
+            since,
+            until,
+            out,
+        } => (|| {
+            let since = since
+                .map(|t| parse_time("--since", &t))
+                .transpose()?
+                .unwrap_or(0);
+            let until = until
+                .map(|t| parse_time("--until", &t))
+                .transpose()?
+                .unwrap_or(u64::MAX);
+            let store = crate::store::Store::open(&data_dir)
+                .map_err(|e| SimError::new("--data-dir", e.to_string()))?;
+            let records = store
+                .export(since, until)
+                .map_err(|e| SimError::new("--data-dir", e.to_string()))?;
+            match out {
+                Some(out) => {
+                    write_jsonl(&out, &records)?;
+                    eprintln!("wrote {} ({} decisions)", out.display(), records.len());
+                }
+                None => {
+                    use std::io::Write;
+                    let stdout = std::io::stdout();
+                    let mut w = stdout.lock();
+                    for r in &records {
+                        let line = serde_json::to_string(r)
+                            .map_err(|e| SimError::new("export", e.to_string()))?;
+                        writeln!(w, "{line}")
+                            .map_err(|e| SimError::new("stdout", e.to_string()))?;
+                    }
+                }
+            }
+            Ok(())
+        })(),
         TraceCommand::ImportRouterarena { data, out } => (|| {
             let records = super::trace::import_routerarena(&data)?;
             write_jsonl(&out, &records)?;
