@@ -69,13 +69,21 @@ impl Service {
         panic!("no connection to {url}");
     }
 
-    /// SIGTERM, then wait for a clean exit.
-    fn terminate(mut self) {
+    /// SIGTERM, then wait for a clean exit. Polls without blocking the test's runtime: the
+    /// server's graceful shutdown waits for the clients' connections, which this runtime drives.
+    async fn terminate(mut self) {
         let pid = self.child.id().to_string();
         let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(st.success());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit status {status:?}");
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status:?}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.child.kill().unwrap();
+        panic!("serve did not stop within 10 s of SIGTERM");
     }
 
     /// SIGKILL: no chance to flush.
@@ -145,8 +153,7 @@ fn field(out: &str, name: &str) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
-#[ignore = "hangs after the restart (not yet diagnosed); run with --ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_restart_restores_stats_and_pending_decisions() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -170,7 +177,7 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
         err.contains("in use by another switchyard process"),
         "{err}"
     );
-    svc.terminate();
+    svc.terminate().await;
 
     let svc = Service::start(&cfg, &data);
     let mut c = svc.client().await;
@@ -202,7 +209,7 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
         0
     );
     drop(c);
-    svc.terminate();
+    svc.terminate().await;
 
     // The event log exports as logged traffic.
     let out = Command::new(BIN)
@@ -266,17 +273,15 @@ async fn crash_run(storage: &str, wait_before_kill: Duration) {
     }
     assert_eq!(successes(&stats(&mut c).await), N as u64);
     drop(c);
-    svc.terminate();
+    svc.terminate().await;
 }
 
-#[tokio::test]
-#[ignore = "hangs after the restart (not yet diagnosed); run with --ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_mode_keeps_every_acknowledged_feedback_through_sigkill() {
     crash_run("durability = \"sync\"", Duration::ZERO).await;
 }
 
-#[tokio::test]
-#[ignore = "hangs after the restart (not yet diagnosed); run with --ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_mode_loses_nothing_older_than_the_flush_window() {
     // Everything acknowledged more than flush_interval_ms before the crash survives.
     crash_run(
@@ -286,7 +291,7 @@ async fn periodic_mode_loses_nothing_older_than_the_flush_window() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -303,7 +308,7 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
     drop(c);
     // The sweeper runs every second; the TTL is one second.
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    svc.terminate();
+    svc.terminate().await;
     let out = state_show(&data);
     assert!(
         out.status.success(),
