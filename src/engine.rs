@@ -138,6 +138,18 @@ pub struct FeedbackResult {
     /// Budget alert thresholds this feedback's spend crossed (each fires once per period); the
     /// caller delivers them, the engine does no I/O.
     pub alerts: Vec<BudgetAlert>,
+    /// What this feedback added to the arm (for metrics): the outcome, latency and cost of a new
+    /// outcome (cost as reported, else from the price table), and a new quality score.
+    pub counted: Counted,
+}
+
+/// The new observations one Feedback contributed; all `None` for a duplicate.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counted {
+    pub outcome: Option<Outcome>,
+    pub latency_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub quality: Option<f64>,
 }
 
 /// A budget alert threshold crossed by settled spend.
@@ -1355,10 +1367,17 @@ impl Engine {
             _ => Vec::new(),
         };
         let arm = self.summary(&class.name, arm_index, now_ms)?;
+        let counted = Counted {
+            outcome: input.outcome.filter(|_| outcome_new),
+            latency_ms: latency_ms.filter(|_| outcome_new),
+            cost_usd: cost_usd.filter(|_| outcome_new),
+            quality: quality.filter(|_| quality_new),
+        };
         Ok(FeedbackResult {
             duplicate: !(outcome_new || quality_new),
             arm,
             alerts,
+            counted,
         })
     }
 

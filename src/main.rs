@@ -33,7 +33,11 @@ enum Command {
         /// Data directory, overriding the config's.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Log format.
+        /// Serve Prometheus metrics on this address at `GET /metrics` (port 0 picks a free port);
+        /// off when absent.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Log format (the level comes from RUST_LOG, default info).
         #[arg(long, value_enum, default_value = "pretty")]
         log_format: LogFormat,
     },
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
             config,
             listen,
             data_dir,
+            metrics_listen,
             log_format,
         } => {
             init_logging(log_format);
@@ -122,7 +127,17 @@ fn main() -> ExitCode {
             if let Some(d) = data_dir {
                 cfg.data_dir = d;
             }
-            match run_server(cfg) {
+            tracing::info!(
+                files = ?config,
+                models = cfg.models.len(),
+                task_classes = cfg.task_classes.len(),
+                policy = cfg.policy.settings.kind.as_str(),
+                listen = %cfg.listen,
+                data_dir = %cfg.data_dir.display(),
+                durability = ?cfg.storage.durability,
+                "config loaded"
+            );
+            match run_server(cfg, metrics_listen) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard: {e}");
@@ -193,7 +208,10 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
     Ok(())
 }
 
-fn run_server(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+fn run_server(
+    cfg: Config,
+    metrics_listen: Option<SocketAddr>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let store = std::sync::Arc::new(switchyard::store::Store::open(&cfg.data_dir)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -201,9 +219,20 @@ fn run_server(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async move {
         let listener = switchyard::server::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        // One line on stdout with the bound address, for scripts and tests that pass port 0.
+        let metrics = match metrics_listen {
+            Some(a) => Some(switchyard::server::bind(a).await?),
+            None => None,
+        };
+        // One line on stdout per bound address, for scripts and tests that pass port 0.
         println!("listening on {addr}");
-        switchyard::server::serve_with_store(cfg, Some(store), listener, shutdown_signal()).await?;
+        if let Some(m) = &metrics {
+            println!("metrics on http://{}/metrics", m.local_addr()?);
+        }
+        let options = switchyard::server::ServeOptions {
+            store: Some(store),
+            metrics,
+        };
+        switchyard::server::serve_with(cfg, options, listener, shutdown_signal()).await?;
         Ok(())
     })
 }

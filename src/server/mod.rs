@@ -6,12 +6,13 @@
 
 pub mod alerts;
 pub mod convert;
+pub mod metrics;
 pub mod probes;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -26,6 +27,7 @@ use crate::proto;
 use crate::proto::route_server::RouteServer;
 use crate::store::{Event, Store, StoreError};
 use convert::status;
+use metrics::Method;
 
 /// How often expired pending decisions are swept.
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,6 +57,8 @@ pub struct Shared {
     store: Option<Arc<Store>>,
     /// Group flush for `sync` durability.
     flush: Option<Arc<GroupFlush>>,
+    /// Prometheus series.
+    metrics: metrics::Metrics,
 }
 
 /// One flush for every write queued before it: callers bump `requested`, wake the flusher, and
@@ -121,6 +125,7 @@ impl Shared {
             alerts: None,
             store: None,
             flush: None,
+            metrics: metrics::Metrics::new(),
         }
     }
 
@@ -142,6 +147,7 @@ impl Shared {
             alerts: sender,
             store: Some(store),
             flush,
+            metrics: metrics::Metrics::new(),
         };
         // Expiry at restore dropped some pending decisions: persist that.
         shared.run(|_, _, _| ()).1?;
@@ -158,6 +164,7 @@ impl Shared {
 
     /// Logs and queues crossed budget thresholds; never waits.
     fn publish(&self, crossed: &[BudgetAlert]) {
+        self.metrics.budget_alerts(crossed);
         match &self.alerts {
             Some(sender) => sender.publish(crossed),
             None => {
@@ -211,6 +218,7 @@ impl Shared {
         };
         for t in transitions {
             let tr = &t.transition;
+            self.metrics.breaker_transition(&t.model, tr.to);
             info!(
                 model = %t.model,
                 from = ?tr.from,
@@ -221,6 +229,15 @@ impl Shared {
             );
         }
         (out, stored)
+    }
+
+    /// The metrics text, with engine-state gauges read now.
+    pub fn metrics_text(&self) -> String {
+        {
+            let core = self.lock();
+            self.metrics.refresh(&core.engine, now_ms());
+        }
+        self.metrics.encode()
     }
 
     /// Waits for the durability rule of a Feedback: in `sync` mode, until its writes are flushed.
@@ -265,11 +282,73 @@ impl RouteService {
     pub fn new(shared: Arc<Shared>) -> Self {
         RouteService { shared }
     }
+
+    /// Runs one handler, then counts it and its handling time.
+    async fn timed<T>(
+        &self,
+        method: Method,
+        handler: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let start = Instant::now();
+        let result = handler.await;
+        let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
+        self.shared.metrics.rpc(method, code, start.elapsed());
+        result
+    }
 }
 
 #[tonic::async_trait]
 impl proto::route_server::Route for RouteService {
     async fn route(
+        &self,
+        request: Request<proto::RouteRequest>,
+    ) -> Result<Response<proto::RouteResponse>, Status> {
+        self.timed(Method::Route, self.route_impl(request)).await
+    }
+
+    async fn feedback(
+        &self,
+        request: Request<proto::FeedbackRequest>,
+    ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        self.timed(Method::Feedback, self.feedback_impl(request))
+            .await
+    }
+
+    async fn report_health(
+        &self,
+        request: Request<proto::ReportHealthRequest>,
+    ) -> Result<Response<proto::ReportHealthResponse>, Status> {
+        self.timed(Method::ReportHealth, self.report_health_impl(request))
+            .await
+    }
+
+    async fn get_arm_stats(
+        &self,
+        request: Request<proto::GetArmStatsRequest>,
+    ) -> Result<Response<proto::GetArmStatsResponse>, Status> {
+        self.timed(Method::GetArmStats, self.get_arm_stats_impl(request))
+            .await
+    }
+
+    async fn get_budgets(
+        &self,
+        request: Request<proto::GetBudgetsRequest>,
+    ) -> Result<Response<proto::GetBudgetsResponse>, Status> {
+        self.timed(Method::GetBudgets, self.get_budgets_impl(request))
+            .await
+    }
+
+    async fn reset_arms(
+        &self,
+        request: Request<proto::ResetArmsRequest>,
+    ) -> Result<Response<proto::ResetArmsResponse>, Status> {
+        self.timed(Method::ResetArms, self.reset_arms_impl(request))
+            .await
+    }
+}
+
+impl RouteService {
+    async fn route_impl(
         &self,
         request: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteResponse>, Status> {
@@ -292,10 +371,13 @@ impl proto::route_server::Route for RouteService {
         });
         let decision = decision.map_err(status)?;
         stored.map_err(store_status)?;
+        if !decision.replayed {
+            self.shared.metrics.decision(&decision);
+        }
         Ok(Response::new(decision.into()))
     }
 
-    async fn feedback(
+    async fn feedback_impl(
         &self,
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
@@ -336,6 +418,12 @@ impl proto::route_server::Route for RouteService {
         let result = result.map_err(status)?;
         stored.map_err(store_status)?;
         self.shared.durable().await?;
+        self.shared.metrics.feedback(
+            &result.arm.task_class,
+            &result.arm.model,
+            result.duplicate,
+            &result.counted,
+        );
         self.shared.publish(&result.alerts);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
@@ -344,7 +432,7 @@ impl proto::route_server::Route for RouteService {
         }))
     }
 
-    async fn report_health(
+    async fn report_health_impl(
         &self,
         request: Request<proto::ReportHealthRequest>,
     ) -> Result<Response<proto::ReportHealthResponse>, Status> {
@@ -366,7 +454,7 @@ impl proto::route_server::Route for RouteService {
         }))
     }
 
-    async fn get_arm_stats(
+    async fn get_arm_stats_impl(
         &self,
         request: Request<proto::GetArmStatsRequest>,
     ) -> Result<Response<proto::GetArmStatsResponse>, Status> {
@@ -386,7 +474,7 @@ impl proto::route_server::Route for RouteService {
         }))
     }
 
-    async fn get_budgets(
+    async fn get_budgets_impl(
         &self,
         request: Request<proto::GetBudgetsRequest>,
     ) -> Result<Response<proto::GetBudgetsResponse>, Status> {
@@ -402,7 +490,7 @@ impl proto::route_server::Route for RouteService {
         }))
     }
 
-    async fn reset_arms(
+    async fn reset_arms_impl(
         &self,
         request: Request<proto::ResetArmsRequest>,
     ) -> Result<Response<proto::ResetArmsResponse>, Status> {
@@ -480,6 +568,56 @@ pub async fn serve_with_store(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let options = ServeOptions {
+        store,
+        metrics: None,
+    };
+    serve_with(config, options, listener, shutdown).await
+}
+
+/// What [`serve_with`] runs beside the gRPC service.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// The data dir; `None` = state lives in memory only.
+    pub store: Option<Arc<Store>>,
+    /// A bound listener for the Prometheus endpoint (`GET /metrics`); `None` = no endpoint.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Serves the Prometheus endpoint until the task is aborted.
+fn spawn_metrics(shared: Arc<Shared>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let shared = Arc::clone(&shared);
+            async move {
+                let body = shared.metrics_text();
+                (
+                    [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                    body,
+                )
+            }
+        }),
+    );
+    info!(addr = ?listener.local_addr().ok(), "metrics endpoint serving /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    })
+}
+
+/// [`serve`] with a data dir and a metrics endpoint as `options` say.
+pub async fn serve_with(
+    config: Config,
+    options: ServeOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let ServeOptions {
+        store,
+        metrics: metrics_listener,
+    } = options;
     let probes = config.health_probes.clone();
     let storage = config.storage.clone();
     // The alert task ends by itself once the last handler (and so the last sender) is gone.
@@ -545,6 +683,7 @@ pub async fn serve_with_store(
     };
 
     let probe_tasks = probes::spawn(&shared, probes.into_values().collect());
+    let metrics_task = metrics_listener.map(|l| spawn_metrics(Arc::clone(&shared), l));
 
     let addr = listener.local_addr().ok();
     info!(?addr, "switchyard serving");
@@ -560,6 +699,9 @@ pub async fn serve_with_store(
         p.abort();
     }
     for t in probe_tasks {
+        t.abort();
+    }
+    if let Some(t) = metrics_task {
         t.abort();
     }
     if let Some(store) = &store {

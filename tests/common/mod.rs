@@ -32,6 +32,29 @@ impl TestServer {
         }
     }
 
+    /// Starts the service with `config` and a Prometheus endpoint, both on free loopback ports;
+    /// returns the server and the endpoint's `http://ADDR/metrics` URL.
+    pub async fn start_with_metrics(config: Config) -> (TestServer, String) {
+        let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let metrics = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let url = format!("http://{}/metrics", metrics.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let options = server::ServeOptions {
+            store: None,
+            metrics: Some(metrics),
+        };
+        let handle = tokio::spawn(server::serve_with(config, options, listener, async {
+            let _ = rx.await;
+        }));
+        let server = TestServer {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        (server, url)
+    }
+
     pub async fn channel(&self) -> Channel {
         let url = format!("http://{}", self.addr);
         for _ in 0..100 {

@@ -1,0 +1,480 @@
+//! Prometheus metrics (OpenMetrics text) on a separate HTTP listener.
+//!
+//! Counters and histograms are recorded by the handlers after the engine lock is released; gauges
+//! that mirror engine state (breakers, budgets, pending decisions) are read from the engine when
+//! `/metrics` is scraped, so they are exact at scrape time and cost nothing per request. Every
+//! series is documented in README.md ("Metrics").
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::breaker::BreakerState;
+use crate::engine::{BudgetAlert, Counted, Decision, Engine};
+
+/// The gRPC service name, as the `grpc_service` label gives it.
+pub const SERVICE: &str = "switchyard.v1.Route";
+
+/// The RPCs of `switchyard.v1.Route`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Method {
+    Route,
+    Feedback,
+    ReportHealth,
+    GetArmStats,
+    GetBudgets,
+    ResetArms,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandledLabels {
+    grpc_service: &'static str,
+    grpc_method: Method,
+    grpc_code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlingLabels {
+    grpc_service: &'static str,
+    grpc_method: Method,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    task_class: String,
+    model: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedbackLabels {
+    task_class: String,
+    model: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmLabels {
+    task_class: String,
+    model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    model: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    model: String,
+    to: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    budget_key: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    budget_key: String,
+    threshold: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every series the service exports.
+pub struct Metrics {
+    registry: Registry,
+    handled: Family<HandledLabels, Counter>,
+    handling: HistogramFamily<HandlingLabels>,
+    decisions: Family<DecisionLabels, Counter>,
+    feedback: Family<FeedbackLabels, Counter>,
+    model_latency: HistogramFamily<ArmLabels>,
+    model_cost: Family<ArmLabels, FloatCounter>,
+    model_quality: HistogramFamily<ArmLabels>,
+    breaker_state: Family<BreakerLabels, Gauge>,
+    breaker_transitions: Family<TransitionLabels, Counter>,
+    budget_spent: Family<BudgetLabels, FloatGauge>,
+    budget_reserved: Family<BudgetLabels, FloatGauge>,
+    budget_limit: Family<BudgetLabels, FloatGauge>,
+    budget_pacing: Family<BudgetLabels, FloatGauge>,
+    budget_alerts: Family<AlertLabels, Counter>,
+    pending: Gauge,
+    resident_memory: Gauge,
+}
+
+fn handling_histogram() -> Histogram {
+    // 10 us .. ~1.3 s: the router's own handling time.
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+}
+
+fn model_latency_histogram() -> Histogram {
+    // 50 ms .. ~102 s: model calls as reported.
+    Histogram::new(exponential_buckets(0.05, 2.0, 12))
+}
+
+fn quality_histogram() -> Histogram {
+    Histogram::new([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+}
+
+const BREAKER_STATES: [(BreakerState, &str); 3] = [
+    (BreakerState::Closed, "closed"),
+    (BreakerState::Open, "open"),
+    (BreakerState::HalfOpen, "half_open"),
+];
+
+fn breaker_state_name(s: BreakerState) -> &'static str {
+    BREAKER_STATES
+        .iter()
+        .find(|(k, _)| *k == s)
+        .map_or("unknown", |(_, n)| n)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let handled = Family::<HandledLabels, Counter>::default();
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed by the server, by method and gRPC status code",
+            handled.clone(),
+        );
+        let handling = HistogramFamily::<HandlingLabels>::new_with_constructor(handling_histogram);
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Time the server spent handling an RPC, from request decoded to response ready",
+            handling.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "switchyard_decisions",
+            "Routing decisions made (replayed decisions excluded), by task class, chosen model and reason",
+            decisions.clone(),
+        );
+        let feedback = Family::<FeedbackLabels, Counter>::default();
+        registry.register(
+            "switchyard_feedback",
+            "Feedback accepted, by task class, model and outcome (quality_only: a quality score alone; duplicate: nothing new)",
+            feedback.clone(),
+        );
+        let model_latency =
+            HistogramFamily::<ArmLabels>::new_with_constructor(model_latency_histogram);
+        registry.register(
+            "switchyard_model_latency_seconds",
+            "Model call latency as reported in Feedback",
+            model_latency.clone(),
+        );
+        let model_cost = Family::<ArmLabels, FloatCounter>::default();
+        registry.register(
+            "switchyard_model_cost_usd",
+            "Model call cost in USD, as reported in Feedback or computed from the price table and reported tokens",
+            model_cost.clone(),
+        );
+        let model_quality = HistogramFamily::<ArmLabels>::new_with_constructor(quality_histogram);
+        registry.register(
+            "switchyard_model_quality",
+            "Quality scores in [0, 1] reported in Feedback",
+            model_quality.clone(),
+        );
+        let breaker_state = Family::<BreakerLabels, Gauge>::default();
+        registry.register(
+            "switchyard_breaker_state",
+            "Circuit breaker state per model: 1 for the current state, 0 for the others",
+            breaker_state.clone(),
+        );
+        let breaker_transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "switchyard_breaker_transitions",
+            "Circuit breaker state changes, by model and the state entered",
+            breaker_transitions.clone(),
+        );
+        let budget_spent = Family::<BudgetLabels, FloatGauge>::default();
+        registry.register(
+            "switchyard_budget_spent_usd",
+            "Settled spend of the budget's current period",
+            budget_spent.clone(),
+        );
+        let budget_reserved = Family::<BudgetLabels, FloatGauge>::default();
+        registry.register(
+            "switchyard_budget_reserved_usd",
+            "Live reservations of routed requests still awaiting feedback",
+            budget_reserved.clone(),
+        );
+        let budget_limit = Family::<BudgetLabels, FloatGauge>::default();
+        registry.register(
+            "switchyard_budget_limit_usd",
+            "The budget's spend cap per period",
+            budget_limit.clone(),
+        );
+        let budget_pacing = Family::<BudgetLabels, FloatGauge>::default();
+        registry.register(
+            "switchyard_budget_pacing_multiplier",
+            "Factor on the cost weight of requests charged to the budget (1 = on plan)",
+            budget_pacing.clone(),
+        );
+        let budget_alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "switchyard_budget_alerts",
+            "Budget alert thresholds crossed, by budget and threshold (fraction of the limit)",
+            budget_alerts.clone(),
+        );
+        let pending = Gauge::default();
+        registry.register(
+            "switchyard_pending_decisions",
+            "Decisions awaiting feedback",
+            pending.clone(),
+        );
+        let resident_memory = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the server process (Linux: VmRSS)",
+            resident_memory.clone(),
+        );
+        Metrics {
+            registry,
+            handled,
+            handling,
+            decisions,
+            feedback,
+            model_latency,
+            model_cost,
+            model_quality,
+            breaker_state,
+            breaker_transitions,
+            budget_spent,
+            budget_reserved,
+            budget_limit,
+            budget_pacing,
+            budget_alerts,
+            pending,
+            resident_memory,
+        }
+    }
+
+    /// One completed RPC: its status code and handling time.
+    pub fn rpc(&self, method: Method, code: tonic::Code, elapsed: Duration) {
+        let grpc_code = match code {
+            tonic::Code::Ok => "OK".to_string(),
+            other => format!("{other:?}"),
+        };
+        self.handled
+            .get_or_create(&HandledLabels {
+                grpc_service: SERVICE,
+                grpc_method: method,
+                grpc_code,
+            })
+            .inc();
+        self.handling
+            .get_or_create(&HandlingLabels {
+                grpc_service: SERVICE,
+                grpc_method: method,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A new (not replayed) decision.
+    pub fn decision(&self, d: &Decision) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                task_class: d.task_class.clone(),
+                model: d.model.clone(),
+                reason: d.reason.clone(),
+            })
+            .inc();
+    }
+
+    /// An accepted Feedback on `model` of `task_class`, with what it added.
+    pub fn feedback(&self, task_class: &str, model: &str, duplicate: bool, counted: &Counted) {
+        let outcome = match (duplicate, counted.outcome) {
+            (true, _) => "duplicate",
+            (false, Some(o)) => o.as_str(),
+            (false, None) => "quality_only",
+        };
+        let arm = ArmLabels {
+            task_class: task_class.to_string(),
+            model: model.to_string(),
+        };
+        self.feedback
+            .get_or_create(&FeedbackLabels {
+                task_class: arm.task_class.clone(),
+                model: arm.model.clone(),
+                outcome,
+            })
+            .inc();
+        if let Some(ms) = counted.latency_ms {
+            self.model_latency.get_or_create(&arm).observe(ms / 1000.0);
+        }
+        if let Some(usd) = counted.cost_usd {
+            self.model_cost.get_or_create(&arm).inc_by(usd);
+        }
+        if let Some(q) = counted.quality {
+            self.model_quality.get_or_create(&arm).observe(q);
+        }
+    }
+
+    /// A breaker state change of `model`.
+    pub fn breaker_transition(&self, model: &str, to: BreakerState) {
+        self.breaker_transitions
+            .get_or_create(&TransitionLabels {
+                model: model.to_string(),
+                to: breaker_state_name(to),
+            })
+            .inc();
+    }
+
+    /// Budget alert thresholds crossed.
+    pub fn budget_alerts(&self, crossed: &[BudgetAlert]) {
+        for a in crossed {
+            self.budget_alerts
+                .get_or_create(&AlertLabels {
+                    budget_key: a.budget_key.clone(),
+                    threshold: a.threshold.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Sets the gauges that mirror engine state; called under the engine lock at scrape time.
+    pub fn refresh(&self, engine: &Engine, now_ms: u64) {
+        for (model, breaker) in engine.breakers() {
+            let current = breaker.state(now_ms);
+            for (state, name) in BREAKER_STATES {
+                self.breaker_state
+                    .get_or_create(&BreakerLabels {
+                        model: model.clone(),
+                        state: name,
+                    })
+                    .set(i64::from(state == current));
+            }
+        }
+        if let Ok(budgets) = engine.budgets("", now_ms) {
+            for b in budgets {
+                let key = BudgetLabels {
+                    budget_key: b.budget_key,
+                };
+                self.budget_spent.get_or_create(&key).set(b.spent_usd);
+                self.budget_reserved.get_or_create(&key).set(b.reserved_usd);
+                self.budget_limit.get_or_create(&key).set(b.limit_usd);
+                self.budget_pacing
+                    .get_or_create(&key)
+                    .set(b.pacing_multiplier);
+            }
+        }
+        self.pending
+            .set(i64::try_from(engine.pending_len()).unwrap_or(i64::MAX));
+    }
+
+    /// The OpenMetrics text of every series (gauges as last refreshed).
+    pub fn encode(&self) -> String {
+        if let Some(rss) = resident_memory_bytes() {
+            self.resident_memory
+                .set(i64::try_from(rss).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// VmRSS of this process in bytes, from /proc (Linux only).
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_counts_and_histograms_encode_with_ecosystem_names() {
+        let m = Metrics::new();
+        m.rpc(Method::Route, tonic::Code::Ok, Duration::from_micros(40));
+        m.rpc(Method::Route, tonic::Code::Ok, Duration::from_micros(60));
+        m.rpc(
+            Method::Route,
+            tonic::Code::InvalidArgument,
+            Duration::from_micros(5),
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "grpc_server_handled_total{grpc_service=\"switchyard.v1.Route\",grpc_method=\"Route\",grpc_code=\"OK\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("grpc_code=\"InvalidArgument\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "grpc_server_handling_seconds_count{grpc_service=\"switchyard.v1.Route\",grpc_method=\"Route\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn feedback_splits_duplicates_and_quality_only() {
+        let m = Metrics::new();
+        let counted = Counted {
+            outcome: Some(crate::policy::Outcome::Success),
+            latency_ms: Some(1500.0),
+            cost_usd: Some(0.25),
+            quality: Some(0.8),
+        };
+        m.feedback("qa", "a", false, &counted);
+        m.feedback("qa", "a", true, &Counted::default());
+        m.feedback(
+            "qa",
+            "a",
+            false,
+            &Counted {
+                quality: Some(0.4),
+                ..Counted::default()
+            },
+        );
+        let text = m.encode();
+        for line in [
+            "switchyard_feedback_total{task_class=\"qa\",model=\"a\",outcome=\"success\"} 1",
+            "switchyard_feedback_total{task_class=\"qa\",model=\"a\",outcome=\"duplicate\"} 1",
+            "switchyard_feedback_total{task_class=\"qa\",model=\"a\",outcome=\"quality_only\"} 1",
+            "switchyard_model_latency_seconds_count{task_class=\"qa\",model=\"a\"} 1",
+            "switchyard_model_latency_seconds_sum{task_class=\"qa\",model=\"a\"} 1.5",
+            "switchyard_model_cost_usd_total{task_class=\"qa\",model=\"a\"} 0.25",
+            "switchyard_model_quality_count{task_class=\"qa\",model=\"a\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn resident_memory_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let rss = resident_memory_bytes().unwrap_or(0);
+            assert!(rss > 1024 * 1024, "rss {rss}");
+        }
+    }
+}
