@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::{Breaker, BreakerState, CallOutcome, Transition};
 use crate::budget::{BudgetConfig, BudgetState, Ledger, OnCap, Period, ReserveError};
 use crate::config::{AllOpen, Config, ModelConfig, TaskClassConfig, MAX_ID_LEN};
-use crate::policy::{self, Arm, Candidate, Choice, Means, Observation, Outcome, Scoring, Weights};
+use crate::policy::pool::DrawPool;
+use crate::policy::{
+    self, Arm, Candidate, Choice, Means, Observation, Outcome, PolicyKind, Scoring, Weights,
+};
 
 /// Factor on the expected cost reserved for a request that gives no `max_output_tokens`: output
 /// lengths spread about 35% around their mean (see [`crate::config::DEFAULT_COST_LOG_SD`]), so twice
@@ -389,6 +392,9 @@ pub struct Engine {
     ledgers: BTreeMap<String, Ledger>,
     /// Task classes whose arms changed since the last [`Engine::take_changes`].
     dirty_classes: BTreeSet<String>,
+    /// Thompson's pools of posterior draws per class, parallel to its arms (derived state: never
+    /// persisted, refilled on first use).
+    pools: BTreeMap<String, Vec<DrawPool>>,
 }
 
 /// What changed since the last [`Engine::take_changes`], for the store. Breakers and ledgers are
@@ -462,6 +468,7 @@ impl Engine {
             ledgers,
             // Nothing of a new engine is persisted yet.
             dirty_classes: config_classes,
+            pools: BTreeMap::new(),
         }
     }
 
@@ -601,6 +608,12 @@ impl Engine {
         Ok(n)
     }
 
+    /// Drops Thompson's pools of posterior draws (derived state, not persisted: a restored engine
+    /// starts without them and redraws them on first use).
+    pub fn drop_draw_pools(&mut self) {
+        self.pools.clear();
+    }
+
     /// Takes the breaker transitions since the last call (one event per state change).
     pub fn take_transitions(&mut self) -> Vec<ModelTransition> {
         std::mem::take(&mut self.transitions)
@@ -731,6 +744,21 @@ impl Engine {
         for &i in &requested {
             state.arms[i].decay_to(now_ms, half_life);
         }
+        let pools = self.pools.entry(class.name.clone()).or_default();
+        if settings.kind == PolicyKind::Thompson && settings.propensity_samples > 0 {
+            pools.resize_with(state.arms.len(), DrawPool::default);
+            let size = settings.propensity_samples as usize;
+            for &i in &requested {
+                pools[i].refresh(
+                    &state.arms[i],
+                    size,
+                    now_ms,
+                    half_life.unwrap_or(f64::INFINITY),
+                    rng,
+                );
+            }
+        }
+        let pools = &*pools;
         let candidate = |i: usize| -> Option<Candidate<'_>> {
             let model = self.config.models.get(&class.models[i])?;
             let degraded = self
@@ -742,6 +770,7 @@ impl Engine {
                 cost_scale: cost_scale(model, &class, input_tokens, output_tokens),
                 health: if degraded { degraded_factor } else { 1.0 },
                 prior_utility: state.prior_utility[i],
+                pool: pools.get(i).map_or(&[], DrawPool::draws),
             })
         };
         let models: Vec<&ModelConfig> = eligible

@@ -15,6 +15,7 @@ pub mod adaptive;
 pub mod cheapest;
 pub mod epsilon_greedy;
 pub mod lowest_latency;
+pub mod pool;
 pub mod posterior;
 pub mod static_best;
 pub mod thompson;
@@ -242,6 +243,11 @@ impl Arm {
         self.last_feedback_ms = self.last_feedback_ms.max(now_ms);
     }
 
+    /// Outcomes and quality scores observed since the arm was created (never decayed).
+    pub fn observations(&self) -> u64 {
+        self.successes + self.failures + self.quality_reports
+    }
+
     /// Posterior-mean summary, scaled to a request by `cost_scale`.
     pub fn means(&self, cost_scale: f64) -> Means {
         Means {
@@ -368,26 +374,23 @@ pub struct Candidate<'a> {
     pub health: f64,
     /// Utility of the arm's priors alone (what a static choice would go by).
     pub prior_utility: f64,
+    /// The arm's pool of posterior draws at the class's typical size and full health (see
+    /// [`pool`]); empty when the caller keeps none.
+    pub pool: &'a [Sample],
 }
 
 impl Candidate<'_> {
     /// Prepares the arm's posteriors for repeated Thompson draws.
     pub fn sampler(&self) -> ArmSampler {
-        let lat = self.arm.latency.params();
-        let cost = self.arm.cost.params();
-        ArmSampler {
-            success: (
-                GammaSampler::new(self.arm.success.alpha(), 1.0),
-                GammaSampler::new(self.arm.success.beta(), 1.0),
-            ),
-            quality: (
-                GammaSampler::new(self.arm.quality.alpha(), 1.0),
-                GammaSampler::new(self.arm.quality.beta(), 1.0),
-            ),
-            latency: NormalGammaSampler::new(lat),
-            cost: NormalGammaSampler::new(cost),
-            cost_scale: self.cost_scale,
-            health: self.health,
+        ArmSampler::new(self.arm, self.cost_scale, self.health)
+    }
+
+    /// A pooled draw (cost at the class's typical size, full health) scaled to this request.
+    pub fn scale(&self, s: &Sample) -> Sample {
+        Sample {
+            quality: s.quality * self.health,
+            cost_usd: s.cost_usd * self.cost_scale,
+            ..*s
         }
     }
 
@@ -445,6 +448,25 @@ fn beta_draw<R: Rng + ?Sized>(g: &(GammaSampler, GammaSampler), rng: &mut R) -> 
 }
 
 impl ArmSampler {
+    /// Prepares `arm`'s posteriors for repeated draws, with costs scaled by `cost_scale` and the
+    /// quality term by `health`.
+    pub fn new(arm: &Arm, cost_scale: f64, health: f64) -> Self {
+        ArmSampler {
+            success: (
+                GammaSampler::new(arm.success.alpha(), 1.0),
+                GammaSampler::new(arm.success.beta(), 1.0),
+            ),
+            quality: (
+                GammaSampler::new(arm.quality.alpha(), 1.0),
+                GammaSampler::new(arm.quality.beta(), 1.0),
+            ),
+            latency: NormalGammaSampler::new(arm.latency.params()),
+            cost: NormalGammaSampler::new(arm.cost.params()),
+            cost_scale,
+            health,
+        }
+    }
+
     /// One Thompson draw of the arm's components, scaled to the request.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Sample {
         let (lat_mu, lat_sigma) = self.latency.sample(rng);
@@ -620,6 +642,7 @@ pub(crate) mod test_support {
                 cost_scale: 1.0,
                 health: 1.0,
                 prior_utility: 0.0,
+                pool: &[],
             })
             .collect()
     }

@@ -1,9 +1,12 @@
 //! Thompson sampling over the weighted utility (Thompson 1933; Chapelle & Li 2011): draw every
 //! component of every arm from its posterior, score the draw, pick the best.
 //!
-//! The propensity is a Monte Carlo estimate: the decision is the first of `samples` independent draws,
-//! and the propensity is the share of all draws that the chosen arm wins. The estimate is never 0 (the
-//! decision's own draw counts) and its standard error is at most 0.5 / sqrt(samples).
+//! When every candidate carries a pool of posterior draws (see [`super::pool`]), the decision
+//! scores pool index `j`, drawn uniformly, and the propensity is exactly the share of indices the
+//! chosen arm wins. Without pools, the propensity is a Monte Carlo estimate: the decision is the
+//! first of `samples` independent draws, and the propensity is the share of all draws that the
+//! chosen arm wins; that estimate is never 0 (the decision's own draw counts) and its standard
+//! error is at most 0.5 / sqrt(samples).
 
 use rand::Rng;
 
@@ -16,6 +19,10 @@ pub fn choose<R: Rng + ?Sized>(
     samples: u32,
     rng: &mut R,
 ) -> Choice {
+    let k = candidates.first().map_or(0, |c| c.pool.len());
+    if k > 0 && candidates.iter().all(|c| c.pool.len() == k) {
+        return choose_pooled(candidates, scoring, k, rng);
+    }
     let samplers: Vec<_> = candidates.iter().map(|c| c.sampler()).collect();
     let draw = |rng: &mut R| -> usize {
         argmax(
@@ -35,6 +42,40 @@ pub fn choose<R: Rng + ?Sized>(
     Choice {
         index,
         propensity: f64::from(wins) / f64::from(samples),
+        reason: "sampled",
+    }
+}
+
+/// Thompson over equal-size pools: score index `j ~ U{0..k}`; the propensity is the exact share
+/// of indices the winner at `j` wins (ties to the earliest candidate, as [`argmax`]).
+fn choose_pooled<R: Rng + ?Sized>(
+    candidates: &[Candidate<'_>],
+    scoring: &Scoring,
+    k: usize,
+    rng: &mut R,
+) -> Choice {
+    let utility = |c: &Candidate<'_>, j: usize| scoring.utility(&c.scale(&c.pool[j]));
+    let j = rng.random_range(0..k);
+    let index = argmax(candidates.iter().map(|c| utility(c, j)));
+    let chosen = &candidates[index];
+    let wins = (0..k)
+        .filter(|&j| {
+            let u = utility(chosen, j);
+            candidates.iter().enumerate().all(|(i, c)| {
+                i == index || {
+                    let v = utility(c, j);
+                    if i < index {
+                        v < u
+                    } else {
+                        v <= u
+                    }
+                }
+            })
+        })
+        .count();
+    Choice {
+        index,
+        propensity: wins as f64 / k as f64,
         reason: "sampled",
     }
 }
@@ -96,5 +137,46 @@ mod tests {
         assert_eq!(c.index, 1);
         assert!(c.propensity > 0.99);
         assert_eq!(c.reason, "sampled");
+    }
+
+    #[test]
+    fn pooled_choice_frequency_equals_its_exact_propensity() {
+        use super::super::pool::DrawPool;
+        let sc = scoring();
+        let mut a = Arm::new(&prior(0.5, 500.0, 0.001), 0);
+        let mut b = a.clone();
+        a.quality.s = 5.0;
+        a.quality.f = 3.0;
+        b.quality.s = 4.0;
+        b.quality.f = 4.0;
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut pa = DrawPool::default();
+        let mut pb = DrawPool::default();
+        pa.refresh(&a, 64, 0, f64::INFINITY, &mut rng);
+        pb.refresh(&b, 64, 0, f64::INFINITY, &mut rng);
+        let arms = [a, b];
+        let mut cands = candidates(&arms);
+        cands[0].pool = pa.draws();
+        cands[1].pool = pb.draws();
+        // With fixed pools every decision has the same propensity for each arm; they sum to 1 and
+        // the observed frequency converges to them.
+        let n = 20_000;
+        let mut picks = [0u32; 2];
+        let mut propensity = [None::<f64>; 2];
+        for _ in 0..n {
+            let c = choose(&cands, &sc, 64, &mut rng);
+            picks[c.index] += 1;
+            if let Some(p) = propensity[c.index] {
+                assert_eq!(p, c.propensity);
+            }
+            propensity[c.index] = Some(c.propensity);
+        }
+        let p0 = propensity[0].unwrap_or(0.0);
+        let p1 = propensity[1].unwrap_or(0.0);
+        assert!((p0 + p1 - 1.0).abs() < 1e-12, "{p0} + {p1}");
+        let freq = f64::from(picks[0]) / f64::from(n);
+        // Binomial standard error at n = 20 000 is <= 0.0036.
+        assert!((freq - p0).abs() < 0.015, "{freq} vs {p0}");
+        assert!(p0 > 0.5 && p0 < 0.95, "{p0}");
     }
 }
