@@ -97,6 +97,17 @@ pub struct Summary {
     pub last_event_ms: Option<u64>,
 }
 
+/// Encoded writes, one sled batch per tree, from [`Store::prepare`].
+#[derive(Default)]
+pub struct Batch {
+    arms: sled::Batch,
+    pending: sled::Batch,
+    breakers: sled::Batch,
+    ledgers: sled::Batch,
+    events: sled::Batch,
+    event_count: u64,
+}
+
 /// An open data dir.
 pub struct Store {
     path: PathBuf,
@@ -222,15 +233,6 @@ impl Store {
         }
     }
 
-    fn put<T: Serialize>(&self, tree: &sled::Tree, key: &[u8], v: &T) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(v).map_err(|e| StoreError::Io {
-            path: self.path.display().to_string(),
-            detail: format!("cannot encode: {e}"),
-        })?;
-        tree.insert(key, bytes).map_err(|e| self.io(e))?;
-        Ok(())
-    }
-
     fn read_tree<T: serde::de::DeserializeOwned>(
         &self,
         tree: &sled::Tree,
@@ -245,38 +247,82 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes what `changes` says changed in `engine`, all breakers and ledgers, and `events`.
+    /// Writes what changed in `engine` and the new `events` (encode, then insert).
     pub fn write(
         &self,
         engine: &Engine,
         changes: &Changes,
         events: &[Event],
     ) -> Result<(), StoreError> {
+        let batch = self.prepare(engine, changes, events)?;
+        self.commit(batch)
+    }
+
+    /// Encodes what changed in `engine` and the new `events` into a batch of writes. This is the
+    /// part that needs the engine; [`Store::commit`] then applies the batch without it, so the
+    /// server holds its engine lock only for encoding.
+    pub fn prepare(
+        &self,
+        engine: &Engine,
+        changes: &Changes,
+        events: &[Event],
+    ) -> Result<Batch, StoreError> {
+        let mut b = Batch::default();
         for class in &changes.classes {
             for (model, arm) in engine.class_arms(class) {
-                self.put(&self.arms, &arm_key(class, model), arm)?;
+                b.arms.insert(arm_key(class, model), self.encode(arm)?);
             }
         }
         for id in &changes.pending {
             match engine.pending(id) {
-                Some(p) => self.put(&self.pending, id.as_bytes(), p)?,
-                None => {
-                    self.pending.remove(id.as_bytes()).map_err(|e| self.io(e))?;
-                }
+                Some(p) => b.pending.insert(id.as_bytes(), self.encode(p)?),
+                None => b.pending.remove(id.as_bytes()),
             }
         }
-        for (model, b) in engine.breakers() {
-            self.put(&self.breakers, model.as_bytes(), b)?;
+        for (model, br) in engine.breakers() {
+            b.breakers.insert(model.as_bytes(), self.encode(br)?);
         }
         for (key, l) in engine.ledgers() {
-            self.put(&self.ledgers, key.as_bytes(), l)?;
+            b.ledgers.insert(key.as_bytes(), self.encode(l)?);
         }
         for ev in events {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            self.put(&self.events, &event_key(ev.t_ms(), seq), ev)?;
-            self.event_count.fetch_add(1, Ordering::Relaxed);
+            b.events
+                .insert(&event_key(ev.t_ms(), seq), self.encode(ev)?);
+            b.event_count += 1;
         }
+        Ok(b)
+    }
+
+    /// Applies a batch from [`Store::prepare`]; batches must be committed in the order they were
+    /// prepared. Each tree's part is applied atomically.
+    pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let Batch {
+            arms,
+            pending,
+            breakers,
+            ledgers,
+            events,
+            event_count,
+        } = batch;
+        for (tree, part) in [
+            (&self.arms, arms),
+            (&self.pending, pending),
+            (&self.breakers, breakers),
+            (&self.ledgers, ledgers),
+            (&self.events, events),
+        ] {
+            tree.apply_batch(part).map_err(|e| self.io(e))?;
+        }
+        self.event_count.fetch_add(event_count, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn encode<T: Serialize>(&self, v: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(v).map_err(|e| StoreError::Io {
+            path: self.path.display().to_string(),
+            detail: format!("cannot encode: {e}"),
+        })
     }
 
     /// Reads back everything the engine needs to restart.

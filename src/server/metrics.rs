@@ -111,6 +111,7 @@ pub struct Metrics {
     budget_alerts: Family<AlertLabels, Counter>,
     pending: Gauge,
     resident_memory: Gauge,
+    store_errors: Counter,
 }
 
 fn handling_histogram() -> Histogram {
@@ -246,6 +247,12 @@ impl Metrics {
             "Resident memory of the server process (Linux: VmRSS)",
             resident_memory.clone(),
         );
+        let store_errors = Counter::default();
+        registry.register(
+            "switchyard_store_write_errors",
+            "Writer cycles whose write or flush to the data dir failed",
+            store_errors.clone(),
+        );
         Metrics {
             registry,
             handled,
@@ -264,6 +271,7 @@ impl Metrics {
             budget_alerts,
             pending,
             resident_memory,
+            store_errors,
         }
     }
 
@@ -336,6 +344,11 @@ impl Metrics {
                 to: breaker_state_name(to),
             })
             .inc();
+    }
+
+    /// A failed writer cycle.
+    pub fn store_error(&self) {
+        self.store_errors.inc();
     }
 
     /// Budget alert thresholds crossed.

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod convert;
 pub mod metrics;
+pub mod persist;
 pub mod probes;
 
 use std::future::Future;
@@ -40,10 +41,11 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Engine and RNG, locked together.
+/// Engine and RNG, locked together, with the events not yet persisted.
 struct Core {
     engine: Engine,
     rng: SmallRng,
+    events: Vec<Event>,
 }
 
 pub use alerts::{ALERT_BACKOFF_BASE, ALERT_BACKOFF_MAX, ALERT_QUEUE_CAPACITY};
@@ -55,59 +57,12 @@ pub struct Shared {
     alerts: Option<alerts::AlertSender>,
     /// The data dir, when persistence is on.
     store: Option<Arc<Store>>,
-    /// Group flush for `sync` durability.
-    flush: Option<Arc<GroupFlush>>,
+    /// The data dir's writer, when persistence is on.
+    writer: Option<persist::Writer>,
+    /// `sync` durability: Feedback and ResetArms wait for the writer.
+    sync: bool,
     /// Prometheus series.
     metrics: metrics::Metrics,
-}
-
-/// One flush for every write queued before it: callers bump `requested`, wake the flusher, and
-/// wait until `done` reaches their number. The flusher reads `requested` before flushing, so every
-/// write made before a caller's bump is in the flush that satisfies it; concurrent callers share
-/// one `flush_async`.
-pub struct GroupFlush {
-    requested: std::sync::atomic::AtomicU64,
-    wake: tokio::sync::Notify,
-    done: tokio::sync::watch::Sender<u64>,
-}
-
-impl GroupFlush {
-    /// Starts the flusher task over `store`.
-    pub fn spawn(store: Arc<Store>) -> Arc<GroupFlush> {
-        let gf = Arc::new(GroupFlush {
-            requested: std::sync::atomic::AtomicU64::new(0),
-            wake: tokio::sync::Notify::new(),
-            done: tokio::sync::watch::Sender::new(0),
-        });
-        let weak = Arc::downgrade(&gf);
-        tokio::spawn(async move {
-            loop {
-                let Some(gf) = weak.upgrade() else { break };
-                gf.wake.notified().await;
-                let target = gf.requested.load(std::sync::atomic::Ordering::SeqCst);
-                if let Err(e) = store.flush_async().await {
-                    tracing::error!(error = %e, "flush failed");
-                    continue;
-                }
-                gf.done.send_replace(target);
-            }
-        });
-        gf
-    }
-
-    /// Waits until every write made before this call is flushed.
-    pub async fn wait(&self) -> Result<(), Status> {
-        let target = self
-            .requested
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        let mut rx = self.done.subscribe();
-        self.wake.notify_one();
-        rx.wait_for(|d| *d >= target)
-            .await
-            .map(|_| ())
-            .map_err(|_| Status::unavailable("storage flusher stopped"))
-    }
 }
 
 impl Shared {
@@ -121,10 +76,12 @@ impl Shared {
             core: Mutex::new(Core {
                 engine: Engine::new(config, now_ms()),
                 rng,
+                events: Vec::new(),
             }),
             alerts: None,
             store: None,
-            flush: None,
+            writer: None,
+            sync: false,
             metrics: metrics::Metrics::new(),
         }
     }
@@ -139,18 +96,23 @@ impl Shared {
         let base = Shared::new(config.clone());
         let restored = store.load()?;
         let (engine, warnings) = Engine::restore(config, restored, now_ms());
-        let flush = (engine.config().storage.durability == Durability::Sync)
-            .then(|| GroupFlush::spawn(Arc::clone(&store)));
+        let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
+        let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
         let shared = Shared {
-            core: Mutex::new(Core { engine, rng }),
+            core: Mutex::new(Core {
+                engine,
+                rng,
+                events: Vec::new(),
+            }),
             alerts: sender,
             store: Some(store),
-            flush,
+            writer: Some(persist::Writer::new(interval)),
+            sync,
             metrics: metrics::Metrics::new(),
         };
-        // Expiry at restore dropped some pending decisions: persist that.
-        shared.run(|_, _, _| ()).1?;
+        // Expiry at restore dropped some pending decisions: persist that now.
+        shared.persist_cycle()?;
         Ok((shared, warnings))
     }
 
@@ -187,34 +149,27 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the engine under the lock, then logs the breaker transitions it caused (after
-    /// the lock is released).
+    /// Runs `f` on the engine under the lock; see [`Shared::run`].
     pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng) -> T) -> T {
-        let (out, stored) = self.run(|e, r, _| f(e, r));
-        if let Err(e) = stored {
-            tracing::error!(error = %e, "cannot persist engine state");
-        }
-        out
+        self.run(|e, r, _| f(e, r))
     }
 
-    /// Runs `f` under the lock; `f` may log events. Then, still under the lock (so writes of one
-    /// key land in the order of the changes), persists what changed; logs breaker transitions
-    /// after the lock is released.
-    fn run<T>(
-        &self,
-        f: impl FnOnce(&mut Engine, &mut SmallRng, &mut Vec<Event>) -> T,
-    ) -> (T, Result<(), StoreError>) {
-        let (out, transitions, stored) = {
+    /// Runs `f` under the lock; `f` may log events, which the writer persists with the engine's
+    /// changes (when there is a data dir). Logs breaker transitions after the lock is released.
+    fn run<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng, &mut Vec<Event>) -> T) -> T {
+        let (out, transitions) = {
             let mut core = self.lock();
-            let Core { engine, rng } = &mut *core;
-            let mut events = Vec::new();
-            let out = f(engine, rng, &mut events);
-            let changes = engine.take_changes();
-            let stored = match &self.store {
-                Some(store) => store.write(engine, &changes, &events),
-                None => Ok(()),
-            };
-            (out, engine.take_transitions(), stored)
+            let Core {
+                engine,
+                rng,
+                events,
+            } = &mut *core;
+            let before = events.len();
+            let out = f(engine, rng, events);
+            if self.store.is_none() {
+                events.truncate(before);
+            }
+            (out, engine.take_transitions())
         };
         for t in transitions {
             let tr = &t.transition;
@@ -228,7 +183,30 @@ impl Shared {
                 "circuit breaker state change"
             );
         }
-        (out, stored)
+        out
+    }
+
+    /// One writer cycle: under the lock, take the engine's changes and the new events and encode
+    /// them; then, without the lock, write and flush them.
+    fn persist_cycle(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let batch = {
+            let mut core = self.lock();
+            let changes = core.engine.take_changes();
+            let events = std::mem::take(&mut core.events);
+            if changes.is_empty() && events.is_empty() {
+                None
+            } else {
+                Some(store.prepare(&core.engine, &changes, &events)?)
+            }
+        };
+        if let Some(batch) = batch {
+            store.commit(batch)?;
+            store.flush()?;
+        }
+        Ok(())
     }
 
     /// The metrics text, with engine-state gauges read now.
@@ -242,9 +220,9 @@ impl Shared {
 
     /// Waits for the durability rule of a Feedback: in `sync` mode, until its writes are flushed.
     async fn durable(&self) -> Result<(), Status> {
-        match &self.flush {
-            Some(f) => f.wait().await,
-            None => Ok(()),
+        match &self.writer {
+            Some(w) if self.sync => w.wait().await,
+            _ => Ok(()),
         }
     }
 
@@ -353,7 +331,7 @@ impl RouteService {
         request: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteResponse>, Status> {
         let input = RouteInput::from(request.into_inner());
-        let (decision, stored) = self.shared.run(|engine, rng, events| {
+        let decision = self.shared.run(|engine, rng, events| {
             let d = engine.route(&input, now_ms(), rng)?;
             if !d.replayed {
                 events.push(Event::Decision {
@@ -370,7 +348,6 @@ impl RouteService {
             Ok(d)
         });
         let decision = decision.map_err(status)?;
-        stored.map_err(store_status)?;
         if !decision.replayed {
             self.shared.metrics.decision(&decision);
         }
@@ -382,7 +359,7 @@ impl RouteService {
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let input = FeedbackInput::try_from(request.into_inner())?;
-        let (result, stored) = self.shared.run(|engine, _, events| {
+        let result = self.shared.run(|engine, _, events| {
             let now = now_ms();
             let r = engine.feedback(&input, now)?;
             if !r.duplicate {
@@ -416,7 +393,6 @@ impl RouteService {
             Ok(r)
         });
         let result = result.map_err(status)?;
-        stored.map_err(store_status)?;
         self.shared.durable().await?;
         self.shared.metrics.feedback(
             &result.arm.task_class,
@@ -496,23 +472,16 @@ impl RouteService {
     ) -> Result<Response<proto::ResetArmsResponse>, Status> {
         let r = request.into_inner();
         let model = (!r.model.is_empty()).then_some(r.model.as_str());
-        let (n, stored) = self
+        let n = self
             .shared
             .run(|engine, _, _| engine.reset_arms(&r.task_class, model, now_ms()));
         let n = n.map_err(status)?;
-        stored.map_err(store_status)?;
         self.shared.durable().await?;
         info!(task_class = %r.task_class, model = ?model, reset = n, "arms reset");
         Ok(Response::new(proto::ResetArmsResponse {
             reset: u32::try_from(n).unwrap_or(u32::MAX),
         }))
     }
-}
-
-/// A failed write of engine state: the request's effect is in memory but not on disk.
-fn store_status(e: StoreError) -> Status {
-    tracing::error!(error = %e, "cannot persist engine state");
-    Status::unavailable(format!("cannot persist state: {e}"))
 }
 
 /// Errors that stop the server.
@@ -619,7 +588,6 @@ pub async fn serve_with(
         metrics: metrics_listener,
     } = options;
     let probes = config.health_probes.clone();
-    let storage = config.storage.clone();
     // The alert task ends by itself once the last handler (and so the last sender) is gone.
     let (alert_sender, _alert_task) = alerts::spawn(config.alerts.clone());
     let shared = match &store {
@@ -638,22 +606,12 @@ pub async fn serve_with(
         }
     };
     let shared = Arc::new(shared);
-    let periodic = match (&store, storage.durability) {
-        (Some(store), Durability::Periodic) => {
-            let store = Arc::clone(store);
-            let every = Duration::from_millis(storage.flush_interval_ms);
-            Some(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = store.flush_async().await {
-                        tracing::error!(error = %e, "periodic flush failed");
-                    }
-                }
-            }))
-        }
-        _ => None,
-    };
+    persist::Writer::start(&shared).map_err(|e| {
+        ServeError::Store(StoreError::Io {
+            path: String::from("(writer thread)"),
+            detail: e.to_string(),
+        })
+    })?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RouteServer<RouteService>>()
@@ -695,14 +653,25 @@ pub async fn serve_with(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     sweeper.abort();
-    if let Some(p) = periodic {
-        p.abort();
-    }
     for t in probe_tasks {
         t.abort();
     }
     if let Some(t) = metrics_task {
         t.abort();
+    }
+    // The writer's last cycle persists everything the drained requests changed.
+    if let Some(w) = &shared.writer {
+        let shared = Arc::clone(&shared);
+        let joined = tokio::task::spawn_blocking(move || {
+            if let Some(w) = &shared.writer {
+                w.stop();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::error!("storage writer did not stop cleanly");
+        }
+        let _ = w;
     }
     if let Some(store) = &store {
         store.flush()?;
