@@ -11,12 +11,14 @@
 //! - [`server`]: the tonic service over the engine, with health and reflection.
 //! - [`store`]: sled persistence of engine state and the event log (schema-versioned).
 //! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
+//! - [`load`]: `switchyard bench`, a gRPC load tool measuring a running server against tonic's floor.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
 pub mod breaker;
 pub mod budget;
 pub mod config;
 pub mod engine;
+pub mod load;
 pub mod policy;
 pub mod server;
 pub mod sim;

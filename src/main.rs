@@ -1,4 +1,5 @@
-//! The `switchyard` command: `serve` the router, `config print-default`, `config check FILE`.
+//! The `switchyard` command: `serve` the router, `simulate`, `tune`, `trace`, `bench` (load a
+//! running server), `state`, `config print-default`, `config check FILE`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ enum Command {
     Tune(switchyard::sim::cli::TuneArgs),
     /// Trace tools: import RouterArena, generate a trace from a scenario.
     Trace(switchyard::sim::cli::TraceArgs),
+    /// Load a running server over gRPC: throughput and latency of Route, Route+Feedback pairs and
+    /// the Health-check floor.
+    Bench(switchyard::load::BenchArgs),
     /// Operator tools for a data dir (offline: the service must not be running on it).
     State {
         #[command(subcommand)]
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => switchyard::sim::cli::simulate(args),
         Command::Tune(args) => switchyard::sim::cli::tune(args),
         Command::Trace(args) => switchyard::sim::cli::trace(args),
+        Command::Bench(args) => switchyard::load::bench(args),
         Command::State { command } => match state(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
