@@ -6,6 +6,7 @@
 //! with an [`EngineError`] that names the field and says what would be right.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -308,7 +309,8 @@ struct ClassState {
 /// Pending decisions, bounded by TTL and count, with the request_id index.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Pending {
-    by_id: HashMap<String, PendingDecision>,
+    /// Shared so that the store's snapshot of a changed decision is a reference count, not a copy.
+    by_id: HashMap<String, Arc<PendingDecision>>,
     /// Decision ids in creation order (so also expiry order: the TTL is the same for all).
     order: VecDeque<String>,
     by_request: HashMap<String, String>,
@@ -323,7 +325,7 @@ impl Pending {
         if let Some(r) = &p.request_id {
             self.by_request.insert(r.clone(), id.clone());
         }
-        self.by_id.insert(id.clone(), p);
+        self.by_id.insert(id.clone(), Arc::new(p));
         self.order.push_back(id);
         let mut evicted = 0;
         while self.by_id.len() > max {
@@ -341,9 +343,9 @@ impl Pending {
         };
         self.dirty.insert(id.clone());
         if let Some(p) = self.by_id.remove(&id) {
-            if let Some(r) = p.request_id {
-                if self.by_request.get(&r) == Some(&id) {
-                    self.by_request.remove(&r);
+            if let Some(r) = &p.request_id {
+                if self.by_request.get(r) == Some(&id) {
+                    self.by_request.remove(r);
                 }
             }
         }
@@ -563,7 +565,7 @@ impl Engine {
 
     /// Every pending decision (in no particular order).
     pub fn pending_decisions(&self) -> impl Iterator<Item = &PendingDecision> {
-        self.pending.by_id.values()
+        self.pending.by_id.values().map(|p| &**p)
     }
 
     /// Every model's breaker.
@@ -647,7 +649,13 @@ impl Engine {
 
     /// A pending decision by id.
     pub fn pending(&self, decision_id: &str) -> Option<&PendingDecision> {
-        self.pending.by_id.get(decision_id)
+        self.pending.by_id.get(decision_id).map(|p| &**p)
+    }
+
+    /// A pending decision as a shared reference (the store's snapshot keeps it without copying;
+    /// a later change copies it on write).
+    pub fn pending_shared(&self, decision_id: &str) -> Option<Arc<PendingDecision>> {
+        self.pending.by_id.get(decision_id).cloned()
     }
 
     /// The spend ledger of a budget key.
@@ -1373,6 +1381,7 @@ impl Engine {
             }
         }
         if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
+            let p = Arc::make_mut(p);
             if outcome_new {
                 p.outcomes.push(model_id.clone());
                 if input.outcome.is_some_and(|o| !o.is_success()) {

@@ -10,9 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::Breaker;
+use crate::budget::Ledger;
 use crate::engine::{Changes, Engine, PendingDecision, Restored};
+use crate::policy::Arm;
 use crate::policy::Outcome;
 use crate::sim::trace::LoggedDecision;
+
+/// sled's page cache size.
+pub const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Version of the on-disk layout; a data dir with another version is refused at open.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -74,7 +80,38 @@ pub enum Event {
     },
 }
 
+/// An event waiting for the writer: a decision is queued as its shared pending record and turned
+/// into [`Event::Decision`] by the writer, off the request path.
+#[derive(Debug, Clone)]
+pub enum Queued {
+    Decision(std::sync::Arc<PendingDecision>),
+    Event(Event),
+}
+
+impl Queued {
+    pub fn into_event(self) -> Event {
+        match self {
+            Queued::Decision(p) => Event::decision(&p.decision),
+            Queued::Event(e) => e,
+        }
+    }
+}
+
 impl Event {
+    /// The log entry of a new decision.
+    pub fn decision(d: &crate::engine::Decision) -> Event {
+        Event::Decision {
+            decision_id: d.id.clone(),
+            t_ms: d.created_ms,
+            task_class: d.task_class.clone(),
+            policy: d.policy.clone(),
+            eligible: d.eligible.clone(),
+            model: d.model.clone(),
+            propensity: d.propensity,
+            reason: d.reason.clone(),
+        }
+    }
+
     fn t_ms(&self) -> u64 {
         match self {
             Event::Decision { t_ms, .. }
@@ -95,6 +132,60 @@ pub struct Summary {
     pub events: usize,
     pub first_event_ms: Option<u64>,
     pub last_event_ms: Option<u64>,
+}
+
+/// Copies of what changed in an engine, taken under the server's engine lock and encoded after
+/// it is released ([`Store::prepare`]): cloning is a fraction of the cost of encoding.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    arms: Vec<(Vec<u8>, Arm)>,
+    /// `None`: the decision is gone (expired, evicted) and its record is removed.
+    pending: Vec<(String, Option<std::sync::Arc<PendingDecision>>)>,
+    breakers: Vec<(String, Breaker)>,
+    ledgers: Vec<(String, Ledger)>,
+    events: Vec<Event>,
+}
+
+impl Snapshot {
+    /// Copies the arms of changed classes, changed pending decisions, every breaker and ledger
+    /// (few, and changed by most calls) and `events`.
+    pub fn take(engine: &Engine, changes: &Changes, events: Vec<Event>) -> Snapshot {
+        let mut arms = Vec::new();
+        for class in &changes.classes {
+            for (model, arm) in engine.class_arms(class) {
+                arms.push((arm_key(class, model), arm.clone()));
+            }
+        }
+        Snapshot {
+            arms,
+            pending: changes
+                .pending
+                .iter()
+                .map(|id| (id.clone(), engine.pending_shared(id)))
+                .collect(),
+            breakers: engine
+                .breakers()
+                .iter()
+                .map(|(k, b)| (k.clone(), b.clone()))
+                .collect(),
+            ledgers: engine
+                .ledgers()
+                .iter()
+                .map(|(k, l)| (k.clone(), l.clone()))
+                .collect(),
+            events,
+        }
+    }
+
+    /// The snapshot with `events` as its events.
+    pub fn with_events(self, events: Vec<Event>) -> Snapshot {
+        Snapshot { events, ..self }
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.arms.is_empty() && self.pending.is_empty() && self.events.is_empty()
+    }
 }
 
 /// Encoded writes, one sled batch per tree, from [`Store::prepare`].
@@ -147,23 +238,31 @@ impl Store {
     /// Opens (creating if absent) the data dir `dir` and checks its schema version.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.display().to_string();
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            let text = e.to_string();
-            match e {
-                _ if text.contains("could not acquire lock") || text.contains("WouldBlock") => {
-                    StoreError::Locked(path.clone())
+        // The engine holds the live state in memory, so sled's page cache only serves writes and
+        // restores: a small cache keeps resident memory down. The server's writer flushes on its
+        // own schedule (`storage.flush_interval_ms`), so sled's background flusher is off.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                let text = e.to_string();
+                match e {
+                    _ if text.contains("could not acquire lock") || text.contains("WouldBlock") => {
+                        StoreError::Locked(path.clone())
+                    }
+                    sled::Error::Corruption { .. } => StoreError::Corrupt {
+                        path: path.clone(),
+                        file: dir.join("db").display().to_string(),
+                        detail: text,
+                    },
+                    _ => StoreError::Io {
+                        path: path.clone(),
+                        detail: text,
+                    },
                 }
-                sled::Error::Corruption { .. } => StoreError::Corrupt {
-                    path: path.clone(),
-                    file: dir.join("db").display().to_string(),
-                    detail: text,
-                },
-                _ => StoreError::Io {
-                    path: path.clone(),
-                    detail: text,
-                },
-            }
-        })?;
+            })?;
         let io = |e: sled::Error| StoreError::Io {
             path: path.clone(),
             detail: e.to_string(),
@@ -247,48 +346,40 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes what changed in `engine` and the new `events` (encode, then insert).
+    /// Writes what changed in `engine` and the new `events` (snapshot, encode, then insert).
     pub fn write(
         &self,
         engine: &Engine,
         changes: &Changes,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        let batch = self.prepare(engine, changes, events)?;
+        let snapshot = Snapshot::take(engine, changes, events.to_vec());
+        let batch = self.prepare(&snapshot)?;
         self.commit(batch)
     }
 
-    /// Encodes what changed in `engine` and the new `events` into a batch of writes. This is the
-    /// part that needs the engine; [`Store::commit`] then applies the batch without it, so the
-    /// server holds its engine lock only for encoding.
-    pub fn prepare(
-        &self,
-        engine: &Engine,
-        changes: &Changes,
-        events: &[Event],
-    ) -> Result<Batch, StoreError> {
+    /// Encodes a snapshot into a batch of writes.
+    pub fn prepare(&self, snapshot: &Snapshot) -> Result<Batch, StoreError> {
         let mut b = Batch::default();
-        for class in &changes.classes {
-            for (model, arm) in engine.class_arms(class) {
-                b.arms.insert(arm_key(class, model), self.encode(arm)?);
-            }
+        for (key, arm) in &snapshot.arms {
+            b.arms.insert(key.as_slice(), self.encode(arm)?);
         }
-        for id in &changes.pending {
-            match engine.pending(id) {
-                Some(p) => b.pending.insert(id.as_bytes(), self.encode(p)?),
+        for (id, p) in &snapshot.pending {
+            match p {
+                Some(p) => b.pending.insert(id.as_bytes(), self.encode(&**p)?),
                 None => b.pending.remove(id.as_bytes()),
             }
         }
-        for (model, br) in engine.breakers() {
+        for (model, br) in &snapshot.breakers {
             b.breakers.insert(model.as_bytes(), self.encode(br)?);
         }
-        for (key, l) in engine.ledgers() {
+        for (key, l) in &snapshot.ledgers {
             b.ledgers.insert(key.as_bytes(), self.encode(l)?);
         }
-        for ev in events {
+        for ev in &snapshot.events {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             b.events
-                .insert(&event_key(ev.t_ms(), seq), self.encode(ev)?);
+                .insert(event_key(ev.t_ms(), seq).as_slice(), self.encode(ev)?);
             b.event_count += 1;
         }
         Ok(b)

@@ -209,9 +209,9 @@ async fn scrape_after_traffic_finds_every_documented_series_with_its_count() {
         )
     };
     assert_eq!(handled("Route", "OK"), 40.0);
-    assert_eq!(handled("Route", "NotFound"), 1.0);
+    assert_eq!(handled("Route", "NOT_FOUND"), 1.0);
     assert_eq!(handled("Feedback", "OK"), 35.0 + 3.0 + 4.0);
-    assert_eq!(handled("Feedback", "InvalidArgument"), 1.0);
+    assert_eq!(handled("Feedback", "INVALID_ARGUMENT"), 1.0);
     assert_eq!(handled("ReportHealth", "OK"), 1.0);
     let handling = |method: &str| {
         sum(

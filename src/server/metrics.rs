@@ -36,7 +36,7 @@ pub enum Method {
 struct HandledLabels {
     grpc_service: &'static str,
     grpc_method: Method,
-    grpc_code: String,
+    grpc_code: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -277,10 +277,7 @@ impl Metrics {
 
     /// One completed RPC: its status code and handling time.
     pub fn rpc(&self, method: Method, code: tonic::Code, elapsed: Duration) {
-        let grpc_code = match code {
-            tonic::Code::Ok => "OK".to_string(),
-            other => format!("{other:?}"),
-        };
+        let grpc_code = super::convert::code_name(code);
         self.handled
             .get_or_create(&HandledLabels {
                 grpc_service: SERVICE,
@@ -439,7 +436,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("grpc_code=\"InvalidArgument\"} 1"), "{text}");
+        assert!(text.contains("grpc_code=\"INVALID_ARGUMENT\"} 1"), "{text}");
         assert!(
             text.contains(
                 "grpc_server_handling_seconds_count{grpc_service=\"switchyard.v1.Route\",grpc_method=\"Route\"} 3"

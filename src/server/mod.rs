@@ -26,7 +26,7 @@ use crate::config::{Config, Durability};
 use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
-use crate::store::{Event, Store, StoreError};
+use crate::store::{Event, Queued, Snapshot, Store, StoreError};
 use convert::status;
 use metrics::Method;
 
@@ -45,7 +45,7 @@ pub fn now_ms() -> u64 {
 struct Core {
     engine: Engine,
     rng: SmallRng,
-    events: Vec<Event>,
+    events: Vec<Queued>,
 }
 
 pub use alerts::{ALERT_BACKOFF_BASE, ALERT_BACKOFF_MAX, ALERT_QUEUE_CAPACITY};
@@ -112,7 +112,7 @@ impl Shared {
             metrics: metrics::Metrics::new(),
         };
         // Expiry at restore dropped some pending decisions: persist that now.
-        shared.persist_cycle()?;
+        shared.persist_cycle(true)?;
         Ok((shared, warnings))
     }
 
@@ -156,7 +156,7 @@ impl Shared {
 
     /// Runs `f` under the lock; `f` may log events, which the writer persists with the engine's
     /// changes (when there is a data dir). Logs breaker transitions after the lock is released.
-    fn run<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng, &mut Vec<Event>) -> T) -> T {
+    fn run<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng, &mut Vec<Queued>) -> T) -> T {
         let (out, transitions) = {
             let mut core = self.lock();
             let Core {
@@ -186,26 +186,40 @@ impl Shared {
         out
     }
 
-    /// One writer cycle: under the lock, take the engine's changes and the new events and encode
-    /// them; then, without the lock, write and flush them.
-    fn persist_cycle(&self) -> Result<(), StoreError> {
+    /// One writer cycle: under the lock, take the engine's changes and the new events and copy
+    /// them; then, without the lock, encode and write them, and flush when `flush`.
+    fn persist_cycle(&self, flush: bool) -> Result<(), StoreError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let batch = {
+        let started = Instant::now();
+        let snapshot = {
             let mut core = self.lock();
             let changes = core.engine.take_changes();
             let events = std::mem::take(&mut core.events);
             if changes.is_empty() && events.is_empty() {
                 None
             } else {
-                Some(store.prepare(&core.engine, &changes, &events)?)
+                Some((Snapshot::take(&core.engine, &changes, Vec::new()), events))
             }
         };
+        let snapshot = snapshot
+            .map(|(s, events)| s.with_events(events.into_iter().map(Queued::into_event).collect()));
+        let locked = started.elapsed();
+        let batch = snapshot.map(|s| store.prepare(&s)).transpose()?;
+        let encoded = started.elapsed();
         if let Some(batch) = batch {
             store.commit(batch)?;
+        }
+        if flush {
             store.flush()?;
         }
+        tracing::debug!(
+            locked_us = locked.as_micros() as u64,
+            encoded_us = encoded.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "writer cycle"
+        );
         Ok(())
     }
 
@@ -334,16 +348,9 @@ impl RouteService {
         let decision = self.shared.run(|engine, rng, events| {
             let d = engine.route(&input, now_ms(), rng)?;
             if !d.replayed {
-                events.push(Event::Decision {
-                    decision_id: d.id.clone(),
-                    t_ms: d.created_ms,
-                    task_class: d.task_class.clone(),
-                    policy: d.policy.clone(),
-                    eligible: d.eligible.clone(),
-                    model: d.model.clone(),
-                    propensity: d.propensity,
-                    reason: d.reason.clone(),
-                });
+                if let Some(p) = engine.pending_shared(&d.id) {
+                    events.push(Queued::Decision(p));
+                }
             }
             Ok(d)
         });
@@ -372,22 +379,22 @@ impl RouteService {
                     input.model.clone()
                 };
                 if let Some(outcome) = input.outcome {
-                    events.push(Event::Outcome {
+                    events.push(Queued::Event(Event::Outcome {
                         decision_id: input.decision_id.clone(),
                         t_ms: now,
                         model: model.clone(),
                         outcome,
                         latency_ms: input.latency_ms,
                         cost_usd: input.cost_usd,
-                    });
+                    }));
                 }
                 if let Some(quality) = input.quality {
-                    events.push(Event::Quality {
+                    events.push(Queued::Event(Event::Quality {
                         decision_id: input.decision_id.clone(),
                         t_ms: now,
                         model,
                         quality,
-                    });
+                    }));
                 }
             }
             Ok(r)

@@ -21,6 +21,9 @@ use tonic::Status;
 
 use super::Shared;
 
+/// How often the writer writes what changed (flushes follow `storage.flush_interval_ms`).
+pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
+
 /// What a finished cycle covered.
 #[derive(Debug, Clone, Default)]
 struct Cycle {
@@ -42,12 +45,12 @@ pub struct Writer {
     done: tokio::sync::watch::Sender<Cycle>,
     rx: Mutex<Option<mpsc::Receiver<Msg>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    interval: Duration,
+    flush_every: Duration,
 }
 
 impl Writer {
-    /// A writer that cycles every `interval` once started.
-    pub fn new(interval: Duration) -> Writer {
+    /// A writer that flushes at least every `flush_every` once started.
+    pub fn new(flush_every: Duration) -> Writer {
         let (tx, rx) = mpsc::channel();
         Writer {
             requested: AtomicU64::new(0),
@@ -55,7 +58,7 @@ impl Writer {
             done: tokio::sync::watch::Sender::new(Cycle::default()),
             rx: Mutex::new(Some(rx)),
             thread: Mutex::new(None),
-            interval,
+            flush_every,
         }
     }
 
@@ -68,10 +71,10 @@ impl Writer {
             return Ok(()); // already started
         };
         let weak: Weak<Shared> = Arc::downgrade(shared);
-        let interval = writer.interval;
+        let flush_every = writer.flush_every;
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
-            .spawn(move || run(weak, rx, interval))?;
+            .spawn(move || run(weak, rx, flush_every))?;
         *lock(&writer.thread) = Some(handle);
         Ok(())
     }
@@ -109,9 +112,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn run(weak: Weak<Shared>, rx: mpsc::Receiver<Msg>, interval: Duration) {
+fn run(weak: Weak<Shared>, rx: mpsc::Receiver<Msg>, flush_every: Duration) {
+    let mut last_flush = std::time::Instant::now();
+    let mut done = 0;
     loop {
-        let mut stop = match rx.recv_timeout(interval) {
+        let mut stop = match rx.recv_timeout(WRITE_INTERVAL) {
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => true,
             Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => false,
         };
@@ -123,7 +128,11 @@ fn run(weak: Weak<Shared>, rx: mpsc::Receiver<Msg>, interval: Duration) {
             break;
         };
         let upto = writer.requested.load(Ordering::SeqCst);
-        let error = match shared.persist_cycle() {
+        let flush = stop || upto > done || last_flush.elapsed() >= flush_every;
+        if flush {
+            last_flush = std::time::Instant::now();
+        }
+        let error = match shared.persist_cycle(flush) {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(error = %e, "cannot persist engine state");
@@ -131,6 +140,7 @@ fn run(weak: Weak<Shared>, rx: mpsc::Receiver<Msg>, interval: Duration) {
                 Some(Arc::from(e.to_string()))
             }
         };
+        done = upto;
         writer.done.send_replace(Cycle { upto, error });
         if stop {
             break;
