@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -145,6 +146,9 @@ pub enum Durability {
     Sync,
     /// Writes are flushed every `flush_interval_ms`; a crash can lose that window.
     Periodic,
+    /// No data dir: state lives in memory only and a restart starts from the priors (for
+    /// ephemeral deployments and for measuring what persistence costs).
+    Memory,
 }
 
 /// `[storage]`: durability and the event log's bounds.
@@ -173,10 +177,11 @@ impl RawStorage {
         let durability = match self.durability.as_deref() {
             None | Some("sync") => Durability::Sync,
             Some("periodic") => Durability::Periodic,
+            Some("memory") => Durability::Memory,
             Some(other) => {
                 return Err(err(
                     "storage.durability",
-                    format!("must be \"sync\" or \"periodic\", got {other:?}"),
+                    format!("must be \"sync\", \"periodic\" or \"memory\", got {other:?}"),
                 ))
             }
         };
@@ -321,7 +326,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub limits: Limits,
     pub models: BTreeMap<String, ModelConfig>,
-    pub task_classes: BTreeMap<String, TaskClassConfig>,
+    /// Shared, so the engine takes a class for a request by reference count, not by copy.
+    pub task_classes: BTreeMap<String, Arc<TaskClassConfig>>,
     pub breaker: BreakerConfig,
     pub health: HealthConfig,
     /// Active health probes by provider.
@@ -591,7 +597,10 @@ impl RawConfig {
                     "a task class name must be 1-128 characters of letters, digits and -_.:/@",
                 ));
             }
-            task_classes.insert(name.clone(), c.validate(&key, name, &models, &budgets)?);
+            task_classes.insert(
+                name.clone(),
+                Arc::new(c.validate(&key, name, &models, &budgets)?),
+            );
         }
 
         self.breaker.validate().map_err(|m| err("breaker", m))?;

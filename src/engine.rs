@@ -681,7 +681,7 @@ impl Engine {
         n
     }
 
-    fn class(&self, name: &str) -> Result<&TaskClassConfig, EngineError> {
+    fn class(&self, name: &str) -> Result<&Arc<TaskClassConfig>, EngineError> {
         if name.is_empty() {
             return Err(invalid(
                 "task_class",

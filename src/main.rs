@@ -217,7 +217,12 @@ fn run_server(
     cfg: Config,
     metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = std::sync::Arc::new(switchyard::store::Store::open(&cfg.data_dir)?);
+    let store = match cfg.storage.durability {
+        switchyard::config::Durability::Memory => None,
+        _ => Some(std::sync::Arc::new(switchyard::store::Store::open(
+            &cfg.data_dir,
+        )?)),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -233,10 +238,7 @@ fn run_server(
         if let Some(m) = &metrics {
             println!("metrics on http://{}/metrics", m.local_addr()?);
         }
-        let options = switchyard::server::ServeOptions {
-            store: Some(store),
-            metrics,
-        };
+        let options = switchyard::server::ServeOptions { store, metrics };
         switchyard::server::serve_with(cfg, options, listener, shutdown_signal()).await?;
         Ok(())
     })

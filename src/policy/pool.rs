@@ -56,8 +56,8 @@ impl DrawPool {
         let observed = arm.observations();
         let max_age_ms = half_life_secs * 1000.0 / AGE_DIVISOR;
         let age_ms = now_ms.saturating_sub(self.full_at_ms) as f64;
-        let sampler = ArmSampler::new(arm, 1.0, 1.0);
         if self.draws.len() != size || observed < self.seen || age_ms > max_age_ms {
+            let sampler = ArmSampler::new(arm, 1.0, 1.0);
             self.draws.clear();
             self.draws.extend((0..size).map(|_| sampler.sample(rng)));
             self.next = 0;
@@ -71,6 +71,7 @@ impl DrawPool {
             return 0;
         }
         let n = new.saturating_mul(size.div_ceil(REPLACE_DIVISOR)).min(size);
+        let sampler = ArmSampler::new(arm, 1.0, 1.0);
         for _ in 0..n {
             self.draws[self.next] = sampler.sample(rng);
             self.next = (self.next + 1) % size;

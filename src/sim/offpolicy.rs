@@ -120,7 +120,7 @@ pub fn evaluate(
             (
                 c.name.as_str(),
                 ClassInfo {
-                    config: c.clone(),
+                    config: (**c).clone(),
                     all_mask: 0,
                 },
             )

@@ -85,7 +85,11 @@ impl ClassInfo {
 }
 
 fn classes_of(config: &Config) -> Result<Vec<ClassInfo>, SimError> {
-    config.task_classes.values().map(ClassInfo::new).collect()
+    config
+        .task_classes
+        .values()
+        .map(|c| ClassInfo::new(c))
+        .collect()
 }
 
 /// A simulated world: requests, true utilities, outcomes.
