@@ -11,6 +11,7 @@
 //! - [`server`]: the tonic service over the engine, with health and reflection.
 //! - [`store`]: sled persistence of engine state and the event log (schema-versioned).
 //! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
+//! - [`stats`]: `switchyard stats`, a running service's arm statistics and budgets as tables.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
 pub mod breaker;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod policy;
 pub mod server;
 pub mod sim;
+pub mod stats;
 pub mod store;
 
 /// Generated protobuf and gRPC types for `switchyard.v1`.

@@ -1,4 +1,5 @@
-//! The `switchyard` command: `serve` the router, `config print-default`, `config check FILE`.
+//! The `switchyard` command: `serve` the router, `stats` of a running one, `simulate`, `tune`,
+//! `trace`, `state` and `config` tools.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Command {
     Tune(switchyard::sim::cli::TuneArgs),
     /// Trace tools: import RouterArena, generate a trace from a scenario.
     Trace(switchyard::sim::cli::TraceArgs),
+    /// Show a running service's arm statistics and budgets as tables.
+    Stats(switchyard::stats::StatsArgs),
     /// Operator tools for a data dir (offline: the service must not be running on it).
     State {
         #[command(subcommand)]
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => switchyard::sim::cli::simulate(args),
         Command::Tune(args) => switchyard::sim::cli::tune(args),
         Command::Trace(args) => switchyard::sim::cli::trace(args),
+        Command::Stats(args) => switchyard::stats::run(args),
         Command::State { command } => match state(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
