@@ -66,7 +66,7 @@ fn decision(c: &mut Criterion) {
             b.iter(|| {
                 now += 1;
                 // The server's writer takes the change set every 10 ms (~100 decisions at 10k/s).
-                if now % 100 == 0 {
+                if now.is_multiple_of(100) {
                     engine.take_changes();
                 }
                 engine.route(&input, now, &mut rng).expect("route")

@@ -12,6 +12,7 @@
 //! - [`store`]: sled persistence of engine state and the event log (schema-versioned).
 //! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
 //! - [`load`]: `switchyard bench`, a gRPC load tool measuring a running server against tonic's floor.
+//! - [`stats`]: `switchyard stats`, a running service's arm statistics and budgets as tables.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
 pub mod breaker;
@@ -22,6 +23,7 @@ pub mod load;
 pub mod policy;
 pub mod server;
 pub mod sim;
+pub mod stats;
 pub mod store;
 
 /// Generated protobuf and gRPC types for `switchyard.v1`.

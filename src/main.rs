@@ -1,5 +1,5 @@
-//! The `switchyard` command: `serve` the router, `simulate`, `tune`, `trace`, `bench` (load a
-//! running server), `state`, `config print-default`, `config check FILE`.
+//! The `switchyard` command: `serve` the router, `stats` of a running one, `bench` (load a
+//! running server), `simulate`, `tune`, `trace`, `state` and `config` tools.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +51,8 @@ enum Command {
     /// Load a running server over gRPC: throughput and latency of Route, Route+Feedback pairs and
     /// the Health-check floor.
     Bench(switchyard::load::BenchArgs),
+    /// Show a running service's arm statistics and budgets as tables.
+    Stats(switchyard::stats::StatsArgs),
     /// Operator tools for a data dir (offline: the service must not be running on it).
     State {
         #[command(subcommand)]
@@ -153,6 +155,7 @@ fn main() -> ExitCode {
         Command::Tune(args) => switchyard::sim::cli::tune(args),
         Command::Trace(args) => switchyard::sim::cli::trace(args),
         Command::Bench(args) => switchyard::load::bench(args),
+        Command::Stats(args) => switchyard::stats::run(args),
         Command::State { command } => match state(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
