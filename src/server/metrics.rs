@@ -112,11 +112,18 @@ pub struct Metrics {
     pending: Gauge,
     resident_memory: Gauge,
     store_errors: Counter,
+    lock_wait: Histogram,
+    lock_hold: Histogram,
 }
 
 fn handling_histogram() -> Histogram {
     // 10 us .. ~1.3 s: the router's own handling time.
     Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+}
+
+fn lock_histogram() -> Histogram {
+    // 1 us .. ~16 ms.
+    Histogram::new(exponential_buckets(0.000_001, 2.0, 15))
 }
 
 fn model_latency_histogram() -> Histogram {
@@ -253,6 +260,18 @@ impl Metrics {
             "Writer cycles whose write or flush to the data dir failed",
             store_errors.clone(),
         );
+        let lock_wait = lock_histogram();
+        registry.register(
+            "switchyard_engine_lock_wait_seconds",
+            "Time a request waited for the engine lock",
+            lock_wait.clone(),
+        );
+        let lock_hold = lock_histogram();
+        registry.register(
+            "switchyard_engine_lock_hold_seconds",
+            "Time a request held the engine lock (the engine call itself)",
+            lock_hold.clone(),
+        );
         Metrics {
             registry,
             handled,
@@ -272,6 +291,8 @@ impl Metrics {
             pending,
             resident_memory,
             store_errors,
+            lock_wait,
+            lock_hold,
         }
     }
 
@@ -341,6 +362,12 @@ impl Metrics {
                 to: breaker_state_name(to),
             })
             .inc();
+    }
+
+    /// One request's wait for, and hold of, the engine lock.
+    pub fn engine_lock(&self, wait: Duration, hold: Duration) {
+        self.lock_wait.observe(wait.as_secs_f64());
+        self.lock_hold.observe(hold.as_secs_f64());
     }
 
     /// A failed writer cycle.

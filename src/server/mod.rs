@@ -157,8 +157,10 @@ impl Shared {
     /// Runs `f` under the lock; `f` may log events, which the writer persists with the engine's
     /// changes (when there is a data dir). Logs breaker transitions after the lock is released.
     fn run<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng, &mut Vec<Queued>) -> T) -> T {
-        let (out, transitions) = {
+        let asked = Instant::now();
+        let (out, transitions, got) = {
             let mut core = self.lock();
+            let got = Instant::now();
             let Core {
                 engine,
                 rng,
@@ -169,8 +171,9 @@ impl Shared {
             if self.store.is_none() {
                 events.truncate(before);
             }
-            (out, engine.take_transitions())
+            (out, engine.take_transitions(), got)
         };
+        self.metrics.engine_lock(got - asked, got.elapsed());
         for t in transitions {
             let tr = &t.transition;
             self.metrics.breaker_transition(&t.model, tr.to);
