@@ -169,7 +169,9 @@ impl Shared {
             let before = events.len();
             let out = f(engine, rng, events);
             if self.store.is_none() {
+                // Nothing persists: drop the events and the change set the engine tracked.
                 events.truncate(before);
+                engine.take_changes();
             }
             (out, engine.take_transitions(), got)
         };
