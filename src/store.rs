@@ -144,9 +144,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Copies the arms of changed classes, changed pending decisions, every breaker and ledger
-    /// (few, and changed by most calls) and `events`.
-    pub fn take(engine: &Engine, changes: &Changes, events: Vec<Event>) -> Snapshot {
+    /// Copies the arms of changed classes, changed pending decisions and every breaker and ledger
+    /// (few, and changed by most calls); events are added with [`Snapshot::with_events`].
+    pub fn take(engine: &Engine, changes: &Changes) -> Snapshot {
         let mut arms = Vec::new();
         for class in &changes.classes {
             for (model, arm) in engine.class_arms(class) {
@@ -170,18 +170,13 @@ impl Snapshot {
                 .iter()
                 .map(|(k, l)| (k.clone(), l.clone()))
                 .collect(),
-            events,
+            events: Vec::new(),
         }
     }
 
     /// The snapshot with `events` as its events.
     pub fn with_events(self, events: Vec<Event>) -> Snapshot {
         Snapshot { events, ..self }
-    }
-
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.arms.is_empty() && self.pending.is_empty() && self.events.is_empty()
     }
 }
 
@@ -349,7 +344,7 @@ impl Store {
         changes: &Changes,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        let snapshot = Snapshot::take(engine, changes, events.to_vec());
+        let snapshot = Snapshot::take(engine, changes).with_events(events.to_vec());
         let batch = self.prepare(&snapshot)?;
         self.commit(batch)
     }
@@ -587,15 +582,6 @@ impl Store {
     /// Flushes all writes so far to disk (blocking).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.io(e))
-    }
-
-    /// Flushes all writes so far to disk.
-    pub async fn flush_async(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.io(e))
     }
 }
 

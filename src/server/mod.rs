@@ -198,17 +198,15 @@ impl Shared {
             return Ok(());
         };
         let started = Instant::now();
-        let snapshot = {
+        let taken = {
             let mut core = self.lock();
             let changes = core.engine.take_changes();
             let events = std::mem::take(&mut core.events);
-            if changes.is_empty() && events.is_empty() {
-                None
-            } else {
-                Some((Snapshot::take(&core.engine, &changes, Vec::new()), events))
-            }
+            (!changes.is_empty() || !events.is_empty())
+                .then(|| (Snapshot::take(&core.engine, &changes), events))
         };
-        let snapshot = snapshot
+        // Decision events are built from their shared pending records here, off the lock.
+        let snapshot = taken
             .map(|(s, events)| s.with_events(events.into_iter().map(Queued::into_event).collect()));
         let locked = started.elapsed();
         let batch = snapshot.map(|s| store.prepare(&s)).transpose()?;
@@ -539,21 +537,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    serve_with_store(config, None, listener, shutdown).await
-}
-
-/// [`serve`], persisting state to `store` when given (restored from it first).
-pub async fn serve_with_store(
-    config: Config,
-    store: Option<Arc<Store>>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    let options = ServeOptions {
-        store,
-        metrics: None,
-    };
-    serve_with(config, options, listener, shutdown).await
+    serve_with(config, ServeOptions::default(), listener, shutdown).await
 }
 
 /// What [`serve_with`] runs beside the gRPC service.
@@ -671,19 +655,18 @@ pub async fn serve_with(
     if let Some(t) = metrics_task {
         t.abort();
     }
-    // The writer's last cycle persists everything the drained requests changed.
-    if let Some(w) = &shared.writer {
+    // The writer's last cycle persists and flushes everything the drained requests changed.
+    if shared.writer.is_some() {
         let shared = Arc::clone(&shared);
-        let joined = tokio::task::spawn_blocking(move || {
+        let stopped = tokio::task::spawn_blocking(move || {
             if let Some(w) = &shared.writer {
                 w.stop();
             }
         })
         .await;
-        if joined.is_err() {
+        if stopped.is_err() {
             tracing::error!("storage writer did not stop cleanly");
         }
-        let _ = w;
     }
     if let Some(store) = &store {
         store.flush()?;

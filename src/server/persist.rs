@@ -41,7 +41,7 @@ enum Msg {
 /// Handle to the writer thread.
 pub struct Writer {
     requested: AtomicU64,
-    tx: Mutex<mpsc::Sender<Msg>>,
+    tx: mpsc::Sender<Msg>,
     done: tokio::sync::watch::Sender<Cycle>,
     rx: Mutex<Option<mpsc::Receiver<Msg>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -54,7 +54,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         Writer {
             requested: AtomicU64::new(0),
-            tx: Mutex::new(tx),
+            tx,
             done: tokio::sync::watch::Sender::new(Cycle::default()),
             rx: Mutex::new(Some(rx)),
             thread: Mutex::new(None),
@@ -83,7 +83,7 @@ impl Writer {
     pub async fn wait(&self) -> Result<(), Status> {
         let target = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut rx = self.done.subscribe();
-        if lock(&self.tx).send(Msg::Wake).is_err() {
+        if self.tx.send(Msg::Wake).is_err() {
             return Err(Status::unavailable("storage writer stopped"));
         }
         let cycle = rx
@@ -99,7 +99,7 @@ impl Writer {
 
     /// Runs a last cycle and stops the thread.
     pub fn stop(&self) {
-        let _ = lock(&self.tx).send(Msg::Stop);
+        let _ = self.tx.send(Msg::Stop);
         if let Some(handle) = lock(&self.thread).take() {
             if handle.join().is_err() {
                 tracing::error!("storage writer thread panicked");
