@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::breaker::BreakerState;
 use crate::engine::{BudgetAlert, Counted, Decision, Engine};
@@ -148,6 +148,12 @@ fn breaker_state_name(s: BreakerState) -> &'static str {
         .map_or("unknown", |(_, n)| n)
 }
 
+/// Registers `metric` under `name` and returns it (the registry keeps a handle to the same series).
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -156,143 +162,123 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let handled = Family::<HandledLabels, Counter>::default();
-        registry.register(
-            "grpc_server_handled",
-            "RPCs completed by the server, by method and gRPC status code",
-            handled.clone(),
-        );
-        let handling = HistogramFamily::<HandlingLabels>::new_with_constructor(handling_histogram);
-        registry.register(
-            "grpc_server_handling_seconds",
-            "Time the server spent handling an RPC, from request decoded to response ready",
-            handling.clone(),
-        );
-        let decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register(
-            "switchyard_decisions",
-            "Routing decisions made (replayed decisions excluded), by task class, chosen model and reason",
-            decisions.clone(),
-        );
-        let feedback = Family::<FeedbackLabels, Counter>::default();
-        registry.register(
-            "switchyard_feedback",
-            "Feedback accepted, by task class, model and outcome (quality_only: a quality score alone; duplicate: nothing new)",
-            feedback.clone(),
-        );
-        let model_latency =
-            HistogramFamily::<ArmLabels>::new_with_constructor(model_latency_histogram);
-        registry.register(
-            "switchyard_model_latency_seconds",
-            "Model call latency as reported in Feedback",
-            model_latency.clone(),
-        );
-        let model_cost = Family::<ArmLabels, FloatCounter>::default();
-        registry.register(
-            "switchyard_model_cost_usd",
-            "Model call cost in USD, as reported in Feedback or computed from the price table and reported tokens",
-            model_cost.clone(),
-        );
-        let model_quality = HistogramFamily::<ArmLabels>::new_with_constructor(quality_histogram);
-        registry.register(
-            "switchyard_model_quality",
-            "Quality scores in [0, 1] reported in Feedback",
-            model_quality.clone(),
-        );
-        let breaker_state = Family::<BreakerLabels, Gauge>::default();
-        registry.register(
-            "switchyard_breaker_state",
-            "Circuit breaker state per model: 1 for the current state, 0 for the others",
-            breaker_state.clone(),
-        );
-        let breaker_transitions = Family::<TransitionLabels, Counter>::default();
-        registry.register(
-            "switchyard_breaker_transitions",
-            "Circuit breaker state changes, by model and the state entered",
-            breaker_transitions.clone(),
-        );
-        let budget_spent = Family::<BudgetLabels, FloatGauge>::default();
-        registry.register(
-            "switchyard_budget_spent_usd",
-            "Settled spend of the budget's current period",
-            budget_spent.clone(),
-        );
-        let budget_reserved = Family::<BudgetLabels, FloatGauge>::default();
-        registry.register(
-            "switchyard_budget_reserved_usd",
-            "Live reservations of routed requests still awaiting feedback",
-            budget_reserved.clone(),
-        );
-        let budget_limit = Family::<BudgetLabels, FloatGauge>::default();
-        registry.register(
-            "switchyard_budget_limit_usd",
-            "The budget's spend cap per period",
-            budget_limit.clone(),
-        );
-        let budget_pacing = Family::<BudgetLabels, FloatGauge>::default();
-        registry.register(
-            "switchyard_budget_pacing_multiplier",
-            "Factor on the cost weight of requests charged to the budget (1 = on plan)",
-            budget_pacing.clone(),
-        );
-        let budget_alerts = Family::<AlertLabels, Counter>::default();
-        registry.register(
-            "switchyard_budget_alerts",
-            "Budget alert thresholds crossed, by budget and threshold (fraction of the limit)",
-            budget_alerts.clone(),
-        );
-        let pending = Gauge::default();
-        registry.register(
-            "switchyard_pending_decisions",
-            "Decisions awaiting feedback",
-            pending.clone(),
-        );
-        let resident_memory = Gauge::default();
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of the server process (Linux: VmRSS)",
-            resident_memory.clone(),
-        );
-        let store_errors = Counter::default();
-        registry.register(
-            "switchyard_store_write_errors",
-            "Writer cycles whose write or flush to the data dir failed",
-            store_errors.clone(),
-        );
-        let lock_wait = lock_histogram();
-        registry.register(
-            "switchyard_engine_lock_wait_seconds",
-            "Time a request waited for the engine lock",
-            lock_wait.clone(),
-        );
-        let lock_hold = lock_histogram();
-        registry.register(
-            "switchyard_engine_lock_hold_seconds",
-            "Time a request held the engine lock (the engine call itself)",
-            lock_hold.clone(),
-        );
+        let mut r = Registry::default();
         Metrics {
-            registry,
-            handled,
-            handling,
-            decisions,
-            feedback,
-            model_latency,
-            model_cost,
-            model_quality,
-            breaker_state,
-            breaker_transitions,
-            budget_spent,
-            budget_reserved,
-            budget_limit,
-            budget_pacing,
-            budget_alerts,
-            pending,
-            resident_memory,
-            store_errors,
-            lock_wait,
-            lock_hold,
+            handled: register(
+                &mut r,
+                "grpc_server_handled",
+                "RPCs completed by the server, by method and gRPC status code",
+                Family::<HandledLabels, Counter>::default(),
+            ),
+            handling: register(
+                &mut r,
+                "grpc_server_handling_seconds",
+                "Time the server spent handling an RPC, from request decoded to response ready",
+                HistogramFamily::<HandlingLabels>::new_with_constructor(handling_histogram),
+            ),
+            decisions: register(
+                &mut r,
+                "switchyard_decisions",
+                "Routing decisions made (replayed decisions excluded), by task class, chosen model and reason",
+                Family::<DecisionLabels, Counter>::default(),
+            ),
+            feedback: register(
+                &mut r,
+                "switchyard_feedback",
+                "Feedback accepted, by task class, model and outcome (quality_only: a quality score alone; duplicate: nothing new)",
+                Family::<FeedbackLabels, Counter>::default(),
+            ),
+            model_latency: register(
+                &mut r,
+                "switchyard_model_latency_seconds",
+                "Model call latency as reported in Feedback",
+                HistogramFamily::<ArmLabels>::new_with_constructor(model_latency_histogram),
+            ),
+            model_cost: register(
+                &mut r,
+                "switchyard_model_cost_usd",
+                "Model call cost in USD, as reported in Feedback or computed from the price table and reported tokens",
+                Family::<ArmLabels, FloatCounter>::default(),
+            ),
+            model_quality: register(
+                &mut r,
+                "switchyard_model_quality",
+                "Quality scores in [0, 1] reported in Feedback",
+                HistogramFamily::<ArmLabels>::new_with_constructor(quality_histogram),
+            ),
+            breaker_state: register(
+                &mut r,
+                "switchyard_breaker_state",
+                "Circuit breaker state per model: 1 for the current state, 0 for the others",
+                Family::<BreakerLabels, Gauge>::default(),
+            ),
+            breaker_transitions: register(
+                &mut r,
+                "switchyard_breaker_transitions",
+                "Circuit breaker state changes, by model and the state entered",
+                Family::<TransitionLabels, Counter>::default(),
+            ),
+            budget_spent: register(
+                &mut r,
+                "switchyard_budget_spent_usd",
+                "Settled spend of the budget's current period",
+                Family::<BudgetLabels, FloatGauge>::default(),
+            ),
+            budget_reserved: register(
+                &mut r,
+                "switchyard_budget_reserved_usd",
+                "Live reservations of routed requests still awaiting feedback",
+                Family::<BudgetLabels, FloatGauge>::default(),
+            ),
+            budget_limit: register(
+                &mut r,
+                "switchyard_budget_limit_usd",
+                "The budget's spend cap per period",
+                Family::<BudgetLabels, FloatGauge>::default(),
+            ),
+            budget_pacing: register(
+                &mut r,
+                "switchyard_budget_pacing_multiplier",
+                "Factor on the cost weight of requests charged to the budget (1 = on plan)",
+                Family::<BudgetLabels, FloatGauge>::default(),
+            ),
+            budget_alerts: register(
+                &mut r,
+                "switchyard_budget_alerts",
+                "Budget alert thresholds crossed, by budget and threshold (fraction of the limit)",
+                Family::<AlertLabels, Counter>::default(),
+            ),
+            pending: register(
+                &mut r,
+                "switchyard_pending_decisions",
+                "Decisions awaiting feedback",
+                Gauge::default(),
+            ),
+            resident_memory: register(
+                &mut r,
+                "process_resident_memory_bytes",
+                "Resident memory of the server process (Linux: VmRSS)",
+                Gauge::default(),
+            ),
+            store_errors: register(
+                &mut r,
+                "switchyard_store_write_errors",
+                "Writer cycles whose write or flush to the data dir failed",
+                Counter::default(),
+            ),
+            lock_wait: register(
+                &mut r,
+                "switchyard_engine_lock_wait_seconds",
+                "Time a request waited for the engine lock",
+                lock_histogram(),
+            ),
+            lock_hold: register(
+                &mut r,
+                "switchyard_engine_lock_hold_seconds",
+                "Time a request held the engine lock (the engine call itself)",
+                lock_histogram(),
+            ),
+            registry: r,
         }
     }
 
