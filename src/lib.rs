@@ -8,15 +8,17 @@
 //! - [`policy`]: pure decision maths: posteriors, Thompson sampling, UCB, baselines, decay.
 //! - [`budget`]: pure spend ledgers per budget key: reservations, rollover, pacing, alerts.
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
-//! - [`server`]: the tonic service over the engine, with health and reflection.
+//! - [`server`]: the tonic service over the engine, with health, reflection and metrics.
 //! - [`store`]: sled persistence of engine state and the event log (schema-versioned).
 //! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
 //! - [`load`]: `switchyard bench`, a gRPC load tool measuring a running server against tonic's floor.
 //! - [`stats`]: `switchyard stats`, a running service's arm statistics and budgets as tables.
+//! - [`client`]: what those two tools share: the service's address as a gRPC endpoint.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
 pub mod breaker;
 pub mod budget;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod load;

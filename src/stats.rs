@@ -123,32 +123,12 @@ impl View {
     }
 }
 
-/// Turns `host:port` or `http://host:port` into a gRPC endpoint; `https` is refused because the
-/// service speaks plaintext gRPC.
+/// The endpoint of `addr` (see [`crate::client::endpoint`]) with the tool's timeouts.
 pub fn endpoint(addr: &str) -> Result<Endpoint, StatsError> {
-    let invalid = |reason: &str| StatsError::InvalidAddr {
+    let ep = crate::client::endpoint(addr).map_err(|reason| StatsError::InvalidAddr {
         addr: addr.to_string(),
-        reason: reason.to_string(),
-    };
-    let trimmed = addr.trim();
-    let url = if trimmed.starts_with("http://") {
-        trimmed.to_string()
-    } else if trimmed.contains("://") {
-        return Err(invalid("only plaintext http:// is supported"));
-    } else {
-        format!("http://{trimmed}")
-    };
-    let ep = Endpoint::from_shared(url).map_err(|e| invalid(&e.to_string()))?;
-    let uri = ep.uri();
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(invalid("no host"));
-    }
-    if uri.port_u16().is_none() {
-        return Err(invalid("no port"));
-    }
-    if !matches!(uri.path(), "" | "/") {
-        return Err(invalid("unexpected path"));
-    }
+        reason,
+    })?;
     Ok(ep.connect_timeout(CONNECT_TIMEOUT).timeout(RPC_TIMEOUT))
 }
 

@@ -302,12 +302,7 @@ impl BenchArgs {
                 }
             }
         };
-        let uri = if self.addr.contains("://") {
-            self.addr.clone()
-        } else {
-            format!("http://{}", self.addr)
-        };
-        let endpoint = Endpoint::from_shared(uri)
+        let endpoint = crate::client::endpoint(&self.addr)
             .map_err(|e| invalid("--addr", format!("{:?} is not an address: {e}", self.addr)))?
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
