@@ -88,17 +88,21 @@ mod tests {
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
-    #[test]
-    fn selection_frequency_matches_propensity() {
-        // Two arms with overlapping quality posteriors: Beta(6, 4) vs Beta(5, 5), equal cost/latency.
-        let sc = scoring();
+    /// Two arms with overlapping quality posteriors: Beta(6, 4) vs Beta(5, 5), equal cost/latency.
+    fn overlapping_arms() -> [Arm; 2] {
         let mut a = Arm::new(&prior(0.5, 500.0, 0.001), 0);
         let mut b = a.clone();
         a.quality.s = 5.0;
         a.quality.f = 3.0;
         b.quality.s = 4.0;
         b.quality.f = 4.0;
-        let arms = [a, b];
+        [a, b]
+    }
+
+    #[test]
+    fn selection_frequency_matches_propensity() {
+        let sc = scoring();
+        let arms = overlapping_arms();
         let cands = candidates(&arms);
         let mut rng = SmallRng::seed_from_u64(42);
         let n = 4000;
@@ -143,18 +147,12 @@ mod tests {
     fn pooled_choice_frequency_equals_its_exact_propensity() {
         use super::super::pool::DrawPool;
         let sc = scoring();
-        let mut a = Arm::new(&prior(0.5, 500.0, 0.001), 0);
-        let mut b = a.clone();
-        a.quality.s = 5.0;
-        a.quality.f = 3.0;
-        b.quality.s = 4.0;
-        b.quality.f = 4.0;
+        let arms = overlapping_arms();
         let mut rng = SmallRng::seed_from_u64(5);
         let mut pa = DrawPool::default();
         let mut pb = DrawPool::default();
-        pa.refresh(&a, 64, 0, f64::INFINITY, &mut rng);
-        pb.refresh(&b, 64, 0, f64::INFINITY, &mut rng);
-        let arms = [a, b];
+        pa.refresh(&arms[0], 64, 0, f64::INFINITY, &mut rng);
+        pb.refresh(&arms[1], 64, 0, f64::INFINITY, &mut rng);
         let mut cands = candidates(&arms);
         cands[0].pool = pa.draws();
         cands[1].pool = pb.draws();
