@@ -84,7 +84,7 @@ fn routerarena_imports_into_the_shipped_trace_and_thompson_beats_uniform() {
         "trace",
         "import-routerarena",
         "--data",
-        "../shared/data/routerarena",
+        "simulations/data/routerarena",
         "--out",
         out.to_str().unwrap(),
     ]);

@@ -130,7 +130,7 @@ pub struct TraceArgs {
 pub enum TraceCommand {
     /// Join RouterArena's cached results into a full-information trace.
     ImportRouterarena {
-        #[arg(long, default_value = "../shared/data/routerarena")]
+        #[arg(long, default_value = "simulations/data/routerarena")]
         data: PathBuf,
         #[arg(long, default_value = "simulations/traces/routerarena.jsonl")]
         out: PathBuf,
