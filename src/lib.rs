@@ -27,6 +27,8 @@ pub mod server;
 pub mod sim;
 pub mod stats;
 pub mod store;
+pub mod time;
+pub mod validation;
 
 /// Generated protobuf and gRPC types for `switchyard.v1`.
 pub mod proto {

@@ -1,0 +1,412 @@
+//! Per-key spend budgets: a pure ledger with reservations, period rollover,
+//! threshold alerts and pacing.
+//!
+//! The ledger does no I/O, reads no clock and spawns no threads: every
+//! operation takes the current time as `now_ms` (Unix milliseconds) and the
+//! key's [`BudgetConfig`], so the same inputs always give the same result and
+//! the store can persist a [`Ledger`] as plain data. Money is `f64` USD; no
+//! non-finite, negative or absurdly large amount ever enters the ledger.
+//!
+//! Flow for one routed request: [`Ledger::try_reserve`] the estimated cost
+//! before calling the model, then [`Ledger::settle`] with the actual cost
+//! (or [`Ledger::release`] if the request was never made). Reservations that
+//! are never settled are dropped by [`Ledger::expire`] after
+//! [`BudgetConfig::reservation_ttl_secs`]. [`Ledger::pacing_multiplier`] gives
+//! the factor by which the router should weigh cost so that spend follows a
+//! straight line to the end of the period.
+
+
+mod config;
+mod pacing;
+mod period;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use config::*;
+pub use pacing::*;
+pub use period::*;
+
+use crate::time::format_secs;
+
+/// Default time a reservation may stay unsettled before [`Ledger::expire`]
+/// drops it: 10 minutes is well beyond the longest streamed LLM response, so
+/// only reservations whose settle was lost (crash, dropped connection) expire.
+pub const DEFAULT_RESERVATION_TTL_SECS: f64 = 600.0;
+
+/// Default alert thresholds, as fractions of the limit: half, most, all.
+pub const DEFAULT_ALERT_THRESHOLDS: [f64; 3] = [0.5, 0.8, 1.0];
+
+/// Remaining budget (USD) below which the budget counts as exhausted: a
+/// millionth of a dollar is below the cost of any real LLM request, so such a
+/// remainder only reflects floating-point rounding.
+pub const EXHAUSTED_EPSILON_USD: f64 = 1e-6;
+
+/// Largest amount (USD) accepted for one reservation or settlement. Anything
+/// larger is a caller bug (e.g. a price in the wrong unit); the bound also
+/// keeps sums finite.
+pub const MAX_AMOUNT_USD: f64 = 1e12;
+
+/// How many closed periods [`Ledger::history`] keeps (a year of months).
+pub const HISTORY_LEN: usize = 12;
+
+/// One closed budget period, as kept in [`Ledger::history`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClosedPeriod {
+    /// Period start (inclusive), Unix ms.
+    pub start_ms: u64,
+    /// Period end (exclusive), Unix ms.
+    pub end_ms: u64,
+    /// Settled spend recorded in the period, USD.
+    pub spent_usd: f64,
+}
+
+/// A reservation refused because it would take spent + reserved past the
+/// limit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "budget exhausted: spent ${spent_usd:.4} + reserved ${reserved_usd:.4} of ${limit_usd:.4} limit; resets at {}",
+    format_secs(*.resets_at_ms)
+)]
+pub struct Exhausted {
+    /// Settled spend of the current period, USD.
+    pub spent_usd: f64,
+    /// Sum of live reservations, USD (unchanged by the refused request).
+    pub reserved_usd: f64,
+    /// The period limit, USD.
+    pub limit_usd: f64,
+    /// When the current period ends and spend resets, Unix ms.
+    pub resets_at_ms: u64,
+}
+
+/// Why [`Ledger::try_reserve`] refused a reservation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReserveError {
+    /// The budget cannot cover the amount.
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
+    /// The amount was NaN, infinite, negative or above [`MAX_AMOUNT_USD`].
+    #[error("invalid reservation amount {amount_usd} USD (must be finite, >= 0 and <= {MAX_AMOUNT_USD})")]
+    InvalidAmount {
+        /// The rejected amount.
+        amount_usd: f64,
+    },
+}
+
+/// Result of [`Ledger::settle`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settlement {
+    /// Alert thresholds (fractions of the limit, ascending) that settled
+    /// spend crossed with this settlement; each fires once per period.
+    pub crossed: Vec<f64>,
+    /// How far this settlement pushed committed spend (spent + reserved)
+    /// past the limit, USD: cost that neither the reservation nor the
+    /// remaining headroom covered. 0 whenever the actual cost is at most the
+    /// reserved amount. The sum over a period bounds how far spent + reserved
+    /// can exceed the limit.
+    pub overrun_usd: f64,
+    /// What was added to spent, USD: the actual cost, or, when the actual
+    /// cost was invalid (non-finite, negative, above [`MAX_AMOUNT_USD`]),
+    /// the reserved estimate (0 without a reservation).
+    pub recorded_usd: f64,
+}
+
+/// Coarse budget condition for the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetState {
+    /// Spend is on or behind plan.
+    Ok,
+    /// Spend runs ahead of plan: the pacing multiplier is above 1.
+    Pacing,
+    /// Spent + reserved reached the limit (or the remainder is below
+    /// [`EXHAUSTED_EPSILON_USD`]).
+    Exhausted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Reservation {
+    amount_usd: f64,
+    created_ms: u64,
+}
+
+/// Spend ledger of one budget key for the current period.
+///
+/// Invariants: every amount is finite and >= 0; a reservation is admitted
+/// only if spent + reserved stays within the limit, so spent + reserved
+/// exceeds the limit only by the settlements' [`Settlement::overrun_usd`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    period_start_ms: u64,
+    period_end_ms: u64,
+    spent_usd: f64,
+    /// Live reservations by id; ordered so sums and serialisation are
+    /// deterministic.
+    reservations: BTreeMap<String, Reservation>,
+    /// Thresholds that already fired this period.
+    alerted: Vec<f64>,
+    previous_period_spent_usd: f64,
+    /// Last closed periods, oldest first, at most [`HISTORY_LEN`].
+    history: Vec<ClosedPeriod>,
+}
+
+fn valid_amount(x: f64) -> bool {
+    x.is_finite() && (0.0..=MAX_AMOUNT_USD).contains(&x)
+}
+
+impl Ledger {
+    /// A ledger with nothing spent, opened on the period containing `now_ms`.
+    pub fn new(cfg: &BudgetConfig, now_ms: u64) -> Self {
+        let (start, end) = period_bounds(cfg.period, cfg.time_zone, now_ms);
+        Self {
+            period_start_ms: start,
+            period_end_ms: end,
+            spent_usd: 0.0,
+            reservations: BTreeMap::new(),
+            alerted: Vec::new(),
+            previous_period_spent_usd: 0.0,
+            history: Vec::new(),
+        }
+    }
+
+    /// Starts the period containing `now_ms` if the current one has ended,
+    /// returning the closed period.
+    ///
+    /// The new period starts with nothing spent, no reservations (a request
+    /// settled later is charged to the period it settles in) and no fired
+    /// alerts. The closed period goes into [`Ledger::history`]; its spend
+    /// becomes [`Ledger::previous_period_spent_usd`] if it immediately
+    /// precedes the new period (0 if whole periods passed without activity).
+    /// A change of `cfg.period` or `cfg.time_zone` takes effect at the next
+    /// rollover; a clock going backwards never reopens an old period.
+    pub fn roll(&mut self, cfg: &BudgetConfig, now_ms: u64) -> Option<ClosedPeriod> {
+        if now_ms < self.period_end_ms {
+            return None;
+        }
+        let closed = ClosedPeriod {
+            start_ms: self.period_start_ms,
+            end_ms: self.period_end_ms,
+            spent_usd: self.spent_usd,
+        };
+        let (start, end) = period_bounds(cfg.period, cfg.time_zone, now_ms);
+        self.previous_period_spent_usd = if start == closed.end_ms {
+            closed.spent_usd
+        } else {
+            0.0
+        };
+        self.history.push(closed);
+        if self.history.len() > HISTORY_LEN {
+            let excess = self.history.len() - HISTORY_LEN;
+            self.history.drain(..excess);
+        }
+        self.period_start_ms = start;
+        self.period_end_ms = end;
+        self.spent_usd = 0.0;
+        self.reservations.clear();
+        self.alerted.clear();
+        Some(closed)
+    }
+
+    /// Reserves `amount_usd` under `id` if spent + reserved + amount stays
+    /// within the limit (reserving an existing id replaces its amount and
+    /// restarts its TTL).
+    ///
+    /// On refusal the ledger is unchanged (a replaced reservation keeps its
+    /// old amount). An amount that is non-finite, negative or above
+    /// [`MAX_AMOUNT_USD`] is refused with [`ReserveError::InvalidAmount`]
+    /// rather than admitted at 0, so a pricing bug cannot bypass the budget.
+    /// A non-finite or non-positive limit admits nothing.
+    pub fn try_reserve(
+        &mut self,
+        cfg: &BudgetConfig,
+        id: &str,
+        amount_usd: f64,
+        now_ms: u64,
+    ) -> Result<(), ReserveError> {
+        self.roll(cfg, now_ms);
+        if !valid_amount(amount_usd) {
+            return Err(ReserveError::InvalidAmount { amount_usd });
+        }
+        let new = Reservation {
+            amount_usd,
+            created_ms: now_ms,
+        };
+        // Insert tentatively so the check uses exactly the sum the
+        // accessors will report afterwards.
+        let old = self.reservations.insert(id.to_string(), new);
+        let committed = self.spent_usd + self.reserved_usd();
+        if committed <= cfg.limit_usd && cfg.limit_usd > 0.0 {
+            return Ok(());
+        }
+        match old {
+            Some(o) => {
+                self.reservations.insert(id.to_string(), o);
+            }
+            None => {
+                self.reservations.remove(id);
+            }
+        }
+        Err(ReserveError::Exhausted(self.exhausted(cfg)))
+    }
+
+    fn exhausted(&self, cfg: &BudgetConfig) -> Exhausted {
+        Exhausted {
+            spent_usd: self.spent_usd,
+            reserved_usd: self.reserved_usd(),
+            limit_usd: cfg.limit_usd,
+            resets_at_ms: self.period_end_ms,
+        }
+    }
+
+    /// Removes reservation `id` (if still live) and adds the actual cost to
+    /// spent, reporting newly crossed alert thresholds and any overrun.
+    ///
+    /// Actual spend is money already spent, so it is recorded even past the
+    /// limit, and also without a reservation (expired, released, or made in
+    /// an earlier period). An invalid `actual_usd` (non-finite, negative,
+    /// above [`MAX_AMOUNT_USD`]) is replaced by the reserved estimate, or 0
+    /// without a reservation; [`Settlement::recorded_usd`] tells which.
+    pub fn settle(
+        &mut self,
+        cfg: &BudgetConfig,
+        id: &str,
+        actual_usd: f64,
+        now_ms: u64,
+    ) -> Settlement {
+        self.roll(cfg, now_ms);
+        let limit = cfg.limit_usd;
+        let over_before = (self.spent_usd + self.reserved_usd() - limit).max(0.0);
+        let reserved = self.reservations.remove(id).map(|r| r.amount_usd);
+        let recorded = if valid_amount(actual_usd) {
+            actual_usd
+        } else {
+            reserved.unwrap_or(0.0)
+        };
+        self.spent_usd += recorded;
+        let over_after = (self.spent_usd + self.reserved_usd() - limit).max(0.0);
+        let overrun_usd = (over_after - over_before).max(0.0);
+
+        let mut crossed = Vec::new();
+        if limit.is_finite() && limit > 0.0 {
+            for t in cfg.sorted_thresholds() {
+                if self.spent_usd >= t * limit && !self.alerted.contains(&t) {
+                    self.alerted.push(t);
+                    crossed.push(t);
+                }
+            }
+        }
+        Settlement {
+            crossed,
+            overrun_usd,
+            recorded_usd: recorded,
+        }
+    }
+
+    /// Drops reservation `id` without spend (the request was never made);
+    /// returns whether it was live.
+    pub fn release(&mut self, cfg: &BudgetConfig, id: &str, now_ms: u64) -> bool {
+        self.roll(cfg, now_ms);
+        self.reservations.remove(id).is_some()
+    }
+
+    /// Drops reservations older than `cfg.reservation_ttl_secs` (age strictly
+    /// greater than the TTL); returns how many were dropped. A non-finite TTL
+    /// expires nothing.
+    pub fn expire(&mut self, cfg: &BudgetConfig, now_ms: u64) -> usize {
+        self.roll(cfg, now_ms);
+        let ttl_ms = cfg.reservation_ttl_secs * 1000.0;
+        if ttl_ms.is_nan() {
+            return 0;
+        }
+        let before = self.reservations.len();
+        // u64 -> f64 loses precision only past 2^53 ms (year 287396).
+        self.reservations
+            .retain(|_, r| (now_ms.saturating_sub(r.created_ms) as f64) <= ttl_ms);
+        before - self.reservations.len()
+    }
+
+    /// Budget condition at `now_ms`: [`BudgetState::Exhausted`] if spent +
+    /// reserved reached the limit or the remainder is below
+    /// [`EXHAUSTED_EPSILON_USD`] (also for a non-finite or non-positive
+    /// limit), else [`BudgetState::Pacing`] if the pacing multiplier is above
+    /// 1, else [`BudgetState::Ok`]. Pure, like
+    /// [`Ledger::pacing_multiplier`].
+    pub fn state(&self, cfg: &BudgetConfig, now_ms: u64) -> BudgetState {
+        let limit = cfg.limit_usd;
+        if !(limit.is_finite() && limit > 0.0) {
+            return BudgetState::Exhausted;
+        }
+        let (committed, _) = self.view(cfg, now_ms);
+        if committed >= limit || limit - committed < EXHAUSTED_EPSILON_USD {
+            BudgetState::Exhausted
+        } else if self.pacing_multiplier(cfg, now_ms) > 1.0 {
+            BudgetState::Pacing
+        } else {
+            BudgetState::Ok
+        }
+    }
+
+    /// Settled spend of the current period, USD (as of the last mutating
+    /// call; call [`Ledger::roll`] first for an up-to-date period).
+    pub fn spent_usd(&self) -> f64 {
+        self.spent_usd
+    }
+
+    /// Sum of live reservations, USD.
+    pub fn reserved_usd(&self) -> f64 {
+        self.reservations
+            .values()
+            .fold(0.0, |acc, r| acc + r.amount_usd)
+    }
+
+    /// Amount reserved under `id`, if live.
+    pub fn reservation_usd(&self, id: &str) -> Option<f64> {
+        self.reservations.get(id).map(|r| r.amount_usd)
+    }
+
+    /// Number of live reservations.
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Limit minus spent minus reserved, floored at 0, USD.
+    pub fn remaining_usd(&self, cfg: &BudgetConfig) -> f64 {
+        let r = cfg.limit_usd - self.spent_usd - self.reserved_usd();
+        if r.is_nan() {
+            0.0
+        } else {
+            r.max(0.0)
+        }
+    }
+
+    /// Start (inclusive) of the current period, Unix ms.
+    pub fn period_start_ms(&self) -> u64 {
+        self.period_start_ms
+    }
+
+    /// End (exclusive) of the current period, when spend resets, Unix ms.
+    pub fn period_end_ms(&self) -> u64 {
+        self.period_end_ms
+    }
+
+    /// Settled spend of the period just before the current one, USD (0 if
+    /// none was tracked).
+    pub fn previous_period_spent_usd(&self) -> f64 {
+        self.previous_period_spent_usd
+    }
+
+    /// Alert thresholds already fired this period, ascending.
+    pub fn alerted_thresholds(&self) -> Vec<f64> {
+        let mut v = self.alerted.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// The last closed periods (at most [`HISTORY_LEN`]), oldest first.
+    pub fn history(&self) -> &[ClosedPeriod] {
+        &self.history
+    }
+}

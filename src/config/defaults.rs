@@ -1,0 +1,72 @@
+//! Every configuration default in one place, each with the reason for its value.
+
+/// The built-in configuration, used when `serve` gets no `--config`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../default_config.toml");
+
+/// Default listen address: loopback only, so a fresh install is not reachable from the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "switchyard-data";
+/// Default evidence half-life: one day, slow enough to average out hourly noise, fast enough to follow
+/// a provider whose quality or latency drifts over days.
+pub const DEFAULT_HALF_LIFE_SECS: f64 = 86_400.0;
+/// Default prior strength: priors count as two observations, so a handful of real ones outweigh them.
+pub const DEFAULT_PRIOR_STRENGTH: f64 = 2.0;
+/// Default Monte Carlo draws for Thompson propensities: standard error at most 0.5/sqrt(64) = 0.0625
+/// (sqrt(p(1-p)/64), so 0.0375 at p = 0.9), at ~30 us per decision over 10 models; raise it where
+/// off-policy estimates need tighter propensities and the decision rate allows.
+pub const DEFAULT_PROPENSITY_SAMPLES: u32 = 64;
+/// Default UCB exploration multiplier (1 = the textbook sqrt(2 ln t) width).
+pub const DEFAULT_UCB_EXPLORATION: f64 = 1.0;
+/// Default epsilon of the epsilon-greedy baseline.
+pub const DEFAULT_EPSILON: f64 = 0.1;
+/// Default utility penalty per broken constraint in `penalty` mode: one full unit of quality.
+pub const DEFAULT_VIOLATION_PENALTY: f64 = 1.0;
+/// Penalty used in `exclude` mode: larger than any achievable utility, so a violating arm is chosen
+/// only when every arm violates (the least-bad one then wins).
+pub const EXCLUDE_PENALTY: f64 = 1e6;
+/// Default time a decision waits for feedback: an hour covers slow graders and human ratings.
+pub const DEFAULT_PENDING_TTL_SECS: f64 = 3600.0;
+/// Default bound on pending decisions: ~100 k x ~0.5 KB = ~50 MB at most.
+pub const DEFAULT_MAX_PENDING: usize = 100_000;
+/// Default number of fallbacks returned with a decision.
+pub const DEFAULT_MAX_FALLBACKS: usize = 3;
+/// Default prior success rate of a model without one in config.
+pub const DEFAULT_SUCCESS_RATE: f64 = 0.99;
+/// Default spread of ln(cost) around the price-table cost (output lengths vary by ~35%).
+pub const DEFAULT_COST_LOG_SD: f64 = 0.3;
+/// Default multiplier on a DEGRADED model's quality: it keeps traffic when clearly best, loses it
+/// when close.
+pub const DEFAULT_DEGRADED_QUALITY_FACTOR: f64 = 0.8;
+/// Default hold of an outside health signal without a ttl: five minutes, long enough to ride out a
+/// provider incident, short enough that a forgotten DOWN does not exile a model for the day.
+pub const DEFAULT_HEALTH_TTL_SECS: f64 = 300.0;
+/// Default soft-failure rule: a successful call slower than 3x the model's own p95 counts as a soft
+/// failure (0 disables).
+pub const DEFAULT_SOFT_FAILURE_LATENCY_FACTOR: f64 = 3.0;
+/// Default fraction of latency and success evidence kept when a breaker closes after an outage:
+/// a quarter, so the router re-learns from fresh calls rather than pre-outage numbers.
+pub const DEFAULT_RECOVERY_EVIDENCE_FACTOR: f64 = 0.25;
+/// Default interval between active health probes of a provider.
+pub const DEFAULT_PROBE_INTERVAL_SECS: f64 = 10.0;
+/// Default timeout of one active health probe.
+pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2000;
+
+/// Longest accepted request_id or decision_id, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+/// Default timeout of one alert webhook POST: 5 s is ample for a chat or incident webhook, and an
+/// alert that slow is better retried than waited for.
+pub const DEFAULT_ALERT_TIMEOUT_MS: u64 = 5_000;
+/// Default retries of a failed alert POST (after the first attempt): with exponential backoff from
+/// [`crate::server::ALERT_BACKOFF_BASE`], 5 retries span about 3 s, enough to ride out a restart
+/// of the receiver without queueing alerts for long.
+pub const DEFAULT_ALERT_MAX_RETRIES: u32 = 5;
+/// Largest accepted `alerts.max_retries`: beyond this the backoff exceeds an hour.
+pub const MAX_ALERT_RETRIES: i64 = 20;
+
+/// Default flush interval of `periodic` durability: a crash can lose at most this window.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 200;
+/// Default age bound of the event log: a week of traffic for `trace export`.
+pub const DEFAULT_EVENT_LOG_MAX_AGE_SECS: u64 = 7 * 86_400;
+/// Default size bound of the event log (events, ~300 bytes each: ~300 MB).
+pub const DEFAULT_EVENT_LOG_MAX_EVENTS: u64 = 1_000_000;
