@@ -11,23 +11,27 @@
 //! - [`server`]: the tonic service over the engine, with health, reflection and metrics.
 //! - [`store`]: sled persistence of engine state and the event log (schema-versioned).
 //! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
-//! - [`load`]: `switchyard bench`, a gRPC load tool measuring a running server against tonic's floor.
-//! - [`stats`]: `switchyard stats`, a running service's arm statistics and budgets as tables.
-//! - [`client`]: what those two tools share: the service's address as a gRPC endpoint.
+//! - [`tools`]: the command-line tools that only talk gRPC: `switchyard stats` (arm statistics and
+//!   budgets as tables), `switchyard bench` (a load tool measuring a running server against
+//!   tonic's floor) and the address parsing they share.
+//! - [`grpc_code`]: gRPC status codes by name, for the server's metrics and the tools' reports.
+//! - [`logging`]: the one tracing setup every subcommand uses.
+//! - [`time`]: Unix-ms instants rendered as RFC 3339 for messages.
+//! - [`validation`]: the typed error a settings type's `validate` returns (field and message).
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
 pub mod breaker;
 pub mod budget;
-pub mod client;
 pub mod config;
 pub mod engine;
-pub mod load;
+pub mod grpc_code;
+pub mod logging;
 pub mod policy;
 pub mod server;
 pub mod sim;
-pub mod stats;
 pub mod store;
 pub mod time;
+pub mod tools;
 pub mod validation;
 
 /// Generated protobuf and gRPC types for `switchyard.v1`.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::config::{Config, DEFAULT_CONFIG_TOML};
-use tracing_subscriber::EnvFilter;
+use switchyard::logging::{init_logging, LogFormat};
 
 #[derive(Parser)]
 #[command(
@@ -50,9 +50,9 @@ enum Command {
     Trace(switchyard::sim::cli::TraceArgs),
     /// Load a running server over gRPC: throughput and latency of Route, Route+Feedback pairs and
     /// the Health-check floor.
-    Bench(switchyard::load::BenchArgs),
+    Bench(switchyard::tools::load::BenchArgs),
     /// Show a running service's arm statistics and budgets as tables.
-    Stats(switchyard::stats::StatsArgs),
+    Stats(switchyard::tools::stats::StatsArgs),
     /// Operator tools for a data dir (offline: the service must not be running on it).
     State {
         #[command(subcommand)]
@@ -91,23 +91,6 @@ enum StateCommand {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Pretty,
-    Json,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -118,7 +101,7 @@ fn main() -> ExitCode {
             metrics_listen,
             log_format,
         } => {
-            init_logging(log_format);
+            init_logging(log_format, "info");
             let loaded = Config::load_layered(&config);
             let mut cfg = match loaded {
                 Ok(c) => c,
@@ -154,8 +137,8 @@ fn main() -> ExitCode {
         Command::Simulate(args) => switchyard::sim::cli::simulate(args),
         Command::Tune(args) => switchyard::sim::cli::tune(args),
         Command::Trace(args) => switchyard::sim::cli::trace(args),
-        Command::Bench(args) => switchyard::load::bench(args),
-        Command::Stats(args) => switchyard::stats::run(args),
+        Command::Bench(args) => switchyard::tools::load::bench(args),
+        Command::Stats(args) => switchyard::tools::stats::run(args),
         Command::State { command } => match state(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

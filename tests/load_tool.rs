@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use common::TestServer;
 use switchyard::config::Config;
-use switchyard::load::{self, BenchArgs, LoadError, Workload};
+use switchyard::tools::load::{self, BenchArgs, LoadError, Workload};
 use switchyard::proto::{ArmStats, GetArmStatsRequest};
 
 /// Short-run flags against `server` (0.3 s, no warm-up, 2 connections) unless `extra` sets them.

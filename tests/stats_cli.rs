@@ -11,7 +11,7 @@ use common::{config, spec, ModelSpec, TestServer};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use switchyard::proto::{FeedbackRequest, HealthState, Outcome, ReportHealthRequest, RouteRequest};
-use switchyard::stats::{self, StatsError, View};
+use switchyard::tools::stats::{self, StatsError, View};
 
 const SEED: u64 = 20_251_124;
 const BENCH_MODELS: [&str; 3] = ["lark", "heron", "kestrel"];

@@ -12,9 +12,11 @@ pub const DEFAULT_DATA_DIR: &str = "switchyard-data";
 pub const DEFAULT_HALF_LIFE_SECS: f64 = 86_400.0;
 /// Default prior strength: priors count as two observations, so a handful of real ones outweigh them.
 pub const DEFAULT_PRIOR_STRENGTH: f64 = 2.0;
-/// Default Monte Carlo draws for Thompson propensities: standard error at most 0.5/sqrt(64) = 0.0625
-/// (sqrt(p(1-p)/64), so 0.0375 at p = 0.9), at ~30 us per decision over 10 models; raise it where
-/// off-policy estimates need tighter propensities and the decision rate allows.
+/// Default size of each arm's Thompson pool of posterior draws (`policy::pool`): a decision picks one
+/// of the 64 indices and its logged propensity is the exact share of indices at which the chosen arm
+/// wins, so propensities come in steps of 1/64 (finer than off-policy estimates need) while a
+/// decision scores only 64 draws per arm; raise it for finer propensities where the decision rate
+/// allows.
 pub const DEFAULT_PROPENSITY_SAMPLES: u32 = 64;
 /// Default UCB exploration multiplier (1 = the textbook sqrt(2 ln t) width).
 pub const DEFAULT_UCB_EXPLORATION: f64 = 1.0;

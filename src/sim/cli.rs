@@ -17,6 +17,7 @@ use super::truth::{generate_trace, ScenarioTruth, TraceData};
 use super::tune::{tune as run_tune, TuneSpace};
 use super::SimError;
 use crate::config::Config;
+use crate::logging::{init_logging, LogFormat};
 use crate::policy::PolicyKind;
 
 /// Default policies compared by `simulate`.
@@ -176,15 +177,6 @@ fn parse_time(flag: &str, text: &str) -> Result<u64, SimError> {
         })
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn exit(result: Result<(), SimError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -252,7 +244,7 @@ fn load_trace(path: &Path, configs: &[PathBuf]) -> Result<Source, SimError> {
 
 /// Runs `switchyard simulate`.
 pub fn simulate(args: SimulateArgs) -> ExitCode {
-    init_logging();
+    init_logging(LogFormat::Pretty, "warn");
     exit(simulate_inner(&args))
 }
 
@@ -407,7 +399,7 @@ fn evaluate_logged(args: &SimulateArgs, path: &Path) -> Result<(), SimError> {
 
 /// Runs `switchyard tune`.
 pub fn tune(args: TuneArgs) -> ExitCode {
-    init_logging();
+    init_logging(LogFormat::Pretty, "warn");
     exit(tune_inner(&args))
 }
 
@@ -448,7 +440,7 @@ fn tune_inner(args: &TuneArgs) -> Result<(), SimError> {
 
 /// Runs `switchyard trace ...`.
 pub fn trace(args: TraceArgs) -> ExitCode {
-    init_logging();
+    init_logging(LogFormat::Pretty, "warn");
     exit(match args.command {
         TraceCommand::Export {
             data_dir,

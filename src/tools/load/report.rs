@@ -259,7 +259,7 @@ fn buckets(h: &Histogram<u64>) -> Vec<HistogramBucket> {
         .collect()
 }
 
-pub use crate::server::convert::code_name;
+pub use crate::grpc_code::code_name;
 
 fn fmt_secs(secs: f64) -> String {
     format!("{secs} s")

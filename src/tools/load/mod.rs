@@ -37,6 +37,7 @@ pub use workload::{FALLBACK_LATENCY_MS, INPUT_TOKENS, LATENCY_FACTOR, OUTPUT_TOK
 
 use report::Recorder;
 use workload::{Failure, Spec, Target};
+use crate::logging::{init_logging, LogFormat};
 
 /// Workloads run when `--workload` is not given: the floor first, so the others read against it.
 pub const DEFAULT_WORKLOADS: &str = "floor,route,pair";
@@ -302,7 +303,7 @@ impl BenchArgs {
                 }
             }
         };
-        let endpoint = crate::client::endpoint(&self.addr)
+        let endpoint = crate::tools::client::endpoint(&self.addr)
             .map_err(|e| invalid("--addr", format!("{:?} is not an address: {e}", self.addr)))?
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -660,19 +661,10 @@ pub fn to_json(report: &BenchReport) -> Result<String, LoadError> {
         .map_err(|e| LoadError::Internal(format!("serialising the report: {e}")))
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// `switchyard bench`: runs [`run`] on a fresh runtime, prints [`render`] (or `--json`) on stdout;
 /// errors go to stderr with exit code 2 (1 for the tool's own failures).
 pub fn bench(args: BenchArgs) -> ExitCode {
-    init_logging();
+    init_logging(LogFormat::Pretty, "info");
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
