@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use common::TestServer;
 use switchyard::config::Config;
-use switchyard::tools::load::{self, BenchArgs, LoadError, Workload};
 use switchyard::proto::{ArmStats, GetArmStatsRequest};
+use switchyard::tools::load::{self, BenchArgs, LoadError, Workload};
 
 /// Short-run flags against `server` (0.3 s, no warm-up, 2 connections) unless `extra` sets them.
 fn args(server: &TestServer, extra: &[&str]) -> BenchArgs {

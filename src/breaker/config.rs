@@ -70,7 +70,6 @@ pub const DEFAULT_RATE_LIMITED_WEIGHT: f64 = 0.5;
 /// distribution): an answer did arrive, so it counts half of an error.
 pub const DEFAULT_SOFT_FAILURE_WEIGHT: f64 = 0.5;
 
-
 /// Tuning of a breaker. Loaded from configuration (missing fields take their
 /// defaults, unknown fields are rejected so typos surface) and checked with
 /// [`BreakerConfig::validate`].
@@ -237,7 +236,6 @@ impl BreakerConfig {
         secs_to_ms(capped)
     }
 }
-
 
 /// Seconds to whole milliseconds, saturating; NaN and negatives give 0.
 pub(super) fn secs_to_ms(secs: f64) -> u64 {

@@ -45,7 +45,6 @@
 //! that reports late, or a probe that already timed out) is counted in the
 //! failure-rate window but does not move the state.
 
-
 mod config;
 #[cfg(test)]
 mod tests;
@@ -74,7 +73,6 @@ pub enum BreakerState {
     /// Testing recovery: a bounded number of probe calls is admitted.
     HalfOpen,
 }
-
 
 /// Result of one call, as reported by the caller to [`Breaker::record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,7 +177,6 @@ impl Transition {
         self.to == BreakerState::Open && self.from != BreakerState::Open
     }
 }
-
 
 /// Internal state, with the data each state needs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -654,7 +654,10 @@ fn validate_messages() {
                 successes_to_close: 5,
                 ..cfg()
             },
-            ("successes_to_close", "must be <= half_open_probes (got 5 > 3)"),
+            (
+                "successes_to_close",
+                "must be <= half_open_probes (got 5 > 3)",
+            ),
         ),
         (
             BreakerConfig {
@@ -703,7 +706,10 @@ fn validate_messages() {
                 window_secs: 0.005,
                 ..cfg()
             },
-            ("window_secs", "must be >= 0.01 (one millisecond per bucket) (got 0.005)"),
+            (
+                "window_secs",
+                "must be >= 0.01 (one millisecond per bucket) (got 0.005)",
+            ),
         ),
         (
             BreakerConfig {

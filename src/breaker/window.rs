@@ -10,7 +10,6 @@ use super::{secs_to_ms, BreakerConfig};
 /// between 90% and 100% of `window_secs`, with memory fixed at ten buckets.
 pub const WINDOW_BUCKETS: usize = 10;
 
-
 /// One time bucket of the failure-rate window.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 struct Bucket {

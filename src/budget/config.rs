@@ -86,7 +86,10 @@ impl BudgetConfig {
         for (i, &t) in self.alert_thresholds.iter().enumerate() {
             let field = format!("alert_thresholds[{i}]");
             if !(t.is_finite() && t > 0.0 && t <= 1.0) {
-                return Err(FieldError::new(field, format!("must be in (0, 1] (got {t})")));
+                return Err(FieldError::new(
+                    field,
+                    format!("must be in (0, 1] (got {t})"),
+                ));
             }
             if self.alert_thresholds[..i].contains(&t) {
                 return Err(FieldError::new(
@@ -104,7 +107,10 @@ impl BudgetConfig {
         if !(self.pacing_max_multiplier.is_finite() && self.pacing_max_multiplier >= 1.0) {
             return Err(FieldError::new(
                 "pacing_max_multiplier",
-                format!("must be finite and >= 1 (got {})", self.pacing_max_multiplier),
+                format!(
+                    "must be finite and >= 1 (got {})",
+                    self.pacing_max_multiplier
+                ),
             ));
         }
         if !(self.pacing_min_multiplier > 0.0 && self.pacing_min_multiplier <= 1.0) {

@@ -15,7 +15,6 @@
 //! the factor by which the router should weigh cost so that spend follows a
 //! straight line to the end of the period.
 
-
 mod config;
 mod pacing;
 mod period;

@@ -1,10 +1,11 @@
 //! Calendar maths: where a daily, weekly or monthly period starts and ends in a time zone,
 //! correct across DST changes. Pure functions of the instant, kept apart from the ledger.
 
-use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
-
 
 /// Last instant [`period_bounds`] computes exactly: 9999-12-31T23:59:59.999Z.
 /// Later instants fall into one open-ended period ending at `u64::MAX`.

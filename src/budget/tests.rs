@@ -34,7 +34,10 @@ fn defaults_validate_and_bad_values_are_named() {
     let mut bad = cfg(f64::NAN);
     assert_eq!(
         bad.validate(),
-        Err(FieldError::new("limit_usd", "must be finite and > 0 (got NaN)"))
+        Err(FieldError::new(
+            "limit_usd",
+            "must be finite and > 0 (got NaN)"
+        ))
     );
     bad.limit_usd = 0.0;
     assert_eq!(bad.validate().unwrap_err().field, "limit_usd");
@@ -42,7 +45,10 @@ fn defaults_validate_and_bad_values_are_named() {
     bad.alert_thresholds = vec![0.9, 0.5, 1.5];
     assert_eq!(
         bad.validate(),
-        Err(FieldError::new("alert_thresholds[2]", "must be in (0, 1] (got 1.5)"))
+        Err(FieldError::new(
+            "alert_thresholds[2]",
+            "must be in (0, 1] (got 1.5)"
+        ))
     );
     bad.alert_thresholds = vec![0.9, 0.5];
     assert_eq!(bad.validate(), Ok(()), "unsorted thresholds are sortable");

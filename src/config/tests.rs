@@ -43,8 +43,7 @@ fn errors_name_the_key_and_value() {
     assert_eq!(e.key, "task_classes.qa.weights.quality");
     assert!(e.message.contains("-1"), "{e}");
 
-    let e =
-        with("[policy]\nkind = \"magic\"\n[task_classes.qa]\nmodels = [\"a\"]\n").unwrap_err();
+    let e = with("[policy]\nkind = \"magic\"\n[task_classes.qa]\nmodels = [\"a\"]\n").unwrap_err();
     assert_eq!(e.key, "policy.kind");
     assert!(
         e.message.contains("magic") && e.message.contains("thompson"),
@@ -57,8 +56,8 @@ fn errors_name_the_key_and_value() {
     let e = with("[task_classes.qa]\nmodels = [\"a\"]\nbogus = 1\n").unwrap_err();
     assert!(e.to_string().contains("bogus"), "{e}");
 
-    let e = with("[server]\nlisten = \"nowhere\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
-        .unwrap_err();
+    let e =
+        with("[server]\nlisten = \"nowhere\"\n[task_classes.qa]\nmodels = [\"a\"]\n").unwrap_err();
     assert_eq!(e.key, "server.listen");
     assert!(e.message.contains("nowhere"));
 }
@@ -69,26 +68,24 @@ fn breaker_and_probe_errors_name_the_key() {
         .unwrap_err();
     assert_eq!(e.key, "breaker.successes_to_close");
     assert!(e.message.contains("half_open_probes"), "{e}");
-    let e =
-        with("[health_probes.p1]\nurl = \"ftp://x\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
-            .unwrap_err();
+    let e = with("[health_probes.p1]\nurl = \"ftp://x\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
+        .unwrap_err();
     assert_eq!(e.key, "health_probes.p1.url");
     let e = with("[health_probes.nobody]\nurl = \"http://127.0.0.1:1/\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
         .unwrap_err();
     assert!(e.message.contains("nobody"), "{e}");
-    let e = with("[health]\nall_open = \"panic\"\n[task_classes.qa]\nmodels = [\"a\"]\n")
-        .unwrap_err();
+    let e =
+        with("[health]\nall_open = \"panic\"\n[task_classes.qa]\nmodels = [\"a\"]\n").unwrap_err();
     assert_eq!(e.key, "health.all_open");
 }
 
 #[test]
 fn infinite_half_life_means_no_decay() {
-    let c =
-        with("[policy]\nhalf_life_secs = inf\n[task_classes.qa]\nmodels = [\"a\", \"b\"]\n")
-            .unwrap();
+    let c = with("[policy]\nhalf_life_secs = inf\n[task_classes.qa]\nmodels = [\"a\", \"b\"]\n")
+        .unwrap();
     assert_eq!(c.policy.half_life_secs, None);
-    let e = with("[policy]\nhalf_life_secs = -3.0\n[task_classes.qa]\nmodels = [\"a\"]\n")
-        .unwrap_err();
+    let e =
+        with("[policy]\nhalf_life_secs = -3.0\n[task_classes.qa]\nmodels = [\"a\"]\n").unwrap_err();
     assert_eq!(e.key, "policy.half_life_secs");
 }
 

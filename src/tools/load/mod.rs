@@ -35,9 +35,9 @@ pub use report::{
 };
 pub use workload::{FALLBACK_LATENCY_MS, INPUT_TOKENS, LATENCY_FACTOR, OUTPUT_TOKENS};
 
+use crate::logging::{init_logging, LogFormat};
 use report::Recorder;
 use workload::{Failure, Spec, Target};
-use crate::logging::{init_logging, LogFormat};
 
 /// Workloads run when `--workload` is not given: the floor first, so the others read against it.
 pub const DEFAULT_WORKLOADS: &str = "floor,route,pair";

@@ -30,14 +30,12 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
 /// Tables wider than the width stack their values in two-line cells (see [`render`]).
 pub const DEFAULT_WIDTH: u16 = 120;
 
-
 /// How long to wait for the TCP connection: a local service answers in milliseconds, and an
 /// address that black-holes packets should fail fast with a clear message, not hang the terminal.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Deadline for each RPC; both are in-memory reads on the service.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
-
 
 /// `switchyard stats`: GetArmStats and GetBudgets of a running service as tables.
 #[derive(Debug, Clone, clap::Args)]

@@ -78,7 +78,11 @@ pub fn render(arms: &[proto::ArmStats], budgets: &[proto::Budget], view: &View) 
 
 /// The wide layout's text if no line of it is longer than `width`, else the narrow one's
 /// arranged to `width`; ending in a newline.
-pub(super) fn fit(width: u16, wide: impl FnOnce() -> Table, narrow: impl FnOnce() -> Table) -> String {
+pub(super) fn fit(
+    width: u16,
+    wide: impl FnOnce() -> Table,
+    narrow: impl FnOnce() -> Table,
+) -> String {
     let width = width.max(MIN_WIDTH);
     let text = tidy(&wide());
     if text
@@ -116,7 +120,8 @@ pub(super) fn tidy(t: &Table) -> String {
 }
 
 /// Plain columns: two spaces apart, a dashed rule under the header, no borders, no colours.
-pub(super) const WIDE_STYLE: TableStyle = TableStyle::new().header_separator(LineStyle::none().fill('-'));
+pub(super) const WIDE_STYLE: TableStyle =
+    TableStyle::new().header_separator(LineStyle::none().fill('-'));
 
 /// As [`WIDE_STYLE`], with a blank line between rows, whose cells span several lines.
 pub(super) const NARROW_STYLE: TableStyle = WIDE_STYLE.row_separator(LineStyle::none().fill(' '));
@@ -397,7 +402,10 @@ pub fn beta_interval_95(alpha: f64, beta: f64) -> Option<(f64, f64)> {
 
 /// The posterior mean ("0.83") and its 95% interval ("[0.71, 0.92]"); `None` for a missing or
 /// improper posterior, whose mean means nothing either.
-pub(super) fn beta_cells(mean: f64, posterior: Option<&proto::BetaParams>) -> Option<(String, String)> {
+pub(super) fn beta_cells(
+    mean: f64,
+    posterior: Option<&proto::BetaParams>,
+) -> Option<(String, String)> {
     let p = posterior?;
     let (lo, hi) = beta_interval_95(p.alpha, p.beta)?;
     (mean.is_finite() && (0.0..=1.0).contains(&mean))
@@ -527,4 +535,3 @@ pub(super) fn thresholds(crossed: &[f64]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-
