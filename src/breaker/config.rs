@@ -98,13 +98,13 @@ pub struct BreakerConfig {
     pub successes_to_close: u32,
     /// Seconds after which an unreported probe frees its slot.
     pub probe_timeout_secs: f64,
-    /// Failure weight of [`CallOutcome::Error`].
+    /// Failure weight of [`CallOutcome::Error`](super::CallOutcome::Error).
     pub error_weight: f64,
-    /// Failure weight of [`CallOutcome::Timeout`].
+    /// Failure weight of [`CallOutcome::Timeout`](super::CallOutcome::Timeout).
     pub timeout_weight: f64,
-    /// Failure weight of [`CallOutcome::RateLimited`].
+    /// Failure weight of [`CallOutcome::RateLimited`](super::CallOutcome::RateLimited).
     pub rate_limited_weight: f64,
-    /// Failure weight of [`CallOutcome::SoftFailure`].
+    /// Failure weight of [`CallOutcome::SoftFailure`](super::CallOutcome::SoftFailure).
     pub soft_failure_weight: f64,
 }
 

@@ -14,7 +14,7 @@ use crate::validation::FieldError;
 #[serde(rename_all = "snake_case")]
 pub enum OnCap {
     /// Keep serving, but only the cheapest eligible model may be routed (the
-    /// caller enforces this; the ledger just reports [`Exhausted`]).
+    /// caller enforces this; the ledger just reports [`Exhausted`](super::Exhausted)).
     Cheapest,
     /// Reject requests until the period resets.
     Reject,
