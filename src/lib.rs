@@ -14,13 +14,17 @@
 //! - [`load`]: `switchyard bench`, a gRPC load tool measuring a running server against tonic's floor.
 //! - [`stats`]: `switchyard stats`, a running service's arm statistics and budgets as tables.
 //! - [`client`]: what those two tools share: the service's address as a gRPC endpoint.
+//! - [`auth`]: API keys (stored as SHA-256 hashes), roles per RPC and tenant scopes; pure checks.
+//! - [`health_cli`]: `switchyard health`, a grpc.health.v1 check for container health checks.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
+pub mod auth;
 pub mod breaker;
 pub mod budget;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod health_cli;
 pub mod load;
 pub mod policy;
 pub mod server;
