@@ -8,7 +8,7 @@
 #
 # Environment: SWITCHYARD_VENV (default target/python-venv) is where the Python packages of
 # clients/python/requirements.txt go; the tests find its interpreter through SWITCHYARD_PYTHON.
-# Extra arguments are passed to `cargo test`, e.g. `scripts/test.sh python_client`.
+# With arguments, they replace `--all-targets`: `scripts/test.sh --test python_client` runs one file.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -75,4 +75,7 @@ install_python_packages() {
 
 install_system_needs
 install_python_packages
-exec cargo test --all-targets "$@"
+if [[ $# -eq 0 ]]; then
+  exec cargo test --all-targets
+fi
+exec cargo test "$@"
