@@ -81,31 +81,26 @@ fn checked_in_generated_code_matches_the_proto() {
 /// A CA, a `localhost` server certificate signed by it and an unrelated CA, made with the
 /// openssl command.
 fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
+    let run = |command: &str| {
+        let args: Vec<&str> = command.split_whitespace().collect();
         let o = Command::new("openssl")
-            .args(args)
+            .args(&args)
             .current_dir(dir)
             .output()
             .expect("the openssl command (scripts/test.sh installs it)");
-        assert!(o.status.success(), "openssl {args:?}: {}", show(&o));
+        assert!(o.status.success(), "openssl {command}: {}", show(&o));
     };
-    run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem",
-    ]);
-    run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other-ca",
-        "-keyout", "other-ca.key", "-out", "other-ca.pem",
-    ]);
-    run(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-        "server.key", "-out", "server.csr",
-    ]);
+    for ca in ["ca", "other-ca"] {
+        run(&format!(
+            "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN={ca} -keyout {ca}.key -out {ca}.pem"
+        ));
+    }
+    run("req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr");
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
-    run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem",
-    ]);
+    run(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile ext.cnf -out server.pem",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +157,10 @@ fn wrapper_unit_tests_pass_against_the_binary() {
     let report = show(&o);
     assert!(o.status.success(), "python tests failed: {report}");
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!stderr.contains("skipped"), "a python test skipped: {report}");
+    assert!(
+        !stderr.contains("skipped"),
+        "a python test skipped: {report}"
+    );
     let ran: usize = stderr
         .lines()
         .find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse().ok())
