@@ -18,8 +18,10 @@
 //! - [`logging`]: the one tracing setup every subcommand uses.
 //! - [`time`]: Unix-ms instants rendered as RFC 3339 for messages.
 //! - [`validation`]: the typed error a settings type's `validate` returns (field and message).
+//! - [`auth`]: API keys (stored as SHA-256 hashes), roles per RPC and tenant scopes; pure checks.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
+pub mod auth;
 pub mod breaker;
 pub mod budget;
 pub mod config;

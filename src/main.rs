@@ -63,6 +63,23 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Check a running service with grpc.health.v1: exit 0 when SERVING, 1 otherwise.
+    Health(switchyard::tools::health::HealthArgs),
+    /// API key tools.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Print the SHA-256 hash of an API key for `[auth.keys.NAME] sha256`. Reads the key from
+    /// stdin unless --key is given (stdin keeps it out of shell history).
+    HashKey {
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +156,10 @@ fn main() -> ExitCode {
         Command::Trace(args) => switchyard::sim::cli::trace(args),
         Command::Bench(args) => switchyard::tools::load::bench(args),
         Command::Stats(args) => switchyard::tools::stats::run(args),
+        Command::Health(args) => switchyard::tools::health::run(args),
+        Command::Auth {
+            command: AuthCommand::HashKey { key },
+        } => hash_key(key),
         Command::State { command } => match state(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -169,6 +190,27 @@ fn main() -> ExitCode {
             },
         },
     }
+}
+
+/// `auth hash-key`: the key from `--key` or stdin (first line), its hash on stdout.
+fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(k) => k,
+        None => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("switchyard auth hash-key: cannot read stdin: {e}");
+                return ExitCode::from(2);
+            }
+            line
+        }
+    };
+    if key.trim().is_empty() {
+        eprintln!("switchyard auth hash-key: empty key; pass it on stdin or with --key");
+        return ExitCode::from(2);
+    }
+    println!("{}", switchyard::auth::hash_key_hex(&key));
+    ExitCode::SUCCESS
 }
 
 fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {

@@ -3,8 +3,10 @@
 //!
 //! - [`stats`]: `switchyard stats`, a running service's arm statistics and budgets as tables.
 //! - [`load`]: `switchyard bench`, a gRPC load tool measuring a running server against tonic's floor.
+//! - [`health`]: `switchyard health`, a grpc.health.v1 check for container health checks.
 //! - [`client`]: what the tools share: the service's address as a gRPC endpoint.
 
 pub mod client;
+pub mod health;
 pub mod load;
 pub mod stats;

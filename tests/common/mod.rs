@@ -1,6 +1,8 @@
 //! Test support: the real server on 127.0.0.1:0 in this process, and a real tonic client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod served;
+
 use std::net::SocketAddr;
 
 use switchyard::config::Config;

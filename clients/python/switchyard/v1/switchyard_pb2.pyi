@@ -1,0 +1,338 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
+    SUCCESS: _ClassVar[Outcome]
+    ERROR: _ClassVar[Outcome]
+    TIMEOUT: _ClassVar[Outcome]
+    RATE_LIMITED: _ClassVar[Outcome]
+
+class HealthState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_STATE_UNSPECIFIED: _ClassVar[HealthState]
+    HEALTHY: _ClassVar[HealthState]
+    DEGRADED: _ClassVar[HealthState]
+    DOWN: _ClassVar[HealthState]
+
+class BreakerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BREAKER_STATE_UNSPECIFIED: _ClassVar[BreakerState]
+    CLOSED: _ClassVar[BreakerState]
+    OPEN: _ClassVar[BreakerState]
+    HALF_OPEN: _ClassVar[BreakerState]
+
+class BudgetState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUDGET_STATE_UNSPECIFIED: _ClassVar[BudgetState]
+    BUDGET_OK: _ClassVar[BudgetState]
+    BUDGET_PACING: _ClassVar[BudgetState]
+    BUDGET_EXHAUSTED: _ClassVar[BudgetState]
+OUTCOME_UNSPECIFIED: Outcome
+SUCCESS: Outcome
+ERROR: Outcome
+TIMEOUT: Outcome
+RATE_LIMITED: Outcome
+HEALTH_STATE_UNSPECIFIED: HealthState
+HEALTHY: HealthState
+DEGRADED: HealthState
+DOWN: HealthState
+BREAKER_STATE_UNSPECIFIED: BreakerState
+CLOSED: BreakerState
+OPEN: BreakerState
+HALF_OPEN: BreakerState
+BUDGET_STATE_UNSPECIFIED: BudgetState
+BUDGET_OK: BudgetState
+BUDGET_PACING: BudgetState
+BUDGET_EXHAUSTED: BudgetState
+
+class Weights(_message.Message):
+    __slots__ = ("quality", "cost", "latency")
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    quality: float
+    cost: float
+    latency: float
+    def __init__(self, quality: _Optional[float] = ..., cost: _Optional[float] = ..., latency: _Optional[float] = ...) -> None: ...
+
+class RouteRequest(_message.Message):
+    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    request_id: str
+    candidates: _containers.RepeatedScalarFieldContainer[str]
+    max_latency_ms: float
+    max_cost_usd: float
+    input_tokens: int
+    max_output_tokens: int
+    budget_key: str
+    weights: Weights
+    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("model", "provider")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class Expected(_message.Message):
+    __slots__ = ("cost_usd", "latency_ms", "quality", "success_rate", "latency_p95_ms")
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    cost_usd: float
+    latency_ms: float
+    quality: float
+    success_rate: float
+    latency_p95_ms: float
+    def __init__(self, cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., quality: _Optional[float] = ..., success_rate: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ...) -> None: ...
+
+class RouteResponse(_message.Message):
+    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    model: str
+    provider: str
+    fallbacks: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    propensity: float
+    expected: Expected
+    reason: str
+    policy: str
+    task_class: str
+    replayed: bool
+    expires_at_unix_ms: int
+    budget_key: str
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    model: str
+    outcome: Outcome
+    latency_ms: float
+    ttft_ms: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    quality: float
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("accepted", "duplicate", "arm")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    duplicate: bool
+    arm: ArmStats
+    def __init__(self, accepted: bool = ..., duplicate: bool = ..., arm: _Optional[_Union[ArmStats, _Mapping]] = ...) -> None: ...
+
+class ReportHealthRequest(_message.Message):
+    __slots__ = ("model", "provider", "state", "ttl_seconds", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    state: HealthState
+    ttl_seconds: int
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., state: _Optional[_Union[HealthState, str]] = ..., ttl_seconds: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReportHealthResponse(_message.Message):
+    __slots__ = ("models", "until_unix_ms")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    until_unix_ms: int
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., until_unix_ms: _Optional[int] = ...) -> None: ...
+
+class GetArmStatsRequest(_message.Message):
+    __slots__ = ("task_class", "model")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    model: str
+    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class BetaParams(_message.Message):
+    __slots__ = ("alpha", "beta", "mean")
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    alpha: float
+    beta: float
+    mean: float
+    def __init__(self, alpha: _Optional[float] = ..., beta: _Optional[float] = ..., mean: _Optional[float] = ...) -> None: ...
+
+class NormalGammaParams(_message.Message):
+    __slots__ = ("mu", "kappa", "alpha", "beta")
+    MU_FIELD_NUMBER: _ClassVar[int]
+    KAPPA_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    mu: float
+    kappa: float
+    alpha: float
+    beta: float
+    def __init__(self, mu: _Optional[float] = ..., kappa: _Optional[float] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ...) -> None: ...
+
+class ArmStats(_message.Message):
+    __slots__ = ("task_class", "model", "provider", "pulls", "decayed_pulls", "successes", "failures", "success_posterior", "quality_posterior", "latency_posterior", "cost_posterior", "success_rate_mean", "quality_mean", "latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "cost_mean_usd", "traffic_share", "breaker_state", "breaker_until_unix_ms", "breaker_since_unix_ms", "recent_failure_rate", "last_feedback_unix_ms", "quality_reports", "degraded")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PULLS_FIELD_NUMBER: _ClassVar[int]
+    DECAYED_PULLS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSES_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_POSTERIOR_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_POSTERIOR_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_POSTERIOR_FIELD_NUMBER: _ClassVar[int]
+    COST_POSTERIOR_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_MEAN_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_MEAN_USD_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_SHARE_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FAILURE_RATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_FEEDBACK_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    model: str
+    provider: str
+    pulls: int
+    decayed_pulls: float
+    successes: int
+    failures: int
+    success_posterior: BetaParams
+    quality_posterior: BetaParams
+    latency_posterior: NormalGammaParams
+    cost_posterior: NormalGammaParams
+    success_rate_mean: float
+    quality_mean: float
+    latency_mean_ms: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    cost_mean_usd: float
+    traffic_share: float
+    breaker_state: BreakerState
+    breaker_until_unix_ms: int
+    breaker_since_unix_ms: int
+    recent_failure_rate: float
+    last_feedback_unix_ms: int
+    quality_reports: int
+    degraded: bool
+    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., pulls: _Optional[int] = ..., decayed_pulls: _Optional[float] = ..., successes: _Optional[int] = ..., failures: _Optional[int] = ..., success_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., quality_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., latency_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., cost_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., success_rate_mean: _Optional[float] = ..., quality_mean: _Optional[float] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_mean_usd: _Optional[float] = ..., traffic_share: _Optional[float] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., breaker_until_unix_ms: _Optional[int] = ..., breaker_since_unix_ms: _Optional[int] = ..., recent_failure_rate: _Optional[float] = ..., last_feedback_unix_ms: _Optional[int] = ..., quality_reports: _Optional[int] = ..., degraded: bool = ...) -> None: ...
+
+class GetArmStatsResponse(_message.Message):
+    __slots__ = ("arms",)
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    arms: _containers.RepeatedCompositeFieldContainer[ArmStats]
+    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ...) -> None: ...
+
+class GetBudgetsRequest(_message.Message):
+    __slots__ = ("budget_key",)
+    BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
+    budget_key: str
+    def __init__(self, budget_key: _Optional[str] = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("budget_key", "period", "limit_usd", "spent_usd", "reserved_usd", "period_start_unix_ms", "period_end_unix_ms", "pacing_multiplier", "state", "on_cap", "previous_period_spent_usd", "time_zone", "alert_thresholds_crossed", "alert_thresholds")
+    BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_USD_FIELD_NUMBER: _ClassVar[int]
+    SPENT_USD_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_USD_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PACING_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ON_CAP_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_PERIOD_SPENT_USD_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    ALERT_THRESHOLDS_CROSSED_FIELD_NUMBER: _ClassVar[int]
+    ALERT_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    budget_key: str
+    period: str
+    limit_usd: float
+    spent_usd: float
+    reserved_usd: float
+    period_start_unix_ms: int
+    period_end_unix_ms: int
+    pacing_multiplier: float
+    state: BudgetState
+    on_cap: str
+    previous_period_spent_usd: float
+    time_zone: str
+    alert_thresholds_crossed: _containers.RepeatedScalarFieldContainer[float]
+    alert_thresholds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, budget_key: _Optional[str] = ..., period: _Optional[str] = ..., limit_usd: _Optional[float] = ..., spent_usd: _Optional[float] = ..., reserved_usd: _Optional[float] = ..., period_start_unix_ms: _Optional[int] = ..., period_end_unix_ms: _Optional[int] = ..., pacing_multiplier: _Optional[float] = ..., state: _Optional[_Union[BudgetState, str]] = ..., on_cap: _Optional[str] = ..., previous_period_spent_usd: _Optional[float] = ..., time_zone: _Optional[str] = ..., alert_thresholds_crossed: _Optional[_Iterable[float]] = ..., alert_thresholds: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GetBudgetsResponse(_message.Message):
+    __slots__ = ("budgets",)
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    budgets: _containers.RepeatedCompositeFieldContainer[Budget]
+    def __init__(self, budgets: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ...) -> None: ...
+
+class ResetArmsRequest(_message.Message):
+    __slots__ = ("task_class", "model")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    model: str
+    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ResetArmsResponse(_message.Message):
+    __slots__ = ("reset",)
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    reset: int
+    def __init__(self, reset: _Optional[int] = ...) -> None: ...

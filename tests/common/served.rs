@@ -1,0 +1,47 @@
+//! The real `switchyard` binary serving on a free loopback port, for tests that drive it from
+//! another process (the Python client, `switchyard health`). Killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub struct ServedBinary {
+    pub addr: String,
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl ServedBinary {
+    /// `switchyard serve` on the built-in default config, 127.0.0.1 port 0, a fresh data dir;
+    /// returns once it printed its `listening on ADDR` line.
+    pub fn start() -> ServedBinary {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        ServedBinary {
+            addr,
+            child,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for ServedBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
