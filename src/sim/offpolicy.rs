@@ -295,3 +295,68 @@ pub fn evaluate(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Outcome;
+
+    fn decision(outcome: Outcome, quality: Option<f64>, cost: Option<f64>) -> LoggedDecision {
+        LoggedDecision {
+            decision_id: "d".to_string(),
+            t_ms: 0,
+            task_class: "qa".to_string(),
+            policy: "thompson".to_string(),
+            eligible: vec!["a".to_string()],
+            model: "a".to_string(),
+            propensity: 1.0,
+            reason: "sampled".to_string(),
+            outcome: Some(outcome),
+            latency_ms: Some(100.0),
+            cost_usd: cost,
+            quality,
+        }
+    }
+
+    #[test]
+    fn a_missing_weighted_term_skips_the_event() {
+        let config = Config::from_toml_str(
+            "[models.a]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+             [task_classes.qa]\nmodels = [\"a\"]\n",
+            "test",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let class = ClassInfo {
+            config: (**config
+                .task_classes
+                .values()
+                .next()
+                .unwrap_or_else(|| panic!("qa")))
+            .clone(),
+            all_mask: 1,
+        };
+        let ok = Outcome::Success;
+        assert!(logged_reward(&class, &decision(ok, Some(0.8), Some(0.001)), ok).is_some());
+        assert_eq!(
+            logged_reward(&class, &decision(ok, None, Some(0.001)), ok),
+            None
+        );
+        assert_eq!(
+            logged_reward(&class, &decision(ok, Some(0.8), None), ok),
+            None
+        );
+        // A failure's quality is 0, not missing.
+        let err = Outcome::Error;
+        let r = logged_reward(&class, &decision(err, None, Some(0.0)), err);
+        assert_eq!(
+            r,
+            Some(class.realised_utility(&super::super::trace::ModelOutcome {
+                status: err,
+                quality: 0.0,
+                latency_ms: Some(100.0),
+                cost_usd: 0.0,
+                output_tokens: 0,
+            }))
+        );
+    }
+}

@@ -718,6 +718,32 @@ provider = "p1"
 "#;
 
     #[test]
+    fn a_billed_failure_costs_its_share_of_the_prompt() {
+        let text = SCENARIO.replace(
+            "[truth.models.a]\n",
+            "[truth.models.a]\nfailure_billed_share = 0.5\n",
+        );
+        let s = Scenario::from_toml_str(&text, "t", "t").unwrap();
+        let truth = ScenarioTruth::new(s).unwrap();
+        let mut world = truth.world(9);
+        let mut failures = 0;
+        while let Some(req) = world.next_request() {
+            let o = world.outcome(&req, 0);
+            if o.status == Outcome::Error {
+                failures += 1;
+                // Model a: 1 USD per million input tokens, half billed.
+                let want = 0.5 * req.input_tokens as f64 / 1e6;
+                assert!(
+                    (o.cost_usd - want).abs() < 1e-15,
+                    "{} vs {want}",
+                    o.cost_usd
+                );
+            }
+        }
+        assert!(failures > 0, "the outage makes a fail");
+    }
+
+    #[test]
     fn events_shape_eligibility_and_outcomes() {
         let s = Scenario::from_toml_str(SCENARIO, "t", "t").unwrap();
         let truth = ScenarioTruth::new(s).unwrap();
