@@ -4,11 +4,11 @@
 
 use rand::Rng;
 
-use super::{argmax, Candidate, Choice, Scoring};
+use super::{argmax, Candidate, Choice, Utility};
 
-pub fn choose<R: Rng + ?Sized>(
+pub fn choose<R: Rng + ?Sized, S: Utility + ?Sized>(
     candidates: &[Candidate<'_>],
-    scoring: &Scoring,
+    scoring: &S,
     epsilon: f64,
     rng: &mut R,
 ) -> Choice {

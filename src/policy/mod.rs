@@ -6,7 +6,10 @@
 //! # Layout
 //! - [`posterior`]: Beta and Normal-Gamma posteriors over decayed sufficient statistics.
 //! - [`Arm`]: one (task class, model)'s posteriors and counters, updated by feedback.
-//! - [`Scoring`]: a request's weights, reference scales and constraints; [`utility`] scores a draw.
+//! - [`Scoring`]: a request's weights, reference scales and constraints; [`Scoring::utility`] scores
+//!   a draw. [`objective`]: money-denominated values ([`Valuation`]) and the least cost at a quality
+//!   target ([`QualityTargetState`]); every policy is generic over [`Utility`], so both drive it.
+//! - [`floor`]: the `min_propensity` exploration floor and propensities under a substitution map.
 //! - One file per policy: [`thompson`], [`ucb`], and the baselines [`uniform`], [`cheapest`],
 //!   [`lowest_latency`], [`static_best`], [`epsilon_greedy`], [`ucb1`], [`adaptive`], behind
 //!   [`PolicyKind`] and [`choose`].
@@ -14,7 +17,9 @@
 pub mod adaptive;
 pub mod cheapest;
 pub mod epsilon_greedy;
+pub mod floor;
 pub mod lowest_latency;
+pub mod objective;
 pub mod pool;
 pub mod posterior;
 pub mod static_best;
@@ -28,6 +33,7 @@ use std::collections::VecDeque;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+pub use objective::{ArmValue, Objective, QualityTargetState, RequestScoring, Utility, Valuation};
 pub use posterior::{decay_factor, BetaPosterior, GammaSampler, NormalGamma, Z95};
 
 /// How many recent latencies the lowest-latency baseline averages (LiteLLM's latency routing keeps 10).
@@ -43,8 +49,11 @@ pub const MAX_NORMALISED_TERM: f64 = 50.0;
 /// Half-life of the decayed selection counts behind "recent traffic share" in arm statistics.
 pub const SHARE_HALF_LIFE_SECS: f64 = 300.0;
 
-/// Smallest latency (ms) and cost (USD) taken to the log scale: a reported 0 is real but has no log.
+/// Smallest latency (ms) taken to the log scale: a reported 0 ms is a clock artefact, not a value.
 pub const MIN_LATENCY_MS: f64 = 0.01;
+/// Smallest price-table cost (USD) a prior's log-normal is centred on: a free model's prior is
+/// "very cheap", which only sets where the posterior starts. Observed costs are never clamped (see
+/// [`Arm::observe_outcome`]).
 pub const MIN_COST_USD: f64 = 1e-9;
 
 /// Relative weights of quality, cost and latency in the utility.
@@ -125,6 +134,21 @@ pub struct Arm {
     pub reward_n: f64,
     /// Beta over 0.7 quality + 0.3 (1 - normalised cost) (LiteLLM-style adaptive baseline).
     pub adaptive: BetaPosterior,
+    /// Successful calls whose reported cost was exactly 0 (cached or free): they are not in the
+    /// log-normal `cost` posterior (0 has no logarithm), and the expected cost of a success is the
+    /// posterior mean times the share of non-zero costs (see [`Arm::zero_cost_share`]).
+    #[serde(default)]
+    pub zero_cost_successes: u64,
+    /// Successful calls whose cost went into the `cost` posterior.
+    #[serde(default)]
+    pub priced_successes: u64,
+    /// Sum and count of the costs reported for failed calls, at the class's typical size: a failure
+    /// costs what the provider bills for it, learned apart from successes so that free errors do not
+    /// drag the success cost down (and billed ones do not drag it up).
+    #[serde(default)]
+    pub failure_cost_sum: f64,
+    #[serde(default)]
+    pub failure_costs: u64,
 }
 
 impl Arm {
@@ -152,6 +176,10 @@ impl Arm {
             reward_sum: 0.0,
             reward_n: 0.0,
             adaptive: BetaPosterior::with_prior(0.5, 2.0),
+            zero_cost_successes: 0,
+            priced_successes: 0,
+            failure_cost_sum: 0.0,
+            failure_costs: 0,
         }
     }
 
@@ -193,6 +221,11 @@ impl Arm {
 
     /// Records an outcome: success counts, latency of successful calls, cost when known, and the
     /// baselines' statistics. Inputs are validated by the caller (finite, non-negative).
+    ///
+    /// Cost: only a success's cost enters the log-normal posterior, and only when positive; a zero
+    /// cost on a success is counted in [`Arm::zero_cost_share`] instead (never clamped into log
+    /// space, where ln(1e-9) = -20.7 would wreck the mean); a failure's cost is summed apart
+    /// ([`Arm::failure_cost_mean`]).
     pub fn observe_outcome(&mut self, obs: &Observation, scoring: &Scoring, now_ms: u64) {
         let ok = obs.outcome.is_success();
         self.success.observe(if ok { 1.0 } else { 0.0 });
@@ -212,8 +245,17 @@ impl Arm {
             }
             self.recent_latency.push_back(per_token);
         }
-        if let Some(cost_usd) = obs.cost_usd_typical {
-            self.cost.observe(cost_usd.max(MIN_COST_USD).ln());
+        match (ok, obs.cost_usd_typical) {
+            (true, Some(c)) if c > 0.0 => {
+                self.cost.observe(c.ln());
+                self.priced_successes += 1;
+            }
+            (true, Some(_)) => self.zero_cost_successes += 1,
+            (false, Some(c)) => {
+                self.failure_cost_sum += c.max(0.0);
+                self.failure_costs += 1;
+            }
+            (_, None) => {}
         }
         self.last_feedback_ms = self.last_feedback_ms.max(now_ms);
         // Baseline statistics: quality of a failure is 0; of a success, the reported score or the
@@ -248,12 +290,41 @@ impl Arm {
         self.successes + self.failures + self.quality_reports
     }
 
-    /// Posterior-mean summary, scaled to a request by `cost_scale`.
+    /// Share of successful calls reported free, with one pseudo-observation on "priced" so that a
+    /// single free call does not make an arm free: z / (z + p + 1).
+    pub fn zero_cost_share(&self) -> f64 {
+        let z = self.zero_cost_successes as f64;
+        z / (z + self.priced_successes as f64 + 1.0)
+    }
+
+    /// Mean reported cost of a failed call at the class's typical size (0 before any is reported:
+    /// failures are free unless the caller says otherwise).
+    pub fn failure_cost_mean(&self) -> f64 {
+        if self.failure_costs == 0 {
+            0.0
+        } else {
+            self.failure_cost_sum / self.failure_costs as f64
+        }
+    }
+
+    /// Expected cost of choosing the arm once at the class's typical size, given the success
+    /// probability `success` and a success's log-normal mean `success_cost` (from the posterior or
+    /// a draw): (1 - zero share) x success_cost + (1 - success) x failure cost. The success cost
+    /// is charged whether or not the call succeeds, because a failure is followed by a retry or a
+    /// fallback that costs about as much (so a flaky arm never looks cheaper for failing); a
+    /// billed failure adds its own cost on top.
+    pub fn expected_cost(&self, success: f64, success_cost: f64) -> f64 {
+        (1.0 - self.zero_cost_share()) * success_cost + (1.0 - success) * self.failure_cost_mean()
+    }
+
+    /// Posterior-mean summary, scaled to a request by `cost_scale`. `cost_usd` is the expected cost
+    /// of a call, failures included ([`Arm::expected_cost`]).
     pub fn means(&self, cost_scale: f64) -> Means {
+        let success = self.success.mean();
         Means {
-            success: self.success.mean(),
+            success,
             quality: self.quality.mean(),
-            cost_usd: self.cost.mean_exp() * cost_scale,
+            cost_usd: self.expected_cost(success, self.cost.mean_exp()) * cost_scale,
             latency_ms: self.latency.mean_exp(),
             latency_p95_ms: self.latency.predictive_p95_exp(),
         }
@@ -409,6 +480,9 @@ pub struct ArmSampler {
     quality: (GammaSampler, GammaSampler),
     latency: NormalGammaSampler,
     cost: NormalGammaSampler,
+    /// 1 - the arm's zero-cost share, and its mean failure cost.
+    priced_share: f64,
+    failure_cost: f64,
     cost_scale: f64,
     health: f64,
 }
@@ -462,6 +536,8 @@ impl ArmSampler {
             ),
             latency: NormalGammaSampler::new(arm.latency.params()),
             cost: NormalGammaSampler::new(arm.cost.params()),
+            priced_share: 1.0 - arm.zero_cost_share(),
+            failure_cost: arm.failure_cost_mean(),
             cost_scale,
             health,
         }
@@ -471,10 +547,13 @@ impl ArmSampler {
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Sample {
         let (lat_mu, lat_sigma) = self.latency.sample(rng);
         let (cost_mu, cost_sigma) = self.cost.sample(rng);
+        let success = beta_draw(&self.success, rng);
+        let success_cost = (cost_mu + 0.5 * cost_sigma * cost_sigma).min(700.0).exp();
         Sample {
-            success: beta_draw(&self.success, rng),
+            success,
             quality: beta_draw(&self.quality, rng) * self.health,
-            cost_usd: (cost_mu + 0.5 * cost_sigma * cost_sigma).min(700.0).exp() * self.cost_scale,
+            cost_usd: (self.priced_share * success_cost + (1.0 - success) * self.failure_cost)
+                * self.cost_scale,
             latency_ms: (lat_mu + 0.5 * lat_sigma * lat_sigma).min(700.0).exp(),
             latency_p95_ms: (lat_mu + Z95 * lat_sigma).min(700.0).exp(),
         }
@@ -550,10 +629,10 @@ pub struct Choice {
 }
 
 /// Picks one of `candidates` (non-empty) under `scoring` with the policy in `settings`.
-pub fn choose<R: Rng + ?Sized>(
+pub fn choose<R: Rng + ?Sized, S: Utility + ?Sized>(
     settings: &PolicySettings,
     candidates: &[Candidate<'_>],
-    scoring: &Scoring,
+    scoring: &S,
     rng: &mut R,
 ) -> Choice {
     if candidates.len() == 1 {
@@ -594,7 +673,10 @@ pub fn argmax(values: impl IntoIterator<Item = f64>) -> usize {
 }
 
 /// Candidates ordered by posterior-mean utility, best first (fallback order).
-pub fn rank_by_mean_utility(candidates: &[Candidate<'_>], scoring: &Scoring) -> Vec<usize> {
+pub fn rank_by_mean_utility<S: Utility + ?Sized>(
+    candidates: &[Candidate<'_>],
+    scoring: &S,
+) -> Vec<usize> {
     let mut scored: Vec<(usize, f64)> = candidates
         .iter()
         .enumerate()
@@ -741,6 +823,73 @@ mod tests {
             a.observe_outcome(&success(0.9, 300.0, 0.0002), &sc, 0);
         }
         assert!(a.adaptive.evidence() <= ADAPTIVE_EVIDENCE_CAP + 1e-9);
+    }
+
+    #[test]
+    fn free_errors_do_not_skew_the_learned_cost() {
+        // 10% of calls fail and report cost 0; successes cost log-normally around 0.002 USD. The
+        // learned mean cost of a success stays within 10% of the truth and the failures are
+        // tracked apart (free), so they add nothing to the expected cost of choosing the arm.
+        use rand::rngs::SmallRng;
+        use rand::SeedableRng;
+        let mut rng = SmallRng::seed_from_u64(12);
+        let sc = scoring();
+        let (median, sigma) = (0.002f64, 0.4f64);
+        let truth = median * (0.5 * sigma * sigma).exp();
+        let mut arm = Arm::new(&prior(0.5, 1000.0, 0.01), 0);
+        for i in 0..1000 {
+            let obs = if i % 10 == 3 {
+                Observation {
+                    outcome: Outcome::Error,
+                    latency_ms: None,
+                    output_tokens: None,
+                    cost_usd: Some(0.0),
+                    cost_usd_typical: Some(0.0),
+                    quality: None,
+                }
+            } else {
+                let z: f64 = rng.sample(rand_distr::StandardNormal);
+                let c = median * (sigma * z).exp();
+                success(0.8, 300.0, c)
+            };
+            arm.observe_outcome(&obs, &sc, 0);
+        }
+        let learned = arm.cost.mean_exp();
+        assert!((learned / truth - 1.0).abs() < 0.1, "{learned} vs {truth}");
+        assert_eq!((arm.failure_costs, arm.failure_cost_mean()), (100, 0.0));
+        assert_eq!(arm.zero_cost_successes, 0);
+        let m = arm.means(1.0);
+        let want = learned;
+        assert!(
+            (m.cost_usd - want).abs() < 1e-15,
+            "{} vs {want}",
+            m.cost_usd
+        );
+    }
+
+    #[test]
+    fn billed_failures_and_free_successes_enter_the_expected_cost() {
+        let sc = scoring();
+        let mut arm = Arm::new(&prior(0.5, 1000.0, 0.001), 0);
+        arm.success = BetaPosterior::with_prior(0.5, 2.0);
+        let fail = Observation {
+            outcome: Outcome::Timeout,
+            latency_ms: None,
+            output_tokens: None,
+            cost_usd: Some(0.004),
+            cost_usd_typical: Some(0.004),
+            quality: None,
+        };
+        arm.observe_outcome(&fail, &sc, 0);
+        arm.observe_outcome(&success(0.9, 100.0, 0.0), &sc, 0);
+        assert_eq!(arm.failure_cost_mean(), 0.004);
+        assert_eq!(arm.zero_cost_successes, 1);
+        // The free success did not enter the log posterior (still the prior's 2 pseudo-obs).
+        assert_eq!(arm.cost.n, 0.0);
+        assert!((arm.zero_cost_share() - 0.5).abs() < 1e-12);
+        let s = arm.success.mean();
+        let want = 0.5 * arm.cost.mean_exp() + (1.0 - s) * 0.004;
+        assert!((arm.means(1.0).cost_usd - want).abs() < 1e-15);
     }
 
     #[test]

@@ -10,12 +10,12 @@
 
 use rand::Rng;
 
-use super::{argmax, Candidate, Choice, Scoring};
+use super::{argmax, Candidate, Choice, Utility};
 
 /// Picks the winner of one Thompson draw and estimates its propensity from `samples` draws.
-pub fn choose<R: Rng + ?Sized>(
+pub fn choose<R: Rng + ?Sized, S: Utility + ?Sized>(
     candidates: &[Candidate<'_>],
-    scoring: &Scoring,
+    scoring: &S,
     samples: u32,
     rng: &mut R,
 ) -> Choice {
@@ -48,9 +48,9 @@ pub fn choose<R: Rng + ?Sized>(
 
 /// Thompson over equal-size pools: score index `j ~ U{0..k}`; the propensity is the exact share
 /// of indices the winner at `j` wins (ties to the earliest candidate, as [`argmax`]).
-fn choose_pooled<R: Rng + ?Sized>(
+fn choose_pooled<R: Rng + ?Sized, S: Utility + ?Sized>(
     candidates: &[Candidate<'_>],
-    scoring: &Scoring,
+    scoring: &S,
     k: usize,
     rng: &mut R,
 ) -> Choice {
@@ -78,6 +78,28 @@ fn choose_pooled<R: Rng + ?Sized>(
         propensity: wins as f64 / k as f64,
         reason: "sampled",
     }
+}
+
+/// Every candidate's exact pooled propensity (the share of pool indices it wins, ties to the
+/// earliest), or None when the candidates do not all carry pools of one size.
+pub fn pooled_shares<S: Utility + ?Sized>(
+    candidates: &[Candidate<'_>],
+    scoring: &S,
+) -> Option<Vec<f64>> {
+    let k = candidates.first().map_or(0, |c| c.pool.len());
+    if k == 0 || candidates.iter().any(|c| c.pool.len() != k) {
+        return None;
+    }
+    let mut wins = vec![0usize; candidates.len()];
+    for j in 0..k {
+        let w = argmax(
+            candidates
+                .iter()
+                .map(|c| scoring.utility(&c.scale(&c.pool[j]))),
+        );
+        wins[w] += 1;
+    }
+    Some(wins.into_iter().map(|w| w as f64 / k as f64).collect())
 }
 
 #[cfg(test)]

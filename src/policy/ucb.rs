@@ -3,7 +3,7 @@
 //! and cost, with z_t = exploration * sqrt(2 ln(1 + t)) and t the class's decayed evidence (the
 //! Gaussian form of Bayes-UCB, Kaufmann, Cappé & Garivier 2012). Deterministic: propensity is 1.
 
-use super::{argmax, Candidate, Choice, Sample, Scoring, Z95};
+use super::{argmax, Candidate, Choice, Sample, Utility, Z95};
 
 /// The optimistic sample of one arm at confidence width `z`.
 pub fn optimistic(c: &Candidate<'_>, z: f64) -> Sample {
@@ -18,7 +18,8 @@ pub fn optimistic(c: &Candidate<'_>, z: f64) -> Sample {
     Sample {
         success,
         quality,
-        cost_usd: (cost_mu + 0.5 * cost.beta / cost.alpha).exp() * c.cost_scale,
+        cost_usd: arm.expected_cost(success, (cost_mu + 0.5 * cost.beta / cost.alpha).exp())
+            * c.cost_scale,
         latency_ms: (lat_mu + 0.5 * lat_sigma * lat_sigma).exp(),
         latency_p95_ms: (lat_mu + Z95 * lat_sigma).exp(),
     }
@@ -30,7 +31,11 @@ pub fn width(exploration: f64, t: f64) -> f64 {
 }
 
 /// Picks the arm with the highest optimistic utility.
-pub fn choose(candidates: &[Candidate<'_>], scoring: &Scoring, exploration: f64) -> Choice {
+pub fn choose<S: Utility + ?Sized>(
+    candidates: &[Candidate<'_>],
+    scoring: &S,
+    exploration: f64,
+) -> Choice {
     let t: f64 = candidates.iter().map(|c| c.arm.success.evidence()).sum();
     let z = width(exploration, t);
     let index = argmax(

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::frontier::Frontier;
 use super::offpolicy::{evaluate, Target};
 use super::report::{OffPolicyReport, Report};
 use super::run::{run_many, run_one, run_seed, PolicySpec, RunOptions, Source};
@@ -323,8 +324,12 @@ fn simulate_inner(args: &SimulateArgs) -> Result<(), SimError> {
         world.duration_ms() as f64 / 1000.0,
         world.events(),
         runs,
-    );
-    print!("{}", report.table());
+    )
+    .with_frontier(match &source {
+        Source::Trace(t) => t.frontier.clone(),
+        Source::Scenario(s) => Frontier::of(&generate_trace(s, args.base_seed)),
+    });
+    print!("{}{}", report.table(), report.frontier_table());
     let dir = args
         .out
         .clone()

@@ -23,6 +23,7 @@
 //! - [`cli`]: the `simulate`, `tune` and `trace` subcommands.
 
 pub mod cli;
+pub mod frontier;
 pub mod metrics;
 pub mod offpolicy;
 pub mod plot;

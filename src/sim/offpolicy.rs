@@ -106,6 +106,40 @@ fn ess(w: &[f64]) -> f64 {
     }
 }
 
+/// The realised utility of a logged outcome, or None when a term the class weighs is missing (a
+/// success without its quality score, a call without its cost, a success without its latency):
+/// such an event is skipped, since counting the missing term as 0 would bias every estimate.
+/// A failure's quality is 0 by definition, not missing.
+fn logged_reward(
+    class: &ClassInfo,
+    d: &LoggedDecision,
+    outcome: crate::policy::Outcome,
+) -> Option<f64> {
+    let w = class.config.weights;
+    let ok = outcome.is_success();
+    let quality = match (ok, d.quality) {
+        (false, _) => 0.0,
+        (true, Some(q)) => q,
+        (true, None) if w.quality > 0.0 => return None,
+        (true, None) => 0.0,
+    };
+    let cost_usd = match d.cost_usd {
+        Some(c) => c,
+        None if w.cost > 0.0 => return None,
+        None => 0.0,
+    };
+    if ok && w.latency > 0.0 && d.latency_ms.is_none() {
+        return None;
+    }
+    Some(class.realised_utility(&super::trace::ModelOutcome {
+        status: outcome,
+        quality,
+        latency_ms: d.latency_ms,
+        cost_usd,
+        output_tokens: 0,
+    }))
+}
+
 /// Evaluates `target` on `log` (in time order) under `config`'s task classes and weights.
 pub fn evaluate(
     log: &[LoggedDecision],
@@ -143,13 +177,9 @@ pub fn evaluate(
                 format!("must be in (0, 1], got {}", d.propensity),
             ));
         }
-        let r = class.realised_utility(&super::trace::ModelOutcome {
-            status: outcome,
-            quality: d.quality.unwrap_or(0.0),
-            latency_ms: d.latency_ms,
-            cost_usd: d.cost_usd.unwrap_or(0.0),
-            output_tokens: 0,
-        });
+        let Some(r) = logged_reward(class, d, outcome) else {
+            continue;
+        };
         let e = q_sum
             .entry((d.task_class.as_str(), d.model.as_str()))
             .or_default();
@@ -264,4 +294,69 @@ pub fn evaluate(
             ess: ess_w,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Outcome;
+
+    fn decision(outcome: Outcome, quality: Option<f64>, cost: Option<f64>) -> LoggedDecision {
+        LoggedDecision {
+            decision_id: "d".to_string(),
+            t_ms: 0,
+            task_class: "qa".to_string(),
+            policy: "thompson".to_string(),
+            eligible: vec!["a".to_string()],
+            model: "a".to_string(),
+            propensity: 1.0,
+            reason: "sampled".to_string(),
+            outcome: Some(outcome),
+            latency_ms: Some(100.0),
+            cost_usd: cost,
+            quality,
+        }
+    }
+
+    #[test]
+    fn a_missing_weighted_term_skips_the_event() {
+        let config = Config::from_toml_str(
+            "[models.a]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+             [task_classes.qa]\nmodels = [\"a\"]\n",
+            "test",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let class = ClassInfo {
+            config: (**config
+                .task_classes
+                .values()
+                .next()
+                .unwrap_or_else(|| panic!("qa")))
+            .clone(),
+            all_mask: 1,
+        };
+        let ok = Outcome::Success;
+        assert!(logged_reward(&class, &decision(ok, Some(0.8), Some(0.001)), ok).is_some());
+        assert_eq!(
+            logged_reward(&class, &decision(ok, None, Some(0.001)), ok),
+            None
+        );
+        assert_eq!(
+            logged_reward(&class, &decision(ok, Some(0.8), None), ok),
+            None
+        );
+        // A failure's quality is 0, not missing.
+        let err = Outcome::Error;
+        let r = logged_reward(&class, &decision(err, None, Some(0.0)), err);
+        assert_eq!(
+            r,
+            Some(class.realised_utility(&super::super::trace::ModelOutcome {
+                status: err,
+                quality: 0.0,
+                latency_ms: Some(100.0),
+                cost_usd: 0.0,
+                output_tokens: 0,
+            }))
+        );
+    }
 }

@@ -169,8 +169,16 @@ pub fn regret_svg(report: &Report) -> String {
     out
 }
 
-/// Total cost against mean quality per policy (means over seeds, 95% confidence bars).
+/// Total cost against mean quality per policy (means over seeds, 95% confidence bars), with the
+/// hindsight frontier of static class-level routing (cost per request x the trace's requests) as a
+/// dashed curve when the report has one.
 pub fn cost_quality_svg(report: &Report) -> String {
+    let curve: Vec<(f64, f64)> = report.frontier.as_ref().map_or_else(Vec::new, |f| {
+        f.points
+            .iter()
+            .map(|p| (p.cost_usd * f.requests as f64, p.quality))
+            .collect()
+    });
     let pts: Vec<_> = report
         .policies
         .iter()
@@ -188,7 +196,13 @@ pub fn cost_quality_svg(report: &Report) -> String {
         y0 = y0.min(q.mean - q.ci95);
         y1 = y1.max(q.mean + q.ci95);
     }
-    if pts.is_empty() {
+    for (c, q) in &curve {
+        x0 = x0.min(*c);
+        x1 = x1.max(*c);
+        y0 = y0.min(*q);
+        y1 = y1.max(*q);
+    }
+    if pts.is_empty() && curve.is_empty() {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
     let (dx, dy) = ((x1 - x0).max(1e-9) * 0.08, (y1 - y0).max(1e-9) * 0.08);
@@ -204,6 +218,17 @@ pub fn cost_quality_svg(report: &Report) -> String {
         "total cost (USD)",
         "mean quality per request",
     );
+    if !curve.is_empty() {
+        let path: Vec<String> = curve
+            .iter()
+            .map(|(c, q)| format!("{:.1},{:.1}", f.x(*c), f.y(*q)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline points="{}" fill="none" stroke="dimgray" stroke-dasharray="6,4"><title>hindsight frontier (static class-level routing)</title></polyline>"#,
+            path.join(" ")
+        );
+    }
     for (i, (c, q)) in pts.iter().enumerate() {
         let col = COLOURS[i % COLOURS.len()];
         let (x, y) = (f.x(c.mean), f.y(q.mean));

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::frontier::{Frontier, Placement};
 use super::metrics::{PolicySummary, RunMetrics, CURVE_POINTS, SCALAR_METRICS};
 use super::offpolicy::OffPolicyResult;
 use super::{plot, SimError};
@@ -27,7 +28,20 @@ pub struct Report {
     /// Every run, per policy in seed order (runs.csv).
     #[serde(skip)]
     pub runs: Vec<Vec<RunMetrics>>,
+    /// The hindsight frontier of static class-level routing and each policy's place on it, for a
+    /// full-information source (frontier.csv).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontier: Option<Frontier>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<Placement>,
+    /// Frontier cost per request at each of [`FRONTIER_TARGETS`] (a share of the class-best
+    /// quality): (target, cost, cost over the best single model's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frontier_targets: Vec<(f64, Option<f64>, Option<f64>)>,
 }
+
+/// Quality targets at which the report reads the frontier.
+pub const FRONTIER_TARGETS: [f64; 5] = [0.8, 0.85, 0.9, 0.95, 1.0];
 
 impl Report {
     pub fn new(
@@ -55,7 +69,102 @@ impl Report {
             events,
             policies,
             runs,
+            frontier: None,
+            placements: Vec::new(),
+            frontier_targets: Vec::new(),
         }
+    }
+
+    /// Adds the frontier and places every policy on it by its mean quality and mean cost per
+    /// request (total cost over requests served, means over seeds).
+    pub fn with_frontier(mut self, frontier: Option<Frontier>) -> Report {
+        let Some(f) = frontier else { return self };
+        self.placements = self
+            .policies
+            .iter()
+            .filter_map(|p| {
+                let q = p.metric("mean_quality")?.mean;
+                let cost = p.metric("total_cost_usd")?.mean;
+                let n = p.metric("requests")?.mean;
+                (n > 0.0).then(|| f.place(&p.policy, q, cost / n))
+            })
+            .collect();
+        self.frontier_targets = f.at_targets(&FRONTIER_TARGETS);
+        self.frontier = Some(f);
+        self
+    }
+
+    /// The frontier section of the terminal table (empty without a frontier).
+    pub fn frontier_table(&self) -> String {
+        let Some(f) = &self.frontier else {
+            return String::new();
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nhindsight frontier (static class-level routing, two-model mix per class); best single model {} (quality {}, cost/request {:.3e})",
+            f.best_model,
+            num(f.best_quality),
+            f.best_cost_usd
+        );
+        for (t, c, share) in &self.frontier_targets {
+            let _ = writeln!(
+                out,
+                "  quality {} x class-best: cost/request {}  ({} of best model)",
+                num(*t),
+                c.map_or_else(|| "-".to_string(), |c| format!("{c:.3e}")),
+                share.map_or_else(|| "-".to_string(), num)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<28} {:>13} {:>11} {:>16}",
+            "policy", "quality/best", "cost/best", "cost/frontier"
+        );
+        for p in &self.placements {
+            let _ = writeln!(
+                out,
+                "{:<28} {:>13} {:>11} {:>16}",
+                p.policy,
+                num(p.quality_share),
+                num(p.cost_share),
+                p.cost_overhead.map_or_else(|| "-".to_string(), num)
+            );
+        }
+        out
+    }
+
+    /// frontier.csv: the frontier's vertices, its cost at the report's targets, and placements.
+    pub fn frontier_csv(&self) -> String {
+        let mut out =
+            String::from("kind,label,quality,cost_usd,quality_share,cost_share,cost_overhead\n");
+        let Some(f) = &self.frontier else { return out };
+        let opt = |v: Option<f64>| v.map_or_else(String::new, num);
+        for p in &f.points {
+            let _ = writeln!(out, "point,,{},{},,,", num(p.quality), num(p.cost_usd));
+        }
+        for (t, c, share) in &self.frontier_targets {
+            let _ = writeln!(
+                out,
+                "target,{},{},{},,{},",
+                num(*t),
+                num(t * f.class_best_quality),
+                opt(*c),
+                opt(*share)
+            );
+        }
+        for p in &self.placements {
+            let _ = writeln!(
+                out,
+                "policy,{},,{},{},{},{}",
+                csv(&p.policy),
+                opt(p.frontier_cost_usd),
+                num(p.quality_share),
+                num(p.cost_share),
+                opt(p.cost_overhead)
+            );
+        }
+        out
     }
 
     /// A policy's summary by label.
@@ -182,7 +291,8 @@ impl Report {
         out
     }
 
-    /// Writes report.json, summary.csv, runs.csv, regret.svg and cost_quality.svg into `dir`.
+    /// Writes report.json, summary.csv, runs.csv, regret.svg, cost_quality.svg and frontier.csv
+    /// into `dir`.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, SimError> {
         let json = serde_json::to_string_pretty(self)
             .map_err(|e| SimError::new("report.json", e.to_string()))?;
@@ -194,6 +304,7 @@ impl Report {
                 ("runs.csv", self.runs_csv()),
                 ("regret.svg", plot::regret_svg(self)),
                 ("cost_quality.svg", plot::cost_quality_svg(self)),
+                ("frontier.csv", self.frontier_csv()),
             ],
         )
     }

@@ -53,6 +53,7 @@ struct RawModelTruth {
     output_tokens_median: Option<f64>,
     output_tokens_sigma: Option<f64>,
     error_rate: Option<f64>,
+    failure_billed_share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +102,9 @@ pub struct ModelTruth {
     pub output_tokens_median: Option<f64>,
     pub output_tokens_sigma: f64,
     pub error_rate: f64,
+    /// Share of the input tokens' price a failed call is billed (0 = failures are free, the
+    /// default; 1 = the provider bills the prompt of a failed call in full).
+    pub failure_billed_share: f64,
     pub input_usd_per_mtok: f64,
     pub output_usd_per_mtok: f64,
 }
@@ -313,6 +317,10 @@ impl Scenario {
                     m.output_tokens_sigma.unwrap_or(DEFAULT_TOKENS_SIGMA),
                 )?,
                 error_rate: unit(&format!("{key}.error_rate"), m.error_rate.unwrap_or(0.0))?,
+                failure_billed_share: unit(
+                    &format!("{key}.failure_billed_share"),
+                    m.failure_billed_share.unwrap_or(0.0),
+                )?,
                 input_usd_per_mtok: model.input_usd_per_mtok,
                 output_usd_per_mtok: model.output_usd_per_mtok,
             };

@@ -126,6 +126,7 @@ struct ModelState {
     output_tokens_median: Option<f64>,
     output_tokens_sigma: f64,
     error_rate: f64,
+    failure_billed_share: f64,
     input_usd_per_mtok: f64,
     output_usd_per_mtok: f64,
 }
@@ -204,6 +205,7 @@ impl ScenarioTruth {
                 output_tokens_median: t.output_tokens_median,
                 output_tokens_sigma: t.output_tokens_sigma,
                 error_rate: t.error_rate,
+                failure_billed_share: t.failure_billed_share,
                 input_usd_per_mtok: t.input_usd_per_mtok,
                 output_usd_per_mtok: t.output_usd_per_mtok,
             })
@@ -292,7 +294,8 @@ impl ScenarioTruth {
                                 / cc.cost_ref_usd
                             - w.latency * latency_mean / cc.latency_ref_ms,
                     );
-                    b.push(w.cost * ok * m.input_usd_per_mtok / 1e6 / cc.cost_ref_usd);
+                    let billed = ok + (1.0 - ok) * m.failure_billed_share;
+                    b.push(w.cost * billed * m.input_usd_per_mtok / 1e6 / cc.cost_ref_usd);
                 }
                 if mask == 0 {
                     mask = class.all_mask; // every model is "new": make them all eligible
@@ -429,7 +432,8 @@ impl World for ScenarioWorld {
                 status: Outcome::Error,
                 quality: 0.0,
                 latency_ms: Some(latency_ms),
-                cost_usd: 0.0,
+                cost_usd: m.failure_billed_share * req.input_tokens as f64 * m.input_usd_per_mtok
+                    / 1e6,
                 output_tokens: 0,
             };
         }
@@ -502,6 +506,8 @@ pub struct TraceData {
     outcomes: Vec<Vec<Option<ModelOutcome>>>,
     times_ms: Vec<u64>,
     input_tokens: Vec<u64>,
+    /// The trace's hindsight cost/quality frontier (see [`super::frontier`]).
+    pub frontier: Option<super::frontier::Frontier>,
 }
 
 impl TraceData {
@@ -566,6 +572,7 @@ impl TraceData {
             outcomes,
             times_ms: records.iter().map(|r| r.t_ms - t0).collect(),
             input_tokens: records.iter().map(|r| r.input_tokens).collect(),
+            frontier: super::frontier::Frontier::of(records),
         }))
     }
 
@@ -709,6 +716,32 @@ duration_secs = 10.0
 kind = "outage"
 provider = "p1"
 "#;
+
+    #[test]
+    fn a_billed_failure_costs_its_share_of_the_prompt() {
+        let text = SCENARIO.replace(
+            "[truth.models.a]\n",
+            "[truth.models.a]\nfailure_billed_share = 0.5\n",
+        );
+        let s = Scenario::from_toml_str(&text, "t", "t").unwrap();
+        let truth = ScenarioTruth::new(s).unwrap();
+        let mut world = truth.world(9);
+        let mut failures = 0;
+        while let Some(req) = world.next_request() {
+            let o = world.outcome(&req, 0);
+            if o.status == Outcome::Error {
+                failures += 1;
+                // Model a: 1 USD per million input tokens, half billed.
+                let want = 0.5 * req.input_tokens as f64 / 1e6;
+                assert!(
+                    (o.cost_usd - want).abs() < 1e-15,
+                    "{} vs {want}",
+                    o.cost_usd
+                );
+            }
+        }
+        assert!(failures > 0, "the outage makes a fail");
+    }
 
     #[test]
     fn events_shape_eligibility_and_outcomes() {
