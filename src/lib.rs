@@ -27,6 +27,7 @@ pub mod server;
 pub mod sim;
 pub mod stats;
 pub mod store;
+pub mod time;
 
 /// Generated protobuf and gRPC types for `switchyard.v1`.
 pub mod proto {

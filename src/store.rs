@@ -105,7 +105,7 @@ impl Event {
             eligible: d.eligible.clone(),
             model: d.model.clone(),
             propensity: d.propensity,
-            reason: d.reason.clone(),
+            reason: d.reason.as_str().to_string(),
         }
     }
 

@@ -96,7 +96,7 @@ impl From<Decision> for proto::RouteResponse {
                 success_rate: d.expected.success_rate,
                 latency_p95_ms: d.expected.latency_p95_ms,
             }),
-            reason: d.reason,
+            reason: d.reason.as_str().to_string(),
             policy: d.policy,
             task_class: d.task_class,
             replayed: d.replayed,

@@ -306,7 +306,7 @@ impl Metrics {
             .get_or_create(&DecisionLabels {
                 task_class: d.task_class.clone(),
                 model: d.model.clone(),
-                reason: d.reason.clone(),
+                reason: d.reason.as_str().to_string(),
             })
             .inc();
     }

@@ -368,7 +368,7 @@ pub fn run_one(
                     eligible: d.eligible.clone(),
                     model: d.model.clone(),
                     propensity: d.propensity,
-                    reason: d.reason.clone(),
+                    reason: d.reason.as_str().to_string(),
                     outcome: Some(outcome.status),
                     latency_ms: outcome.latency_ms,
                     cost_usd: Some(outcome.cost_usd),
