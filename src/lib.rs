@@ -23,6 +23,7 @@ pub mod config;
 pub mod engine;
 pub mod load;
 pub mod policy;
+pub mod record;
 pub mod server;
 pub mod sim;
 pub mod stats;

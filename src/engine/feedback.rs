@@ -1,11 +1,33 @@
-//! Feedback: validate a report, update the arm and breaker, settle the budget.
+//! Feedback: validate a report, update the arm and breaker, mark the pending decision, settle the
+//! budget and log what was new.
 
 use std::sync::Arc;
 
 use crate::breaker::CallOutcome;
+use crate::config::{ModelConfig, TaskClassConfig};
 use crate::policy::{Observation, Outcome};
+use crate::record::{Event, OutcomeRecord, QualityRecord};
 
 use super::*;
+
+/// A validated Feedback, resolved against its pending decision.
+struct Report {
+    class: Arc<TaskClassConfig>,
+    model: ModelConfig,
+    arm_index: usize,
+    latency_ms: Option<f64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    /// As reported, else from the price table when tokens are known.
+    cost_usd: Option<f64>,
+    quality: Option<f64>,
+    /// Whether the outcome / quality is the first reported for this model.
+    outcome_new: bool,
+    quality_new: bool,
+    /// Token counts the decision assumed, and its budget.
+    decided_tokens: (u64, u64),
+    budget_key: Option<String>,
+}
 
 impl Engine {
     /// Records what happened to a routed request.
@@ -14,6 +36,30 @@ impl Engine {
         input: &FeedbackInput,
         now_ms: u64,
     ) -> Result<FeedbackResult, EngineError> {
+        let r = self.check_feedback(input, now_ms)?;
+        self.dirty_classes.insert(r.class.name.clone());
+        self.pending.dirty.insert(input.decision_id.clone());
+        self.observe(input, &r, now_ms)?;
+        self.mark_pending(input, &r);
+        let alerts = self.settle(input, &r, now_ms);
+        self.log_feedback(input, &r, now_ms);
+        let arm = self.summary(&r.class.name, r.arm_index, now_ms)?;
+        let counted = Counted {
+            outcome: input.outcome.filter(|_| r.outcome_new),
+            latency_ms: r.latency_ms.filter(|_| r.outcome_new),
+            cost_usd: r.cost_usd.filter(|_| r.outcome_new),
+            quality: r.quality.filter(|_| r.quality_new),
+        };
+        Ok(FeedbackResult {
+            duplicate: !(r.outcome_new || r.quality_new),
+            arm,
+            alerts,
+            counted,
+        })
+    }
+
+    /// Validates every field and resolves the decision, class and model.
+    fn check_feedback(&self, input: &FeedbackInput, now_ms: u64) -> Result<Report, EngineError> {
         if input.decision_id.is_empty() {
             return Err(invalid(
                 "decision_id",
@@ -34,14 +80,12 @@ impl Engine {
                 ))
             })?;
         let class = self.class(&pending.decision.task_class)?.clone();
-        self.dirty_classes.insert(class.name.clone());
-        self.pending.dirty.insert(input.decision_id.clone());
         let model_id = if input.model.is_empty() {
-            pending.decision.model.clone()
+            &pending.decision.model
         } else {
-            input.model.clone()
+            &input.model
         };
-        let Some(arm_index) = class.models.iter().position(|m| *m == model_id) else {
+        let Some(arm_index) = class.models.iter().position(|m| m == model_id) else {
             return Err(invalid(
                 "model",
                 format!(
@@ -55,7 +99,7 @@ impl Engine {
         let model = self
             .config
             .models
-            .get(&model_id)
+            .get(model_id)
             .ok_or_else(|| invalid("model", format!("model {model_id:?} is not configured")))?
             .clone();
 
@@ -74,12 +118,12 @@ impl Engine {
             .ttft_ms
             .map(|v| non_negative("ttft_ms", v))
             .transpose()?;
-        let in_tokens = input
+        let input_tokens = input
             .input_tokens
             .map(|v| tokens("input_tokens", v))
             .transpose()?
             .flatten();
-        let out_tokens = input
+        let output_tokens = input
             .output_tokens
             .map(|v| tokens("output_tokens", v))
             .transpose()?
@@ -110,52 +154,67 @@ impl Engine {
                 ));
             }
         }
-        if quality.is_some() && input.outcome.is_none() && pending.failed.contains(&model_id) {
+        if quality.is_some() && input.outcome.is_none() && pending.failed.contains(model_id) {
             return Err(EngineError::FailedPrecondition(format!(
                 "model {model_id:?} failed on decision {:?}; a quality score rates a successful \
                  answer",
                 input.decision_id
             )));
         }
-
-        let outcome_new = input
-            .outcome
-            .is_some_and(|_| !pending.outcomes.contains(&model_id));
-        let quality_new = quality.is_some() && !pending.qualities.contains(&model_id);
-        let (dec_in, dec_out) = (
-            pending.decision.input_tokens,
-            pending.decision.output_tokens,
-        );
-        let budget_key = pending.decision.budget_key.clone();
-
         // Cost: as reported, else from the price table when tokens are known.
         let cost_usd = cost.or_else(|| {
-            (in_tokens.is_some() || out_tokens.is_some())
-                .then(|| model.cost_usd(in_tokens.unwrap_or(0), out_tokens.unwrap_or(0)))
+            (input_tokens.is_some() || output_tokens.is_some())
+                .then(|| model.cost_usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0)))
         });
-        let scale = cost_scale(
-            &model,
-            &class,
-            in_tokens.unwrap_or(dec_in),
-            out_tokens.unwrap_or(dec_out),
-        );
+        Ok(Report {
+            outcome_new: input.outcome.is_some() && !pending.outcomes.contains(model_id),
+            quality_new: quality.is_some() && !pending.qualities.contains(model_id),
+            decided_tokens: (
+                pending.decision.input_tokens,
+                pending.decision.output_tokens,
+            ),
+            budget_key: pending.decision.budget_key.clone(),
+            class,
+            model,
+            arm_index,
+            latency_ms,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            quality,
+        })
+    }
 
-        let scoring = class_scoring(&self.config, &class, None);
+    /// Feeds what is new to the arm's posteriors and the model's breaker.
+    fn observe(
+        &mut self,
+        input: &FeedbackInput,
+        r: &Report,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let (dec_in, dec_out) = r.decided_tokens;
+        let scale = cost_scale(
+            &r.model,
+            &r.class,
+            r.input_tokens.unwrap_or(dec_in),
+            r.output_tokens.unwrap_or(dec_out),
+        );
+        let scoring = class_scoring(&self.config, &r.class, None);
         let half_life = self.config.policy.half_life_secs;
-        let Some(state) = self.classes.get_mut(&class.name) else {
+        let Some(state) = self.classes.get_mut(&r.class.name) else {
             return Err(EngineError::NotFound(format!(
                 "task_class {:?} has no learned state",
-                class.name
+                r.class.name
             )));
         };
-        let arm = &mut state.arms[arm_index];
+        let arm = &mut state.arms[r.arm_index];
         arm.decay_to(now_ms, half_life);
         let soft_factor = self.config.health.soft_failure_latency_factor;
         let call = input.outcome.map(|o| match o {
             Outcome::Success => {
                 let slow = soft_factor > 0.0
                     && arm.latency.n >= 5.0
-                    && latency_ms
+                    && r.latency_ms
                         .is_some_and(|l| l > soft_factor * arm.latency.predictive_p95_exp());
                 if slow {
                     CallOutcome::SoftFailure
@@ -167,66 +226,90 @@ impl Engine {
             Outcome::Timeout => CallOutcome::Timeout,
             Outcome::RateLimited => CallOutcome::RateLimited,
         });
-        if let (true, Some(outcome)) = (outcome_new, input.outcome) {
+        if let (true, Some(outcome)) = (r.outcome_new, input.outcome) {
             let obs = Observation {
                 outcome,
-                latency_ms,
-                output_tokens: out_tokens,
-                cost_usd,
-                cost_usd_typical: cost_usd.map(|c| c / scale),
-                quality,
+                latency_ms: r.latency_ms,
+                output_tokens: r.output_tokens,
+                cost_usd: r.cost_usd,
+                cost_usd_typical: r.cost_usd.map(|c| c / scale),
+                quality: r.quality,
             };
             arm.observe_outcome(&obs, &scoring, now_ms);
         }
-        if let (true, Some(q)) = (quality_new, quality) {
+        if let (true, Some(q)) = (r.quality_new, r.quality) {
             arm.observe_quality(q, now_ms);
         }
-        if let (true, Some(call)) = (outcome_new, call) {
+        if let (true, Some(call)) = (r.outcome_new, call) {
             let cfg = &self.config.breaker;
             let t = self
                 .breakers
-                .get_mut(&model_id)
+                .get_mut(&r.model.id)
                 .and_then(|b| b.record(call, now_ms, cfg));
             if let Some(t) = t {
-                self.on_transition(&model_id, t);
+                self.on_transition(&r.model.id, t);
             }
         }
+        Ok(())
+    }
+
+    /// Notes on the pending decision which models' outcome, failure and quality were reported.
+    fn mark_pending(&mut self, input: &FeedbackInput, r: &Report) {
         if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
             let p = Arc::make_mut(p);
-            if outcome_new {
-                p.outcomes.push(model_id.clone());
+            if r.outcome_new {
+                p.outcomes.push(r.model.id.clone());
                 if input.outcome.is_some_and(|o| !o.is_success()) {
-                    p.failed.push(model_id.clone());
+                    p.failed.push(r.model.id.clone());
                 }
             }
-            if quality_new {
-                p.qualities.push(model_id.clone());
+            if r.quality_new {
+                p.qualities.push(r.model.id.clone());
             }
         }
-        // Budget hook: the first outcome of each model settles its spend.
-        let alerts = match (budget_key, input.outcome) {
-            (Some(key), Some(outcome)) if outcome_new => {
+    }
+
+    /// Budget hook: the first outcome of each model settles its spend.
+    fn settle(&mut self, input: &FeedbackInput, r: &Report, now_ms: u64) -> Vec<BudgetAlert> {
+        match (&r.budget_key, input.outcome) {
+            (Some(key), Some(outcome)) if r.outcome_new => {
                 let estimate = if outcome == Outcome::RateLimited {
                     0.0 // a rate-limited call is refused before any tokens are billed
                 } else {
-                    model.cost_usd(dec_in, dec_out)
+                    r.model.cost_usd(r.decided_tokens.0, r.decided_tokens.1)
                 };
-                self.settle_budget(&key, &input.decision_id, cost_usd, estimate, now_ms)
+                self.settle_budget(key, &input.decision_id, r.cost_usd, estimate, now_ms)
             }
             _ => Vec::new(),
-        };
-        let arm = self.summary(&class.name, arm_index, now_ms)?;
-        let counted = Counted {
-            outcome: input.outcome.filter(|_| outcome_new),
-            latency_ms: latency_ms.filter(|_| outcome_new),
-            cost_usd: cost_usd.filter(|_| outcome_new),
-            quality: quality.filter(|_| quality_new),
-        };
-        Ok(FeedbackResult {
-            duplicate: !(outcome_new || quality_new),
-            arm,
-            alerts,
-            counted,
-        })
+        }
+    }
+
+    /// Logs the new outcome and quality score.
+    fn log_feedback(&mut self, input: &FeedbackInput, r: &Report, now_ms: u64) {
+        if let (true, Some(outcome)) = (r.outcome_new, input.outcome) {
+            self.log(|| {
+                Logged::Event(Event::Outcome(OutcomeRecord {
+                    decision_id: input.decision_id.clone(),
+                    t_ms: now_ms,
+                    model: r.model.id.clone(),
+                    outcome,
+                    latency_ms: input.latency_ms,
+                    cost_usd: input.cost_usd,
+                    charged_usd: r.cost_usd,
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                }))
+            });
+        }
+        if let (true, Some(quality)) = (r.quality_new, r.quality) {
+            self.log(|| {
+                Logged::Event(Event::Quality(QualityRecord {
+                    decision_id: input.decision_id.clone(),
+                    t_ms: now_ms,
+                    model: r.model.id.clone(),
+                    quality,
+                }))
+            });
+        }
     }
 }

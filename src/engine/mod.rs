@@ -27,6 +27,7 @@ use crate::config::{Config, ModelConfig, TaskClassConfig};
 use crate::policy::pool::DrawPool;
 use crate::policy::{Arm, Scoring, Weights};
 
+use crate::record::{DecisionRecord, Event};
 pub use crate::time::format_ms;
 pub use api::*;
 pub use budgeting::*;
@@ -62,22 +63,48 @@ pub struct Engine {
     /// Thompson's pools of posterior draws per class, parallel to its arms (derived state: never
     /// persisted, refilled on first use).
     pools: BTreeMap<String, Vec<DrawPool>>,
+    /// Whether decisions, outcomes and quality scores are logged into [`Engine::take_changes`]
+    /// (the service with a data dir; off for the simulator, which keeps no log).
+    log_events: bool,
+    /// Events not yet taken.
+    events: Vec<Logged>,
 }
 
-/// What changed since the last [`Engine::take_changes`], for the store. Breakers and ledgers are
-/// few (one per model, one per budget key) and change on most calls, so the store rewrites them
-/// all; arms and pending decisions are tracked by key.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What changed since the last [`Engine::take_changes`], copied out for the store: the arms of
+/// changed classes, changed pending decisions (`None`: gone), every breaker and ledger (few, one per
+/// model and per budget key, and changed by most calls) and the new events. The engine hands these
+/// out; the store persists them without reading the engine.
+#[derive(Debug, Clone, Default)]
 pub struct Changes {
-    /// Task classes whose arms changed.
-    pub classes: BTreeSet<String>,
-    /// Pending decision ids inserted, changed or removed (look each up with [`Engine::pending`]).
-    pub pending: BTreeSet<String>,
+    /// (task class, model, arm) of every arm of a changed class.
+    pub arms: Vec<(String, String, Arm)>,
+    pub pending: Vec<(String, Option<Arc<PendingDecision>>)>,
+    pub breakers: Vec<(String, Breaker)>,
+    pub ledgers: Vec<(String, Ledger)>,
+    pub events: Vec<Logged>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.classes.is_empty() && self.pending.is_empty()
+        self.arms.is_empty() && self.pending.is_empty() && self.events.is_empty()
+    }
+}
+
+/// An event-log entry as the engine hands it out. A new decision is its shared pending record,
+/// turned into its [`DecisionRecord`] by [`Logged::into_event`] off the engine lock (the copy is
+/// the larger part of the cost).
+#[derive(Debug, Clone)]
+pub enum Logged {
+    Decision(Arc<PendingDecision>),
+    Event(Event),
+}
+
+impl Logged {
+    pub fn into_event(self) -> Event {
+        match self {
+            Logged::Decision(p) => Event::Decision(DecisionRecord::of(&p.decision)),
+            Logged::Event(e) => e,
+        }
     }
 }
 
@@ -136,6 +163,8 @@ impl Engine {
             // Nothing of a new engine is persisted yet.
             dirty_classes: config_classes,
             pools: BTreeMap::new(),
+            log_events: false,
+            events: Vec::new(),
         }
     }
 
@@ -197,21 +226,62 @@ impl Engine {
         engine.expire(now_ms);
         // What was just read back is already persisted, except what expiry dropped; arms are
         // rewritten once (new arms of a changed config start at priors and must be persisted).
-        let changes = engine.take_changes();
-        engine.dirty_classes = changes.classes;
-        engine.pending.dirty = changes
-            .pending
-            .into_iter()
-            .filter(|id| !engine.pending.by_id.contains_key(id))
-            .collect();
+        let pending = &mut engine.pending;
+        pending.dirty.retain(|id| !pending.by_id.contains_key(id));
         (engine, warnings)
     }
 
-    /// Takes the keys changed since the last call (for the store).
+    /// Logs decisions, outcomes and quality scores as events in [`Engine::take_changes`] from now on.
+    pub fn log_events(&mut self) {
+        self.log_events = true;
+    }
+
+    /// Copies out what changed since the last call (for the store) and starts tracking afresh.
     pub fn take_changes(&mut self) -> Changes {
+        if self.dirty_classes.is_empty() && self.pending.dirty.is_empty() && self.events.is_empty()
+        {
+            return Changes::default();
+        }
+        let mut arms = Vec::new();
+        for class in std::mem::take(&mut self.dirty_classes) {
+            for (model, arm) in self.class_arms(&class) {
+                arms.push((class.clone(), model.to_string(), arm.clone()));
+            }
+        }
         Changes {
-            classes: std::mem::take(&mut self.dirty_classes),
-            pending: std::mem::take(&mut self.pending.dirty),
+            arms,
+            pending: std::mem::take(&mut self.pending.dirty)
+                .into_iter()
+                .map(|id| {
+                    let p = self.pending.by_id.get(&id).cloned();
+                    (id, p)
+                })
+                .collect(),
+            breakers: self
+                .breakers
+                .iter()
+                .map(|(k, b)| (k.clone(), b.clone()))
+                .collect(),
+            ledgers: self
+                .ledgers
+                .iter()
+                .map(|(k, l)| (k.clone(), l.clone()))
+                .collect(),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    /// Forgets what changed (nothing persists it), without copying it.
+    pub fn discard_changes(&mut self) {
+        self.dirty_classes.clear();
+        self.pending.dirty.clear();
+        self.events.clear();
+    }
+
+    /// Logs an event, when logging is on.
+    fn log(&mut self, e: impl FnOnce() -> Logged) {
+        if self.log_events {
+            self.events.push(e());
         }
     }
 

@@ -247,6 +247,10 @@ impl Engine {
             },
             self.config.limits.max_pending,
         );
+        if let Some(p) = self.pending.by_id.get(&decision.id) {
+            let p = Arc::clone(p);
+            self.log(|| Logged::Decision(p));
+        }
         decision
     }
 
