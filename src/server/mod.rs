@@ -43,9 +43,16 @@ struct Core {
 
 pub use alerts::{ALERT_BACKOFF_BASE, ALERT_BACKOFF_MAX, ALERT_QUEUE_CAPACITY};
 
+/// Locks the engine. A panic while holding the lock cannot leave the engine half-updated in a way
+/// that matters more than refusing service forever would: keep serving with the state as it is.
+fn lock_core(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// State shared by all handlers.
 pub struct Shared {
-    core: Mutex<Core>,
+    /// Shared with the writer thread, which takes the engine's changes from it.
+    core: Arc<Mutex<Core>>,
     /// Where budget alerts go; `None` = only logged.
     alerts: Option<alerts::AlertSender>,
     /// The data dir, when persistence is on.
@@ -54,8 +61,8 @@ pub struct Shared {
     writer: Option<persist::Writer>,
     /// `sync` durability: Feedback and ResetArms wait for the writer.
     sync: bool,
-    /// Prometheus series.
-    metrics: metrics::Metrics,
+    /// Prometheus series (the writer counts its failures).
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Shared {
@@ -66,20 +73,20 @@ impl Shared {
             None => SmallRng::from_os_rng(),
         };
         Shared {
-            core: Mutex::new(Core {
+            core: Arc::new(Mutex::new(Core {
                 engine: Engine::new(config, now_ms()),
                 rng,
-            }),
+            })),
             alerts: None,
             store: None,
             writer: None,
             sync: false,
-            metrics: metrics::Metrics::new(),
+            metrics: Arc::new(metrics::Metrics::new()),
         }
     }
 
     /// Shared state restored from (and persisted to) `store`; returns warnings about persisted
-    /// items the config no longer has. Must run inside a tokio runtime (the sync flusher task).
+    /// items the config no longer has. Starts the data dir's writer thread.
     pub fn with_store(
         config: Config,
         store: Arc<Store>,
@@ -92,16 +99,33 @@ impl Shared {
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
-        let shared = Shared {
-            core: Mutex::new(Core { engine, rng }),
-            alerts: sender,
-            store: Some(store),
-            writer: Some(persist::Writer::new(interval)),
-            sync,
-            metrics: metrics::Metrics::new(),
+        let core = Arc::new(Mutex::new(Core { engine, rng }));
+        let take: persist::TakeChanges = {
+            let core = Arc::clone(&core);
+            Box::new(move || lock_core(&core).engine.take_changes())
         };
         // Expiry at restore dropped some pending decisions: persist that now.
-        shared.persist_cycle(true)?;
+        persist::cycle(&store, &take, true)?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let counted = Arc::clone(&metrics);
+        let writer = persist::Writer::start(
+            Arc::clone(&store),
+            take,
+            interval,
+            Box::new(move |_| counted.store_error()),
+        )
+        .map_err(|e| StoreError::Io {
+            path: String::from("(writer thread)"),
+            detail: e.to_string(),
+        })?;
+        let shared = Shared {
+            core,
+            alerts: sender,
+            store: Some(store),
+            writer: Some(writer),
+            sync,
+            metrics,
+        };
         Ok((shared, warnings))
     }
 
@@ -133,9 +157,7 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
-        // A panic while holding the lock cannot leave the engine half-updated in a way that matters
-        // more than refusing service forever would: keep serving with the state as it is.
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        lock_core(&self.core)
     }
 
     /// Runs `f` on the engine under the lock. The engine tracks what changed; the writer persists
@@ -167,32 +189,6 @@ impl Shared {
             );
         }
         out
-    }
-
-    /// One writer cycle: under the lock, take the engine's changes (copies); then, without the
-    /// lock, encode and write them, and flush when `flush`.
-    fn persist_cycle(&self, flush: bool) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        let started = Instant::now();
-        let changes = Some(self.lock().engine.take_changes()).filter(|c| !c.is_empty());
-        let locked = started.elapsed();
-        let batch = changes.map(|c| store.prepare(c)).transpose()?;
-        let encoded = started.elapsed();
-        if let Some(batch) = batch {
-            store.commit(batch)?;
-        }
-        if flush {
-            store.flush()?;
-        }
-        tracing::debug!(
-            locked_us = locked.as_micros() as u64,
-            encoded_us = encoded.as_micros() as u64,
-            total_us = started.elapsed().as_micros() as u64,
-            "writer cycle"
-        );
-        Ok(())
     }
 
     /// The metrics text, with engine-state gauges read now.
@@ -535,12 +531,6 @@ pub async fn serve_with(
         }
     };
     let shared = Arc::new(shared);
-    persist::Writer::start(&shared).map_err(|e| {
-        ServeError::Store(StoreError::Io {
-            path: String::from("(writer thread)"),
-            detail: e.to_string(),
-        })
-    })?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RouteServer<RouteService>>()
