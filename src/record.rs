@@ -142,7 +142,8 @@ pub struct QualityRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    Decision(DecisionRecord),
+    /// Boxed: a decision record is several times the size of the other events.
+    Decision(Box<DecisionRecord>),
     Outcome(OutcomeRecord),
     Quality(QualityRecord),
 }
@@ -168,7 +169,7 @@ pub fn fold(events: impl IntoIterator<Item = Event>, until_ms: u64) -> Vec<Decis
             Event::Decision(d) => {
                 if d.t_ms < until_ms {
                     index.insert(d.decision_id.clone(), out.len());
-                    out.push(d);
+                    out.push(*d);
                 }
             }
             Event::Outcome(o) => {
@@ -208,7 +209,7 @@ mod tests {
     fn events_round_trip_and_fold_into_records() {
         let d: DecisionRecord = serde_json::from_str(LINE).unwrap();
         let events = vec![
-            Event::Decision(d.clone()),
+            Event::Decision(Box::new(d.clone())),
             Event::Outcome(OutcomeRecord {
                 decision_id: "d1".into(),
                 t_ms: 6,

@@ -102,7 +102,7 @@ pub enum Logged {
 impl Logged {
     pub fn into_event(self) -> Event {
         match self {
-            Logged::Decision(p) => Event::Decision(DecisionRecord::of(&p.decision)),
+            Logged::Decision(p) => Event::Decision(Box::new(DecisionRecord::of(&p.decision))),
             Logged::Event(e) => e,
         }
     }
