@@ -4,6 +4,12 @@
 //!
 //! Every input is validated here, once, before anything touches a posterior: a bad value is answered
 //! with an [`EngineError`] that names the field and says what would be right.
+//!
+//! One concept per file: this one holds the [`Engine`] itself, its construction and restore, and
+//! the change set it hands out ([`Changes`]: copies of what changed plus the new event-log entries,
+//! so the store never reads engine internals); `route.rs` and `feedback.rs` are the two calls as
+//! short sequences of named steps, `gate.rs` the breakers, `budgeting.rs` the budget glue,
+//! `stats.rs` the read models, `reason.rs` the decision reasons.
 
 mod api;
 mod budgeting;
@@ -39,6 +45,7 @@ use route::Chosen;
 pub use stats::*;
 use validate::*;
 
+/// Learned state of one task class: one arm per configured model, in config order.
 #[derive(Debug, Clone, PartialEq)]
 struct ClassState {
     arms: Vec<Arm>,

@@ -650,3 +650,40 @@ fn pacing_spends_a_month_budget_well() {
     assert_eq!(capped_refused, 0, "{msg}");
     println!("{msg}");
 }
+
+/// Route turns the policy's reason string into a [`Reason`] (unknown names would read as
+/// `sampled`): every policy's reasons, exploring or not, must be named there.
+#[test]
+fn every_policy_reason_is_a_named_reason() {
+    use crate::policy::{Candidate, PolicyKind, PolicySettings};
+    let e = engine();
+    let config = e.config();
+    let (name, class) = config.task_classes.iter().next().unwrap();
+    let arms = e.class_arms(name);
+    let scoring = class_scoring(config, class, None);
+    let candidates: Vec<Candidate<'_>> = arms
+        .iter()
+        .map(|(_, arm)| Candidate {
+            arm,
+            cost_scale: 1.0,
+            health: 1.0,
+            prior_utility: 0.0,
+            pool: &[],
+        })
+        .collect();
+    assert!(candidates.len() > 1);
+    let mut rng = SmallRng::seed_from_u64(7);
+    for kind in PolicyKind::ALL {
+        let settings = PolicySettings {
+            kind,
+            epsilon: 0.5,
+            ..config.policy.settings
+        };
+        for n in [1, candidates.len()] {
+            for _ in 0..40 {
+                let c = crate::policy::choose(&settings, &candidates[..n], &scoring, &mut rng);
+                assert!(Reason::parse(c.reason).is_some(), "{kind:?}: {}", c.reason);
+            }
+        }
+    }
+}
