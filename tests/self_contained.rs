@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name();
@@ -39,8 +37,5 @@ fn no_project_file_names_a_folder_outside_the_repository() {
         })
         .map(|p| p.display().to_string())
         .collect();
-    assert!(
-        offenders.is_empty(),
-        "files naming {forbidden}: {offenders:?}"
-    );
+    assert!(offenders.is_empty(), "files naming {forbidden}: {offenders:?}");
 }
