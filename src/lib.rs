@@ -29,6 +29,7 @@ pub mod engine;
 pub mod grpc_code;
 pub mod logging;
 pub mod policy;
+pub mod record;
 pub mod server;
 pub mod sim;
 pub mod store;

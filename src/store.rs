@@ -8,17 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::breaker::Breaker;
-use crate::budget::Ledger;
-use crate::engine::{Changes, Engine, PendingDecision, Restored};
-use crate::policy::Arm;
-use crate::policy::Outcome;
-use crate::sim::trace::LoggedDecision;
+use crate::engine::{Changes, Logged, PendingDecision, Restored};
+use crate::record::{DecisionRecord, Event};
 
 /// Version of the on-disk layout; a data dir with another version is refused at open.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Errors opening, reading or writing a data dir; each names the data dir.
 #[derive(Debug, thiserror::Error)]
@@ -47,77 +43,6 @@ pub enum StoreError {
     Io { path: String, detail: String },
 }
 
-/// One entry of the event log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Event {
-    Decision {
-        decision_id: String,
-        t_ms: u64,
-        task_class: String,
-        policy: String,
-        eligible: Vec<String>,
-        model: String,
-        propensity: f64,
-        reason: String,
-    },
-    Outcome {
-        decision_id: String,
-        t_ms: u64,
-        model: String,
-        outcome: Outcome,
-        latency_ms: Option<f64>,
-        cost_usd: Option<f64>,
-    },
-    Quality {
-        decision_id: String,
-        t_ms: u64,
-        model: String,
-        quality: f64,
-    },
-}
-
-/// An event waiting for the writer: a decision is queued as its shared pending record and turned
-/// into [`Event::Decision`] by the writer, off the request path.
-#[derive(Debug, Clone)]
-pub enum Queued {
-    Decision(std::sync::Arc<PendingDecision>),
-    Event(Event),
-}
-
-impl Queued {
-    pub fn into_event(self) -> Event {
-        match self {
-            Queued::Decision(p) => Event::decision(&p.decision),
-            Queued::Event(e) => e,
-        }
-    }
-}
-
-impl Event {
-    /// The log entry of a new decision.
-    pub fn decision(d: &crate::engine::Decision) -> Event {
-        Event::Decision {
-            decision_id: d.id.clone(),
-            t_ms: d.created_ms,
-            task_class: d.task_class.clone(),
-            policy: d.policy.clone(),
-            eligible: d.eligible.clone(),
-            model: d.model.clone(),
-            propensity: d.propensity,
-            reason: d.reason.clone(),
-        }
-    }
-
-    fn t_ms(&self) -> u64 {
-        match self {
-            Event::Decision { t_ms, .. }
-            | Event::Outcome { t_ms, .. }
-            | Event::Quality { t_ms, .. } => *t_ms,
-        }
-    }
-}
-
 /// Counts of what a data dir holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
@@ -129,55 +54,6 @@ pub struct Summary {
     pub events: usize,
     pub first_event_ms: Option<u64>,
     pub last_event_ms: Option<u64>,
-}
-
-/// Copies of what changed in an engine, taken under the server's engine lock and encoded after
-/// it is released ([`Store::prepare`]): cloning is a fraction of the cost of encoding.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    arms: Vec<(Vec<u8>, Arm)>,
-    /// `None`: the decision is gone (expired, evicted) and its record is removed.
-    pending: Vec<(String, Option<std::sync::Arc<PendingDecision>>)>,
-    breakers: Vec<(String, Breaker)>,
-    ledgers: Vec<(String, Ledger)>,
-    events: Vec<Event>,
-}
-
-impl Snapshot {
-    /// Copies the arms of changed classes, changed pending decisions and every breaker and ledger
-    /// (few, and changed by most calls); events are added with [`Snapshot::with_events`].
-    pub fn take(engine: &Engine, changes: &Changes) -> Snapshot {
-        let mut arms = Vec::new();
-        for class in &changes.classes {
-            for (model, arm) in engine.class_arms(class) {
-                arms.push((arm_key(class, model), arm.clone()));
-            }
-        }
-        Snapshot {
-            arms,
-            pending: changes
-                .pending
-                .iter()
-                .map(|id| (id.clone(), engine.pending_shared(id)))
-                .collect(),
-            breakers: engine
-                .breakers()
-                .iter()
-                .map(|(k, b)| (k.clone(), b.clone()))
-                .collect(),
-            ledgers: engine
-                .ledgers()
-                .iter()
-                .map(|(k, l)| (k.clone(), l.clone()))
-                .collect(),
-            events: Vec::new(),
-        }
-    }
-
-    /// The snapshot with `events` as its events.
-    pub fn with_events(self, events: Vec<Event>) -> Snapshot {
-        Snapshot { events, ..self }
-    }
 }
 
 /// Encoded writes, one sled batch per tree, from [`Store::prepare`].
@@ -337,40 +213,35 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes what changed in `engine` and the new `events` (snapshot, encode, then insert).
-    pub fn write(
-        &self,
-        engine: &Engine,
-        changes: &Changes,
-        events: &[Event],
-    ) -> Result<(), StoreError> {
-        let snapshot = Snapshot::take(engine, changes).with_events(events.to_vec());
-        let batch = self.prepare(&snapshot)?;
+    /// Writes `changes` (encode, then insert).
+    pub fn write(&self, changes: Changes) -> Result<(), StoreError> {
+        let batch = self.prepare(changes)?;
         self.commit(batch)
     }
 
-    /// Encodes a snapshot into a batch of writes.
-    pub fn prepare(&self, snapshot: &Snapshot) -> Result<Batch, StoreError> {
+    /// Encodes what changed into a batch of writes (decision events are built from their shared
+    /// pending records here, off the engine lock).
+    pub fn prepare(&self, changes: Changes) -> Result<Batch, StoreError> {
         let mut b = Batch::default();
-        for (key, arm) in &snapshot.arms {
-            b.arms.insert(key.as_slice(), self.encode(arm)?);
+        for (class, model, arm) in &changes.arms {
+            b.arms.insert(arm_key(class, model), self.encode(arm)?);
         }
-        for (id, p) in &snapshot.pending {
+        for (id, p) in &changes.pending {
             match p {
                 Some(p) => b.pending.insert(id.as_bytes(), self.encode(&**p)?),
                 None => b.pending.remove(id.as_bytes()),
             }
         }
-        for (model, br) in &snapshot.breakers {
+        for (model, br) in &changes.breakers {
             b.breakers.insert(model.as_bytes(), self.encode(br)?);
         }
-        for (key, l) in &snapshot.ledgers {
+        for (key, l) in &changes.ledgers {
             b.ledgers.insert(key.as_bytes(), self.encode(l)?);
         }
-        for ev in &snapshot.events {
+        for ev in changes.events.into_iter().map(Logged::into_event) {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             b.events
-                .insert(event_key(ev.t_ms(), seq).as_slice(), self.encode(ev)?);
+                .insert(event_key(ev.t_ms(), seq).as_slice(), self.encode(&ev)?);
             b.event_count += 1;
         }
         Ok(b)
@@ -472,74 +343,13 @@ impl Store {
 
     /// Logged-traffic records of the decisions made in `[since_ms, until_ms)`, with the outcome
     /// and quality reported later (for the chosen model, else the first reported).
-    pub fn export(&self, since_ms: u64, until_ms: u64) -> Result<Vec<LoggedDecision>, StoreError> {
-        let mut out: Vec<LoggedDecision> = Vec::new();
-        let mut index = std::collections::HashMap::new();
-        for ev in self.events(since_ms, u64::MAX)? {
-            match ev {
-                Event::Decision {
-                    decision_id,
-                    t_ms,
-                    task_class,
-                    policy,
-                    eligible,
-                    model,
-                    propensity,
-                    reason,
-                } => {
-                    if t_ms < until_ms {
-                        index.insert(decision_id.clone(), out.len());
-                        out.push(LoggedDecision {
-                            decision_id,
-                            t_ms,
-                            task_class,
-                            policy,
-                            eligible,
-                            model,
-                            propensity,
-                            reason,
-                            outcome: None,
-                            latency_ms: None,
-                            cost_usd: None,
-                            quality: None,
-                        });
-                    }
-                }
-                Event::Outcome {
-                    decision_id,
-                    model,
-                    outcome,
-                    latency_ms,
-                    cost_usd,
-                    ..
-                } => {
-                    if let Some(d) = index.get(&decision_id).and_then(|i| out.get_mut(*i)) {
-                        if d.outcome.is_none() || model == d.model {
-                            d.outcome = Some(outcome);
-                            d.latency_ms = latency_ms;
-                            d.cost_usd = cost_usd;
-                        }
-                    }
-                }
-                Event::Quality {
-                    decision_id,
-                    model,
-                    quality,
-                    ..
-                } => {
-                    if let Some(d) = index.get(&decision_id).and_then(|i| out.get_mut(*i)) {
-                        if d.quality.is_none() || model == d.model {
-                            d.quality = Some(quality);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+    pub fn export(&self, since_ms: u64, until_ms: u64) -> Result<Vec<DecisionRecord>, StoreError> {
+        Ok(crate::record::fold(
+            self.events(since_ms, u64::MAX)?,
+            until_ms,
+        ))
     }
 
-    /// Deletes the persisted arms of `class` (only `model`'s when given) so they restart at
-    /// their priors; returns how many were deleted. Offline tool: the service must not run.
     pub fn reset_arms(&self, class: &str, model: Option<&str>) -> Result<usize, StoreError> {
         let keys: Vec<sled::IVec> = match model {
             Some(m) => vec![arm_key(class, m).into()],
@@ -589,7 +399,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::engine::{FeedbackInput, RouteInput};
+    use crate::engine::{Engine, FeedbackInput, Reason, RouteInput};
+    use crate::policy::Outcome;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
 
@@ -641,8 +452,7 @@ mod tests {
             let mut real = Engine::new(config.clone(), now);
             let mut store = Store::open(dir.path()).unwrap();
             // Persist the initial state (breakers, ledgers) like the server does.
-            let changes = real.take_changes();
-            store.write(&real, &changes, &[]).unwrap();
+            store.write(real.take_changes()).unwrap();
             let mut ops = SmallRng::seed_from_u64(seed);
             let mut rng_ref = SmallRng::seed_from_u64(seed + 100);
             let mut rng_real = rng_ref.clone();
@@ -695,12 +505,11 @@ mod tests {
                         // reference drops its own at the same moment so both draw alike.
                         reference.drop_draw_pools();
                         reference.expire(now);
-                        reference.take_changes();
+                        reference.discard_changes();
                         assert_eq!(state(&real), state(&reference), "seed {seed} step {step}");
                     }
                 }
-                let changes = real.take_changes();
-                store.write(&real, &changes, &[]).unwrap();
+                store.write(real.take_changes()).unwrap();
             }
         }
     }
@@ -728,27 +537,27 @@ mod tests {
             }
         }
         assert!(err.contains("schema version 7"), "{err}");
-        assert!(err.contains("expects 1"), "{err}");
+        assert!(err.contains(&format!("expects {SCHEMA_VERSION}")), "{err}");
     }
 
     #[test]
     fn events_are_trimmed_by_age_and_count_and_exported_in_range() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let engine = Engine::new(Config::builtin().unwrap(), 0);
-        let events: Vec<Event> = (0..100u64)
-            .map(|i| Event::Decision {
-                decision_id: format!("d{i}"),
-                t_ms: 1_000 * i,
-                task_class: "qa".into(),
-                policy: "thompson".into(),
-                eligible: vec!["m".into()],
-                model: "m".into(),
-                propensity: 1.0,
-                reason: "sampled".into(),
+        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
+        let mut changes = engine.take_changes();
+        changes.events = (0..100u64)
+            .map(|i| {
+                let line = serde_json::json!({
+                    "decision_id": format!("d{i}"), "t_ms": 1_000 * i, "task_class": "qa",
+                    "policy": "thompson", "eligible": ["m"], "model": "m", "propensity": 1.0,
+                    "reason": Reason::Sampled, "outcome": null, "latency_ms": null,
+                    "cost_usd": null, "quality": null,
+                });
+                Logged::Event(Event::Decision(serde_json::from_value(line).unwrap()))
             })
             .collect();
-        store.write(&engine, &Changes::default(), &events).unwrap();
+        store.write(changes).unwrap();
         assert_eq!(store.export(10_000, 20_000).unwrap().len(), 10);
         // Age: older than 50 s before t = 99 s goes.
         assert_eq!(store.trim_events(99_000, 50_000, 1_000).unwrap(), 49);

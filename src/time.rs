@@ -1,7 +1,17 @@
-//! Unix-millisecond instants rendered for people: one place, so every message shows time the same
-//! way.
+//! Time helpers shared by the engine, the server and the tools: Unix milliseconds now, and a Unix-ms
+//! instant rendered for people in one place, so every message shows time the same way.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, SecondsFormat};
+
+/// Unix milliseconds now (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 
 /// Unix ms as RFC 3339 UTC, for messages.
 pub fn format_ms(ms: u64) -> String {

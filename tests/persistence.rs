@@ -336,5 +336,8 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
     );
     let out = state_show(&data);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(field(&text, "schema"), 1);
+    assert_eq!(
+        field(&text, "schema"),
+        u64::from(switchyard::store::SCHEMA_VERSION)
+    );
 }

@@ -96,7 +96,7 @@ impl From<Decision> for proto::RouteResponse {
                 success_rate: d.expected.success_rate,
                 latency_p95_ms: d.expected.latency_p95_ms,
             }),
-            reason: d.reason,
+            reason: d.reason.as_str().to_string(),
             policy: d.policy,
             task_class: d.task_class,
             replayed: d.replayed,
@@ -215,29 +215,5 @@ impl From<BudgetSummary> for proto::Budget {
             alert_thresholds_crossed: b.alert_thresholds_crossed,
             alert_thresholds: b.alert_thresholds,
         }
-    }
-}
-
-/// The gRPC code's name as the spec writes it.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }

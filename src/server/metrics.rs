@@ -284,7 +284,7 @@ impl Metrics {
 
     /// One completed RPC: its status code and handling time.
     pub fn rpc(&self, method: Method, code: tonic::Code, elapsed: Duration) {
-        let grpc_code = super::convert::code_name(code);
+        let grpc_code = crate::grpc_code::code_name(code);
         self.handled
             .get_or_create(&HandledLabels {
                 grpc_service: SERVICE,
@@ -306,7 +306,7 @@ impl Metrics {
             .get_or_create(&DecisionLabels {
                 task_class: d.task_class.clone(),
                 model: d.model.clone(),
-                reason: d.reason.clone(),
+                reason: d.reason.as_str().to_string(),
             })
             .inc();
     }

@@ -13,7 +13,7 @@ pub mod probes;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -26,33 +26,33 @@ use crate::config::{Config, Durability};
 use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
-use crate::store::{Event, Queued, Snapshot, Store, StoreError};
+use crate::store::{Store, StoreError};
 use convert::status;
 use metrics::Method;
 
 /// How often expired pending decisions are swept.
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::time::now_ms;
 
-/// Engine and RNG, locked together, with the events not yet persisted.
+/// Engine and RNG, locked together.
 struct Core {
     engine: Engine,
     rng: SmallRng,
-    events: Vec<Queued>,
 }
 
 pub use alerts::{ALERT_BACKOFF_BASE, ALERT_BACKOFF_MAX, ALERT_QUEUE_CAPACITY};
 
+/// Locks the engine. A panic while holding the lock cannot leave the engine half-updated in a way
+/// that matters more than refusing service forever would: keep serving with the state as it is.
+fn lock_core(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// State shared by all handlers.
 pub struct Shared {
-    core: Mutex<Core>,
+    /// Shared with the writer thread, which takes the engine's changes from it.
+    core: Arc<Mutex<Core>>,
     /// Where budget alerts go; `None` = only logged.
     alerts: Option<alerts::AlertSender>,
     /// The data dir, when persistence is on.
@@ -61,8 +61,8 @@ pub struct Shared {
     writer: Option<persist::Writer>,
     /// `sync` durability: Feedback and ResetArms wait for the writer.
     sync: bool,
-    /// Prometheus series.
-    metrics: metrics::Metrics,
+    /// Prometheus series (the writer counts its failures).
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Shared {
@@ -73,21 +73,20 @@ impl Shared {
             None => SmallRng::from_os_rng(),
         };
         Shared {
-            core: Mutex::new(Core {
+            core: Arc::new(Mutex::new(Core {
                 engine: Engine::new(config, now_ms()),
                 rng,
-                events: Vec::new(),
-            }),
+            })),
             alerts: None,
             store: None,
             writer: None,
             sync: false,
-            metrics: metrics::Metrics::new(),
+            metrics: Arc::new(metrics::Metrics::new()),
         }
     }
 
     /// Shared state restored from (and persisted to) `store`; returns warnings about persisted
-    /// items the config no longer has. Must run inside a tokio runtime (the sync flusher task).
+    /// items the config no longer has. Starts the data dir's writer thread.
     pub fn with_store(
         config: Config,
         store: Arc<Store>,
@@ -95,24 +94,38 @@ impl Shared {
     ) -> Result<(Self, Vec<String>), StoreError> {
         let base = Shared::new(config.clone());
         let restored = store.load()?;
-        let (engine, warnings) = Engine::restore(config, restored, now_ms());
+        let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
+        engine.log_events();
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
-        let shared = Shared {
-            core: Mutex::new(Core {
-                engine,
-                rng,
-                events: Vec::new(),
-            }),
-            alerts: sender,
-            store: Some(store),
-            writer: Some(persist::Writer::new(interval)),
-            sync,
-            metrics: metrics::Metrics::new(),
+        let core = Arc::new(Mutex::new(Core { engine, rng }));
+        let take: persist::TakeChanges = {
+            let core = Arc::clone(&core);
+            Box::new(move || lock_core(&core).engine.take_changes())
         };
         // Expiry at restore dropped some pending decisions: persist that now.
-        shared.persist_cycle(true)?;
+        persist::cycle(&store, &take, true)?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let counted = Arc::clone(&metrics);
+        let writer = persist::Writer::start(
+            Arc::clone(&store),
+            take,
+            interval,
+            Box::new(move |_| counted.store_error()),
+        )
+        .map_err(|e| StoreError::Io {
+            path: String::from("(writer thread)"),
+            detail: e.to_string(),
+        })?;
+        let shared = Shared {
+            core,
+            alerts: sender,
+            store: Some(store),
+            writer: Some(writer),
+            sync,
+            metrics,
+        };
         Ok((shared, warnings))
     }
 
@@ -144,34 +157,21 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
-        // A panic while holding the lock cannot leave the engine half-updated in a way that matters
-        // more than refusing service forever would: keep serving with the state as it is.
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        lock_core(&self.core)
     }
 
-    /// Runs `f` on the engine under the lock; see [`Shared::run`].
+    /// Runs `f` on the engine under the lock. The engine tracks what changed; the writer persists
+    /// it (when there is a data dir). Logs breaker transitions after the lock is released.
     pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng) -> T) -> T {
-        self.run(|e, r, _| f(e, r))
-    }
-
-    /// Runs `f` under the lock; `f` may log events, which the writer persists with the engine's
-    /// changes (when there is a data dir). Logs breaker transitions after the lock is released.
-    fn run<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng, &mut Vec<Queued>) -> T) -> T {
         let asked = Instant::now();
         let (out, transitions, got) = {
             let mut core = self.lock();
             let got = Instant::now();
-            let Core {
-                engine,
-                rng,
-                events,
-            } = &mut *core;
-            let before = events.len();
-            let out = f(engine, rng, events);
+            let Core { engine, rng } = &mut *core;
+            let out = f(engine, rng);
             if self.store.is_none() {
-                // Nothing persists: drop the events and the change set the engine tracked.
-                events.truncate(before);
-                engine.take_changes();
+                // Nothing persists: drop the change set the engine tracked.
+                engine.discard_changes();
             }
             (out, engine.take_transitions(), got)
         };
@@ -189,41 +189,6 @@ impl Shared {
             );
         }
         out
-    }
-
-    /// One writer cycle: under the lock, take the engine's changes and the new events and copy
-    /// them; then, without the lock, encode and write them, and flush when `flush`.
-    fn persist_cycle(&self, flush: bool) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        let started = Instant::now();
-        let taken = {
-            let mut core = self.lock();
-            let changes = core.engine.take_changes();
-            let events = std::mem::take(&mut core.events);
-            (!changes.is_empty() || !events.is_empty())
-                .then(|| (Snapshot::take(&core.engine, &changes), events))
-        };
-        // Decision events are built from their shared pending records here, off the lock.
-        let snapshot = taken
-            .map(|(s, events)| s.with_events(events.into_iter().map(Queued::into_event).collect()));
-        let locked = started.elapsed();
-        let batch = snapshot.map(|s| store.prepare(&s)).transpose()?;
-        let encoded = started.elapsed();
-        if let Some(batch) = batch {
-            store.commit(batch)?;
-        }
-        if flush {
-            store.flush()?;
-        }
-        tracing::debug!(
-            locked_us = locked.as_micros() as u64,
-            encoded_us = encoded.as_micros() as u64,
-            total_us = started.elapsed().as_micros() as u64,
-            "writer cycle"
-        );
-        Ok(())
     }
 
     /// The metrics text, with engine-state gauges read now.
@@ -348,15 +313,9 @@ impl RouteService {
         request: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteResponse>, Status> {
         let input = RouteInput::from(request.into_inner());
-        let decision = self.shared.run(|engine, rng, events| {
-            let d = engine.route(&input, now_ms(), rng)?;
-            if !d.replayed {
-                if let Some(p) = engine.pending_shared(&d.id) {
-                    events.push(Queued::Decision(p));
-                }
-            }
-            Ok(d)
-        });
+        let decision = self
+            .shared
+            .with_engine(|engine, rng| engine.route(&input, now_ms(), rng));
         let decision = decision.map_err(status)?;
         if !decision.replayed {
             self.shared.metrics.decision(&decision);
@@ -369,39 +328,9 @@ impl RouteService {
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let input = FeedbackInput::try_from(request.into_inner())?;
-        let result = self.shared.run(|engine, _, events| {
-            let now = now_ms();
-            let r = engine.feedback(&input, now)?;
-            if !r.duplicate {
-                let model = if input.model.is_empty() {
-                    engine
-                        .pending(&input.decision_id)
-                        .map(|p| p.decision.model.clone())
-                        .unwrap_or_default()
-                } else {
-                    input.model.clone()
-                };
-                if let Some(outcome) = input.outcome {
-                    events.push(Queued::Event(Event::Outcome {
-                        decision_id: input.decision_id.clone(),
-                        t_ms: now,
-                        model: model.clone(),
-                        outcome,
-                        latency_ms: input.latency_ms,
-                        cost_usd: input.cost_usd,
-                    }));
-                }
-                if let Some(quality) = input.quality {
-                    events.push(Queued::Event(Event::Quality {
-                        decision_id: input.decision_id.clone(),
-                        t_ms: now,
-                        model,
-                        quality,
-                    }));
-                }
-            }
-            Ok(r)
-        });
+        let result = self
+            .shared
+            .with_engine(|engine, _| engine.feedback(&input, now_ms()));
         let result = result.map_err(status)?;
         self.shared.durable().await?;
         self.shared.metrics.feedback(
@@ -484,7 +413,7 @@ impl RouteService {
         let model = (!r.model.is_empty()).then_some(r.model.as_str());
         let n = self
             .shared
-            .run(|engine, _, _| engine.reset_arms(&r.task_class, model, now_ms()));
+            .with_engine(|engine, _| engine.reset_arms(&r.task_class, model, now_ms()));
         let n = n.map_err(status)?;
         self.shared.durable().await?;
         info!(task_class = %r.task_class, model = ?model, reset = n, "arms reset");
@@ -602,12 +531,6 @@ pub async fn serve_with(
         }
     };
     let shared = Arc::new(shared);
-    persist::Writer::start(&shared).map_err(|e| {
-        ServeError::Store(StoreError::Io {
-            path: String::from("(writer thread)"),
-            detail: e.to_string(),
-        })
-    })?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RouteServer<RouteService>>()

@@ -13,13 +13,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::Status;
 
-use super::Shared;
+use crate::engine::Changes;
+use crate::store::{Store, StoreError};
 
 /// How often the writer writes what changed (flushes follow `storage.flush_interval_ms`).
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
@@ -38,51 +39,56 @@ enum Msg {
     Stop,
 }
 
-/// Handle to the writer thread.
+/// Takes the engine's change set (under the engine lock, which it releases before returning).
+pub type TakeChanges = Box<dyn Fn() -> Changes + Send>;
+
+/// Handle to the writer thread. The thread owns the store and a way to take the engine's changes;
+/// it knows nothing of the service, so data flows one way: engine -> changes -> writer -> store.
 pub struct Writer {
-    requested: AtomicU64,
+    requested: Arc<AtomicU64>,
     tx: mpsc::Sender<Msg>,
-    done: tokio::sync::watch::Sender<Cycle>,
-    rx: Mutex<Option<mpsc::Receiver<Msg>>>,
+    done: tokio::sync::watch::Receiver<Cycle>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    flush_every: Duration,
 }
 
 impl Writer {
-    /// A writer that flushes at least every `flush_every` once started.
-    pub fn new(flush_every: Duration) -> Writer {
+    /// Starts the thread: it writes what `take` hands out every [`WRITE_INTERVAL`] (at once when
+    /// woken), flushes at least every `flush_every`, and reports failed cycles to `on_error`.
+    pub fn start(
+        store: Arc<Store>,
+        take: TakeChanges,
+        flush_every: Duration,
+        on_error: Box<dyn Fn(&StoreError) + Send>,
+    ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel();
-        Writer {
-            requested: AtomicU64::new(0),
-            tx,
-            done: tokio::sync::watch::Sender::new(Cycle::default()),
-            rx: Mutex::new(Some(rx)),
-            thread: Mutex::new(None),
-            flush_every,
-        }
-    }
-
-    /// Starts the thread over `shared` (which owns this writer).
-    pub fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
-        let Some(writer) = shared.writer.as_ref() else {
-            return Ok(());
-        };
-        let Some(rx) = lock(&writer.rx).take() else {
-            return Ok(()); // already started
-        };
-        let weak: Weak<Shared> = Arc::downgrade(shared);
-        let flush_every = writer.flush_every;
+        let (done_tx, done) = tokio::sync::watch::channel(Cycle::default());
+        let requested = Arc::new(AtomicU64::new(0));
+        let thread_requested = Arc::clone(&requested);
         let handle = std::thread::Builder::new()
             .name("switchyard-writer".into())
-            .spawn(move || run(weak, rx, flush_every))?;
-        *lock(&writer.thread) = Some(handle);
-        Ok(())
+            .spawn(move || {
+                run(
+                    &store,
+                    &take,
+                    &rx,
+                    &thread_requested,
+                    &done_tx,
+                    flush_every,
+                    &*on_error,
+                )
+            })?;
+        Ok(Writer {
+            requested,
+            tx,
+            done,
+            thread: Mutex::new(Some(handle)),
+        })
     }
 
     /// Waits until every change made before this call is written and flushed.
     pub async fn wait(&self) -> Result<(), Status> {
         let target = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut rx = self.done.subscribe();
+        let mut rx = self.done.clone();
         if self.tx.send(Msg::Wake).is_err() {
             return Err(Status::unavailable("storage writer stopped"));
         }
@@ -112,8 +118,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn run(weak: Weak<Shared>, rx: mpsc::Receiver<Msg>, flush_every: Duration) {
-    let mut last_flush = std::time::Instant::now();
+/// One writer cycle: take the engine's changes (copies, under its lock); then, without the lock,
+/// encode and write them, and flush when `flush`.
+pub fn cycle(store: &Store, take: &TakeChanges, flush: bool) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let changes = Some(take()).filter(|c| !c.is_empty());
+    let locked = started.elapsed();
+    let batch = changes.map(|c| store.prepare(c)).transpose()?;
+    let encoded = started.elapsed();
+    if let Some(batch) = batch {
+        store.commit(batch)?;
+    }
+    if flush {
+        store.flush()?;
+    }
+    tracing::debug!(
+        locked_us = locked.as_micros() as u64,
+        encoded_us = encoded.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "writer cycle"
+    );
+    Ok(())
+}
+
+fn run(
+    store: &Store,
+    take: &TakeChanges,
+    rx: &mpsc::Receiver<Msg>,
+    requested: &AtomicU64,
+    done_tx: &tokio::sync::watch::Sender<Cycle>,
+    flush_every: Duration,
+    on_error: &dyn Fn(&StoreError),
+) {
+    let mut last_flush = Instant::now();
     let mut done = 0;
     loop {
         let mut stop = match rx.recv_timeout(WRITE_INTERVAL) {
@@ -123,25 +160,21 @@ fn run(weak: Weak<Shared>, rx: mpsc::Receiver<Msg>, flush_every: Duration) {
         while let Ok(m) = rx.try_recv() {
             stop |= matches!(m, Msg::Stop);
         }
-        let Some(shared) = weak.upgrade() else { break };
-        let Some(writer) = shared.writer.as_ref() else {
-            break;
-        };
-        let upto = writer.requested.load(Ordering::SeqCst);
+        let upto = requested.load(Ordering::SeqCst);
         let flush = stop || upto > done || last_flush.elapsed() >= flush_every;
         if flush {
-            last_flush = std::time::Instant::now();
+            last_flush = Instant::now();
         }
-        let error = match shared.persist_cycle(flush) {
+        let error = match cycle(store, take, flush) {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(error = %e, "cannot persist engine state");
-                shared.metrics.store_error();
+                on_error(&e);
                 Some(Arc::from(e.to_string()))
             }
         };
         done = upto;
-        writer.done.send_replace(Cycle { upto, error });
+        done_tx.send_replace(Cycle { upto, error });
         if stop {
             break;
         }

@@ -310,11 +310,19 @@ mod tests {
             eligible: vec!["a".to_string()],
             model: "a".to_string(),
             propensity: 1.0,
-            reason: "sampled".to_string(),
+            reason: crate::engine::Reason::Sampled,
             outcome: Some(outcome),
             latency_ms: Some(100.0),
             cost_usd: cost,
             quality,
+            budget_key: None,
+            charged_usd: None,
+            failure_cost_usd: None,
+            input_tokens: None,
+            output_tokens: None,
+            experiment_group: None,
+            shadow: false,
+            tags: Default::default(),
         }
     }
 

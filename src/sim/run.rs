@@ -20,7 +20,7 @@ use super::trace::LoggedDecision;
 use super::truth::{ScenarioTruth, TraceData, World};
 use super::{mix_seed, SimError, SIM_EPOCH_MS};
 use crate::config::Config;
-use crate::engine::{Engine, FeedbackInput, RouteInput};
+use crate::engine::{Engine, FeedbackInput, Reason, RouteInput};
 use crate::policy::PolicyKind;
 
 /// How often (in requests) the simulator lets the engine drop expired pending decisions, as the
@@ -355,24 +355,21 @@ pub fn run_one(
             }
         };
         let outcome = world.outcome(&req, chosen);
-        let reason = decision.as_ref().map_or("oracle", |d| d.reason.as_str());
+        let reason = decision
+            .as_ref()
+            .map_or(Reason::Oracle, |d| d.reason)
+            .as_str();
         recorder.record(&req, chosen, &utilities[..n], &outcome, class, reason);
         if let Some(d) = decision {
             let ok = outcome.status.is_success();
             if options.log_decisions {
                 logged.push(LoggedDecision {
-                    decision_id: d.id.clone(),
                     t_ms: now_ms,
-                    task_class: d.task_class.clone(),
-                    policy: d.policy.clone(),
-                    eligible: d.eligible.clone(),
-                    model: d.model.clone(),
-                    propensity: d.propensity,
-                    reason: d.reason.clone(),
                     outcome: Some(outcome.status),
                     latency_ms: outcome.latency_ms,
                     cost_usd: Some(outcome.cost_usd),
                     quality: ok.then_some(outcome.quality),
+                    ..LoggedDecision::of(&d)
                 });
             }
             let done_ms = req.t_ms + outcome.latency_ms.unwrap_or(0.0).ceil() as u64;

@@ -4,7 +4,8 @@
 //! - [`FullInfoRecord`]: one request with every model's outcome (as in routing benchmarks), which
 //!   allows exact counterfactual replay of any policy.
 //! - [`LoggedDecision`]: one decision of a running service (`switchyard trace export`), with the
-//!   eligible models and the chosen model's propensity, for off-policy evaluation.
+//!   eligible models and the chosen model's propensity, for off-policy evaluation; defined once in
+//!   [`crate::record`].
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -40,28 +41,9 @@ pub struct FullInfoRecord {
     pub outcomes: BTreeMap<String, ModelOutcome>,
 }
 
-/// One decision of logged traffic, as `switchyard trace export` writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoggedDecision {
-    pub decision_id: String,
-    /// Decision time, Unix milliseconds (or milliseconds from any fixed origin).
-    pub t_ms: u64,
-    pub task_class: String,
-    /// The policy that decided (`Decision::policy`).
-    pub policy: String,
-    /// The models the policy chose among.
-    pub eligible: Vec<String>,
-    pub model: String,
-    /// Probability that the logging policy picked `model` among `eligible` in its state then.
-    pub propensity: f64,
-    pub reason: String,
-    /// Outcome of the call, `null` when no feedback arrived.
-    pub outcome: Option<Outcome>,
-    pub latency_ms: Option<f64>,
-    pub cost_usd: Option<f64>,
-    pub quality: Option<f64>,
-}
+/// One decision of logged traffic, as `switchyard trace export` writes it: the one decision record
+/// the service logs and the store persists.
+pub use crate::record::DecisionRecord as LoggedDecision;
 
 /// Reads a JSON Lines file of `T`; errors name the file and the line.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, SimError> {
@@ -283,17 +265,5 @@ mod tests {
         assert_eq!(routerarena_task_class("LiveCodeBench_1"), "code");
         assert_eq!(routerarena_task_class("PubMedQA_12"), "medical");
         assert_eq!(routerarena_task_class("SuperGLUE-Wic_2"), "reading");
-    }
-
-    #[test]
-    fn logged_decision_round_trips_with_nulls() {
-        let line = r#"{"decision_id":"d1","t_ms":5,"task_class":"qa","policy":"thompson","eligible":["a","b"],"model":"a","propensity":0.5,"reason":"sampled","outcome":null,"latency_ms":null,"cost_usd":null,"quality":null}"#;
-        let d: LoggedDecision = serde_json::from_str(line).unwrap();
-        assert_eq!(d.outcome, None);
-        assert_eq!(serde_json::to_string(&d).unwrap(), line);
-        let ok: LoggedDecision =
-            serde_json::from_str(&line.replace("\"outcome\":null", "\"outcome\":\"rate_limited\""))
-                .unwrap();
-        assert_eq!(ok.outcome, Some(Outcome::RateLimited));
     }
 }

@@ -1,0 +1,144 @@
+//! The engine's request and answer types (Route, Feedback, ReportHealth), free of any transport.
+
+use serde::{Deserialize, Serialize};
+
+use crate::breaker::Transition;
+use crate::policy::{Means, Outcome, Weights};
+
+use super::*;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteInput {
+    pub task_class: String,
+    pub request_id: String,
+    pub candidates: Vec<String>,
+    pub max_latency_ms: f64,
+    pub max_cost_usd: f64,
+    pub input_tokens: i64,
+    pub max_output_tokens: i64,
+    pub budget_key: String,
+    pub weights: Option<Weights>,
+}
+
+/// A model and its provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub model: String,
+    pub provider: String,
+}
+
+/// What the router expects of the chosen model for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Expected {
+    pub cost_usd: f64,
+    pub latency_ms: f64,
+    pub quality: f64,
+    pub success_rate: f64,
+    pub latency_p95_ms: f64,
+}
+
+impl From<Means> for Expected {
+    fn from(m: Means) -> Self {
+        Expected {
+            cost_usd: m.cost_usd,
+            latency_ms: m.latency_ms,
+            quality: m.quality,
+            success_rate: m.success,
+            latency_p95_ms: m.latency_p95_ms,
+        }
+    }
+}
+
+/// One routing decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub id: String,
+    pub task_class: String,
+    pub model: String,
+    pub provider: String,
+    pub fallbacks: Vec<ModelRef>,
+    pub propensity: f64,
+    pub expected: Expected,
+    pub reason: Reason,
+    pub policy: String,
+    /// The models the policy chose among (for off-policy evaluation of logged traffic).
+    pub eligible: Vec<String>,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub budget_key: Option<String>,
+    /// Token counts the decision assumed (the request's estimates or the class's typical ones).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// True when answering a repeated request_id.
+    pub replayed: bool,
+}
+
+/// A Feedback report. `None` means the field was absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedbackInput {
+    pub decision_id: String,
+    pub model: String,
+    pub outcome: Option<Outcome>,
+    pub latency_ms: Option<f64>,
+    pub ttft_ms: Option<f64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub quality: Option<f64>,
+}
+
+/// What Feedback did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackResult {
+    /// Everything reported was already counted; nothing changed.
+    pub duplicate: bool,
+    pub arm: ArmSummary,
+    /// Budget alert thresholds this feedback's spend crossed (each fires once per period); the
+    /// caller delivers them, the engine does no I/O.
+    pub alerts: Vec<BudgetAlert>,
+    /// What this feedback added to the arm (for metrics): the outcome, latency and cost of a new
+    /// outcome (cost as reported, else from the price table), and a new quality score.
+    pub counted: Counted,
+}
+
+/// The new observations one Feedback contributed; all `None` for a duplicate.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counted {
+    pub outcome: Option<Outcome>,
+    pub latency_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub quality: Option<f64>,
+}
+
+/// A breaker state change of one model, for the caller to log or count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelTransition {
+    pub model: String,
+    pub transition: Transition,
+}
+
+/// An outside health signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthSignal {
+    Healthy,
+    Degraded,
+    Down,
+}
+
+/// A ReportHealth request: a model or a whole provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthInput {
+    pub model: String,
+    pub provider: String,
+    pub state: Option<HealthSignal>,
+    /// 0 = the configured default.
+    pub ttl_secs: i64,
+    pub reason: String,
+}
+
+/// What ReportHealth did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthResult {
+    pub models: Vec<String>,
+    pub until_ms: u64,
+}

@@ -1,0 +1,290 @@
+//! The engine's budget glue: which budget a request is charged to, pacing, reservations at
+//! Route, settlement at Feedback and the GetBudgets read model. The ledger maths live in
+//! [`crate::budget`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{BudgetConfig, BudgetState, Ledger, OnCap, Period, ReserveError};
+use crate::config::{Config, ModelConfig, TaskClassConfig};
+use crate::policy::{self, Candidate, Scoring};
+
+use super::*;
+
+/// Factor on the expected cost reserved for a request that gives no `max_output_tokens`: output
+/// lengths spread about 35% around their mean (see [`crate::config::DEFAULT_COST_LOG_SD`]), so twice
+/// the larger of the list-price and learned mean cost covers all but the rarest long answers; the
+/// over-reservation is returned at Feedback.
+pub const RESERVATION_SAFETY_FACTOR: f64 = 2.0;
+
+/// A budget alert threshold crossed by settled spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetAlert {
+    pub budget_key: String,
+    /// Fraction of the limit that settled spend reached.
+    pub threshold: f64,
+    pub spent_usd: f64,
+    pub limit_usd: f64,
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    /// When the crossing was recorded.
+    pub at_ms: u64,
+}
+
+/// One budget's state, for GetBudgets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSummary {
+    pub budget_key: String,
+    pub period: Period,
+    pub time_zone: String,
+    pub on_cap: OnCap,
+    pub limit_usd: f64,
+    /// Settled spend of the current period.
+    pub spent_usd: f64,
+    /// Live reservations of routed requests still awaiting feedback.
+    pub reserved_usd: f64,
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    /// Factor on the cost weight of requests charged to this budget right now.
+    pub pacing_multiplier: f64,
+    pub state: BudgetState,
+    pub previous_period_spent_usd: f64,
+    /// Alert thresholds already crossed this period, ascending.
+    pub alert_thresholds_crossed: Vec<f64>,
+    /// Configured alert thresholds, fractions of the limit.
+    pub alert_thresholds: Vec<f64>,
+}
+
+impl Engine {
+    /// Charges one model call of decision `decision_id` to budget `key`: the first settlement
+    /// replaces the decision's reservation; later ones (fallback models reported under the same
+    /// decision) add their cost. `actual_usd` is the reported or price-table cost; when unknown, the
+    /// live reservation, else `estimate_usd`. Returns the alert thresholds crossed.
+    pub(super) fn settle_budget(
+        &mut self,
+        key: &str,
+        decision_id: &str,
+        actual_usd: Option<f64>,
+        estimate_usd: f64,
+        now_ms: u64,
+    ) -> Vec<BudgetAlert> {
+        let (Some(budget), Some(ledger)) =
+            (self.config.budgets.get(key), self.ledgers.get_mut(key))
+        else {
+            return Vec::new();
+        };
+        let actual = actual_usd
+            .or_else(|| ledger.reservation_usd(decision_id))
+            .unwrap_or(estimate_usd);
+        let settlement = ledger.settle(budget, decision_id, actual, now_ms);
+        settlement
+            .crossed
+            .into_iter()
+            .map(|threshold| BudgetAlert {
+                budget_key: key.to_string(),
+                threshold,
+                spent_usd: ledger.spent_usd(),
+                limit_usd: budget.limit_usd,
+                period_start_ms: ledger.period_start_ms(),
+                period_end_ms: ledger.period_end_ms(),
+                at_ms: now_ms,
+            })
+            .collect()
+    }
+
+    /// The state of every budget, or of one key (NotFound if it is not configured).
+    pub fn budgets(&self, key: &str, now_ms: u64) -> Result<Vec<BudgetSummary>, EngineError> {
+        if !key.is_empty() && !self.config.budgets.contains_key(key) {
+            let known: Vec<&str> = self.config.budgets.keys().map(String::as_str).collect();
+            return Err(EngineError::NotFound(format!(
+                "budget_key {key:?} is not configured; configured budgets: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        let mut out = Vec::new();
+        for (k, b) in &self.config.budgets {
+            if !key.is_empty() && k != key {
+                continue;
+            }
+            // Roll a copy, so a period that has ended reads as the fresh one that the next
+            // request will open.
+            let mut ledger = self
+                .ledgers
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| Ledger::new(b, now_ms));
+            ledger.roll(b, now_ms);
+            out.push(BudgetSummary {
+                budget_key: k.clone(),
+                period: b.period,
+                time_zone: b.time_zone.name().to_string(),
+                on_cap: b.on_cap,
+                limit_usd: b.limit_usd,
+                spent_usd: ledger.spent_usd(),
+                reserved_usd: ledger.reserved_usd(),
+                period_start_ms: ledger.period_start_ms(),
+                period_end_ms: ledger.period_end_ms(),
+                pacing_multiplier: ledger.pacing_multiplier(b, now_ms),
+                state: ledger.state(b, now_ms),
+                previous_period_spent_usd: ledger.previous_period_spent_usd(),
+                alert_thresholds_crossed: ledger.alerted_thresholds(),
+                alert_thresholds: b.alert_thresholds.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The budget a request is charged to: the request's `budget_key`, else the class's `budget`, else
+/// none. An unknown request key is refused, listing the configured ones.
+pub(super) fn budget_for<'a>(
+    config: &'a Config,
+    class: &TaskClassConfig,
+    request_key: &str,
+) -> Result<Option<&'a BudgetConfig>, EngineError> {
+    check_id("budget_key", request_key)?;
+    let key = if request_key.is_empty() {
+        match &class.budget {
+            Some(k) => k.as_str(),
+            None => return Ok(None),
+        }
+    } else {
+        request_key
+    };
+    match config.budgets.get(key) {
+        Some(b) => Ok(Some(b)),
+        None => {
+            let known: Vec<&str> = config.budgets.keys().map(String::as_str).collect();
+            Err(invalid(
+                "budget_key",
+                format!(
+                    "budget {key:?} is not configured; configured budgets: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ))
+        }
+    }
+}
+
+/// The budget's pacing multiplier on the cost weight now (1 without a budget).
+pub(super) fn pacing_multiplier(
+    ledgers: &BTreeMap<String, Ledger>,
+    budget: Option<&BudgetConfig>,
+    now_ms: u64,
+) -> f64 {
+    budget
+        .and_then(|b| ledgers.get(&b.key).map(|l| l.pacing_multiplier(b, now_ms)))
+        .unwrap_or(1.0)
+}
+
+/// What [`apply_budget`] needs to know about one routing decision.
+pub(super) struct BudgetRequest<'a, 'c> {
+    /// Decision id, also the reservation id.
+    pub id: &'a str,
+    pub candidates: &'a [Candidate<'c>],
+    pub models: &'a [&'a ModelConfig],
+    /// Scoring with the pacing multiplier applied, and without.
+    pub paced: &'a Scoring,
+    pub unpaced: &'a Scoring,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Whether `output_tokens` is the request's `max_output_tokens` (an upper bound).
+    pub max_output_given: bool,
+    pub now_ms: u64,
+}
+
+/// Amount reserved for routing `model` on one request. With `max_output_tokens` given, the
+/// price-table cost at the request's input tokens and that bound, which the actual cost of a call
+/// cannot exceed (for an accurate input estimate and price table). Without it,
+/// [`RESERVATION_SAFETY_FACTOR`] x the larger of the list-price cost at the typical output size and
+/// the learned mean cost.
+fn reservation_usd(req: &BudgetRequest<'_, '_>, index: usize) -> f64 {
+    let model = req.models[index];
+    let list = model.cost_usd(req.input_tokens, req.output_tokens);
+    if req.max_output_given {
+        list
+    } else {
+        let c = &req.candidates[index];
+        let learned = c.arm.means(c.cost_scale).cost_usd;
+        list.max(if learned.is_finite() { learned } else { 0.0 }) * RESERVATION_SAFETY_FACTOR
+    }
+}
+
+/// Reserves the chosen model's cost in the budget's ledger. When it does not fit: with
+/// [`OnCap::Cheapest`], routes the cheapest eligible model (by expected cost) whose reservation
+/// fits, reason [`Reason::BudgetExhausted`]; otherwise RESOURCE_EXHAUSTED with spent, limit and the
+/// reset time. Marks the reason [`Reason::BudgetPacing`] when pacing moved the expected-best model
+/// away from the one chosen without it.
+pub(super) fn apply_budget(
+    ledgers: &mut BTreeMap<String, Ledger>,
+    budget: &BudgetConfig,
+    req: &BudgetRequest<'_, '_>,
+    choice: Chosen,
+) -> Result<Chosen, EngineError> {
+    let ledger = ledgers
+        .entry(budget.key.clone())
+        .or_insert_with(|| Ledger::new(budget, req.now_ms));
+    let refused = match ledger.try_reserve(
+        budget,
+        req.id,
+        reservation_usd(req, choice.index),
+        req.now_ms,
+    ) {
+        Ok(()) => {
+            let mut choice = choice;
+            if req.paced.weights.cost != req.unpaced.weights.cost {
+                let best = |s: &Scoring| {
+                    policy::rank_by_mean_utility(req.candidates, s)
+                        .first()
+                        .copied()
+                };
+                let unpaced_best = best(req.unpaced);
+                if best(req.paced) != unpaced_best && Some(choice.index) != unpaced_best {
+                    choice.reason = Reason::BudgetPacing;
+                }
+            }
+            return Ok(choice);
+        }
+        Err(ReserveError::Exhausted(e)) => e,
+        Err(e @ ReserveError::InvalidAmount { .. }) => {
+            return Err(EngineError::FailedPrecondition(format!(
+                "budget {:?}: cannot reserve the cost of model {:?}: {e}",
+                budget.key, req.models[choice.index].id
+            )))
+        }
+    };
+    if budget.on_cap == OnCap::Cheapest {
+        let mut by_cost: Vec<(usize, f64)> = req
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.arm.means(c.cost_scale).cost_usd))
+            .collect();
+        by_cost.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        for (i, _) in by_cost {
+            if ledger
+                .try_reserve(budget, req.id, reservation_usd(req, i), req.now_ms)
+                .is_ok()
+            {
+                return Ok(Chosen {
+                    index: i,
+                    propensity: 1.0,
+                    reason: Reason::BudgetExhausted,
+                });
+            }
+        }
+    }
+    Err(EngineError::ResourceExhausted(format!(
+        "budget {:?} {refused}",
+        budget.key
+    )))
+}

@@ -1,0 +1,315 @@
+//! Feedback: validate a report, update the arm and breaker, mark the pending decision, settle the
+//! budget and log what was new.
+
+use std::sync::Arc;
+
+use crate::breaker::CallOutcome;
+use crate::config::{ModelConfig, TaskClassConfig};
+use crate::policy::{Observation, Outcome};
+use crate::record::{Event, OutcomeRecord, QualityRecord};
+
+use super::*;
+
+/// A validated Feedback, resolved against its pending decision.
+struct Report {
+    class: Arc<TaskClassConfig>,
+    model: ModelConfig,
+    arm_index: usize,
+    latency_ms: Option<f64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    /// As reported, else from the price table when tokens are known.
+    cost_usd: Option<f64>,
+    quality: Option<f64>,
+    /// Whether the outcome / quality is the first reported for this model.
+    outcome_new: bool,
+    quality_new: bool,
+    /// Token counts the decision assumed, and its budget.
+    decided_tokens: (u64, u64),
+    budget_key: Option<String>,
+}
+
+impl Engine {
+    /// Records what happened to a routed request.
+    pub fn feedback(
+        &mut self,
+        input: &FeedbackInput,
+        now_ms: u64,
+    ) -> Result<FeedbackResult, EngineError> {
+        let r = self.check_feedback(input, now_ms)?;
+        self.dirty_classes.insert(r.class.name.clone());
+        self.pending.dirty.insert(input.decision_id.clone());
+        self.observe(input, &r, now_ms)?;
+        self.mark_pending(input, &r);
+        let alerts = self.settle(input, &r, now_ms);
+        self.log_feedback(input, &r, now_ms);
+        let arm = self.summary(&r.class.name, r.arm_index, now_ms)?;
+        let counted = Counted {
+            outcome: input.outcome.filter(|_| r.outcome_new),
+            latency_ms: r.latency_ms.filter(|_| r.outcome_new),
+            cost_usd: r.cost_usd.filter(|_| r.outcome_new),
+            quality: r.quality.filter(|_| r.quality_new),
+        };
+        Ok(FeedbackResult {
+            duplicate: !(r.outcome_new || r.quality_new),
+            arm,
+            alerts,
+            counted,
+        })
+    }
+
+    /// Validates every field and resolves the decision, class and model.
+    fn check_feedback(&self, input: &FeedbackInput, now_ms: u64) -> Result<Report, EngineError> {
+        if input.decision_id.is_empty() {
+            return Err(invalid(
+                "decision_id",
+                "is required: pass the decision_id that Route returned",
+            ));
+        }
+        check_id("decision_id", &input.decision_id)?;
+        let ttl = self.config.limits.pending_ttl_secs;
+        let pending = self
+            .pending
+            .by_id
+            .get(&input.decision_id)
+            .filter(|p| p.decision.expires_ms > now_ms)
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "decision_id {:?} is unknown or expired (decisions accept feedback for {ttl} s)",
+                    input.decision_id
+                ))
+            })?;
+        let class = self.class(&pending.decision.task_class)?.clone();
+        let model_id = if input.model.is_empty() {
+            &pending.decision.model
+        } else {
+            &input.model
+        };
+        let Some(arm_index) = class.models.iter().position(|m| m == model_id) else {
+            return Err(invalid(
+                "model",
+                format!(
+                    "model {model_id:?} is not a model of task_class {:?}; report the model \
+                     actually called, one of: {}",
+                    class.name,
+                    class.models.join(", ")
+                ),
+            ));
+        };
+        let model = self
+            .config
+            .models
+            .get(model_id)
+            .ok_or_else(|| invalid("model", format!("model {model_id:?} is not configured")))?
+            .clone();
+
+        if input.outcome.is_none() && input.quality.is_none() {
+            return Err(invalid(
+                "outcome",
+                "a Feedback must carry an outcome (SUCCESS, ERROR, TIMEOUT, RATE_LIMITED), a \
+                 quality score, or both",
+            ));
+        }
+        let latency_ms = input
+            .latency_ms
+            .map(|v| non_negative("latency_ms", v))
+            .transpose()?;
+        input
+            .ttft_ms
+            .map(|v| non_negative("ttft_ms", v))
+            .transpose()?;
+        let input_tokens = input
+            .input_tokens
+            .map(|v| tokens("input_tokens", v))
+            .transpose()?
+            .flatten();
+        let output_tokens = input
+            .output_tokens
+            .map(|v| tokens("output_tokens", v))
+            .transpose()?
+            .flatten();
+        let cost = input
+            .cost_usd
+            .map(|v| non_negative("cost_usd", v))
+            .transpose()?;
+        let quality = match input.quality {
+            Some(q) if q.is_finite() && (0.0..=1.0).contains(&q) => Some(q),
+            Some(q) => {
+                return Err(invalid(
+                    "quality",
+                    format!("must be a score in [0, 1], got {q}"),
+                ))
+            }
+            None => None,
+        };
+        if let (Some(o), Some(_)) = (input.outcome, quality) {
+            if !o.is_success() {
+                return Err(invalid(
+                    "quality",
+                    format!(
+                        "a quality score rates a successful answer, but outcome is {}; send the \
+                         outcome alone",
+                        o.as_str().to_uppercase()
+                    ),
+                ));
+            }
+        }
+        if quality.is_some() && input.outcome.is_none() && pending.failed.contains(model_id) {
+            return Err(EngineError::FailedPrecondition(format!(
+                "model {model_id:?} failed on decision {:?}; a quality score rates a successful \
+                 answer",
+                input.decision_id
+            )));
+        }
+        // Cost: as reported, else from the price table when tokens are known.
+        let cost_usd = cost.or_else(|| {
+            (input_tokens.is_some() || output_tokens.is_some())
+                .then(|| model.cost_usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0)))
+        });
+        Ok(Report {
+            outcome_new: input.outcome.is_some() && !pending.outcomes.contains(model_id),
+            quality_new: quality.is_some() && !pending.qualities.contains(model_id),
+            decided_tokens: (
+                pending.decision.input_tokens,
+                pending.decision.output_tokens,
+            ),
+            budget_key: pending.decision.budget_key.clone(),
+            class,
+            model,
+            arm_index,
+            latency_ms,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            quality,
+        })
+    }
+
+    /// Feeds what is new to the arm's posteriors and the model's breaker.
+    fn observe(
+        &mut self,
+        input: &FeedbackInput,
+        r: &Report,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let (dec_in, dec_out) = r.decided_tokens;
+        let scale = cost_scale(
+            &r.model,
+            &r.class,
+            r.input_tokens.unwrap_or(dec_in),
+            r.output_tokens.unwrap_or(dec_out),
+        );
+        let scoring = class_scoring(&self.config, &r.class, None);
+        let half_life = self.config.policy.half_life_secs;
+        let Some(state) = self.classes.get_mut(&r.class.name) else {
+            return Err(EngineError::NotFound(format!(
+                "task_class {:?} has no learned state",
+                r.class.name
+            )));
+        };
+        let arm = &mut state.arms[r.arm_index];
+        arm.decay_to(now_ms, half_life);
+        let soft_factor = self.config.health.soft_failure_latency_factor;
+        let call = input.outcome.map(|o| match o {
+            Outcome::Success => {
+                let slow = soft_factor > 0.0
+                    && arm.latency.n >= 5.0
+                    && r.latency_ms
+                        .is_some_and(|l| l > soft_factor * arm.latency.predictive_p95_exp());
+                if slow {
+                    CallOutcome::SoftFailure
+                } else {
+                    CallOutcome::Success
+                }
+            }
+            Outcome::Error => CallOutcome::Error,
+            Outcome::Timeout => CallOutcome::Timeout,
+            Outcome::RateLimited => CallOutcome::RateLimited,
+        });
+        if let (true, Some(outcome)) = (r.outcome_new, input.outcome) {
+            let obs = Observation {
+                outcome,
+                latency_ms: r.latency_ms,
+                output_tokens: r.output_tokens,
+                cost_usd: r.cost_usd,
+                cost_usd_typical: r.cost_usd.map(|c| c / scale),
+                quality: r.quality,
+            };
+            arm.observe_outcome(&obs, &scoring, now_ms);
+        }
+        if let (true, Some(q)) = (r.quality_new, r.quality) {
+            arm.observe_quality(q, now_ms);
+        }
+        if let (true, Some(call)) = (r.outcome_new, call) {
+            let cfg = &self.config.breaker;
+            let t = self
+                .breakers
+                .get_mut(&r.model.id)
+                .and_then(|b| b.record(call, now_ms, cfg));
+            if let Some(t) = t {
+                self.on_transition(&r.model.id, t);
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes on the pending decision which models' outcome, failure and quality were reported.
+    fn mark_pending(&mut self, input: &FeedbackInput, r: &Report) {
+        if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
+            let p = Arc::make_mut(p);
+            if r.outcome_new {
+                p.outcomes.push(r.model.id.clone());
+                if input.outcome.is_some_and(|o| !o.is_success()) {
+                    p.failed.push(r.model.id.clone());
+                }
+            }
+            if r.quality_new {
+                p.qualities.push(r.model.id.clone());
+            }
+        }
+    }
+
+    /// Budget hook: the first outcome of each model settles its spend.
+    fn settle(&mut self, input: &FeedbackInput, r: &Report, now_ms: u64) -> Vec<BudgetAlert> {
+        match (&r.budget_key, input.outcome) {
+            (Some(key), Some(outcome)) if r.outcome_new => {
+                let estimate = if outcome == Outcome::RateLimited {
+                    0.0 // a rate-limited call is refused before any tokens are billed
+                } else {
+                    r.model.cost_usd(r.decided_tokens.0, r.decided_tokens.1)
+                };
+                self.settle_budget(key, &input.decision_id, r.cost_usd, estimate, now_ms)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Logs the new outcome and quality score.
+    fn log_feedback(&mut self, input: &FeedbackInput, r: &Report, now_ms: u64) {
+        if let (true, Some(outcome)) = (r.outcome_new, input.outcome) {
+            self.log(|| {
+                Logged::Event(Event::Outcome(OutcomeRecord {
+                    decision_id: input.decision_id.clone(),
+                    t_ms: now_ms,
+                    model: r.model.id.clone(),
+                    outcome,
+                    latency_ms: input.latency_ms,
+                    cost_usd: input.cost_usd,
+                    charged_usd: r.cost_usd,
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                }))
+            });
+        }
+        if let (true, Some(quality)) = (r.quality_new, r.quality) {
+            self.log(|| {
+                Logged::Event(Event::Quality(QualityRecord {
+                    decision_id: input.decision_id.clone(),
+                    t_ms: now_ms,
+                    model: r.model.id.clone(),
+                    quality,
+                }))
+            });
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The router core: arms, policy and pending decisions. Synchronous and pure: it knows nothing of
+//! gRPC, storage, clocks or threads. Callers pass `now_ms` (Unix milliseconds) and an RNG; the service
+//! wraps it behind a lock, the simulator drives it with simulated time, so both run one decision path.
+//!
+//! Every input is validated here, once, before anything touches a posterior: a bad value is answered
+//! with an [`EngineError`] that names the field and says what would be right.
+//!
+//! One concept per file: this one holds the [`Engine`] itself, its construction and restore, and
+//! the change set it hands out ([`Changes`]: copies of what changed plus the new event-log entries,
+//! so the store never reads engine internals); `route.rs` and `feedback.rs` are the two calls as
+//! short sequences of named steps, `gate.rs` the breakers, `budgeting.rs` the budget glue,
+//! `stats.rs` the read models, `reason.rs` the decision reasons.
+
+mod api;
+mod budgeting;
+mod error;
+mod feedback;
+mod gate;
+mod pending;
+mod reason;
+mod route;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::breaker::Breaker;
+use crate::budget::Ledger;
+use crate::config::{Config, ModelConfig, TaskClassConfig};
+use crate::policy::pool::DrawPool;
+use crate::policy::{Arm, Scoring, Weights};
+
+use crate::record::{DecisionRecord, Event};
+pub use crate::time::format_ms;
+pub use api::*;
+pub use budgeting::*;
+pub use error::*;
+use gate::*;
+pub use pending::*;
+pub use reason::Reason;
+use route::Chosen;
+pub use stats::*;
+use validate::*;
+
+/// Learned state of one task class: one arm per configured model, in config order.
+#[derive(Debug, Clone, PartialEq)]
+struct ClassState {
+    arms: Vec<Arm>,
+    /// Utility of each arm's priors under the class's weights (static-best baseline).
+    prior_utility: Vec<f64>,
+}
+
+/// The router core.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: Config,
+    classes: BTreeMap<String, ClassState>,
+    pending: Pending,
+    /// One breaker per model (providers fail as a whole, models across classes share one).
+    breakers: BTreeMap<String, Breaker>,
+    /// Breaker transitions not yet taken by the caller.
+    transitions: Vec<ModelTransition>,
+    /// Spend ledger per budget key (plain data, serde-serializable for the store).
+    ledgers: BTreeMap<String, Ledger>,
+    /// Task classes whose arms changed since the last [`Engine::take_changes`].
+    dirty_classes: BTreeSet<String>,
+    /// Thompson's pools of posterior draws per class, parallel to its arms (derived state: never
+    /// persisted, refilled on first use).
+    pools: BTreeMap<String, Vec<DrawPool>>,
+    /// Whether decisions, outcomes and quality scores are logged into [`Engine::take_changes`]
+    /// (the service with a data dir; off for the simulator, which keeps no log).
+    log_events: bool,
+    /// Events not yet taken.
+    events: Vec<Logged>,
+}
+
+/// What changed since the last [`Engine::take_changes`], copied out for the store: the arms of
+/// changed classes, changed pending decisions (`None`: gone), every breaker and ledger (few, one per
+/// model and per budget key, and changed by most calls) and the new events. The engine hands these
+/// out; the store persists them without reading the engine.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// (task class, model, arm) of every arm of a changed class.
+    pub arms: Vec<(String, String, Arm)>,
+    pub pending: Vec<(String, Option<Arc<PendingDecision>>)>,
+    pub breakers: Vec<(String, Breaker)>,
+    pub ledgers: Vec<(String, Ledger)>,
+    pub events: Vec<Logged>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.arms.is_empty() && self.pending.is_empty() && self.events.is_empty()
+    }
+}
+
+/// An event-log entry as the engine hands it out. A new decision is its shared pending record,
+/// turned into its [`DecisionRecord`] by [`Logged::into_event`] off the engine lock (the copy is
+/// the larger part of the cost).
+#[derive(Debug, Clone)]
+pub enum Logged {
+    Decision(Arc<PendingDecision>),
+    Event(Event),
+}
+
+impl Logged {
+    pub fn into_event(self) -> Event {
+        match self {
+            Logged::Decision(p) => Event::Decision(Box::new(DecisionRecord::of(&p.decision))),
+            Logged::Event(e) => e,
+        }
+    }
+}
+
+/// Persisted engine state, as the store reads it back at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// Arms by (task class, model).
+    pub arms: BTreeMap<(String, String), Arm>,
+    pub pending: Vec<PendingDecision>,
+    pub breakers: BTreeMap<String, Breaker>,
+    pub ledgers: BTreeMap<String, Ledger>,
+}
+
+impl Engine {
+    /// An engine with every arm at its priors, as of `now_ms`.
+    pub fn new(config: Config, now_ms: u64) -> Self {
+        let mut classes = BTreeMap::new();
+        for (name, class) in &config.task_classes {
+            let scoring = class_scoring(&config, class, None);
+            let mut arms = Vec::with_capacity(class.models.len());
+            let mut prior_utility = Vec::with_capacity(class.models.len());
+            for model_id in &class.models {
+                let Some(model) = config.models.get(model_id) else {
+                    continue; // config validation guarantees presence
+                };
+                let arm = Arm::new(&config.arm_prior(class, model), now_ms);
+                prior_utility.push(scoring.utility(&arm.means(1.0).into()));
+                arms.push(arm);
+            }
+            classes.insert(
+                name.clone(),
+                ClassState {
+                    arms,
+                    prior_utility,
+                },
+            );
+        }
+        let breakers = config
+            .models
+            .keys()
+            .map(|m| (m.clone(), Breaker::new()))
+            .collect();
+        let ledgers = config
+            .budgets
+            .iter()
+            .map(|(k, b)| (k.clone(), Ledger::new(b, now_ms)))
+            .collect();
+        let config_classes = classes.keys().cloned().collect();
+        Engine {
+            config,
+            classes,
+            pending: Pending::default(),
+            breakers,
+            transitions: Vec::new(),
+            ledgers,
+            // Nothing of a new engine is persisted yet.
+            dirty_classes: config_classes,
+            pools: BTreeMap::new(),
+            log_events: false,
+            events: Vec::new(),
+        }
+    }
+
+    /// Rebuilds an engine from persisted state: arms, breakers and ledgers that still exist in
+    /// `config` take their persisted values, new ones start at priors, and pending decisions are
+    /// re-inserted in creation order (expired ones are then dropped). Returns warnings for
+    /// persisted items the config no longer has (they are dropped).
+    pub fn restore(config: Config, parts: Restored, now_ms: u64) -> (Self, Vec<String>) {
+        let mut engine = Engine::new(config, now_ms);
+        let mut warnings = Vec::new();
+        for ((class, model), arm) in parts.arms {
+            let idx = engine
+                .config
+                .task_classes
+                .get(&class)
+                .and_then(|c| c.models.iter().position(|m| *m == model));
+            match (idx, engine.classes.get_mut(&class)) {
+                (Some(i), Some(state)) if i < state.arms.len() => state.arms[i] = arm,
+                _ => warnings.push(format!(
+                    "dropped persisted arm ({class}, {model}): no longer in the config"
+                )),
+            }
+        }
+        for (model, b) in parts.breakers {
+            match engine.breakers.get_mut(&model) {
+                Some(slot) => *slot = b,
+                None => warnings.push(format!(
+                    "dropped persisted breaker of {model}: no longer in the config"
+                )),
+            }
+        }
+        for (key, l) in parts.ledgers {
+            match engine.ledgers.get_mut(&key) {
+                Some(slot) => *slot = l,
+                None => warnings.push(format!(
+                    "dropped persisted budget ledger {key}: no longer in the config"
+                )),
+            }
+        }
+        let mut pending = parts.pending;
+        pending.sort_by(|a, b| {
+            (a.decision.created_ms, &a.decision.id).cmp(&(b.decision.created_ms, &b.decision.id))
+        });
+        let max = engine.config.limits.max_pending;
+        for p in pending {
+            if engine
+                .config
+                .task_classes
+                .contains_key(&p.decision.task_class)
+            {
+                engine.pending.insert(p, max);
+            } else {
+                warnings.push(format!(
+                    "dropped pending decision {}: task class {} no longer in the config",
+                    p.decision.id, p.decision.task_class
+                ));
+            }
+        }
+        engine.expire(now_ms);
+        // What was just read back is already persisted, except what expiry dropped; arms are
+        // rewritten once (new arms of a changed config start at priors and must be persisted).
+        let pending = &mut engine.pending;
+        pending.dirty.retain(|id| !pending.by_id.contains_key(id));
+        (engine, warnings)
+    }
+
+    /// Logs decisions, outcomes and quality scores as events in [`Engine::take_changes`] from now on.
+    pub fn log_events(&mut self) {
+        self.log_events = true;
+    }
+
+    /// Copies out what changed since the last call (for the store) and starts tracking afresh.
+    pub fn take_changes(&mut self) -> Changes {
+        if self.dirty_classes.is_empty() && self.pending.dirty.is_empty() && self.events.is_empty()
+        {
+            return Changes::default();
+        }
+        let mut arms = Vec::new();
+        for class in std::mem::take(&mut self.dirty_classes) {
+            for (model, arm) in self.class_arms(&class) {
+                arms.push((class.clone(), model.to_string(), arm.clone()));
+            }
+        }
+        Changes {
+            arms,
+            pending: std::mem::take(&mut self.pending.dirty)
+                .into_iter()
+                .map(|id| {
+                    let p = self.pending.by_id.get(&id).cloned();
+                    (id, p)
+                })
+                .collect(),
+            breakers: self
+                .breakers
+                .iter()
+                .map(|(k, b)| (k.clone(), b.clone()))
+                .collect(),
+            ledgers: self
+                .ledgers
+                .iter()
+                .map(|(k, l)| (k.clone(), l.clone()))
+                .collect(),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    /// Forgets what changed (nothing persists it), without copying it.
+    pub fn discard_changes(&mut self) {
+        self.dirty_classes.clear();
+        self.pending.dirty.clear();
+        self.events.clear();
+    }
+
+    /// Logs an event, when logging is on.
+    fn log(&mut self, e: impl FnOnce() -> Logged) {
+        if self.log_events {
+            self.events.push(e());
+        }
+    }
+
+    /// The arms of a task class as (model, arm), in config order.
+    pub fn class_arms(&self, class: &str) -> Vec<(&str, &Arm)> {
+        match (self.config.task_classes.get(class), self.classes.get(class)) {
+            (Some(c), Some(state)) => c
+                .models
+                .iter()
+                .map(String::as_str)
+                .zip(state.arms.iter())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every pending decision (in no particular order).
+    pub fn pending_decisions(&self) -> impl Iterator<Item = &PendingDecision> {
+        self.pending.by_id.values().map(|p| &**p)
+    }
+
+    /// Every model's breaker.
+    pub fn breakers(&self) -> &BTreeMap<String, Breaker> {
+        &self.breakers
+    }
+
+    /// Every budget key's ledger.
+    pub fn ledgers(&self) -> &BTreeMap<String, Ledger> {
+        &self.ledgers
+    }
+
+    /// Resets the arms of `class` (only `model`'s when given) to their priors; returns how many.
+    pub fn reset_arms(
+        &mut self,
+        class: &str,
+        model: Option<&str>,
+        now_ms: u64,
+    ) -> Result<usize, EngineError> {
+        let class_cfg = self.class(class)?.clone();
+        if let Some(m) = model {
+            if !class_cfg.models.iter().any(|x| x == m) {
+                return Err(EngineError::NotFound(format!(
+                    "model {m:?} is not a model of task class {class:?}"
+                )));
+            }
+        }
+        let Some(state) = self.classes.get_mut(class) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for (model_id, arm) in class_cfg.models.iter().zip(state.arms.iter_mut()) {
+            if model.is_some_and(|m| m != model_id) {
+                continue;
+            }
+            if let Some(mc) = self.config.models.get(model_id) {
+                *arm = Arm::new(&self.config.arm_prior(&class_cfg, mc), now_ms);
+                n += 1;
+            }
+        }
+        self.dirty_classes.insert(class.to_string());
+        Ok(n)
+    }
+
+    /// Drops Thompson's pools of posterior draws (derived state, not persisted: a restored engine
+    /// starts without them and redraws them on first use).
+    pub fn drop_draw_pools(&mut self) {
+        self.pools.clear();
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of decisions still accepting feedback.
+    pub fn pending_len(&self) -> usize {
+        self.pending.by_id.len()
+    }
+
+    /// A pending decision by id.
+    pub fn pending(&self, decision_id: &str) -> Option<&PendingDecision> {
+        self.pending.by_id.get(decision_id).map(|p| &**p)
+    }
+
+    /// A pending decision as a shared reference (the store's snapshot keeps it without copying;
+    /// a later change copies it on write).
+    pub fn pending_shared(&self, decision_id: &str) -> Option<Arc<PendingDecision>> {
+        self.pending.by_id.get(decision_id).cloned()
+    }
+
+    /// The spend ledger of a budget key.
+    pub fn ledger(&self, budget_key: &str) -> Option<&Ledger> {
+        self.ledgers.get(budget_key)
+    }
+
+    /// Drops decisions whose feedback window has passed, releasing their budget reservations, and
+    /// budget reservations past their TTL; returns how many decisions were dropped.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let (n, budgeted) = self.pending.expire(now_ms);
+        for (id, key) in budgeted {
+            if let (Some(l), Some(b)) = (self.ledgers.get_mut(&key), self.config.budgets.get(&key))
+            {
+                l.release(b, &id, now_ms);
+            }
+        }
+        for (key, l) in &mut self.ledgers {
+            if let Some(b) = self.config.budgets.get(key) {
+                l.expire(b, now_ms);
+            }
+        }
+        n
+    }
+
+    pub(super) fn class(&self, name: &str) -> Result<&Arc<TaskClassConfig>, EngineError> {
+        if name.is_empty() {
+            return Err(invalid(
+                "task_class",
+                format!("is required; configured classes: {}", self.class_names()),
+            ));
+        }
+        self.config.task_classes.get(name).ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "task_class {name:?} is not configured; configured classes: {}",
+                self.class_names()
+            ))
+        })
+    }
+
+    fn class_names(&self) -> String {
+        self.config
+            .task_classes
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The class's scoring (weights, references, SLA), with optional request weights.
+pub(super) fn class_scoring(
+    config: &Config,
+    class: &TaskClassConfig,
+    weights: Option<Weights>,
+) -> Scoring {
+    Scoring {
+        weights: weights.unwrap_or(class.weights),
+        cost_ref_usd: class.cost_ref_usd,
+        latency_ref_ms: class.latency_ref_ms,
+        max_latency_ms: class.max_latency_ms,
+        max_cost_usd: None,
+        violation_penalty: config.policy.effective_penalty(),
+    }
+}
+
+/// Ratio of a request's price-table cost to the class's typical request, for one model.
+pub(super) fn cost_scale(
+    model: &ModelConfig,
+    class: &TaskClassConfig,
+    input: u64,
+    output: u64,
+) -> f64 {
+    let typical = model.cost_usd(class.typical_input_tokens, class.typical_output_tokens);
+    if typical > 0.0 {
+        model.cost_usd(input, output) / typical
+    } else {
+        1.0
+    }
+}

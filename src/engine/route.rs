@@ -1,0 +1,421 @@
+//! Route: validate the request, gate the candidates by breaker, let the policy choose, apply the
+//! budget, and record the pending decision.
+
+use rand::Rng;
+
+use crate::breaker::BreakerState;
+use crate::config::{ModelConfig, TaskClassConfig};
+use crate::policy::pool::DrawPool;
+use crate::policy::{self, Candidate, PolicyKind, Scoring};
+
+use super::*;
+
+impl Engine {
+    /// Picks a model for one request.
+    pub fn route<R: Rng + ?Sized>(
+        &mut self,
+        input: &RouteInput,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Decision, EngineError> {
+        let class = self.class(&input.task_class)?.clone();
+        check_id("request_id", &input.request_id)?;
+        self.dirty_classes.insert(class.name.clone());
+        if let Some(replay) = self.replay(input, now_ms)? {
+            return Ok(replay);
+        }
+        let prepared = self.prepare(&class, input, now_ms)?;
+        self.refresh_arms(&class.name, &prepared.requested, now_ms, rng)?;
+        let picked = self.pick(&class, input, &prepared, now_ms, rng)?;
+        self.take_arm(&class.name, &picked, now_ms);
+        Ok(self.remember(&class, input, prepared, picked, now_ms))
+    }
+
+    /// Validates the request and settles everything the policy needs: the scoring (paced by the
+    /// budget), token counts, the requested models and what the breakers let through.
+    fn prepare(
+        &mut self,
+        class: &TaskClassConfig,
+        input: &RouteInput,
+        now_ms: u64,
+    ) -> Result<Prepared, EngineError> {
+        let unpaced = self.request_scoring(class, input)?;
+        let input_tokens =
+            tokens("input_tokens", input.input_tokens)?.unwrap_or(class.typical_input_tokens);
+        let output_tokens = tokens("max_output_tokens", input.max_output_tokens)?
+            .unwrap_or(class.typical_output_tokens);
+        let requested = self.candidate_indices(class, &input.candidates)?;
+        let gate = self.breaker_gate(class, &requested, now_ms)?;
+        let eligible = gate.eligible();
+        let budget = budget_for(&self.config, class, &input.budget_key)?;
+        let mut scoring = unpaced;
+        scoring.weights.cost *= pacing_multiplier(&self.ledgers, budget, now_ms);
+        Ok(Prepared {
+            scoring,
+            unpaced,
+            input_tokens,
+            output_tokens,
+            requested,
+            gate,
+            eligible,
+            budget_key: budget.map(|b| b.key.clone()),
+        })
+    }
+
+    /// Decays the requested arms to now and refreshes their pools of posterior draws.
+    fn refresh_arms<R: Rng + ?Sized>(
+        &mut self,
+        class: &str,
+        requested: &[usize],
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<(), EngineError> {
+        let half_life = self.config.policy.half_life_secs;
+        let settings = self.config.policy.settings;
+        let state = self.classes.get_mut(class).ok_or_else(|| no_state(class))?;
+        for &i in requested {
+            state.arms[i].decay_to(now_ms, half_life);
+        }
+        let pools = self.pools.entry(class.to_string()).or_default();
+        if settings.kind == PolicyKind::Thompson && settings.propensity_samples > 0 {
+            pools.resize_with(state.arms.len(), DrawPool::default);
+            let size = settings.propensity_samples as usize;
+            for &i in requested {
+                pools[i].refresh(
+                    &state.arms[i],
+                    size,
+                    now_ms,
+                    half_life.unwrap_or(f64::INFINITY),
+                    rng,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Chooses the model (breaker, policy, then budget), and ranks the fallbacks.
+    fn pick<R: Rng + ?Sized>(
+        &mut self,
+        class: &TaskClassConfig,
+        input: &RouteInput,
+        p: &Prepared,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Picked, EngineError> {
+        let Engine {
+            config,
+            classes,
+            pools,
+            breakers,
+            ledgers,
+            ..
+        } = self;
+        let state = classes
+            .get(&class.name)
+            .ok_or_else(|| no_state(&class.name))?;
+        let pools = pools.get(&class.name).map_or(&[][..], Vec::as_slice);
+        let degraded_factor = config.health.degraded_quality_factor;
+        let candidate = |i: usize| -> Option<Candidate<'_>> {
+            let model = config.models.get(&class.models[i])?;
+            let degraded = breakers.get(&model.id).is_some_and(|b| b.degraded(now_ms));
+            Some(Candidate {
+                arm: &state.arms[i],
+                cost_scale: cost_scale(model, class, p.input_tokens, p.output_tokens),
+                health: if degraded { degraded_factor } else { 1.0 },
+                prior_utility: state.prior_utility[i],
+                pool: pools.get(i).map_or(&[], DrawPool::draws),
+            })
+        };
+        let models: Vec<&ModelConfig> = p
+            .eligible
+            .iter()
+            .filter_map(|&i| config.models.get(&class.models[i]))
+            .collect();
+        let candidates: Vec<Candidate<'_>> =
+            p.eligible.iter().filter_map(|&i| candidate(i)).collect();
+        let choice = match p.gate.forced {
+            Some((_, reason)) => Chosen {
+                index: 0,
+                propensity: 1.0,
+                reason,
+            },
+            None => {
+                let requested: Vec<Candidate<'_>> = if p.requested.len() > p.eligible.len() {
+                    p.requested.iter().filter_map(|&i| candidate(i)).collect()
+                } else {
+                    Vec::new()
+                };
+                policy_choice(&config.policy.settings, &candidates, &requested, p, rng)
+            }
+        };
+        let id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
+        let choice = match p.budget_key.as_ref().and_then(|k| config.budgets.get(k)) {
+            Some(b) => apply_budget(
+                ledgers,
+                b,
+                &BudgetRequest {
+                    id: &id,
+                    candidates: &candidates,
+                    models: &models,
+                    paced: &p.scoring,
+                    unpaced: &p.unpaced,
+                    input_tokens: p.input_tokens,
+                    output_tokens: p.output_tokens,
+                    max_output_given: input.max_output_tokens > 0,
+                    now_ms,
+                },
+                choice,
+            )?,
+            None => choice,
+        };
+        let chosen = &candidates[choice.index];
+        let reason = if p.gate.forced.is_none()
+            && choice.reason.is_policy_choice()
+            && p.scoring.violations(&chosen.mean_sample()) > 0
+            && candidates.len() > 1
+        {
+            // Every arm looked worse than this one even after its penalty.
+            Reason::ConstraintsUnmet
+        } else {
+            choice.reason
+        };
+        let fallbacks = policy::rank_by_mean_utility(&candidates, &p.scoring)
+            .into_iter()
+            .filter(|&i| i != choice.index && p.gate.closed.contains(&p.eligible[i]))
+            .take(config.limits.max_fallbacks)
+            .map(|i| model_ref(models[i]))
+            .collect();
+        Ok(Picked {
+            id,
+            arm_index: p.eligible[choice.index],
+            model: model_ref(models[choice.index]),
+            propensity: choice.propensity,
+            reason,
+            expected: Expected::from(chosen.arm.means(chosen.cost_scale)),
+            fallbacks,
+            eligible: models.iter().map(|m| m.id.clone()).collect(),
+        })
+    }
+
+    /// Counts the pull on the chosen arm and, for a half-open breaker, takes its probe slot.
+    fn take_arm(&mut self, class: &str, picked: &Picked, now_ms: u64) {
+        if let Some(state) = self.classes.get_mut(class) {
+            state.arms[picked.arm_index].record_pull(now_ms);
+        }
+        if let Some(b) = self.breakers.get_mut(&picked.model.model) {
+            if b.state(now_ms) == BreakerState::HalfOpen {
+                b.admit(now_ms, &self.config.breaker);
+            }
+        }
+    }
+
+    /// Builds the decision and keeps it pending for feedback.
+    fn remember(
+        &mut self,
+        class: &TaskClassConfig,
+        input: &RouteInput,
+        prepared: Prepared,
+        picked: Picked,
+        now_ms: u64,
+    ) -> Decision {
+        let ttl_ms = (self.config.limits.pending_ttl_secs * 1000.0) as u64;
+        let decision = Decision {
+            id: picked.id,
+            task_class: class.name.clone(),
+            model: picked.model.model,
+            provider: picked.model.provider,
+            fallbacks: picked.fallbacks,
+            propensity: picked.propensity,
+            expected: picked.expected,
+            reason: picked.reason,
+            policy: self.config.policy.settings.kind.as_str().to_string(),
+            eligible: picked.eligible,
+            created_ms: now_ms,
+            expires_ms: now_ms.saturating_add(ttl_ms),
+            budget_key: prepared.budget_key,
+            input_tokens: prepared.input_tokens,
+            output_tokens: prepared.output_tokens,
+            replayed: false,
+        };
+        self.pending.insert(
+            PendingDecision {
+                decision: decision.clone(),
+                request_id: (!input.request_id.is_empty()).then(|| input.request_id.clone()),
+                outcomes: Vec::new(),
+                failed: Vec::new(),
+                qualities: Vec::new(),
+            },
+            self.config.limits.max_pending,
+        );
+        if let Some(p) = self.pending.by_id.get(&decision.id) {
+            let p = Arc::clone(p);
+            self.log(|| Logged::Decision(p));
+        }
+        decision
+    }
+
+    /// The pending decision for a repeated request_id, if any.
+    fn replay(&self, input: &RouteInput, now_ms: u64) -> Result<Option<Decision>, EngineError> {
+        if input.request_id.is_empty() {
+            return Ok(None);
+        }
+        let Some(p) = self
+            .pending
+            .by_request
+            .get(&input.request_id)
+            .and_then(|id| self.pending.by_id.get(id))
+        else {
+            return Ok(None);
+        };
+        if p.decision.expires_ms <= now_ms {
+            return Ok(None);
+        }
+        if p.decision.task_class != input.task_class {
+            return Err(EngineError::FailedPrecondition(format!(
+                "request_id {:?} already names a pending decision of task_class {:?}; use a new \
+                 request_id for a request of task_class {:?}",
+                input.request_id, p.decision.task_class, input.task_class
+            )));
+        }
+        let mut d = p.decision.clone();
+        d.replayed = true;
+        Ok(Some(d))
+    }
+
+    fn request_scoring(
+        &self,
+        class: &TaskClassConfig,
+        input: &RouteInput,
+    ) -> Result<Scoring, EngineError> {
+        let max_latency = non_negative("max_latency_ms", input.max_latency_ms)?;
+        let max_cost = non_negative("max_cost_usd", input.max_cost_usd)?;
+        if let Some(w) = input.weights {
+            for (name, v) in [
+                ("weights.quality", w.quality),
+                ("weights.cost", w.cost),
+                ("weights.latency", w.latency),
+            ] {
+                non_negative(name, v)?;
+            }
+            if w.quality + w.cost + w.latency <= 0.0 {
+                return Err(invalid(
+                    "weights",
+                    "at least one of quality, cost, latency must be > 0 (or omit weights to use \
+                     the class's)",
+                ));
+            }
+        }
+        let mut scoring = class_scoring(&self.config, class, input.weights);
+        if max_latency > 0.0 {
+            scoring.max_latency_ms = Some(max_latency);
+        }
+        if max_cost > 0.0 {
+            scoring.max_cost_usd = Some(max_cost);
+        }
+        Ok(scoring)
+    }
+
+    /// Indices (into the class's models) of the request's candidates, deduplicated, in class order.
+    fn candidate_indices(
+        &self,
+        class: &TaskClassConfig,
+        candidates: &[String],
+    ) -> Result<Vec<usize>, EngineError> {
+        if candidates.is_empty() {
+            return Ok((0..class.models.len()).collect());
+        }
+        let mut picked = vec![false; class.models.len()];
+        for (n, c) in candidates.iter().enumerate() {
+            match class.models.iter().position(|m| m == c) {
+                Some(i) => picked[i] = true,
+                None => {
+                    return Err(invalid(
+                        &format!("candidates[{n}]"),
+                        format!(
+                            "model {c:?} is not a model of task_class {:?}; its models are: {}",
+                            class.name,
+                            class.models.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok((0..class.models.len()).filter(|&i| picked[i]).collect())
+    }
+}
+
+/// What Route settled before the policy runs.
+struct Prepared {
+    /// The request's scoring with the budget's pacing multiplier on the cost weight, and without.
+    scoring: Scoring,
+    unpaced: Scoring,
+    /// Token counts the decision assumes (the request's, else the class's typical ones).
+    input_tokens: u64,
+    output_tokens: u64,
+    /// The requested models (indices into the class's models).
+    requested: Vec<usize>,
+    gate: Gate,
+    /// The pool the decision and its fallbacks come from: a forced pick first, then the closed.
+    eligible: Vec<usize>,
+    budget_key: Option<String>,
+}
+
+/// The routed model and what the decision records about it.
+struct Picked {
+    id: String,
+    /// Index of the chosen arm in the class.
+    arm_index: usize,
+    model: ModelRef,
+    propensity: f64,
+    reason: Reason,
+    expected: Expected,
+    fallbacks: Vec<ModelRef>,
+    eligible: Vec<String>,
+}
+
+/// A choice among the eligible candidates, with its reason.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Chosen {
+    /// Index into the eligible candidates.
+    pub index: usize,
+    pub propensity: f64,
+    pub reason: Reason,
+}
+
+/// The policy's choice among `candidates`. `requested` holds every requested candidate when some
+/// are shut out by their breakers (else it is empty): when the best of them by posterior means is
+/// one of those, the reason is [`Reason::BreakerFallback`].
+fn policy_choice<R: Rng + ?Sized>(
+    settings: &policy::PolicySettings,
+    candidates: &[Candidate<'_>],
+    requested: &[Candidate<'_>],
+    p: &Prepared,
+    rng: &mut R,
+) -> Chosen {
+    let c = policy::choose(settings, candidates, &p.scoring, rng);
+    let mut reason = Reason::parse(c.reason).unwrap_or(Reason::Sampled);
+    if !requested.is_empty() {
+        let best = policy::rank_by_mean_utility(requested, &p.scoring)
+            .first()
+            .map(|&k| p.requested[k]);
+        if best.is_some_and(|b| !p.eligible.contains(&b)) {
+            reason = Reason::BreakerFallback;
+        }
+    }
+    Chosen {
+        index: c.index,
+        propensity: c.propensity,
+        reason,
+    }
+}
+
+fn model_ref(m: &ModelConfig) -> ModelRef {
+    ModelRef {
+        model: m.id.clone(),
+        provider: m.provider.clone(),
+    }
+}
+
+fn no_state(class: &str) -> EngineError {
+    EngineError::NotFound(format!("task_class {class:?} has no learned state"))
+}
