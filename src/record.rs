@@ -90,9 +90,10 @@ impl DecisionRecord {
         }
     }
 
-    /// Folds a model's outcome in: the first reported, or the decided model's over a fallback's.
+    /// Folds a model's outcome in when it is the decided model's own: a fallback's outcome says
+    /// nothing about the decision's choice, so crediting it would bias off-policy estimates.
     fn apply_outcome(&mut self, o: &OutcomeRecord) {
-        if self.outcome.is_none() || o.model == self.model {
+        if o.model == self.model {
             self.outcome = Some(o.outcome);
             self.latency_ms = o.latency_ms;
             self.cost_usd = o.cost_usd;
@@ -102,9 +103,9 @@ impl DecisionRecord {
         }
     }
 
-    /// Folds a quality score in, with the same precedence as outcomes.
+    /// Folds a quality score in, the decided model's only, as outcomes.
     fn apply_quality(&mut self, q: &QualityRecord) {
-        if self.quality.is_none() || q.model == self.model {
+        if q.model == self.model {
             self.quality = Some(q.quality);
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! Trees: `meta` (key `schema`: big-endian u32 [`SCHEMA_VERSION`]), `arms` (key
 //! `class\0model`), `pending` (key decision id), `breakers` (key model), `ledgers` (key budget
-//! key), `events` (key big-endian Unix ms + big-endian sequence). Values are serde_json. The engine
+//! key), `objectives` (key task class: its `min_cost` states by target), `events` (key big-endian Unix ms + big-endian sequence). Values are serde_json. The engine
 //! never sees sled: the server hands this module the engine's [`Changes`] after each call.
 
 use std::path::{Path, PathBuf};
@@ -63,6 +63,7 @@ pub struct Batch {
     pending: sled::Batch,
     breakers: sled::Batch,
     ledgers: sled::Batch,
+    objectives: sled::Batch,
     events: sled::Batch,
     event_count: u64,
 }
@@ -75,6 +76,8 @@ pub struct Store {
     pending: sled::Tree,
     breakers: sled::Tree,
     ledgers: sled::Tree,
+    /// The `min_cost` objective states per task class (key class).
+    objectives: sled::Tree,
     events: sled::Tree,
     seq: AtomicU64,
     event_count: AtomicU64,
@@ -176,6 +179,7 @@ impl Store {
             pending: tree("pending")?,
             breakers: tree("breakers")?,
             ledgers: tree("ledgers")?,
+            objectives: tree("objectives")?,
             events,
             seq: AtomicU64::new(seq),
             event_count: AtomicU64::new(event_count),
@@ -238,6 +242,9 @@ impl Store {
         for (key, l) in &changes.ledgers {
             b.ledgers.insert(key.as_bytes(), self.encode(l)?);
         }
+        for (class, t) in &changes.objectives {
+            b.objectives.insert(class.as_bytes(), self.encode(t)?);
+        }
         for ev in changes.events.into_iter().map(Logged::into_event) {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             b.events
@@ -255,6 +262,7 @@ impl Store {
             pending,
             breakers,
             ledgers,
+            objectives,
             events,
             event_count,
         } = batch;
@@ -263,6 +271,7 @@ impl Store {
             (&self.pending, pending),
             (&self.breakers, breakers),
             (&self.ledgers, ledgers),
+            (&self.objectives, objectives),
             (&self.events, events),
         ] {
             tree.apply_batch(part).map_err(|e| self.io(e))?;
@@ -299,6 +308,10 @@ impl Store {
         for (k, l) in self.read_tree(&self.ledgers, "ledgers")? {
             r.ledgers
                 .insert(String::from_utf8_lossy(&k).into_owned(), l);
+        }
+        for (k, t) in self.read_tree(&self.objectives, "objectives")? {
+            r.objectives
+                .insert(String::from_utf8_lossy(&k).into_owned(), t);
         }
         Ok(r)
     }

@@ -18,6 +18,9 @@ pub const DEFAULT_PRIOR_STRENGTH: f64 = 2.0;
 /// decision scores only 64 draws per arm; raise it for finer propensities where the decision rate
 /// allows.
 pub const DEFAULT_PROPENSITY_SAMPLES: u32 = 64;
+/// Default `policy.min_propensity`: 1% of decisions spread over the eligible arms, so every arm keeps
+/// support (off-policy estimates of other policies need it) at a cost of 1% exploration.
+pub const DEFAULT_MIN_PROPENSITY: f64 = 0.01;
 /// Default UCB exploration multiplier (1 = the textbook sqrt(2 ln t) width).
 pub const DEFAULT_UCB_EXPLORATION: f64 = 1.0;
 /// Default epsilon of the epsilon-greedy baseline.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::breaker::BreakerConfig;
 use crate::budget::BudgetConfig;
+use crate::policy::objective::{Objective, Valuation};
 use crate::policy::{ArmPrior, PolicySettings, Weights};
 
 pub use defaults::*;
@@ -155,6 +156,10 @@ pub struct PolicyConfig {
     pub violation_penalty: f64,
     /// Seed for the service's RNG; `None` = from the OS.
     pub seed: Option<u64>,
+    /// Total exploration floor over the eligible arms (`policy::floor`).
+    pub min_propensity: f64,
+    /// Dual step of the `min_cost` objective's multiplier (`policy::objective`).
+    pub quality_step: f64,
 }
 
 /// What a broken SLA or cost cap does to an arm's score.
@@ -208,6 +213,33 @@ pub struct TaskClassConfig {
     pub quality: BTreeMap<String, f64>,
     /// Budget charged when a Route request names none; `None` = unbudgeted.
     pub budget: Option<String>,
+    /// What the class optimises (`policy::objective`).
+    pub objective: Objective,
+    /// USD one unit of quality is worth (utility in money instead of weights).
+    pub value_usd_per_quality: Option<f64>,
+    /// USD one second of latency costs.
+    pub value_usd_per_second: Option<f64>,
+}
+
+impl TaskClassConfig {
+    /// How the class values draws outside `min_cost`: in money when `value_usd_per_quality` is set.
+    pub fn valuation(&self) -> Valuation {
+        match self.value_usd_per_quality {
+            Some(v) => Valuation::Money {
+                usd_per_quality: v,
+                usd_per_second: self.value_usd_per_second.unwrap_or(0.0),
+            },
+            None => Valuation::Weights,
+        }
+    }
+
+    /// The class's own quality target under `min_cost`.
+    pub fn quality_target(&self) -> Option<f64> {
+        match self.objective {
+            Objective::MinCost { quality_target } => Some(quality_target),
+            Objective::Utility => None,
+        }
+    }
 }
 
 impl Config {

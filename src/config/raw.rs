@@ -149,6 +149,8 @@ struct RawPolicy {
     constraint_mode: Option<String>,
     violation_penalty: Option<f64>,
     seed: Option<u64>,
+    min_propensity: Option<f64>,
+    quality_step: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -184,6 +186,10 @@ struct RawTaskClass {
     #[serde(default)]
     quality: BTreeMap<String, f64>,
     budget: Option<String>,
+    objective: Option<String>,
+    quality_target: Option<f64>,
+    value_usd_per_quality: Option<f64>,
+    value_usd_per_second: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -504,6 +510,22 @@ impl RawPolicy {
             0.0,
             true,
         )?;
+        let min_propensity = self.min_propensity.unwrap_or(DEFAULT_MIN_PROPENSITY);
+        if !(min_propensity.is_finite() && (0.0..1.0).contains(&min_propensity)) {
+            return Err(err(
+                "policy.min_propensity",
+                format!(
+                    "must be in [0, 1): the total exploration share spread over the eligible \
+                     arms (each of k gets at least min_propensity / k), got {min_propensity}"
+                ),
+            ));
+        }
+        let quality_step = finite_min(
+            "policy.quality_step",
+            self.quality_step.unwrap_or(crate::policy::objective::DEFAULT_STEP),
+            0.0,
+            false,
+        )?;
         Ok(PolicyConfig {
             settings: PolicySettings {
                 kind,
@@ -516,6 +538,8 @@ impl RawPolicy {
             constraint_mode,
             violation_penalty,
             seed: self.seed,
+            min_propensity,
+            quality_step,
         })
     }
 }
@@ -720,6 +744,7 @@ impl RawTaskClass {
             }
             unit_interval(&format!("{key}.quality.{m}"), *q)?;
         }
+        let (objective, value_usd_per_quality, value_usd_per_second) = self.objective(key)?;
         let w = self.weights.unwrap_or(RawWeights {
             quality: 1.0,
             cost: 0.3,
@@ -781,6 +806,81 @@ impl RawTaskClass {
             typical_output_tokens,
             quality: self.quality,
             budget: self.budget,
+            objective,
+            value_usd_per_quality,
+            value_usd_per_second,
         })
+    }
+
+    /// `objective`, `quality_target`, `value_usd_per_quality` and `value_usd_per_second`, checked
+    /// together: each trade-off is stated once.
+    #[allow(clippy::type_complexity)]
+    fn objective(
+        &self,
+        key: &str,
+    ) -> Result<(Objective, Option<f64>, Option<f64>), ConfigError> {
+        let money = |name: &str, v: Option<f64>| -> Result<Option<f64>, ConfigError> {
+            v.map(|v| finite_min(&format!("{key}.{name}"), v, 0.0, true))
+                .transpose()
+        };
+        let v_q = money("value_usd_per_quality", self.value_usd_per_quality)?;
+        let v_s = money("value_usd_per_second", self.value_usd_per_second)?;
+        if v_q.is_some() && self.weights.is_some() {
+            return Err(err(
+                format!("{key}.value_usd_per_quality"),
+                format!(
+                    "{key}.weights.cost and {key}.value_usd_per_quality both set the cost \
+                     trade-off; keep one (value_usd_per_quality states it in USD)"
+                ),
+            ));
+        }
+        let objective = match (self.objective.as_deref(), self.quality_target) {
+            (None | Some("utility"), None) => Objective::Utility,
+            (None | Some("utility"), Some(_)) => {
+                return Err(err(
+                    format!("{key}.quality_target"),
+                    format!("applies to objective = \"min_cost\" only; set {key}.objective = \"min_cost\" or drop it"),
+                ))
+            }
+            (Some("min_cost"), None) => {
+                return Err(err(
+                    format!("{key}.quality_target"),
+                    "is required with objective = \"min_cost\": the share of the best model's \
+                     quality to keep, in (0, 1], e.g. 0.95",
+                ))
+            }
+            (Some("min_cost"), Some(t)) => {
+                if !(t.is_finite() && t > 0.0 && t <= 1.0) {
+                    return Err(err(
+                        format!("{key}.quality_target"),
+                        format!("must be in (0, 1] (a share of the best model's quality), got {t}"),
+                    ));
+                }
+                if v_q.is_some() {
+                    return Err(err(
+                        format!("{key}.value_usd_per_quality"),
+                        "does not apply with objective = \"min_cost\", which prices quality by \
+                         its own multiplier; drop one",
+                    ));
+                }
+                Objective::MinCost { quality_target: t }
+            }
+            (Some(other), _) => {
+                return Err(err(
+                    format!("{key}.objective"),
+                    format!("must be \"utility\" or \"min_cost\", got {other:?}"),
+                ))
+            }
+        };
+        if v_s.is_some() && v_q.is_none() && objective == Objective::Utility {
+            return Err(err(
+                format!("{key}.value_usd_per_second"),
+                format!(
+                    "needs {key}.value_usd_per_quality (or objective = \"min_cost\"): latency \
+                     in USD is weighed against quality in USD"
+                ),
+            ));
+        }
+        Ok((objective, v_q, v_s))
     }
 }

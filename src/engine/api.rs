@@ -18,6 +18,8 @@ pub struct RouteInput {
     pub max_output_tokens: i64,
     pub budget_key: String,
     pub weights: Option<Weights>,
+    /// Decide under `min_cost` at this target instead of the class's own (in (0, 1]).
+    pub quality_target: Option<f64>,
 }
 
 /// A model and its provider.
@@ -71,6 +73,10 @@ pub struct Decision {
     pub output_tokens: u64,
     /// True when answering a repeated request_id.
     pub replayed: bool,
+    /// The quality target the decision was made under (`min_cost`), whose accounting its chosen
+    /// model's outcome and score enter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_target: Option<f64>,
 }
 
 /// A Feedback report. `None` means the field was absent.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetConfig, BudgetState, Ledger, OnCap, Period, ReserveError};
 use crate::config::{Config, ModelConfig, TaskClassConfig};
-use crate::policy::{self, Candidate, Scoring};
+use crate::policy::{self, floor, Candidate, Scoring};
 
 use super::*;
 
@@ -200,6 +200,8 @@ pub(super) struct BudgetRequest<'a, 'c> {
     /// Whether `output_tokens` is the request's `max_output_tokens` (an upper bound).
     pub max_output_given: bool,
     pub now_ms: u64,
+    /// Probability that the policy chose each candidate (for the propensity of the served one).
+    pub probs: &'a [f64],
 }
 
 /// Amount reserved for routing `model` on one request. With `max_output_tokens` given, the
@@ -219,6 +221,49 @@ fn reservation_usd(req: &BudgetRequest<'_, '_>, index: usize) -> f64 {
     }
 }
 
+/// Candidate indices cheapest first (by expected cost), the order the budget substitutes in.
+fn by_cost(req: &BudgetRequest<'_, '_>) -> Vec<usize> {
+    let mut by_cost: Vec<(usize, f64)> = req
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, c.arm.means(c.cost_scale).cost_usd))
+        .collect();
+    by_cost.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    by_cost.into_iter().map(|(i, _)| i).collect()
+}
+
+/// With [`OnCap::Cheapest`], the budget rule as a map: `g[i]` is the candidate served when the
+/// policy chooses candidate i (i itself when its reservation fits, else the cheapest that fits).
+/// `None` without substitution (another `on_cap`, or every candidate fits or none does), when the
+/// policy's own probability is the served one's.
+fn substitution(
+    ledger: &mut Ledger,
+    budget: &BudgetConfig,
+    req: &BudgetRequest<'_, '_>,
+) -> Option<Vec<usize>> {
+    if budget.on_cap != OnCap::Cheapest || req.probs.len() != req.candidates.len() {
+        return None;
+    }
+    ledger.roll(budget, req.now_ms);
+    let remaining = ledger.remaining_usd(budget);
+    let fits: Vec<bool> = (0..req.candidates.len())
+        .map(|i| {
+            let a = reservation_usd(req, i);
+            a.is_finite() && a >= 0.0 && a <= remaining && budget.limit_usd > 0.0
+        })
+        .collect();
+    if fits.iter().all(|&f| f) {
+        return None;
+    }
+    let cheapest = by_cost(req).into_iter().find(|&i| fits[i])?;
+    Some(
+        (0..fits.len())
+            .map(|i| if fits[i] { i } else { cheapest })
+            .collect(),
+    )
+}
+
 /// Reserves the chosen model's cost in the budget's ledger. When it does not fit: with
 /// [`OnCap::Cheapest`], routes the cheapest eligible model (by expected cost) whose reservation
 /// fits, reason [`Reason::BudgetExhausted`]; otherwise RESOURCE_EXHAUSTED with spent, limit and the
@@ -233,6 +278,7 @@ pub(super) fn apply_budget(
     let ledger = ledgers
         .entry(budget.key.clone())
         .or_insert_with(|| Ledger::new(budget, req.now_ms));
+    let served = substitution(ledger, budget, req);
     let refused = match ledger.try_reserve(
         budget,
         req.id,
@@ -241,6 +287,9 @@ pub(super) fn apply_budget(
     ) {
         Ok(()) => {
             let mut choice = choice;
+            if let Some(g) = &served {
+                choice.propensity = floor::served_propensity(req.probs, choice.index, |i| g[i]);
+            }
             if req.paced.weights.cost != req.unpaced.weights.cost {
                 let best = |s: &Scoring| {
                     policy::rank_by_mean_utility(req.candidates, s)
@@ -263,21 +312,18 @@ pub(super) fn apply_budget(
         }
     };
     if budget.on_cap == OnCap::Cheapest {
-        let mut by_cost: Vec<(usize, f64)> = req
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.arm.means(c.cost_scale).cost_usd))
-            .collect();
-        by_cost.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        for (i, _) in by_cost {
+        for i in by_cost(req) {
             if ledger
                 .try_reserve(budget, req.id, reservation_usd(req, i), req.now_ms)
                 .is_ok()
             {
+                let propensity = match &served {
+                    Some(g) => floor::served_propensity(req.probs, i, |k| g[k]),
+                    None => 1.0,
+                };
                 return Ok(Chosen {
                     index: i,
-                    propensity: 1.0,
+                    propensity,
                     reason: Reason::BudgetExhausted,
                 });
             }

@@ -27,6 +27,9 @@ struct Report {
     /// Token counts the decision assumed, and its budget.
     decided_tokens: (u64, u64),
     budget_key: Option<String>,
+    /// The decision's `min_cost` target, when the report is about the decided model itself (a
+    /// fallback's result says nothing about the choice).
+    quality_target: Option<f64>,
 }
 
 impl Engine {
@@ -40,6 +43,7 @@ impl Engine {
         self.dirty_classes.insert(r.class.name.clone());
         self.pending.dirty.insert(input.decision_id.clone());
         self.observe(input, &r, now_ms)?;
+        self.account_objective(input, &r, now_ms);
         self.mark_pending(input, &r);
         let alerts = self.settle(input, &r, now_ms);
         self.log_feedback(input, &r, now_ms);
@@ -174,6 +178,10 @@ impl Engine {
                 pending.decision.output_tokens,
             ),
             budget_key: pending.decision.budget_key.clone(),
+            quality_target: pending
+                .decision
+                .quality_target
+                .filter(|_| *model_id == pending.decision.model),
             class,
             model,
             arm_index,
@@ -251,6 +259,28 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Counts the decided model's realised quality (0 for a failure) in the accounting of the
+    /// target it was decided under.
+    fn account_objective(&mut self, input: &FeedbackInput, r: &Report, now_ms: u64) {
+        let Some(t) = r.quality_target else {
+            return;
+        };
+        let quality = match (r.outcome_new, input.outcome, r.quality_new, r.quality) {
+            (true, Some(o), _, _) if !o.is_success() => Some(0.0),
+            (_, _, true, Some(q)) => Some(q),
+            _ => None,
+        };
+        if let Some(q) = quality {
+            if let Some(st) = self
+                .objectives
+                .get_mut(&r.class.name)
+                .and_then(|m| m.get_mut(&target_key(t)))
+            {
+                st.on_feedback(q, now_ms);
+            }
+        }
     }
 
     /// Notes on the pending decision which models' outcome, failure and quality were reported.

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use crate::breaker::Breaker;
 use crate::budget::Ledger;
 use crate::config::{Config, ModelConfig, TaskClassConfig};
+use crate::policy::objective::QualityTargetState;
 use crate::policy::pool::DrawPool;
 use crate::policy::{Arm, Scoring, Weights};
 
@@ -70,11 +71,22 @@ pub struct Engine {
     /// Thompson's pools of posterior draws per class, parallel to its arms (derived state: never
     /// persisted, refilled on first use).
     pools: BTreeMap<String, Vec<DrawPool>>,
+    /// The `min_cost` objective's primal-dual state per class, by quality target in basis points
+    /// ([`target_key`]): the class's own target and any a request asked for.
+    objectives: BTreeMap<String, Targets>,
     /// Whether decisions, outcomes and quality scores are logged into [`Engine::take_changes`]
     /// (the service with a data dir; off for the simulator, which keeps no log).
     log_events: bool,
     /// Events not yet taken.
     events: Vec<Logged>,
+}
+
+/// One class's objective states, by quality target in basis points.
+pub type Targets = BTreeMap<u32, QualityTargetState>;
+
+/// The key of a quality target in [`Targets`]: basis points (0.95 -> 9500).
+pub fn target_key(target: f64) -> u32 {
+    (target * 10_000.0).round() as u32
 }
 
 /// What changed since the last [`Engine::take_changes`], copied out for the store: the arms of
@@ -89,6 +101,8 @@ pub struct Changes {
     pub breakers: Vec<(String, Breaker)>,
     pub ledgers: Vec<(String, Ledger)>,
     pub events: Vec<Logged>,
+    /// The objective states of changed classes.
+    pub objectives: Vec<(String, Targets)>,
 }
 
 impl Changes {
@@ -123,6 +137,8 @@ pub struct Restored {
     pub pending: Vec<PendingDecision>,
     pub breakers: BTreeMap<String, Breaker>,
     pub ledgers: BTreeMap<String, Ledger>,
+    /// Objective states by task class.
+    pub objectives: BTreeMap<String, Targets>,
 }
 
 impl Engine {
@@ -170,6 +186,7 @@ impl Engine {
             // Nothing of a new engine is persisted yet.
             dirty_classes: config_classes,
             pools: BTreeMap::new(),
+            objectives: BTreeMap::new(),
             log_events: false,
             events: Vec::new(),
         }
@@ -211,6 +228,15 @@ impl Engine {
                 )),
             }
         }
+        for (class, targets) in parts.objectives {
+            if engine.classes.contains_key(&class) {
+                engine.objectives.insert(class, targets);
+            } else {
+                warnings.push(format!(
+                    "dropped persisted objective state of {class}: no longer in the config"
+                ));
+            }
+        }
         let mut pending = parts.pending;
         pending.sort_by(|a, b| {
             (a.decision.created_ms, &a.decision.id).cmp(&(b.decision.created_ms, &b.decision.id))
@@ -250,9 +276,13 @@ impl Engine {
             return Changes::default();
         }
         let mut arms = Vec::new();
+        let mut objectives = Vec::new();
         for class in std::mem::take(&mut self.dirty_classes) {
             for (model, arm) in self.class_arms(&class) {
                 arms.push((class.clone(), model.to_string(), arm.clone()));
+            }
+            if let Some(t) = self.objectives.get(&class) {
+                objectives.push((class.clone(), t.clone()));
             }
         }
         Changes {
@@ -275,7 +305,13 @@ impl Engine {
                 .map(|(k, l)| (k.clone(), l.clone()))
                 .collect(),
             events: std::mem::take(&mut self.events),
+            objectives,
         }
+    }
+
+    /// The objective states of a task class, by quality target in basis points.
+    pub fn class_objectives(&self, class: &str) -> Option<&Targets> {
+        self.objectives.get(class)
     }
 
     /// Forgets what changed (nothing persists it), without copying it.

@@ -38,13 +38,15 @@ pub enum Reason {
     BudgetExhausted,
     /// The pacing multiplier moved the expected-best model to a cheaper one.
     BudgetPacing,
+    /// The `min_propensity` floor's uniform draw picked it.
+    ExplorationFloor,
     /// The simulator's oracle (the best model in hindsight), in simulated logged traffic.
     Oracle,
 }
 
 impl Reason {
     /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Sampled,
         Reason::AdaptiveSampled,
         Reason::Explore,
@@ -62,6 +64,7 @@ impl Reason {
         Reason::AllBreakersOpen,
         Reason::BudgetExhausted,
         Reason::BudgetPacing,
+        Reason::ExplorationFloor,
         Reason::Oracle,
     ];
 
@@ -85,6 +88,7 @@ impl Reason {
             Reason::AllBreakersOpen => "all_breakers_open",
             Reason::BudgetExhausted => "budget_exhausted",
             Reason::BudgetPacing => "budget_pacing",
+            Reason::ExplorationFloor => "exploration_floor",
             Reason::Oracle => "oracle",
         }
     }

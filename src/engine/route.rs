@@ -4,9 +4,10 @@
 use rand::Rng;
 
 use crate::breaker::BreakerState;
-use crate::config::{ModelConfig, TaskClassConfig};
+use crate::config::{Config, ModelConfig, TaskClassConfig};
+use crate::policy::objective::{self, ArmValue, RequestScoring, Valuation};
 use crate::policy::pool::DrawPool;
-use crate::policy::{self, Candidate, PolicyKind, Scoring};
+use crate::policy::{self, floor, Candidate, PolicyKind, Scoring};
 
 use super::*;
 
@@ -48,11 +49,32 @@ impl Engine {
         let gate = self.breaker_gate(class, &requested, now_ms)?;
         let eligible = gate.eligible();
         let budget = budget_for(&self.config, class, &input.budget_key)?;
+        let quality_target = match input.quality_target {
+            Some(t) if t.is_finite() && t > 0.0 && t <= 1.0 => Some(t),
+            Some(t) => {
+                return Err(invalid(
+                    "quality_target",
+                    format!(
+                        "must be in (0, 1] (a share of the class's best model's quality, e.g. \
+                         0.95), or unset for the class's own objective; got {t}"
+                    ),
+                ))
+            }
+            None => class.quality_target(),
+        };
+        let pace = pacing_multiplier(&self.ledgers, budget, now_ms);
         let mut scoring = unpaced;
-        scoring.weights.cost *= pacing_multiplier(&self.ledgers, budget, now_ms);
+        scoring.weights.cost *= pace;
         Ok(Prepared {
             scoring,
             unpaced,
+            pace,
+            quality_target,
+            valuation: if input.weights.is_some() {
+                Valuation::Weights
+            } else {
+                class.valuation()
+            },
             input_tokens,
             output_tokens,
             requested,
@@ -108,6 +130,7 @@ impl Engine {
             pools,
             breakers,
             ledgers,
+            objectives,
             ..
         } = self;
         let state = classes
@@ -133,19 +156,52 @@ impl Engine {
             .collect();
         let candidates: Vec<Candidate<'_>> =
             p.eligible.iter().filter_map(|&i| candidate(i)).collect();
-        let choice = match p.gate.forced {
-            Some((_, reason)) => Chosen {
-                index: 0,
-                propensity: 1.0,
-                reason,
-            },
+        // What each candidate is expected to deliver (quality as the policy sees it, health
+        // included), for the objective's multiplier.
+        let values: Vec<ArmValue> = candidates
+            .iter()
+            .map(|c| {
+                let mut v = ArmValue::of(c.arm, c.cost_scale);
+                v.quality *= c.health;
+                v
+            })
+            .collect();
+        let step = config.policy.quality_step;
+        let mut target_state = p.quality_target.map(|t| {
+            let st = objectives
+                .entry(class.name.clone())
+                .or_default()
+                .entry(target_key(t))
+                .or_default();
+            st.start(&values, now_ms);
+            (t, st)
+        });
+        let valuation = match &target_state {
+            Some((_, st)) => st
+                .valuation(step, class.value_usd_per_second.unwrap_or(0.0))
+                .unwrap_or(Valuation::Weights),
+            None => p.valuation,
+        };
+        let rs = RequestScoring {
+            scoring: p.scoring,
+            valuation: paced(valuation, p.pace),
+        };
+        let (choice, probs) = match p.gate.forced {
+            Some((_, reason)) => (
+                Chosen {
+                    index: 0,
+                    propensity: 1.0,
+                    reason,
+                },
+                one_hot(candidates.len(), 0),
+            ),
             None => {
                 let requested: Vec<Candidate<'_>> = if p.requested.len() > p.eligible.len() {
                     p.requested.iter().filter_map(|&i| candidate(i)).collect()
                 } else {
                     Vec::new()
                 };
-                policy_choice(&config.policy.settings, &candidates, &requested, p, rng)
+                policy_choice(config, &candidates, &requested, p, &rs, rng)
             }
         };
         let id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
@@ -163,11 +219,21 @@ impl Engine {
                     output_tokens: p.output_tokens,
                     max_output_given: input.max_output_tokens > 0,
                     now_ms,
+                    probs: &probs,
                 },
                 choice,
             )?,
             None => choice,
         };
+        if let Some((t, st)) = target_state.as_mut() {
+            st.on_decision(
+                *t,
+                values[choice.index].quality,
+                objective::best_quality(&values),
+                step,
+                now_ms,
+            );
+        }
         let chosen = &candidates[choice.index];
         let reason = if p.gate.forced.is_none()
             && choice.reason.is_policy_choice()
@@ -179,7 +245,7 @@ impl Engine {
         } else {
             choice.reason
         };
-        let fallbacks = policy::rank_by_mean_utility(&candidates, &p.scoring)
+        let fallbacks = policy::rank_by_mean_utility(&candidates, &rs)
             .into_iter()
             .filter(|&i| i != choice.index && p.gate.closed.contains(&p.eligible[i]))
             .take(config.limits.max_fallbacks)
@@ -236,6 +302,7 @@ impl Engine {
             input_tokens: prepared.input_tokens,
             output_tokens: prepared.output_tokens,
             replayed: false,
+            quality_target: prepared.quality_target,
         };
         self.pending.insert(
             PendingDecision {
@@ -349,6 +416,12 @@ struct Prepared {
     /// The request's scoring with the budget's pacing multiplier on the cost weight, and without.
     scoring: Scoring,
     unpaced: Scoring,
+    /// The budget's pacing multiplier (1 without a budget).
+    pace: f64,
+    /// The `min_cost` target the request is decided under: its own, else the class's.
+    quality_target: Option<f64>,
+    /// How draws are valued outside `min_cost` (unpaced).
+    valuation: Valuation,
     /// Token counts the decision assumes (the request's, else the class's typical ones).
     input_tokens: u64,
     output_tokens: u64,
@@ -385,28 +458,62 @@ pub(super) struct Chosen {
 /// The policy's choice among `candidates`. `requested` holds every requested candidate when some
 /// are shut out by their breakers (else it is empty): when the best of them by posterior means is
 /// one of those, the reason is [`Reason::BreakerFallback`].
+///
+/// Decides under the `min_propensity` floor and returns, with the choice, every candidate's
+/// probability of being chosen (for the propensity under budget substitution).
 fn policy_choice<R: Rng + ?Sized>(
-    settings: &policy::PolicySettings,
+    config: &Config,
     candidates: &[Candidate<'_>],
     requested: &[Candidate<'_>],
     p: &Prepared,
+    rs: &RequestScoring,
     rng: &mut R,
-) -> Chosen {
-    let c = policy::choose(settings, candidates, &p.scoring, rng);
+) -> (Chosen, Vec<f64>) {
+    let f = floor::choose_floored(
+        &config.policy.settings,
+        candidates,
+        rs,
+        config.policy.min_propensity,
+        rng,
+    );
+    let c = f.choice;
     let mut reason = Reason::parse(c.reason).unwrap_or(Reason::Sampled);
     if !requested.is_empty() {
-        let best = policy::rank_by_mean_utility(requested, &p.scoring)
+        let best = policy::rank_by_mean_utility(requested, rs)
             .first()
             .map(|&k| p.requested[k]);
         if best.is_some_and(|b| !p.eligible.contains(&b)) {
             reason = Reason::BreakerFallback;
         }
     }
-    Chosen {
-        index: c.index,
-        propensity: c.propensity,
-        reason,
+    (
+        Chosen {
+            index: c.index,
+            propensity: c.propensity,
+            reason,
+        },
+        f.probs,
+    )
+}
+
+/// `valuation` under the budget's pacing multiplier `pace` (>= 1 while spend runs ahead): money
+/// values shrink against cost by the same factor the cost weight grows by.
+fn paced(valuation: Valuation, pace: f64) -> Valuation {
+    match valuation {
+        Valuation::Money {
+            usd_per_quality,
+            usd_per_second,
+        } if pace > 0.0 => Valuation::Money {
+            usd_per_quality: usd_per_quality / pace,
+            usd_per_second: usd_per_second / pace,
+        },
+        v => v,
     }
+}
+
+/// Probability 1 on `index` among `n`.
+fn one_hot(n: usize, index: usize) -> Vec<f64> {
+    (0..n).map(|i| if i == index { 1.0 } else { 0.0 }).collect()
 }
 
 fn model_ref(m: &ModelConfig) -> ModelRef {

@@ -42,6 +42,25 @@ pub struct ArmSummary {
     pub traffic_share: f64,
     pub last_feedback_ms: u64,
     pub breaker: BreakerSummary,
+    /// Mean cost of a failed call at the class's typical size; share of free successes.
+    pub failure_cost_mean_usd: f64,
+    pub zero_cost_share: f64,
+}
+
+/// One quality target's state under `min_cost`, for GetArmStats and `switchyard stats`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectiveSummary {
+    pub task_class: String,
+    pub quality_target: f64,
+    /// The class's own target (else one that requests asked for).
+    pub class_target: bool,
+    /// Mean expected quality delivered over the best arm's.
+    pub achieved_share: Option<f64>,
+    /// Mean realised quality score (0 for a failure).
+    pub realised_quality: Option<f64>,
+    /// The multiplier lambda: USD one unit of quality is worth now.
+    pub usd_per_quality: Option<f64>,
+    pub decisions: u64,
 }
 
 /// A model's breaker as reported in arm statistics.
@@ -142,7 +161,43 @@ impl Engine {
             },
             last_feedback_ms: arm.last_feedback_ms,
             breaker: self.breaker_summary(model_id, now_ms),
+            failure_cost_mean_usd: arm.failure_cost_mean(),
+            zero_cost_share: arm.zero_cost_share(),
         })
+    }
+
+    /// The `min_cost` states of every class (or of `task_class` when not empty): the class's own
+    /// target first (even before its first decision), then targets requests asked for.
+    pub fn objective_stats(&self, task_class: &str) -> Vec<ObjectiveSummary> {
+        let step = self.config.policy.quality_step;
+        let mut out = Vec::new();
+        for (name, class) in &self.config.task_classes {
+            if !task_class.is_empty() && name != task_class {
+                continue;
+            }
+            let states = self.objectives.get(name);
+            let own = class.quality_target().map(target_key);
+            let mut keys: Vec<u32> = own.into_iter().collect();
+            keys.extend(
+                states
+                    .into_iter()
+                    .flat_map(|t| t.keys().copied())
+                    .filter(|k| Some(*k) != own),
+            );
+            for k in keys {
+                let st = states.and_then(|t| t.get(&k));
+                out.push(ObjectiveSummary {
+                    task_class: name.clone(),
+                    quality_target: f64::from(k) / 10_000.0,
+                    class_target: Some(k) == own,
+                    achieved_share: st.and_then(|s| s.achieved_share()),
+                    realised_quality: st.and_then(|s| s.realised_quality()),
+                    usd_per_quality: st.and_then(|s| s.lambda(step)),
+                    decisions: st.map_or(0, |s| s.decisions),
+                });
+            }
+        }
+        out
     }
 
     fn breaker_summary(&self, model: &str, now_ms: u64) -> BreakerSummary {

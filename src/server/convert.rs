@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 use crate::breaker::BreakerState;
 use crate::budget::{BudgetState, OnCap, Period};
 use crate::engine::{
+    ObjectiveSummary,
     ArmSummary, BudgetSummary, Decision, EngineError, FeedbackInput, HealthInput, HealthSignal,
     ModelRef, RouteInput,
 };
@@ -39,6 +40,7 @@ impl From<proto::RouteRequest> for RouteInput {
                 cost: w.cost,
                 latency: w.latency,
             }),
+            quality_target: r.quality_target,
         }
     }
 }
@@ -153,6 +155,23 @@ impl From<ArmSummary> for proto::ArmStats {
             degraded: a.breaker.degraded,
             last_feedback_unix_ms: to_i64(a.last_feedback_ms),
             quality_reports: a.quality_reports,
+            failure_cost_mean_usd: a.failure_cost_mean_usd,
+            zero_cost_share: a.zero_cost_share,
+        }
+    }
+}
+
+impl From<ObjectiveSummary> for proto::ClassObjective {
+    fn from(o: ObjectiveSummary) -> Self {
+        proto::ClassObjective {
+            task_class: o.task_class,
+            objective: "min_cost".to_string(),
+            quality_target: o.quality_target,
+            class_target: o.class_target,
+            achieved_share: o.achieved_share.unwrap_or(0.0),
+            realised_quality: o.realised_quality.unwrap_or(0.0),
+            usd_per_quality: o.usd_per_quality.unwrap_or(0.0),
+            decisions: o.decisions,
         }
     }
 }

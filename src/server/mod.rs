@@ -378,14 +378,17 @@ impl RouteService {
             task_class: r.task_class,
             model: r.model,
         };
-        let arms = self
-            .shared
-            .lock()
-            .engine
-            .arm_stats(&filter, now_ms())
-            .map_err(status)?;
+        let (arms, objectives) = {
+            let shared = self.shared.lock();
+            let arms = shared
+                .engine
+                .arm_stats(&filter, now_ms())
+                .map_err(status)?;
+            (arms, shared.engine.objective_stats(&filter.task_class))
+        };
         Ok(Response::new(proto::GetArmStatsResponse {
             arms: arms.into_iter().map(Into::into).collect(),
+            objectives: objectives.into_iter().map(Into::into).collect(),
         }))
     }
 

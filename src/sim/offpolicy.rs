@@ -123,7 +123,8 @@ fn logged_reward(
         (true, None) if w.quality > 0.0 => return None,
         (true, None) => 0.0,
     };
-    let cost_usd = match d.cost_usd {
+    // What the engine charged (from tokens when the caller sent no cost), else the caller's.
+    let cost_usd = match d.charged_usd.or(d.cost_usd) {
         Some(c) => c,
         None if w.cost > 0.0 => return None,
         None => 0.0,
