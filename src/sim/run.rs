@@ -21,6 +21,7 @@ use super::truth::{ScenarioTruth, TraceData, World};
 use super::{mix_seed, SimError, SIM_EPOCH_MS};
 use crate::config::Config;
 use crate::engine::{Engine, FeedbackInput, Reason, RouteInput};
+use crate::policy::objective::Objective;
 use crate::policy::PolicyKind;
 
 /// How often (in requests) the simulator lets the engine drop expired pending decisions, as the
@@ -38,21 +39,27 @@ pub enum PolicySpec {
         kind: PolicyKind,
         /// (setting, value) pairs applied to `[policy]`.
         overrides: Vec<(String, f64)>,
+        /// The objective every task class is run under (`objective=min_cost:quality_target=T`),
+        /// `None` = each class's own.
+        objective: Option<Objective>,
     },
 }
 
 /// Settings a policy spec may override.
-pub const POLICY_SETTINGS: [&str; 6] = [
+pub const POLICY_SETTINGS: [&str; 8] = [
     "half_life_secs",
     "prior_strength",
     "propensity_samples",
     "ucb_exploration",
     "epsilon",
     "violation_penalty",
+    "min_propensity",
+    "quality_step",
 ];
 
 impl PolicySpec {
-    /// Parses `oracle`, `KIND` or `KIND:setting=value:setting=value` (value `inf` for no decay).
+    /// Parses `oracle`, `KIND` or `KIND:setting=value:setting=value` (value `inf` for no decay);
+    /// `objective=min_cost:quality_target=T` (or `objective=utility`) sets every class's objective.
     pub fn parse(text: &str) -> Result<PolicySpec, SimError> {
         let text = text.trim();
         if text == "oracle" {
@@ -70,6 +77,8 @@ impl PolicySpec {
             )
         })?;
         let mut overrides = Vec::new();
+        let mut objective_name = None;
+        let mut quality_target = None;
         for part in rest.split(':').filter(|p| !p.trim().is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| {
                 SimError::new(
@@ -78,6 +87,19 @@ impl PolicySpec {
                 )
             })?;
             let k = k.trim();
+            if k == "objective" {
+                objective_name = Some(v.trim().to_string());
+                continue;
+            }
+            if k == "quality_target" {
+                quality_target = Some(v.trim().parse::<f64>().map_err(|_| {
+                    SimError::new(
+                        format!("policy {text:?}.quality_target"),
+                        format!("not a number: {v:?}"),
+                    )
+                })?);
+                continue;
+            }
             if !POLICY_SETTINGS.contains(&k) {
                 return Err(SimError::new(
                     format!("policy {text:?}"),
@@ -95,10 +117,43 @@ impl PolicySpec {
             })?;
             overrides.push((k.to_string(), v));
         }
+        let ctx = format!("policy {text:?}");
+        let objective = match (objective_name.as_deref(), quality_target) {
+            (None, None) => None,
+            (Some("utility"), None) => Some(Objective::Utility),
+            (Some("min_cost"), Some(t)) if t.is_finite() && t > 0.0 && t <= 1.0 => {
+                Some(Objective::MinCost { quality_target: t })
+            }
+            (Some("min_cost"), Some(t)) => {
+                return Err(SimError::new(
+                    ctx,
+                    format!("quality_target must be in (0, 1], got {t}"),
+                ))
+            }
+            (Some("min_cost"), None) => {
+                return Err(SimError::new(
+                    ctx,
+                    "objective=min_cost needs quality_target=T, T in (0, 1], e.g. 0.95",
+                ))
+            }
+            (None | Some("utility"), Some(_)) => {
+                return Err(SimError::new(
+                    ctx,
+                    "quality_target applies with objective=min_cost only",
+                ))
+            }
+            (Some(other), _) => {
+                return Err(SimError::new(
+                    ctx,
+                    format!("objective must be utility or min_cost, got {other:?}"),
+                ))
+            }
+        };
         Ok(PolicySpec::Engine {
             label: text.to_string(),
             kind,
             overrides,
+            objective,
         })
     }
 
@@ -116,11 +171,21 @@ impl PolicySpec {
             kind,
             overrides,
             label,
+            objective,
         } = self
         else {
             return Ok(config);
         };
         config.policy.settings.kind = *kind;
+        if let Some(o) = objective {
+            for class in config.task_classes.values_mut() {
+                let c = Arc::make_mut(class);
+                c.objective = *o;
+                if matches!(o, Objective::MinCost { .. }) {
+                    c.value_usd_per_quality = None;
+                }
+            }
+        }
         let ctx = |k: &str| format!("policy {label:?}.{k}");
         for (k, v) in overrides {
             let v = *v;
@@ -154,6 +219,11 @@ impl PolicySpec {
                     return Err(SimError::new(ctx(k), format!("must be in [0, 1], got {v}")))
                 }
                 "violation_penalty" => config.policy.violation_penalty = non_negative()?,
+                "min_propensity" if (0.0..1.0).contains(&v) => config.policy.min_propensity = v,
+                "min_propensity" => {
+                    return Err(SimError::new(ctx(k), format!("must be in [0, 1), got {v}")))
+                }
+                "quality_step" => config.policy.quality_step = positive()?,
                 _ => return Err(SimError::new(ctx(k), "unknown setting")),
             }
         }

@@ -65,6 +65,7 @@ impl TuneSpace {
                         label,
                         kind: self.kind,
                         overrides,
+                        objective: None,
                     });
                 }
             }
