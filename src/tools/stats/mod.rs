@@ -17,7 +17,7 @@ use chrono::Utc;
 use tonic::transport::Endpoint;
 use tonic::Code;
 
-pub use render::{beta_interval_95, render, usd};
+pub use render::{beta_interval_95, render, render_objectives, usd};
 
 use crate::proto;
 use crate::proto::route_client::RouteClient;
@@ -87,6 +87,8 @@ pub enum StatsError {
 pub struct Snapshot {
     pub arms: Vec<proto::ArmStats>,
     pub budgets: Vec<proto::Budget>,
+    /// Quality targets under `min_cost`, with what they achieve and their trade-off.
+    pub objectives: Vec<proto::ClassObjective>,
 }
 
 /// The outside facts a rendering depends on, passed in so [`render`] stays pure.
@@ -134,7 +136,7 @@ pub async fn fetch(
     let mut client = RouteClient::new(channel);
 
     let class = task_class.unwrap_or_default();
-    let arms = client
+    let stats = client
         .get_arm_stats(proto::GetArmStatsRequest {
             task_class: class.to_string(),
             model: String::new(),
@@ -148,8 +150,8 @@ pub async fn fetch(
             },
             _ => rpc_error("GetArmStats", &shown, &s),
         })?
-        .into_inner()
-        .arms;
+        .into_inner();
+    let (arms, objectives) = (stats.arms, stats.objectives);
 
     let key = budget_key.unwrap_or_default();
     let budgets = client
@@ -167,7 +169,11 @@ pub async fn fetch(
         })?
         .into_inner()
         .budgets;
-    Ok(Snapshot { arms, budgets })
+    Ok(Snapshot {
+        arms,
+        budgets,
+        objectives,
+    })
 }
 
 fn rpc_error(rpc: &'static str, addr: &str, s: &tonic::Status) -> StatsError {
@@ -234,7 +240,8 @@ pub fn run(args: StatsArgs) -> ExitCode {
         .width
         .or_else(|| comfy_table::Table::new().width())
         .unwrap_or(DEFAULT_WIDTH);
-    let text = render(&snapshot.arms, &snapshot.budgets, &View::now(width));
+    let mut text = render(&snapshot.arms, &snapshot.budgets, &View::now(width));
+    text.push_str(&render_objectives(&snapshot.objectives));
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,6 +76,42 @@ pub fn render(arms: &[proto::ArmStats], budgets: &[proto::Budget], view: &View) 
     out
 }
 
+/// One line per quality target under `min_cost`: the target, the share of the best model's
+/// quality it is achieving (expected, and the mean realised score), and the current trade-off in
+/// USD per unit of quality. Empty when no class has one.
+pub fn render_objectives(objectives: &[proto::ClassObjective]) -> String {
+    if objectives.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nobjectives (min_cost)\n");
+    for o in objectives {
+        let whose = if o.class_target {
+            "class target"
+        } else {
+            "request target"
+        };
+        if o.decisions == 0 {
+            out.push_str(&format!(
+                "  {}: {whose} {} of the best model's quality, no decisions yet\n",
+                o.task_class,
+                percent(o.quality_target, 1)
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "  {}: {whose} {} of the best model's quality, achieving {} (mean realised quality \
+             {:.3}) over {} decisions, trade-off {} per unit of quality\n",
+            o.task_class,
+            percent(o.quality_target, 1),
+            percent(o.achieved_share, 1),
+            o.realised_quality,
+            o.decisions,
+            usd(o.usd_per_quality)
+        ));
+    }
+    out
+}
+
 /// The wide layout's text if no line of it is longer than `width`, else the narrow one's
 /// arranged to `width`; ending in a newline.
 pub(super) fn fit(

@@ -432,3 +432,26 @@ fn default_addr_is_the_default_configs_listen_address() {
     let cfg = crate::config::Config::builtin().unwrap();
     assert_eq!(cfg.listen.to_string(), DEFAULT_ADDR);
 }
+
+#[test]
+fn objectives_show_target_achievement_and_trade_off() {
+    assert_eq!(render_objectives(&[]), "");
+    let o = |class_target: bool, decisions: u64| proto::ClassObjective {
+        task_class: "qa".into(),
+        objective: "min_cost".into(),
+        quality_target: 0.95,
+        class_target,
+        achieved_share: 0.961,
+        realised_quality: 0.8125,
+        usd_per_quality: 0.0123,
+        decisions,
+    };
+    let text = render_objectives(&[o(true, 40), o(false, 0)]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  qa")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("class target 95.0%"), "{text}");
+    assert!(lines[0].contains("achieving 96.1%"), "{text}");
+    assert!(lines[0].contains("0.812") || lines[0].contains("0.813"), "{text}");
+    assert!(lines[0].contains(&usd(0.0123)), "{text}");
+    assert!(lines[1].contains("request target") && lines[1].contains("no decisions"), "{text}");
+}
