@@ -156,7 +156,10 @@ async fn a_budget_substitution_logs_the_served_models_real_probability() {
             .await
             .unwrap();
     }
-    assert!(substituted > n / 5, "seed {SEED}: {substituted} substitutions");
+    assert!(
+        substituted > n / 5,
+        "seed {SEED}: {substituted} substitutions"
+    );
     for (k, m) in ["b", "c"].iter().enumerate() {
         let v = ips[k + 1];
         assert!(

@@ -164,7 +164,11 @@ fn estimators_on_a_pooled_thompson_log_recover_a_fixed_policys_true_value() {
     let k = class.models.iter().position(|m| m == most).unwrap();
     let truth = truth(k);
     let r = evaluate(&log, &config, &Target::Fixed(most.clone()), SEED).unwrap();
-    for (name, e, slack) in [("ips", r.ips, 1.0), ("snips", r.snips, 1.53), ("dr", r.dr, 1.53)] {
+    for (name, e, slack) in [
+        ("ips", r.ips, 1.0),
+        ("snips", r.snips, 1.53),
+        ("dr", r.dr, 1.53),
+    ] {
         assert!(
             (e.value - truth).abs() <= slack * e.ci95,
             "seed {SEED}, {most}, {name}: estimate {} ± {} misses the true value {truth}",

@@ -522,7 +522,8 @@ impl RawPolicy {
         }
         let quality_step = finite_min(
             "policy.quality_step",
-            self.quality_step.unwrap_or(crate::policy::objective::DEFAULT_STEP),
+            self.quality_step
+                .unwrap_or(crate::policy::objective::DEFAULT_STEP),
             0.0,
             false,
         )?;
@@ -815,10 +816,7 @@ impl RawTaskClass {
     /// `objective`, `quality_target`, `value_usd_per_quality` and `value_usd_per_second`, checked
     /// together: each trade-off is stated once.
     #[allow(clippy::type_complexity)]
-    fn objective(
-        &self,
-        key: &str,
-    ) -> Result<(Objective, Option<f64>, Option<f64>), ConfigError> {
+    fn objective(&self, key: &str) -> Result<(Objective, Option<f64>, Option<f64>), ConfigError> {
         let money = |name: &str, v: Option<f64>| -> Result<Option<f64>, ConfigError> {
             v.map(|v| finite_min(&format!("{key}.{name}"), v, 0.0, true))
                 .transpose()

@@ -214,11 +214,20 @@ fn a_tuned_fragment_overrides_the_base() {
 #[test]
 fn objective_keys_are_validated_together() {
     use crate::policy::objective::{Objective, Valuation};
-    let class = |extra: &str| with(&format!("[task_classes.qa]\nmodels = [\"a\", \"b\"]\n{extra}"));
+    let class = |extra: &str| {
+        with(&format!(
+            "[task_classes.qa]\nmodels = [\"a\", \"b\"]\n{extra}"
+        ))
+    };
     let c = class("objective = \"min_cost\"\nquality_target = 0.95\nvalue_usd_per_second = 0.001")
         .unwrap();
     let qa = &c.task_classes["qa"];
-    assert_eq!(qa.objective, Objective::MinCost { quality_target: 0.95 });
+    assert_eq!(
+        qa.objective,
+        Objective::MinCost {
+            quality_target: 0.95
+        }
+    );
     assert_eq!(qa.quality_target(), Some(0.95));
     assert_eq!(c.policy.min_propensity, DEFAULT_MIN_PROPENSITY);
     let c = class("value_usd_per_quality = 0.05\nvalue_usd_per_second = 0.001").unwrap();
@@ -229,10 +238,15 @@ fn objective_keys_are_validated_together() {
             usd_per_second: 0.001
         }
     );
-    assert_eq!(class("").unwrap().task_classes["qa"].valuation(), Valuation::Weights);
+    assert_eq!(
+        class("").unwrap().task_classes["qa"].valuation(),
+        Valuation::Weights
+    );
 
-    let e = class("value_usd_per_quality = 0.05\nweights = { quality = 1.0, cost = 0.3, latency = 0.0 }")
-        .unwrap_err();
+    let e = class(
+        "value_usd_per_quality = 0.05\nweights = { quality = 1.0, cost = 0.3, latency = 0.0 }",
+    )
+    .unwrap_err();
     assert!(
         e.message.contains("task_classes.qa.weights.cost")
             && e.message.contains("task_classes.qa.value_usd_per_quality"),
@@ -256,13 +270,32 @@ fn objective_keys_are_validated_together() {
     let e = class("value_usd_per_quality = -1.0").unwrap_err();
     assert_eq!(e.key, "task_classes.qa.value_usd_per_quality");
 
-    let policy = |p: &str| with(&format!("[policy]\n{p}\n[task_classes.qa]\nmodels = [\"a\"]\n"));
-    assert_eq!(policy("min_propensity = 0.05").unwrap().policy.min_propensity, 0.05);
-    assert_eq!(policy("min_propensity = 0.0").unwrap().policy.min_propensity, 0.0);
+    let policy = |p: &str| {
+        with(&format!(
+            "[policy]\n{p}\n[task_classes.qa]\nmodels = [\"a\"]\n"
+        ))
+    };
+    assert_eq!(
+        policy("min_propensity = 0.05")
+            .unwrap()
+            .policy
+            .min_propensity,
+        0.05
+    );
+    assert_eq!(
+        policy("min_propensity = 0.0")
+            .unwrap()
+            .policy
+            .min_propensity,
+        0.0
+    );
     for bad in ["1.0", "-0.01", "nan"] {
         let e = policy(&format!("min_propensity = {bad}")).unwrap_err();
         assert_eq!(e.key, "policy.min_propensity", "{bad}");
         assert!(e.message.contains("min_propensity / k"), "{bad}: {e}");
     }
-    assert_eq!(policy("quality_step = 0").unwrap_err().key, "policy.quality_step");
+    assert_eq!(
+        policy("quality_step = 0").unwrap_err().key,
+        "policy.quality_step"
+    );
 }

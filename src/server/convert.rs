@@ -5,9 +5,8 @@ use tonic::{Code, Status};
 use crate::breaker::BreakerState;
 use crate::budget::{BudgetState, OnCap, Period};
 use crate::engine::{
-    ObjectiveSummary,
     ArmSummary, BudgetSummary, Decision, EngineError, FeedbackInput, HealthInput, HealthSignal,
-    ModelRef, RouteInput,
+    ModelRef, ObjectiveSummary, RouteInput,
 };
 use crate::policy::{Outcome, Weights};
 use crate::proto;

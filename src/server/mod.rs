@@ -380,10 +380,7 @@ impl RouteService {
         };
         let (arms, objectives) = {
             let shared = self.shared.lock();
-            let arms = shared
-                .engine
-                .arm_stats(&filter, now_ms())
-                .map_err(status)?;
+            let arms = shared.engine.arm_stats(&filter, now_ms()).map_err(status)?;
             (arms, shared.engine.objective_stats(&filter.task_class))
         };
         Ok(Response::new(proto::GetArmStatsResponse {

@@ -451,7 +451,13 @@ fn objectives_show_target_achievement_and_trade_off() {
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].contains("class target 95.0%"), "{text}");
     assert!(lines[0].contains("achieving 96.1%"), "{text}");
-    assert!(lines[0].contains("0.812") || lines[0].contains("0.813"), "{text}");
+    assert!(
+        lines[0].contains("0.812") || lines[0].contains("0.813"),
+        "{text}"
+    );
     assert!(lines[0].contains(&usd(0.0123)), "{text}");
-    assert!(lines[1].contains("request target") && lines[1].contains("no decisions"), "{text}");
+    assert!(
+        lines[1].contains("request target") && lines[1].contains("no decisions"),
+        "{text}"
+    );
 }
