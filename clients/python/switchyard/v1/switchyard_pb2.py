@@ -24,59 +24,61 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eswitchyard/v1/switchyard.proto\x12\rswitchyard.v1\"9\n\x07Weights\x12\x0f\n\x07quality\x18\x01 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x0f\n\x07latency\x18\x03 \x01(\x01\"\xe6\x01\n\x0cRouteRequest\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ncandidates\x18\x03 \x03(\t\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x14\n\x0cmax_cost_usd\x18\x05 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\x03\x12\x12\n\nbudget_key\x18\x08 \x01(\t\x12\'\n\x07weights\x18\t \x01(\x0b\x32\x16.switchyard.v1.Weights\"+\n\x08ModelRef\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"o\n\x08\x45xpected\x12\x10\n\x08\x63ost_usd\x18\x01 \x01(\x01\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x14\n\x0csuccess_rate\x18\x04 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x05 \x01(\x01\"\xa6\x02\n\rRouteResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12*\n\tfallbacks\x18\x04 \x03(\x0b\x32\x17.switchyard.v1.ModelRef\x12\x12\n\npropensity\x18\x05 \x01(\x01\x12)\n\x08\x65xpected\x18\x06 \x01(\x0b\x32\x17.switchyard.v1.Expected\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0e\n\x06policy\x18\x08 \x01(\t\x12\x12\n\ntask_class\x18\t \x01(\t\x12\x10\n\x08replayed\x18\n \x01(\x08\x12\x1a\n\x12\x65xpires_at_unix_ms\x18\x0b \x01(\x03\x12\x12\n\nbudget_key\x18\x0c \x01(\t\"\xc8\x02\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x07outcome\x18\x03 \x01(\x0e\x32\x16.switchyard.v1.Outcome\x12\x17\n\nlatency_ms\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07ttft_ms\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cinput_tokens\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x15\n\x08\x63ost_usd\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12\x14\n\x07quality\x18\t \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_latency_msB\n\n\x08_ttft_msB\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0b\n\t_cost_usdB\n\n\x08_quality\"]\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12$\n\x03\x61rm\x18\x03 \x01(\x0b\x32\x17.switchyard.v1.ArmStats\"\x86\x01\n\x13ReportHealthRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.switchyard.v1.HealthState\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"=\n\x14ReportHealthResponse\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x15\n\runtil_unix_ms\x18\x02 \x01(\x03\"7\n\x12GetArmStatsRequest\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"7\n\nBetaParams\x12\r\n\x05\x61lpha\x18\x01 \x01(\x01\x12\x0c\n\x04\x62\x65ta\x18\x02 \x01(\x01\x12\x0c\n\x04mean\x18\x03 \x01(\x01\"K\n\x11NormalGammaParams\x12\n\n\x02mu\x18\x01 \x01(\x01\x12\r\n\x05kappa\x18\x02 \x01(\x01\x12\r\n\x05\x61lpha\x18\x03 \x01(\x01\x12\x0c\n\x04\x62\x65ta\x18\x04 \x01(\x01\"\xee\x05\n\x08\x41rmStats\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05pulls\x18\x04 \x01(\x04\x12\x15\n\rdecayed_pulls\x18\x05 \x01(\x01\x12\x11\n\tsuccesses\x18\x06 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x07 \x01(\x04\x12\x34\n\x11success_posterior\x18\x08 \x01(\x0b\x32\x19.switchyard.v1.BetaParams\x12\x34\n\x11quality_posterior\x18\t \x01(\x0b\x32\x19.switchyard.v1.BetaParams\x12;\n\x11latency_posterior\x18\n \x01(\x0b\x32 .switchyard.v1.NormalGammaParams\x12\x38\n\x0e\x63ost_posterior\x18\x0b \x01(\x0b\x32 .switchyard.v1.NormalGammaParams\x12\x19\n\x11success_rate_mean\x18\x0c \x01(\x01\x12\x14\n\x0cquality_mean\x18\r \x01(\x01\x12\x17\n\x0flatency_mean_ms\x18\x0e \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x0f \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x10 \x01(\x01\x12\x15\n\rcost_mean_usd\x18\x11 \x01(\x01\x12\x15\n\rtraffic_share\x18\x12 \x01(\x01\x12\x32\n\rbreaker_state\x18\x13 \x01(\x0e\x32\x1b.switchyard.v1.BreakerState\x12\x1d\n\x15\x62reaker_until_unix_ms\x18\x14 \x01(\x03\x12\x1d\n\x15\x62reaker_since_unix_ms\x18\x15 \x01(\x03\x12\x1b\n\x13recent_failure_rate\x18\x16 \x01(\x01\x12\x1d\n\x15last_feedback_unix_ms\x18\x17 \x01(\x03\x12\x17\n\x0fquality_reports\x18\x18 \x01(\x04\x12\x10\n\x08\x64\x65graded\x18\x19 \x01(\x08\"<\n\x13GetArmStatsResponse\x12%\n\x04\x61rms\x18\x01 \x03(\x0b\x32\x17.switchyard.v1.ArmStats\"\'\n\x11GetBudgetsRequest\x12\x12\n\nbudget_key\x18\x01 \x01(\t\"\xea\x02\n\x06\x42udget\x12\x12\n\nbudget_key\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x11\n\tlimit_usd\x18\x03 \x01(\x01\x12\x11\n\tspent_usd\x18\x04 \x01(\x01\x12\x14\n\x0creserved_usd\x18\x05 \x01(\x01\x12\x1c\n\x14period_start_unix_ms\x18\x06 \x01(\x03\x12\x1a\n\x12period_end_unix_ms\x18\x07 \x01(\x03\x12\x19\n\x11pacing_multiplier\x18\x08 \x01(\x01\x12)\n\x05state\x18\t \x01(\x0e\x32\x1a.switchyard.v1.BudgetState\x12\x0e\n\x06on_cap\x18\n \x01(\t\x12!\n\x19previous_period_spent_usd\x18\x0b \x01(\x01\x12\x11\n\ttime_zone\x18\x0c \x01(\t\x12 \n\x18\x61lert_thresholds_crossed\x18\r \x03(\x01\x12\x18\n\x10\x61lert_thresholds\x18\x0e \x03(\x01\"<\n\x12GetBudgetsResponse\x12&\n\x07\x62udgets\x18\x01 \x03(\x0b\x32\x15.switchyard.v1.Budget\"5\n\x10ResetArmsRequest\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\"\n\x11ResetArmsResponse\x12\r\n\x05reset\x18\x01 \x01(\r*Y\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07SUCCESS\x10\x01\x12\t\n\x05\x45RROR\x10\x02\x12\x0b\n\x07TIMEOUT\x10\x03\x12\x10\n\x0cRATE_LIMITED\x10\x04*P\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\x08\n\x04\x44OWN\x10\x03*R\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x43LOSED\x10\x01\x12\x08\n\x04OPEN\x10\x02\x12\r\n\tHALF_OPEN\x10\x03*c\n\x0b\x42udgetState\x12\x1c\n\x18\x42UDGET_STATE_UNSPECIFIED\x10\x00\x12\r\n\tBUDGET_OK\x10\x01\x12\x11\n\rBUDGET_PACING\x10\x02\x12\x14\n\x10\x42UDGET_EXHAUSTED\x10\x03\x32\xea\x03\n\x05Route\x12\x42\n\x05Route\x12\x1b.switchyard.v1.RouteRequest\x1a\x1c.switchyard.v1.RouteResponse\x12K\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1e.switchyard.v1.FeedbackRequest\x1a\x1f.switchyard.v1.FeedbackResponse\x12W\n\x0cReportHealth\x12\".switchyard.v1.ReportHealthRequest\x1a#.switchyard.v1.ReportHealthResponse\x12T\n\x0bGetArmStats\x12!.switchyard.v1.GetArmStatsRequest\x1a\".switchyard.v1.GetArmStatsResponse\x12Q\n\nGetBudgets\x12 .switchyard.v1.GetBudgetsRequest\x1a!.switchyard.v1.GetBudgetsResponse\x12N\n\tResetArms\x12\x1f.switchyard.v1.ResetArmsRequest\x1a .switchyard.v1.ResetArmsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eswitchyard/v1/switchyard.proto\x12\rswitchyard.v1\"9\n\x07Weights\x12\x0f\n\x07quality\x18\x01 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x0f\n\x07latency\x18\x03 \x01(\x01\"\x96\x02\n\x0cRouteRequest\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ncandidates\x18\x03 \x03(\t\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x14\n\x0cmax_cost_usd\x18\x05 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\x03\x12\x12\n\nbudget_key\x18\x08 \x01(\t\x12\'\n\x07weights\x18\t \x01(\x0b\x32\x16.switchyard.v1.Weights\x12\x1b\n\x0equality_target\x18\n \x01(\x01H\x00\x88\x01\x01\x42\x11\n\x0f_quality_target\"+\n\x08ModelRef\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"o\n\x08\x45xpected\x12\x10\n\x08\x63ost_usd\x18\x01 \x01(\x01\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x14\n\x0csuccess_rate\x18\x04 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x05 \x01(\x01\"\xa6\x02\n\rRouteResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12*\n\tfallbacks\x18\x04 \x03(\x0b\x32\x17.switchyard.v1.ModelRef\x12\x12\n\npropensity\x18\x05 \x01(\x01\x12)\n\x08\x65xpected\x18\x06 \x01(\x0b\x32\x17.switchyard.v1.Expected\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0e\n\x06policy\x18\x08 \x01(\t\x12\x12\n\ntask_class\x18\t \x01(\t\x12\x10\n\x08replayed\x18\n \x01(\x08\x12\x1a\n\x12\x65xpires_at_unix_ms\x18\x0b \x01(\x03\x12\x12\n\nbudget_key\x18\x0c \x01(\t\"\xc8\x02\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x07outcome\x18\x03 \x01(\x0e\x32\x16.switchyard.v1.Outcome\x12\x17\n\nlatency_ms\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07ttft_ms\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cinput_tokens\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x15\n\x08\x63ost_usd\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12\x14\n\x07quality\x18\t \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_latency_msB\n\n\x08_ttft_msB\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0b\n\t_cost_usdB\n\n\x08_quality\"]\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12$\n\x03\x61rm\x18\x03 \x01(\x0b\x32\x17.switchyard.v1.ArmStats\"\x86\x01\n\x13ReportHealthRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.switchyard.v1.HealthState\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"=\n\x14ReportHealthResponse\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x15\n\runtil_unix_ms\x18\x02 \x01(\x03\"7\n\x12GetArmStatsRequest\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"7\n\nBetaParams\x12\r\n\x05\x61lpha\x18\x01 \x01(\x01\x12\x0c\n\x04\x62\x65ta\x18\x02 \x01(\x01\x12\x0c\n\x04mean\x18\x03 \x01(\x01\"K\n\x11NormalGammaParams\x12\n\n\x02mu\x18\x01 \x01(\x01\x12\r\n\x05kappa\x18\x02 \x01(\x01\x12\r\n\x05\x61lpha\x18\x03 \x01(\x01\x12\x0c\n\x04\x62\x65ta\x18\x04 \x01(\x01\"\xa6\x06\n\x08\x41rmStats\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05pulls\x18\x04 \x01(\x04\x12\x15\n\rdecayed_pulls\x18\x05 \x01(\x01\x12\x11\n\tsuccesses\x18\x06 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x07 \x01(\x04\x12\x34\n\x11success_posterior\x18\x08 \x01(\x0b\x32\x19.switchyard.v1.BetaParams\x12\x34\n\x11quality_posterior\x18\t \x01(\x0b\x32\x19.switchyard.v1.BetaParams\x12;\n\x11latency_posterior\x18\n \x01(\x0b\x32 .switchyard.v1.NormalGammaParams\x12\x38\n\x0e\x63ost_posterior\x18\x0b \x01(\x0b\x32 .switchyard.v1.NormalGammaParams\x12\x19\n\x11success_rate_mean\x18\x0c \x01(\x01\x12\x14\n\x0cquality_mean\x18\r \x01(\x01\x12\x17\n\x0flatency_mean_ms\x18\x0e \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x0f \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x10 \x01(\x01\x12\x15\n\rcost_mean_usd\x18\x11 \x01(\x01\x12\x15\n\rtraffic_share\x18\x12 \x01(\x01\x12\x32\n\rbreaker_state\x18\x13 \x01(\x0e\x32\x1b.switchyard.v1.BreakerState\x12\x1d\n\x15\x62reaker_until_unix_ms\x18\x14 \x01(\x03\x12\x1d\n\x15\x62reaker_since_unix_ms\x18\x15 \x01(\x03\x12\x1b\n\x13recent_failure_rate\x18\x16 \x01(\x01\x12\x1d\n\x15last_feedback_unix_ms\x18\x17 \x01(\x03\x12\x17\n\x0fquality_reports\x18\x18 \x01(\x04\x12\x10\n\x08\x64\x65graded\x18\x19 \x01(\x08\x12\x1d\n\x15\x66\x61ilure_cost_mean_usd\x18\x1a \x01(\x01\x12\x17\n\x0fzero_cost_share\x18\x1b \x01(\x01\"\xc3\x01\n\x0e\x43lassObjective\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\x11\n\tobjective\x18\x02 \x01(\t\x12\x16\n\x0equality_target\x18\x03 \x01(\x01\x12\x14\n\x0c\x63lass_target\x18\x04 \x01(\x08\x12\x16\n\x0e\x61\x63hieved_share\x18\x05 \x01(\x01\x12\x18\n\x10realised_quality\x18\x06 \x01(\x01\x12\x17\n\x0fusd_per_quality\x18\x07 \x01(\x01\x12\x11\n\tdecisions\x18\x08 \x01(\x04\"o\n\x13GetArmStatsResponse\x12%\n\x04\x61rms\x18\x01 \x03(\x0b\x32\x17.switchyard.v1.ArmStats\x12\x31\n\nobjectives\x18\x02 \x03(\x0b\x32\x1d.switchyard.v1.ClassObjective\"\'\n\x11GetBudgetsRequest\x12\x12\n\nbudget_key\x18\x01 \x01(\t\"\xea\x02\n\x06\x42udget\x12\x12\n\nbudget_key\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x11\n\tlimit_usd\x18\x03 \x01(\x01\x12\x11\n\tspent_usd\x18\x04 \x01(\x01\x12\x14\n\x0creserved_usd\x18\x05 \x01(\x01\x12\x1c\n\x14period_start_unix_ms\x18\x06 \x01(\x03\x12\x1a\n\x12period_end_unix_ms\x18\x07 \x01(\x03\x12\x19\n\x11pacing_multiplier\x18\x08 \x01(\x01\x12)\n\x05state\x18\t \x01(\x0e\x32\x1a.switchyard.v1.BudgetState\x12\x0e\n\x06on_cap\x18\n \x01(\t\x12!\n\x19previous_period_spent_usd\x18\x0b \x01(\x01\x12\x11\n\ttime_zone\x18\x0c \x01(\t\x12 \n\x18\x61lert_thresholds_crossed\x18\r \x03(\x01\x12\x18\n\x10\x61lert_thresholds\x18\x0e \x03(\x01\"<\n\x12GetBudgetsResponse\x12&\n\x07\x62udgets\x18\x01 \x03(\x0b\x32\x15.switchyard.v1.Budget\"5\n\x10ResetArmsRequest\x12\x12\n\ntask_class\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\"\n\x11ResetArmsResponse\x12\r\n\x05reset\x18\x01 \x01(\r*Y\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07SUCCESS\x10\x01\x12\t\n\x05\x45RROR\x10\x02\x12\x0b\n\x07TIMEOUT\x10\x03\x12\x10\n\x0cRATE_LIMITED\x10\x04*P\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\x08\n\x04\x44OWN\x10\x03*R\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x43LOSED\x10\x01\x12\x08\n\x04OPEN\x10\x02\x12\r\n\tHALF_OPEN\x10\x03*c\n\x0b\x42udgetState\x12\x1c\n\x18\x42UDGET_STATE_UNSPECIFIED\x10\x00\x12\r\n\tBUDGET_OK\x10\x01\x12\x11\n\rBUDGET_PACING\x10\x02\x12\x14\n\x10\x42UDGET_EXHAUSTED\x10\x03\x32\xea\x03\n\x05Route\x12\x42\n\x05Route\x12\x1b.switchyard.v1.RouteRequest\x1a\x1c.switchyard.v1.RouteResponse\x12K\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1e.switchyard.v1.FeedbackRequest\x1a\x1f.switchyard.v1.FeedbackResponse\x12W\n\x0cReportHealth\x12\".switchyard.v1.ReportHealthRequest\x1a#.switchyard.v1.ReportHealthResponse\x12T\n\x0bGetArmStats\x12!.switchyard.v1.GetArmStatsRequest\x1a\".switchyard.v1.GetArmStatsResponse\x12Q\n\nGetBudgets\x12 .switchyard.v1.GetBudgetsRequest\x1a!.switchyard.v1.GetBudgetsResponse\x12N\n\tResetArms\x12\x1f.switchyard.v1.ResetArmsRequest\x1a .switchyard.v1.ResetArmsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchyard.v1.switchyard_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=2987
-  _globals['_OUTCOME']._serialized_end=3076
-  _globals['_HEALTHSTATE']._serialized_start=3078
-  _globals['_HEALTHSTATE']._serialized_end=3158
-  _globals['_BREAKERSTATE']._serialized_start=3160
-  _globals['_BREAKERSTATE']._serialized_end=3242
-  _globals['_BUDGETSTATE']._serialized_start=3244
-  _globals['_BUDGETSTATE']._serialized_end=3343
+  _globals['_OUTCOME']._serialized_start=3340
+  _globals['_OUTCOME']._serialized_end=3429
+  _globals['_HEALTHSTATE']._serialized_start=3431
+  _globals['_HEALTHSTATE']._serialized_end=3511
+  _globals['_BREAKERSTATE']._serialized_start=3513
+  _globals['_BREAKERSTATE']._serialized_end=3595
+  _globals['_BUDGETSTATE']._serialized_start=3597
+  _globals['_BUDGETSTATE']._serialized_end=3696
   _globals['_WEIGHTS']._serialized_start=49
   _globals['_WEIGHTS']._serialized_end=106
   _globals['_ROUTEREQUEST']._serialized_start=109
-  _globals['_ROUTEREQUEST']._serialized_end=339
-  _globals['_MODELREF']._serialized_start=341
-  _globals['_MODELREF']._serialized_end=384
-  _globals['_EXPECTED']._serialized_start=386
-  _globals['_EXPECTED']._serialized_end=497
-  _globals['_ROUTERESPONSE']._serialized_start=500
-  _globals['_ROUTERESPONSE']._serialized_end=794
-  _globals['_FEEDBACKREQUEST']._serialized_start=797
-  _globals['_FEEDBACKREQUEST']._serialized_end=1125
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1127
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1220
-  _globals['_REPORTHEALTHREQUEST']._serialized_start=1223
-  _globals['_REPORTHEALTHREQUEST']._serialized_end=1357
-  _globals['_REPORTHEALTHRESPONSE']._serialized_start=1359
-  _globals['_REPORTHEALTHRESPONSE']._serialized_end=1420
-  _globals['_GETARMSTATSREQUEST']._serialized_start=1422
-  _globals['_GETARMSTATSREQUEST']._serialized_end=1477
-  _globals['_BETAPARAMS']._serialized_start=1479
-  _globals['_BETAPARAMS']._serialized_end=1534
-  _globals['_NORMALGAMMAPARAMS']._serialized_start=1536
-  _globals['_NORMALGAMMAPARAMS']._serialized_end=1611
-  _globals['_ARMSTATS']._serialized_start=1614
-  _globals['_ARMSTATS']._serialized_end=2364
-  _globals['_GETARMSTATSRESPONSE']._serialized_start=2366
-  _globals['_GETARMSTATSRESPONSE']._serialized_end=2426
-  _globals['_GETBUDGETSREQUEST']._serialized_start=2428
-  _globals['_GETBUDGETSREQUEST']._serialized_end=2467
-  _globals['_BUDGET']._serialized_start=2470
-  _globals['_BUDGET']._serialized_end=2832
-  _globals['_GETBUDGETSRESPONSE']._serialized_start=2834
-  _globals['_GETBUDGETSRESPONSE']._serialized_end=2894
-  _globals['_RESETARMSREQUEST']._serialized_start=2896
-  _globals['_RESETARMSREQUEST']._serialized_end=2949
-  _globals['_RESETARMSRESPONSE']._serialized_start=2951
-  _globals['_RESETARMSRESPONSE']._serialized_end=2985
-  _globals['_ROUTE']._serialized_start=3346
-  _globals['_ROUTE']._serialized_end=3836
+  _globals['_ROUTEREQUEST']._serialized_end=387
+  _globals['_MODELREF']._serialized_start=389
+  _globals['_MODELREF']._serialized_end=432
+  _globals['_EXPECTED']._serialized_start=434
+  _globals['_EXPECTED']._serialized_end=545
+  _globals['_ROUTERESPONSE']._serialized_start=548
+  _globals['_ROUTERESPONSE']._serialized_end=842
+  _globals['_FEEDBACKREQUEST']._serialized_start=845
+  _globals['_FEEDBACKREQUEST']._serialized_end=1173
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1175
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1268
+  _globals['_REPORTHEALTHREQUEST']._serialized_start=1271
+  _globals['_REPORTHEALTHREQUEST']._serialized_end=1405
+  _globals['_REPORTHEALTHRESPONSE']._serialized_start=1407
+  _globals['_REPORTHEALTHRESPONSE']._serialized_end=1468
+  _globals['_GETARMSTATSREQUEST']._serialized_start=1470
+  _globals['_GETARMSTATSREQUEST']._serialized_end=1525
+  _globals['_BETAPARAMS']._serialized_start=1527
+  _globals['_BETAPARAMS']._serialized_end=1582
+  _globals['_NORMALGAMMAPARAMS']._serialized_start=1584
+  _globals['_NORMALGAMMAPARAMS']._serialized_end=1659
+  _globals['_ARMSTATS']._serialized_start=1662
+  _globals['_ARMSTATS']._serialized_end=2468
+  _globals['_CLASSOBJECTIVE']._serialized_start=2471
+  _globals['_CLASSOBJECTIVE']._serialized_end=2666
+  _globals['_GETARMSTATSRESPONSE']._serialized_start=2668
+  _globals['_GETARMSTATSRESPONSE']._serialized_end=2779
+  _globals['_GETBUDGETSREQUEST']._serialized_start=2781
+  _globals['_GETBUDGETSREQUEST']._serialized_end=2820
+  _globals['_BUDGET']._serialized_start=2823
+  _globals['_BUDGET']._serialized_end=3185
+  _globals['_GETBUDGETSRESPONSE']._serialized_start=3187
+  _globals['_GETBUDGETSRESPONSE']._serialized_end=3247
+  _globals['_RESETARMSREQUEST']._serialized_start=3249
+  _globals['_RESETARMSREQUEST']._serialized_end=3302
+  _globals['_RESETARMSRESPONSE']._serialized_start=3304
+  _globals['_RESETARMSRESPONSE']._serialized_end=3338
+  _globals['_ROUTE']._serialized_start=3699
+  _globals['_ROUTE']._serialized_end=4189
 # @@protoc_insertion_point(module_scope)

@@ -64,7 +64,7 @@ class Weights(_message.Message):
     def __init__(self, quality: _Optional[float] = ..., cost: _Optional[float] = ..., latency: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights")
+    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target")
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class RouteRequest(_message.Message):
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     request_id: str
     candidates: _containers.RepeatedScalarFieldContainer[str]
@@ -83,7 +84,8 @@ class RouteRequest(_message.Message):
     max_output_tokens: int
     budget_key: str
     weights: Weights
-    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ...) -> None: ...
+    quality_target: float
+    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("model", "provider")
@@ -220,7 +222,7 @@ class NormalGammaParams(_message.Message):
     def __init__(self, mu: _Optional[float] = ..., kappa: _Optional[float] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ...) -> None: ...
 
 class ArmStats(_message.Message):
-    __slots__ = ("task_class", "model", "provider", "pulls", "decayed_pulls", "successes", "failures", "success_posterior", "quality_posterior", "latency_posterior", "cost_posterior", "success_rate_mean", "quality_mean", "latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "cost_mean_usd", "traffic_share", "breaker_state", "breaker_until_unix_ms", "breaker_since_unix_ms", "recent_failure_rate", "last_feedback_unix_ms", "quality_reports", "degraded")
+    __slots__ = ("task_class", "model", "provider", "pulls", "decayed_pulls", "successes", "failures", "success_posterior", "quality_posterior", "latency_posterior", "cost_posterior", "success_rate_mean", "quality_mean", "latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "cost_mean_usd", "traffic_share", "breaker_state", "breaker_until_unix_ms", "breaker_since_unix_ms", "recent_failure_rate", "last_feedback_unix_ms", "quality_reports", "degraded", "failure_cost_mean_usd", "zero_cost_share")
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +248,8 @@ class ArmStats(_message.Message):
     LAST_FEEDBACK_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     QUALITY_REPORTS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_COST_MEAN_USD_FIELD_NUMBER: _ClassVar[int]
+    ZERO_COST_SHARE_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     model: str
     provider: str
@@ -271,13 +275,37 @@ class ArmStats(_message.Message):
     last_feedback_unix_ms: int
     quality_reports: int
     degraded: bool
-    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., pulls: _Optional[int] = ..., decayed_pulls: _Optional[float] = ..., successes: _Optional[int] = ..., failures: _Optional[int] = ..., success_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., quality_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., latency_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., cost_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., success_rate_mean: _Optional[float] = ..., quality_mean: _Optional[float] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_mean_usd: _Optional[float] = ..., traffic_share: _Optional[float] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., breaker_until_unix_ms: _Optional[int] = ..., breaker_since_unix_ms: _Optional[int] = ..., recent_failure_rate: _Optional[float] = ..., last_feedback_unix_ms: _Optional[int] = ..., quality_reports: _Optional[int] = ..., degraded: bool = ...) -> None: ...
+    failure_cost_mean_usd: float
+    zero_cost_share: float
+    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., pulls: _Optional[int] = ..., decayed_pulls: _Optional[float] = ..., successes: _Optional[int] = ..., failures: _Optional[int] = ..., success_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., quality_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., latency_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., cost_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., success_rate_mean: _Optional[float] = ..., quality_mean: _Optional[float] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_mean_usd: _Optional[float] = ..., traffic_share: _Optional[float] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., breaker_until_unix_ms: _Optional[int] = ..., breaker_since_unix_ms: _Optional[int] = ..., recent_failure_rate: _Optional[float] = ..., last_feedback_unix_ms: _Optional[int] = ..., quality_reports: _Optional[int] = ..., degraded: bool = ..., failure_cost_mean_usd: _Optional[float] = ..., zero_cost_share: _Optional[float] = ...) -> None: ...
+
+class ClassObjective(_message.Message):
+    __slots__ = ("task_class", "objective", "quality_target", "class_target", "achieved_share", "realised_quality", "usd_per_quality", "decisions")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
+    CLASS_TARGET_FIELD_NUMBER: _ClassVar[int]
+    ACHIEVED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    REALISED_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    USD_PER_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    objective: str
+    quality_target: float
+    class_target: bool
+    achieved_share: float
+    realised_quality: float
+    usd_per_quality: float
+    decisions: int
+    def __init__(self, task_class: _Optional[str] = ..., objective: _Optional[str] = ..., quality_target: _Optional[float] = ..., class_target: bool = ..., achieved_share: _Optional[float] = ..., realised_quality: _Optional[float] = ..., usd_per_quality: _Optional[float] = ..., decisions: _Optional[int] = ...) -> None: ...
 
 class GetArmStatsResponse(_message.Message):
-    __slots__ = ("arms",)
+    __slots__ = ("arms", "objectives")
     ARMS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[ArmStats]
-    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ...) -> None: ...
+    objectives: _containers.RepeatedCompositeFieldContainer[ClassObjective]
+    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ...) -> None: ...
 
 class GetBudgetsRequest(_message.Message):
     __slots__ = ("budget_key",)
