@@ -687,3 +687,74 @@ fn every_policy_reason_is_a_named_reason() {
         }
     }
 }
+
+/// The `min_cost` state moves with decisions, counts the decided model's realised quality (not a
+/// fallback's), is handed out in the change set and comes back on restore.
+#[test]
+fn objective_state_is_accounted_persisted_and_restored() {
+    use crate::policy::objective::Objective;
+    let mut config = Config::builtin().unwrap();
+    let class = config.task_classes.get_mut("qa").unwrap();
+    Arc::make_mut(class).objective = Objective::MinCost {
+        quality_target: 0.9,
+    };
+    let mut e = Engine::new(config.clone(), 1_000);
+    let mut rng = SmallRng::seed_from_u64(12);
+    for i in 0..20u64 {
+        let d = route(&mut e, "qa", &mut rng);
+        assert_eq!(d.quality_target, Some(0.9));
+        let other = e.config().task_classes["qa"]
+            .models
+            .iter()
+            .find(|m| **m != d.model)
+            .unwrap()
+            .clone();
+        // A fallback's score first: it must not count.
+        e.feedback(
+            &FeedbackInput {
+                decision_id: d.id.clone(),
+                model: other,
+                outcome: Some(Outcome::Success),
+                quality: Some(0.0),
+                ..Default::default()
+            },
+            2_100,
+        )
+        .unwrap();
+        let outcome = if i % 4 == 0 {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        };
+        e.feedback(
+            &FeedbackInput {
+                decision_id: d.id,
+                outcome: Some(outcome),
+                quality: outcome.is_success().then_some(1.0),
+                ..Default::default()
+            },
+            2_200,
+        )
+        .unwrap();
+    }
+    let stats = e.objective_stats("qa");
+    assert_eq!(stats.len(), 1);
+    let s = &stats[0];
+    assert!(s.class_target && s.decisions == 20);
+    // 5 failures (0) and 15 perfect scores of the decided models; the fallbacks' zeros ignored.
+    assert_eq!(s.realised_quality, Some(0.75));
+    assert!(s.usd_per_quality.is_some_and(|l| l > 0.0));
+    let changes = e.take_changes();
+    let objectives: BTreeMap<String, Targets> = changes.objectives.into_iter().collect();
+    assert!(objectives.contains_key("qa"));
+    let (restored, warnings) = Engine::restore(
+        config,
+        Restored {
+            objectives,
+            ..Default::default()
+        },
+        3_000,
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(restored.objective_stats("qa"), stats);
+}
