@@ -2,8 +2,9 @@
 //!
 //! Trees: `meta` (key `schema`: big-endian u32 [`SCHEMA_VERSION`]), `arms` (key
 //! `class\0model`), `pending` (key decision id), `breakers` (key model), `ledgers` (key budget
-//! key), `objectives` (key task class: its `min_cost` states by target), `events` (key big-endian Unix ms + big-endian sequence). Values are serde_json. The engine
-//! never sees sled: the server hands this module the engine's [`Changes`] after each call.
+//! key), `objectives` (key task class: its `min_cost` states by target), `events` (key
+//! big-endian Unix ms + big-endian sequence). Values are serde_json. The engine never sees sled:
+//! the server hands this module the engine's [`Changes`] after each call.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
