@@ -130,8 +130,8 @@ fn main() -> ExitCode {
             if let Some(l) = listen {
                 cfg.listen = l;
             }
-            if let Some(d) = data_dir {
-                cfg.data_dir = d;
+            if let Some(d) = &data_dir {
+                cfg.data_dir = d.clone();
             }
             tracing::info!(
                 files = ?config,
@@ -143,7 +143,12 @@ fn main() -> ExitCode {
                 durability = ?cfg.storage.durability,
                 "config loaded"
             );
-            match run_server(cfg, metrics_listen) {
+            let reload = switchyard::server::security::ReloadSource {
+                paths: config,
+                listen,
+                data_dir,
+            };
+            match run_server(cfg, metrics_listen, reload) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard: {e}");
@@ -244,6 +249,7 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
 fn run_server(
     cfg: Config,
     metrics_listen: Option<SocketAddr>,
+    reload: switchyard::server::security::ReloadSource,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = match cfg.storage.durability {
         switchyard::config::Durability::Memory => None,
@@ -266,7 +272,12 @@ fn run_server(
         if let Some(m) = &metrics {
             println!("metrics on http://{}/metrics", m.local_addr()?);
         }
-        let options = switchyard::server::ServeOptions { store, metrics };
+        let options = switchyard::server::ServeOptions {
+            store,
+            metrics,
+            reload,
+            reload_on_sighup: true,
+        };
         switchyard::server::serve_with(cfg, options, listener, shutdown_signal()).await?;
         Ok(())
     })

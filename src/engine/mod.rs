@@ -18,6 +18,7 @@ mod feedback;
 mod gate;
 mod pending;
 mod reason;
+mod reload;
 mod route;
 mod stats;
 #[cfg(test)]
@@ -41,6 +42,7 @@ pub use error::*;
 use gate::*;
 pub use pending::*;
 pub use reason::Reason;
+pub use reload::Reconfigured;
 use route::Chosen;
 pub use stats::*;
 use validate::*;
@@ -75,6 +77,9 @@ pub struct Engine {
     log_events: bool,
     /// Events not yet taken.
     events: Vec<Logged>,
+    /// Arms of models a reload removed from their class, by (task class, model): kept so that
+    /// re-adding the model brings its history back.
+    retired: BTreeMap<(String, String), Arm>,
 }
 
 /// What changed since the last [`Engine::take_changes`], copied out for the store: the arms of
@@ -172,6 +177,7 @@ impl Engine {
             pools: BTreeMap::new(),
             log_events: false,
             events: Vec::new(),
+            retired: BTreeMap::new(),
         }
     }
 

@@ -1,0 +1,99 @@
+//! Live reconfiguration: a validated new [`Config`] replaces the old one while learned state stays.
+//!
+//! Arms are matched by (task class, model): one that stays keeps its posterior; a model added to a
+//! class starts from its configured priors (so Thompson sampling explores it by itself: its wide
+//! prior wins draws until evidence says otherwise); a removed one is set aside with its history
+//! (re-adding it later brings that history back). A price change shifts the arm's cost evidence by
+//! the log of the price ratio, so the next decisions see the new price at once instead of after
+//! enough feedback. Breakers and ledgers of models and budgets that remain are kept; pending
+//! decisions stay and can still receive feedback.
+
+use super::*;
+
+/// What a reconfiguration changed, for the reply and the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconfigured {
+    /// (task class, model) arms that start from priors (or from history they had before removal).
+    pub added: Vec<(String, String)>,
+    /// (task class, model) arms no longer routed to (their history is kept).
+    pub removed: Vec<(String, String)>,
+    /// (task class, model) arms whose price-table cost changed.
+    pub repriced: Vec<(String, String)>,
+}
+
+impl Engine {
+    /// Swaps in `config` (already validated), keeping learned state as the module docs describe.
+    pub fn reconfigure(&mut self, config: Config, now_ms: u64) -> Reconfigured {
+        let mut next = Engine::new(config, now_ms);
+        let mut out = Reconfigured::default();
+        let mut old_arms: BTreeMap<(String, String), Arm> = BTreeMap::new();
+        for (class, state) in std::mem::take(&mut self.classes) {
+            let models = self
+                .config
+                .task_classes
+                .get(&class)
+                .map(|c| c.models.clone())
+                .unwrap_or_default();
+            for (model, arm) in models.into_iter().zip(state.arms) {
+                old_arms.insert((class.clone(), model), arm);
+            }
+        }
+        for (name, class) in &next.config.task_classes {
+            let Some(state) = next.classes.get_mut(name) else {
+                continue;
+            };
+            for (model, slot) in class.models.iter().zip(state.arms.iter_mut()) {
+                let key = (name.clone(), model.clone());
+                let kept = old_arms.remove(&key);
+                let arm = match kept {
+                    Some(arm) => arm,
+                    None => {
+                        out.added.push(key.clone());
+                        match self.retired.remove(&key) {
+                            Some(arm) => arm,
+                            None => continue, // starts from its priors, as `Engine::new` made it
+                        }
+                    }
+                };
+                *slot = arm;
+                let old_cost = typical_cost(&self.config, name, model);
+                let new_cost = typical_cost(&next.config, name, model);
+                if let (Some(old), Some(new)) = (old_cost, new_cost) {
+                    if old > 0.0 && new > 0.0 && old != new {
+                        let shift = (new / old).ln();
+                        slot.cost.prior_mu += shift;
+                        slot.cost.mean += shift;
+                        out.repriced.push(key);
+                    }
+                }
+            }
+        }
+        out.removed = old_arms.keys().cloned().collect();
+        self.retired.extend(old_arms);
+        for (model, breaker) in std::mem::take(&mut self.breakers) {
+            if let Some(slot) = next.breakers.get_mut(&model) {
+                *slot = breaker;
+            }
+        }
+        for (key, ledger) in std::mem::take(&mut self.ledgers) {
+            if let Some(slot) = next.ledgers.get_mut(&key) {
+                *slot = ledger;
+            }
+        }
+        self.config = next.config;
+        self.classes = next.classes;
+        self.breakers = next.breakers;
+        self.ledgers = next.ledgers;
+        // Pools are derived from the arms: refilled on first use.
+        self.pools.clear();
+        self.dirty_classes = self.classes.keys().cloned().collect();
+        out
+    }
+}
+
+/// The price-table cost of a class's typical request on `model`, as `config` prices it.
+fn typical_cost(config: &Config, class: &str, model: &str) -> Option<f64> {
+    let c = config.task_classes.get(class)?;
+    let m = config.models.get(model)?;
+    Some(m.cost_usd(c.typical_input_tokens, c.typical_output_tokens))
+}
