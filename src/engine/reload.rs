@@ -6,7 +6,8 @@
 //! (re-adding it later brings that history back). A price change shifts the arm's cost evidence by
 //! the log of the price ratio, so the next decisions see the new price at once instead of after
 //! enough feedback. Breakers and ledgers of models and budgets that remain are kept; pending
-//! decisions stay and can still receive feedback.
+//! decisions stay and can still receive feedback: one for a removed model settles its spend and is
+//! accepted ([`Engine::retired_feedback`]) but teaches nothing (the arm gets no more traffic).
 
 use super::*;
 
@@ -88,6 +89,55 @@ impl Engine {
         self.pools.clear();
         self.dirty_classes = self.classes.keys().cloned().collect();
         out
+    }
+}
+
+impl Engine {
+    /// Feedback for a decision made before a reload removed its model from the class: its spend
+    /// is settled and the outcome marked, so in-flight requests do not fail across a reload.
+    /// `None` when the decision's model was not removed (the normal path applies). Returns the
+    /// crossed budget thresholds.
+    pub fn retired_feedback(
+        &mut self,
+        input: &FeedbackInput,
+        now_ms: u64,
+    ) -> Option<Vec<BudgetAlert>> {
+        let pending = self
+            .pending
+            .by_id
+            .get(&input.decision_id)
+            .filter(|p| p.decision.expires_ms > now_ms)?;
+        let d = &pending.decision;
+        let model = if input.model.is_empty() {
+            d.model.clone()
+        } else {
+            input.model.clone()
+        };
+        if !self
+            .retired
+            .contains_key(&(d.task_class.clone(), model.clone()))
+        {
+            return None;
+        }
+        let (budget_key, new_outcome) = (d.budget_key.clone(), !pending.outcomes.contains(&model));
+        let mut alerts = Vec::new();
+        if let (Some(key), Some(outcome), true) = (budget_key, input.outcome, new_outcome) {
+            // The model's price may be gone with it: the reservation stands in for a missing cost.
+            let estimate = self
+                .ledgers
+                .get(&key)
+                .and_then(|l| l.reservation_usd(&input.decision_id))
+                .filter(|_| outcome != crate::policy::Outcome::RateLimited)
+                .unwrap_or(0.0);
+            alerts = self.settle_budget(&key, &input.decision_id, input.cost_usd, estimate, now_ms);
+        }
+        if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
+            if input.outcome.is_some() && new_outcome {
+                Arc::make_mut(p).outcomes.push(model);
+            }
+        }
+        self.pending.dirty.insert(input.decision_id.clone());
+        Some(alerts)
     }
 }
 

@@ -373,9 +373,24 @@ impl RouteService {
                 });
                 p.check_decision(tenant).map_err(convert::auth_status)?;
             }
-            engine.feedback(&input, now_ms()).map_err(status)
+            if let Some(alerts) = engine.retired_feedback(&input, now_ms()) {
+                return Ok(Err(alerts));
+            }
+            engine.feedback(&input, now_ms()).map(Ok).map_err(status)
         });
-        let result = result?;
+        let result = match result? {
+            Ok(r) => r,
+            Err(alerts) => {
+                // The model was removed by a reload since the decision: accepted, nothing learned.
+                self.shared.durable().await?;
+                self.shared.publish(&alerts);
+                return Ok(Response::new(proto::FeedbackResponse {
+                    accepted: true,
+                    duplicate: false,
+                    arm: None,
+                }));
+            }
+        };
         self.shared.durable().await?;
         self.shared.metrics.feedback(
             &result.arm.task_class,
