@@ -34,6 +34,10 @@ enum Command {
         /// Data directory, overriding the config's.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve plaintext on a non-loopback address (behind a TLS-terminating proxy or inside a
+        /// container network); the same as `server.allow_plaintext = true`.
+        #[arg(long)]
+        allow_plaintext: bool,
         /// Serve Prometheus metrics on this address at `GET /metrics` (port 0 picks a free port);
         /// off when absent.
         #[arg(long)]
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             metrics_listen,
+            allow_plaintext,
             log_format,
         } => {
             init_logging(log_format, "info");
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
             if let Some(d) = &data_dir {
                 cfg.data_dir = d.clone();
             }
+            cfg.security.allow_plaintext |= allow_plaintext;
             tracing::info!(
                 files = ?config,
                 models = cfg.models.len(),
@@ -147,6 +153,7 @@ fn main() -> ExitCode {
                 paths: config,
                 listen,
                 data_dir,
+                allow_plaintext,
             };
             match run_server(cfg, metrics_listen, reload) {
                 Ok(()) => ExitCode::SUCCESS,

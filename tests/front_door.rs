@@ -674,3 +674,59 @@ async fn shutdown_turns_health_not_serving_before_the_listener_closes() {
     assert!(c.route(route_req("qa", "")).await.is_ok());
     s.handle.await.unwrap().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The tools' --tls-ca and --api-key.
+
+#[tokio::test]
+async fn tools_send_the_api_key_and_verify_tls_with_the_given_ca() {
+    use switchyard::tools::client::ClientArgs;
+    let s = Served::start(auth_config(), "127.0.0.1:0", ReloadSource::default()).await;
+    let addr = s.addr.to_string();
+    let keyless = ClientArgs::default();
+    let err = switchyard::tools::stats::fetch_with(&addr, None, None, &keyless)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Bearer") || err.to_lowercase().contains("unauthenticated"),
+        "{err}"
+    );
+    let keyed = ClientArgs {
+        api_key: Some(TEAM_A.into()),
+        ..Default::default()
+    };
+    let snap = switchyard::tools::stats::fetch_with(&addr, None, None, &keyed)
+        .await
+        .unwrap();
+    assert!(snap.arms.iter().all(|a| a.task_class == "qa") && !snap.arms.is_empty());
+    s.stop().await;
+
+    let pki = pki();
+    let s = Served::start(
+        tls_config(pki.dir.path(), false),
+        "127.0.0.1:0",
+        ReloadSource::default(),
+    )
+    .await;
+    std::fs::write(pki.dir.path().join("client-ca.pem"), &pki.ca_pem).unwrap();
+    let args = switchyard::tools::health::HealthArgs {
+        addr: format!("localhost:{}", s.addr.port()),
+        service: String::new(),
+        timeout_secs: 5,
+        client: ClientArgs {
+            tls_ca: Some(pki.dir.path().join("client-ca.pem")),
+            api_key: None,
+        },
+    };
+    let mut status = None;
+    for _ in 0..250 {
+        if let Ok(Ok(st)) = switchyard::tools::health::check(&args).await {
+            status = Some(st);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, Some(ServingStatus::Serving));
+    s.stop().await;
+}

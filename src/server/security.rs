@@ -124,6 +124,8 @@ pub struct ReloadSource {
     pub paths: Vec<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// `--allow-plaintext`.
+    pub allow_plaintext: bool,
 }
 
 impl ReloadSource {
@@ -135,6 +137,7 @@ impl ReloadSource {
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }
+        config.security.allow_plaintext |= self.allow_plaintext;
         Ok(config)
     }
 }
