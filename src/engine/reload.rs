@@ -147,3 +147,58 @@ fn typical_cost(config: &Config, class: &str, model: &str) -> Option<f64> {
     let m = config.models.get(model)?;
     Some(m.cost_usd(c.typical_input_tokens, c.typical_output_tokens))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn config(models: &[(&str, f64)]) -> Config {
+        let mut text = String::new();
+        for (id, price) in models {
+            text.push_str(&format!(
+                "[models.{id}]\nprovider = \"p\"\ninput_usd_per_mtok = {price}\noutput_usd_per_mtok = {price}\nlatency_ms = 500\nlatency_p95_ms = 1000\nquality = 0.8\n"
+            ));
+        }
+        let ids: Vec<String> = models.iter().map(|(m, _)| format!("\"{m}\"")).collect();
+        text.push_str(&format!(
+            "[task_classes.qa]\nmodels = [{}]\n",
+            ids.join(", ")
+        ));
+        Config::from_toml_str(&text, "t").unwrap()
+    }
+
+    fn arm<'a>(e: &'a Engine, model: &str) -> Option<&'a Arm> {
+        e.class_arms("qa")
+            .into_iter()
+            .find(|(m, _)| *m == model)
+            .map(|(_, a)| a)
+    }
+
+    #[test]
+    fn reconfigure_keeps_learned_arms_starts_new_ones_at_priors_and_sets_removed_ones_aside() {
+        let mut e = Engine::new(config(&[("a", 1.0), ("b", 1.0)]), 0);
+        e.classes.get_mut("qa").unwrap().arms[0].pulls = 7;
+        e.classes.get_mut("qa").unwrap().arms[1].pulls = 3;
+        let out = e.reconfigure(config(&[("a", 1.0), ("c", 1.0)]), 10);
+        assert_eq!(out.added, [("qa".to_string(), "c".to_string())]);
+        assert_eq!(out.removed, [("qa".to_string(), "b".to_string())]);
+        assert_eq!(arm(&e, "a").unwrap().pulls, 7);
+        assert_eq!(arm(&e, "c").unwrap().pulls, 0);
+        assert!(arm(&e, "b").is_none());
+        // Re-adding the removed model brings its history back.
+        let out = e.reconfigure(config(&[("a", 1.0), ("b", 1.0), ("c", 1.0)]), 20);
+        assert_eq!(out.added, [("qa".to_string(), "b".to_string())]);
+        assert_eq!(arm(&e, "b").unwrap().pulls, 3);
+    }
+
+    #[test]
+    fn a_price_change_scales_the_expected_cost_at_once() {
+        let mut e = Engine::new(config(&[("a", 1.0)]), 0);
+        let before = arm(&e, "a").unwrap().cost.mean_exp();
+        let out = e.reconfigure(config(&[("a", 4.0)]), 10);
+        assert_eq!(out.repriced, [("qa".to_string(), "a".to_string())]);
+        let after = arm(&e, "a").unwrap().cost.mean_exp();
+        assert!((after / before - 4.0).abs() < 1e-9, "{before} -> {after}");
+    }
+}
