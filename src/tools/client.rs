@@ -1,9 +1,11 @@
-//! Client-side helpers shared by the operator tools (`switchyard stats`, `switchyard bench`).
+//! Client-side helpers shared by the operator tools (`stats`, `bench`, `health`): the address,
+//! `--tls-ca` and `--api-key`.
 
 use tonic::transport::Endpoint;
 
-/// Turns `host:port` or `http://host:port` into a gRPC endpoint; `https` is refused because the
-/// service speaks plaintext gRPC. The error is the reason the address is not one.
+/// Turns `host:port` or `http://host:port` into a gRPC endpoint; an `https://` address is refused
+/// (TLS is chosen by `--tls-ca`, see [`ClientArgs::endpoint`]). The error is the reason the address
+/// is not one.
 pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
     let trimmed = addr.trim();
     let url = if trimmed.starts_with("http://") {
