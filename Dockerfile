@@ -27,4 +27,6 @@ EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["switchyard", "health", "--addr", "127.0.0.1:50051"]
 ENTRYPOINT ["switchyard"]
-CMD ["serve", "--listen", "0.0.0.0:50051", "--data-dir", "/var/lib/switchyard"]
+# Plaintext on 0.0.0.0 is refused unless allowed: the default image expects TLS to end in front of
+# it (ingress, service mesh). To serve TLS itself, mount a config with server.tls and drop the flag.
+CMD ["serve", "--listen", "0.0.0.0:50051", "--data-dir", "/var/lib/switchyard", "--allow-plaintext"]

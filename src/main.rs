@@ -34,6 +34,10 @@ enum Command {
         /// Data directory, overriding the config's.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve plaintext on a non-loopback address (behind a TLS-terminating proxy or inside a
+        /// container network); the same as `server.allow_plaintext = true`.
+        #[arg(long)]
+        allow_plaintext: bool,
         /// Serve Prometheus metrics on this address at `GET /metrics` (port 0 picks a free port);
         /// off when absent.
         #[arg(long)]
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             metrics_listen,
+            allow_plaintext,
             log_format,
         } => {
             init_logging(log_format, "info");
@@ -130,9 +135,10 @@ fn main() -> ExitCode {
             if let Some(l) = listen {
                 cfg.listen = l;
             }
-            if let Some(d) = data_dir {
-                cfg.data_dir = d;
+            if let Some(d) = &data_dir {
+                cfg.data_dir = d.clone();
             }
+            cfg.security.allow_plaintext |= allow_plaintext;
             tracing::info!(
                 files = ?config,
                 models = cfg.models.len(),
@@ -143,7 +149,13 @@ fn main() -> ExitCode {
                 durability = ?cfg.storage.durability,
                 "config loaded"
             );
-            match run_server(cfg, metrics_listen) {
+            let reload = switchyard::server::security::ReloadSource {
+                paths: config,
+                listen,
+                data_dir,
+                allow_plaintext,
+            };
+            match run_server(cfg, metrics_listen, reload) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard: {e}");
@@ -244,6 +256,7 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
 fn run_server(
     cfg: Config,
     metrics_listen: Option<SocketAddr>,
+    reload: switchyard::server::security::ReloadSource,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = match cfg.storage.durability {
         switchyard::config::Durability::Memory => None,
@@ -266,7 +279,12 @@ fn run_server(
         if let Some(m) = &metrics {
             println!("metrics on http://{}/metrics", m.local_addr()?);
         }
-        let options = switchyard::server::ServeOptions { store, metrics };
+        let options = switchyard::server::ServeOptions {
+            store,
+            metrics,
+            reload,
+            reload_on_sighup: true,
+        };
         switchyard::server::serve_with(cfg, options, listener, shutdown_signal()).await?;
         Ok(())
     })

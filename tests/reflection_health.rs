@@ -75,7 +75,8 @@ async fn reflection_lists_and_describes_the_services() {
             "ReportHealth",
             "GetArmStats",
             "GetBudgets",
-            "ResetArms"
+            "ResetArms",
+            "Reload"
         ]
     );
     server.stop().await;

@@ -5,6 +5,10 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../default_config.toml");
 
 /// Default listen address: loopback only, so a fresh install is not reachable from the network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default drain time after SIGTERM: none. A single instance without a load balancer has nobody to
+/// tell; behind one, set `server.drain_secs` to its health-check interval times its unhealthy
+/// threshold (README, Drain) so it moves traffic before the listener closes.
+pub const DEFAULT_DRAIN_SECS: f64 = 0.0;
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "switchyard-data";
 /// Default evidence half-life: one day, slow enough to average out hourly noise, fast enough to follow

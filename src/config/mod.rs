@@ -91,6 +91,32 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Durability and event log bounds (`[storage]`).
     pub storage: StorageConfig,
+    /// `[server]` TLS, plaintext rule and drain time.
+    pub security: SecurityConfig,
+    /// `[auth]`: API keys and tenants; `None` = every RPC is open (loopback development).
+    pub auth: Option<crate::auth::AuthConfig>,
+}
+
+/// `[server]`'s transport security and shutdown settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityConfig {
+    /// `server.tls`; `None` = plaintext.
+    pub tls: Option<TlsConfig>,
+    /// `server.allow_plaintext`: serve plaintext on a non-loopback address (behind a TLS-terminating
+    /// proxy, say).
+    pub allow_plaintext: bool,
+    /// `server.drain_secs`: how long health reports NOT_SERVING while requests are still served
+    /// after SIGTERM, so load balancers move traffic away first.
+    pub drain_secs: f64,
+}
+
+/// `server.tls`: PEM files, read at start and on every reload (certificate rotation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA whose certificates clients must present (mutual TLS); `None` = no client certificates.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// What Route does when every candidate's breaker is open.
@@ -277,6 +303,44 @@ impl Config {
             cost_usd: model.cost_usd(class.typical_input_tokens, class.typical_output_tokens),
             cost_log_sd: DEFAULT_COST_LOG_SD,
             strength: self.policy.prior_strength,
+        }
+    }
+}
+
+impl Config {
+    /// Validates `[auth]` against the configured task classes.
+    fn check_auth(self) -> Result<Config, ConfigError> {
+        self.key_table()?;
+        Ok(self)
+    }
+
+    /// The key table of `[auth]`; `None` when there is no `[auth]` (every RPC open).
+    pub fn key_table(&self) -> Result<Option<crate::auth::KeyTable>, ConfigError> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let classes = self.task_classes.keys().cloned().collect();
+        crate::auth::KeyTable::from_config(auth, &classes)
+            .map(Some)
+            .map_err(|e| err(e.key, e.message))
+    }
+
+    /// The first setting that differs from `other` among those a reload cannot change (listen
+    /// address, data dir, storage, TLS files and the plaintext rule), as its key path.
+    pub fn restart_only_change(&self, other: &Config) -> Option<&'static str> {
+        if self.listen != other.listen {
+            Some("server.listen")
+        } else if self.data_dir != other.data_dir {
+            Some("server.data_dir")
+        } else if self.storage != other.storage {
+            Some("storage")
+        } else if self.security.tls != other.security.tls {
+            // tonic's TLS acceptor is built once at start.
+            Some("server.tls")
+        } else if self.security.allow_plaintext != other.security.allow_plaintext {
+            Some("server.allow_plaintext")
+        } else {
+            None
         }
     }
 }

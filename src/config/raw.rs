@@ -39,6 +39,8 @@ pub(super) struct RawConfig {
     alerts: RawAlerts,
     #[serde(default)]
     storage: RawStorage,
+    #[serde(default)]
+    auth: Option<crate::auth::AuthConfig>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -135,6 +137,18 @@ struct RawProbe {
 struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    tls: Option<RawTls>,
+    allow_plaintext: Option<bool>,
+    drain_secs: Option<f64>,
+}
+
+/// `server.tls = { cert, key, client_ca? }`: PEM file paths.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -257,6 +271,11 @@ impl RawConfig {
             .server
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let security = security(
+            self.server.tls,
+            self.server.allow_plaintext,
+            self.server.drain_secs,
+        )?;
 
         let policy = self.policy.validate()?;
         let limits = self.limits.validate()?;
@@ -340,8 +359,35 @@ impl RawConfig {
             budgets,
             alerts,
             storage,
+            security,
+            auth: self.auth,
         })
+        .and_then(Config::check_auth)
     }
+}
+
+/// `[server]`'s TLS, plaintext and drain settings.
+fn security(
+    tls: Option<RawTls>,
+    allow_plaintext: Option<bool>,
+    drain_secs: Option<f64>,
+) -> Result<SecurityConfig, ConfigError> {
+    let drain_secs = drain_secs.unwrap_or(DEFAULT_DRAIN_SECS);
+    if !(drain_secs.is_finite() && (0.0..=3600.0).contains(&drain_secs)) {
+        return Err(err(
+            "server.drain_secs",
+            format!("must be between 0 and 3600 seconds, got {drain_secs}"),
+        ));
+    }
+    Ok(SecurityConfig {
+        tls: tls.map(|t| TlsConfig {
+            cert: t.cert,
+            key: t.key,
+            client_ca: t.client_ca,
+        }),
+        allow_plaintext: allow_plaintext.unwrap_or(false),
+        drain_secs,
+    })
 }
 
 impl RawBudget {

@@ -18,6 +18,7 @@ mod feedback;
 mod gate;
 mod pending;
 mod reason;
+mod reload;
 mod route;
 mod stats;
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use error::*;
 use gate::*;
 pub use pending::*;
 pub use reason::Reason;
+pub use reload::Reconfigured;
 use route::Chosen;
 pub use stats::*;
 use validate::*;
@@ -79,6 +81,9 @@ pub struct Engine {
     log_events: bool,
     /// Events not yet taken.
     events: Vec<Logged>,
+    /// Arms of models a reload removed from their class, by (task class, model): kept so that
+    /// re-adding the model brings its history back.
+    retired: BTreeMap<(String, String), Arm>,
 }
 
 /// One class's objective states, by quality target in basis points.
@@ -189,6 +194,7 @@ impl Engine {
             objectives: BTreeMap::new(),
             log_events: false,
             events: Vec::new(),
+            retired: BTreeMap::new(),
         }
     }
 

@@ -2,6 +2,8 @@
 
 use tonic::{Code, Status};
 
+use super::security::ReloadError;
+use crate::auth::AuthError;
 use crate::breaker::BreakerState;
 use crate::budget::{BudgetState, OnCap, Period};
 use crate::engine::{
@@ -19,6 +21,23 @@ pub fn status(e: EngineError) -> Status {
         EngineError::FailedPrecondition(_) => Code::FailedPrecondition,
         EngineError::ResourceExhausted(_) => Code::ResourceExhausted,
         EngineError::Unavailable(_) => Code::Unavailable,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// Maps an auth refusal to its gRPC status.
+pub fn auth_status(e: AuthError) -> Status {
+    match e {
+        AuthError::Unauthenticated(m) => Status::unauthenticated(m),
+        AuthError::PermissionDenied(m) => Status::permission_denied(m),
+    }
+}
+
+/// Maps a refused reload to its gRPC status.
+pub fn reload_status(e: ReloadError) -> Status {
+    let code = match &e {
+        ReloadError::Invalid(_) => Code::InvalidArgument,
+        ReloadError::RestartNeeded(_) => Code::FailedPrecondition,
     };
     Status::new(code, e.to_string())
 }

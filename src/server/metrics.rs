@@ -30,6 +30,7 @@ pub enum Method {
     GetArmStats,
     GetBudgets,
     ResetArms,
+    Reload,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod metrics;
 pub mod persist;
 pub mod probes;
+pub mod security;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use crate::auth::Principal;
 use crate::config::{Config, Durability};
 use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
@@ -236,11 +238,28 @@ impl Shared {
 #[derive(Clone)]
 pub struct RouteService {
     shared: Arc<Shared>,
+    keys: Arc<security::Keys>,
+    reload: Arc<security::ReloadSource>,
 }
 
 impl RouteService {
+    /// A service without `[auth]` whose Reload re-reads the built-in default.
     pub fn new(shared: Arc<Shared>) -> Self {
-        RouteService { shared }
+        RouteService {
+            shared,
+            keys: Arc::default(),
+            reload: Arc::default(),
+        }
+    }
+
+    /// Checks the caller of `method`: `None` when no `[auth]` is configured.
+    fn caller(
+        &self,
+        method: Method,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<Principal>, Status> {
+        let path = format!("/{}/{method:?}", crate::auth::ROUTE_SERVICE);
+        self.keys.check(&path, metadata)
     }
 
     /// Runs one handler, then counts it and its handling time.
@@ -305,6 +324,13 @@ impl proto::route_server::Route for RouteService {
         self.timed(Method::ResetArms, self.reset_arms_impl(request))
             .await
     }
+
+    async fn reload(
+        &self,
+        request: Request<proto::ReloadRequest>,
+    ) -> Result<Response<proto::ReloadResponse>, Status> {
+        self.timed(Method::Reload, self.reload_impl(request)).await
+    }
 }
 
 impl RouteService {
@@ -312,7 +338,15 @@ impl RouteService {
         &self,
         request: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteResponse>, Status> {
-        let input = RouteInput::from(request.into_inner());
+        let caller = self.caller(Method::Route, request.metadata())?;
+        let mut input = RouteInput::from(request.into_inner());
+        if let Some(p) = &caller {
+            p.check_class(&input.task_class)
+                .map_err(convert::auth_status)?;
+            input.budget_key = p
+                .budget_key_for(&input.budget_key)
+                .map_err(convert::auth_status)?;
+        }
         let decision = self
             .shared
             .with_engine(|engine, rng| engine.route(&input, now_ms(), rng));
@@ -327,11 +361,36 @@ impl RouteService {
         &self,
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        let caller = self.caller(Method::Feedback, request.metadata())?;
         let input = FeedbackInput::try_from(request.into_inner())?;
-        let result = self
-            .shared
-            .with_engine(|engine, _| engine.feedback(&input, now_ms()));
-        let result = result.map_err(status)?;
+        let result = self.shared.with_engine(|engine, _| {
+            if let (Some(p), Some(pending)) = (&caller, engine.pending(&input.decision_id)) {
+                // A decision is its tenant's when it charged that tenant's budget (a tenant's keys
+                // charge only its budget key).
+                let tenant = p.tenant.as_ref().and_then(|t| {
+                    (pending.decision.budget_key.as_deref() == Some(t.budget_key.as_str()))
+                        .then_some(t.name.as_str())
+                });
+                p.check_decision(tenant).map_err(convert::auth_status)?;
+            }
+            if let Some(alerts) = engine.retired_feedback(&input, now_ms()) {
+                return Ok(Err(alerts));
+            }
+            engine.feedback(&input, now_ms()).map(Ok).map_err(status)
+        });
+        let result = match result? {
+            Ok(r) => r,
+            Err(alerts) => {
+                // The model was removed by a reload since the decision: accepted, nothing learned.
+                self.shared.durable().await?;
+                self.shared.publish(&alerts);
+                return Ok(Response::new(proto::FeedbackResponse {
+                    accepted: true,
+                    duplicate: false,
+                    arm: None,
+                }));
+            }
+        };
         self.shared.durable().await?;
         self.shared.metrics.feedback(
             &result.arm.task_class,
@@ -351,6 +410,7 @@ impl RouteService {
         &self,
         request: Request<proto::ReportHealthRequest>,
     ) -> Result<Response<proto::ReportHealthResponse>, Status> {
+        self.caller(Method::ReportHealth, request.metadata())?;
         let input = HealthInput::try_from(request.into_inner())?;
         let result = self
             .shared
@@ -373,16 +433,24 @@ impl RouteService {
         &self,
         request: Request<proto::GetArmStatsRequest>,
     ) -> Result<Response<proto::GetArmStatsResponse>, Status> {
+        let caller = self.caller(Method::GetArmStats, request.metadata())?;
         let r = request.into_inner();
+        if let (Some(p), false) = (&caller, r.task_class.is_empty()) {
+            p.check_class(&r.task_class).map_err(convert::auth_status)?;
+        }
         let filter = ArmFilter {
             task_class: r.task_class,
             model: r.model,
         };
-        let (arms, objectives) = {
+        let (mut arms, mut objectives) = {
             let shared = self.shared.lock();
             let arms = shared.engine.arm_stats(&filter, now_ms()).map_err(status)?;
             (arms, shared.engine.objective_stats(&filter.task_class))
         };
+        if let Some(p) = &caller {
+            arms.retain(|a| p.may_use_class(&a.task_class));
+            objectives.retain(|o| p.may_use_class(&o.task_class));
+        }
         Ok(Response::new(proto::GetArmStatsResponse {
             arms: arms.into_iter().map(Into::into).collect(),
             objectives: objectives.into_iter().map(Into::into).collect(),
@@ -393,13 +461,25 @@ impl RouteService {
         &self,
         request: Request<proto::GetBudgetsRequest>,
     ) -> Result<Response<proto::GetBudgetsResponse>, Status> {
+        let caller = self.caller(Method::GetBudgets, request.metadata())?;
         let key = request.into_inner().budget_key;
-        let budgets = self
+        if let (Some(p), false) = (&caller, key.is_empty()) {
+            if !p.may_see_budget(&key) {
+                return Err(Status::permission_denied(format!(
+                    "key `{}` may only see its tenant's budget; omit budget_key to list it",
+                    p.key_name
+                )));
+            }
+        }
+        let mut budgets = self
             .shared
             .lock()
             .engine
             .budgets(&key, now_ms())
             .map_err(status)?;
+        if let Some(p) = &caller {
+            budgets.retain(|b| p.may_see_budget(&b.budget_key));
+        }
         Ok(Response::new(proto::GetBudgetsResponse {
             budgets: budgets.into_iter().map(Into::into).collect(),
         }))
@@ -409,6 +489,7 @@ impl RouteService {
         &self,
         request: Request<proto::ResetArmsRequest>,
     ) -> Result<Response<proto::ResetArmsResponse>, Status> {
+        self.caller(Method::ResetArms, request.metadata())?;
         let r = request.into_inner();
         let model = (!r.model.is_empty()).then_some(r.model.as_str());
         let n = self
@@ -419,6 +500,34 @@ impl RouteService {
         info!(task_class = %r.task_class, model = ?model, reset = n, "arms reset");
         Ok(Response::new(proto::ResetArmsResponse {
             reset: u32::try_from(n).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+impl RouteService {
+    async fn reload_impl(
+        &self,
+        request: Request<proto::ReloadRequest>,
+    ) -> Result<Response<proto::ReloadResponse>, Status> {
+        self.caller(Method::Reload, request.metadata())?;
+        let (shared, keys, source) = (
+            Arc::clone(&self.shared),
+            Arc::clone(&self.keys),
+            Arc::clone(&self.reload),
+        );
+        // Reading files blocks: off the async workers.
+        let result =
+            tokio::task::spawn_blocking(move || security::reload_logged(&shared, &keys, &source))
+                .await
+                .map_err(|e| Status::internal(format!("reload task failed: {e}")))?;
+        let (changed, keys) = result.map_err(convert::reload_status)?;
+        let names =
+            |v: Vec<(String, String)>| v.into_iter().map(|(c, m)| format!("{c}/{m}")).collect();
+        Ok(Response::new(proto::ReloadResponse {
+            added: names(changed.added),
+            removed: names(changed.removed),
+            repriced: names(changed.repriced),
+            keys: u32::try_from(keys).unwrap_or(u32::MAX),
         }))
     }
 }
@@ -437,6 +546,10 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Security(#[from] security::SecurityError),
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -476,6 +589,10 @@ pub struct ServeOptions {
     pub store: Option<Arc<Store>>,
     /// A bound listener for the Prometheus endpoint (`GET /metrics`); `None` = no endpoint.
     pub metrics: Option<TcpListener>,
+    /// Where Reload (and SIGHUP) read the config.
+    pub reload: security::ReloadSource,
+    /// Reload on SIGHUP (the binary; tests in one process leave signals alone).
+    pub reload_on_sighup: bool,
 }
 
 /// Serves the Prometheus endpoint until the task is aborted.
@@ -511,7 +628,11 @@ pub async fn serve_with(
     let ServeOptions {
         store,
         metrics: metrics_listener,
+        reload,
+        reload_on_sighup,
     } = options;
+    let mut builder = server_builder(&config, &listener, metrics_listener.as_ref())?;
+    let keys = security::Keys::new(config.key_table()?);
     let probes = config.health_probes.clone();
     // The alert task ends by itself once the last handler (and so the last sender) is gone.
     let (alert_sender, _alert_task) = alerts::spawn(config.alerts.clone());
@@ -559,18 +680,39 @@ pub async fn serve_with(
         })
     };
 
+    let reload = Arc::new(reload);
+    let sighup = reload_on_sighup.then(|| spawn_sighup(&shared, &keys, &reload));
     let probe_tasks = probes::spawn(&shared, probes.into_values().collect());
     let metrics_task = metrics_listener.map(|l| spawn_metrics(Arc::clone(&shared), l));
 
     let addr = listener.local_addr().ok();
     info!(?addr, "switchyard serving");
-    let result = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(RouteServer::new(RouteService::new(Arc::clone(&shared))))
+    use tonic::service::interceptor::InterceptedService as Gated;
+    let route = RouteService {
+        shared: Arc::clone(&shared),
+        keys: Arc::clone(&keys),
+        reload,
+    };
+    let shutdown = drain(shutdown, Arc::clone(&shared), health_reporter);
+    let result = builder
+        .add_service(Gated::new(
+            health_service,
+            security::interceptor(Arc::clone(&keys), crate::auth::HEALTH_SERVICE),
+        ))
+        .add_service(Gated::new(
+            reflection_v1,
+            security::interceptor(Arc::clone(&keys), crate::auth::REFLECTION_SERVICES[0]),
+        ))
+        .add_service(Gated::new(
+            reflection_v1alpha,
+            security::interceptor(Arc::clone(&keys), crate::auth::REFLECTION_SERVICES[1]),
+        ))
+        .add_service(RouteServer::new(route))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
+    if let Some(t) = sighup {
+        t.abort();
+    }
     sweeper.abort();
     for t in probe_tasks {
         t.abort();
@@ -596,4 +738,75 @@ pub async fn serve_with(
     }
     info!("switchyard stopped");
     result.map_err(Into::into)
+}
+
+/// The tonic server builder with TLS when configured; refuses plaintext on non-loopback addresses
+/// (the metrics endpoint has no TLS, so it follows the plaintext rule alone).
+fn server_builder(
+    config: &Config,
+    listener: &TcpListener,
+    metrics: Option<&TcpListener>,
+) -> Result<tonic::transport::Server, ServeError> {
+    let sec = &config.security;
+    if let Ok(addr) = listener.local_addr() {
+        security::check_plaintext("gRPC", addr, sec.tls.is_some(), sec)?;
+    }
+    if let Some(addr) = metrics.and_then(|m| m.local_addr().ok()) {
+        security::check_plaintext("metrics", addr, false, sec)?;
+    }
+    let builder = tonic::transport::Server::builder();
+    Ok(match &sec.tls {
+        Some(tls) => builder.tls_config(security::tls_config(tls)?)?,
+        None => builder,
+    })
+}
+
+/// Resolves after `shutdown` and the drain: health turns NOT_SERVING at once, requests are still
+/// served for `server.drain_secs` (so load balancers move traffic away), then the listener closes.
+async fn drain(
+    shutdown: impl Future<Output = ()> + Send,
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+) {
+    shutdown.await;
+    health.set_not_serving::<RouteServer<RouteService>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let secs = shared.lock().engine.config().security.drain_secs;
+    info!(drain_secs = secs, "health NOT_SERVING; draining");
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+}
+
+/// Reloads the config on every SIGHUP until aborted.
+fn spawn_sighup(
+    shared: &Arc<Shared>,
+    keys: &Arc<security::Keys>,
+    source: &Arc<security::ReloadSource>,
+) -> tokio::task::JoinHandle<()> {
+    let (shared, keys, source) = (Arc::clone(shared), Arc::clone(keys), Arc::clone(source));
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hup = match signal(SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGHUP; reload only by RPC");
+                    return;
+                }
+            };
+            while hup.recv().await.is_some() {
+                let (shared, keys, source) =
+                    (Arc::clone(&shared), Arc::clone(&keys), Arc::clone(&source));
+                // Errors are logged inside; a bad file changes nothing.
+                let _ = tokio::task::spawn_blocking(move || {
+                    security::reload_logged(&shared, &keys, &source)
+                })
+                .await;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (shared, keys, source);
+    })
 }

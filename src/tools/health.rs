@@ -34,6 +34,8 @@ pub struct HealthArgs {
     /// Deadline for the whole check in seconds.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout_secs: u64,
+    #[command(flatten)]
+    pub client: crate::tools::client::ClientArgs,
 }
 
 /// What a check returned: the status, or the gRPC error.
@@ -69,7 +71,10 @@ pub fn verdict(addr: &str, service: &str, result: &CheckResult) -> (String, bool
 
 /// Runs one check; the error is why there was no answer (bad address, no connection, deadline).
 pub async fn check(args: &HealthArgs) -> Result<CheckResult, String> {
-    let endpoint = crate::tools::client::endpoint(&args.addr)
+    let bearer = args.client.bearer()?;
+    let endpoint = args
+        .client
+        .endpoint(&args.addr)
         .map_err(|e| format!("--addr {:?}: {e}", args.addr))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(args.timeout_secs.max(1)));
@@ -78,9 +83,12 @@ pub async fn check(args: &HealthArgs) -> Result<CheckResult, String> {
         .await
         .map_err(|e| format!("{}: cannot connect: {e}", args.addr))?;
     let answer = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: args.service.clone(),
-        })
+        .check(crate::tools::client::request(
+            HealthCheckRequest {
+                service: args.service.clone(),
+            },
+            bearer.as_ref(),
+        ))
         .await;
     Ok(answer
         .map(|r| ServingStatus::try_from(r.into_inner().status).unwrap_or(ServingStatus::Unknown)))

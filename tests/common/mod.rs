@@ -45,6 +45,7 @@ impl TestServer {
         let options = server::ServeOptions {
             store: None,
             metrics: Some(metrics),
+            ..Default::default()
         };
         let handle = tokio::spawn(server::serve_with(config, options, listener, async {
             let _ = rx.await;

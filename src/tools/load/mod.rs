@@ -105,6 +105,8 @@ pub struct BenchArgs {
     /// Server address: HOST:PORT or http://HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: String,
+    #[command(flatten)]
+    pub client: crate::tools::client::ClientArgs,
     /// Workloads to run in turn (repeat, or a comma list): floor, route, pair.
     #[arg(
         long = "workload",
@@ -209,6 +211,8 @@ struct Plan {
     duration: Duration,
     warmup: Duration,
     endpoint: Endpoint,
+    /// The `authorization` value every request carries, if a key was given.
+    bearer: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 fn phase(flag: &'static str, secs: f64, allow_zero: bool) -> Result<Duration, LoadError> {
@@ -303,7 +307,10 @@ impl BenchArgs {
                 }
             }
         };
-        let endpoint = crate::tools::client::endpoint(&self.addr)
+        let bearer = self.client.bearer().map_err(|e| invalid("--api-key", e))?;
+        let endpoint = self
+            .client
+            .endpoint(&self.addr)
             .map_err(|e| invalid("--addr", format!("{:?} is not an address: {e}", self.addr)))?
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -313,6 +320,7 @@ impl BenchArgs {
             duration,
             warmup,
             endpoint,
+            bearer,
         })
     }
 }
@@ -330,7 +338,11 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-async fn connect(args: &BenchArgs, endpoint: &Endpoint) -> Result<Vec<Target>, LoadError> {
+async fn connect(
+    args: &BenchArgs,
+    endpoint: &Endpoint,
+    bearer: &Option<tonic::metadata::AsciiMetadataValue>,
+) -> Result<Vec<Target>, LoadError> {
     let mut targets = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         // Each connect() opens its own HTTP/2 connection.
@@ -338,7 +350,7 @@ async fn connect(args: &BenchArgs, endpoint: &Endpoint) -> Result<Vec<Target>, L
             addr: args.addr.clone(),
             message: chain(&e),
         })?;
-        targets.push(Target::new(channel));
+        targets.push(Target::new(channel, bearer.clone()));
     }
     Ok(targets)
 }
@@ -350,7 +362,7 @@ async fn preflight(args: &BenchArgs, target: &mut Target) -> Result<(), LoadErro
         task_class: args.task_class.clone(),
         model: String::new(),
     };
-    match target.route.get_arm_stats(request).await {
+    match target.route.get_arm_stats(target.request(request)).await {
         Ok(_) => Ok(()),
         Err(status) if status.code() == tonic::Code::NotFound => Err(LoadError::UnknownTaskClass {
             task_class: args.task_class.clone(),
@@ -557,7 +569,7 @@ async fn open_loop(
 /// are not errors of the run: they are counted per gRPC code in the report.
 pub async fn run(args: &BenchArgs) -> Result<BenchReport, LoadError> {
     let plan = args.plan()?;
-    let mut targets = connect(args, &plan.endpoint).await?;
+    let mut targets = connect(args, &plan.endpoint, &plan.bearer).await?;
     if args.workloads.iter().any(|w| w.uses_task_class()) {
         if let Some(first) = targets.first_mut() {
             preflight(args, first).await?;

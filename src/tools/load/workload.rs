@@ -33,14 +33,22 @@ pub const FALLBACK_LATENCY_MS: f64 = 800.0;
 pub(crate) struct Target {
     pub route: RouteClient<Channel>,
     pub health: HealthClient<Channel>,
+    /// The `authorization` value (`--api-key`), if any.
+    pub bearer: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl Target {
-    pub fn new(channel: Channel) -> Target {
+    pub fn new(channel: Channel, bearer: Option<tonic::metadata::AsciiMetadataValue>) -> Target {
         Target {
             route: RouteClient::new(channel.clone()),
             health: HealthClient::new(channel),
+            bearer,
         }
+    }
+
+    /// `msg` as a request with this target's key.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        crate::tools::client::request(msg, self.bearer.as_ref())
     }
 }
 
@@ -74,11 +82,12 @@ pub(crate) async fn issue(
 ) -> Result<Done, Failure> {
     match spec.workload {
         Workload::Floor => {
+            let request = target.request(HealthCheckRequest {
+                service: String::new(),
+            });
             target
                 .health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
+                .check(request)
                 .await
                 .map_err(|status| Failure {
                     rpc: "Health/Check",
@@ -98,9 +107,10 @@ pub(crate) async fn issue(
             let (decision, input_tokens) = route(spec, target, rng).await?;
             let feedback = feedback_for(&decision, input_tokens, spec.error_rate, rng);
             let error_outcome = feedback.outcome == Outcome::Error as i32;
+            let request = target.request(feedback);
             target
                 .route
-                .feedback(feedback)
+                .feedback(request)
                 .await
                 .map_err(|status| Failure {
                     rpc: "Feedback",
@@ -117,13 +127,14 @@ async fn route(
     rng: &mut SmallRng,
 ) -> Result<(RouteResponse, i64), Failure> {
     let input_tokens = rng.random_range(INPUT_TOKENS);
+    let request = target.request(RouteRequest {
+        task_class: spec.task_class.clone(),
+        input_tokens,
+        ..Default::default()
+    });
     let response = target
         .route
-        .route(RouteRequest {
-            task_class: spec.task_class.clone(),
-            input_tokens,
-            ..Default::default()
-        })
+        .route(request)
         .await
         .map_err(|status| Failure {
             rpc: "Route",

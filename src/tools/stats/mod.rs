@@ -21,6 +21,7 @@ pub use render::{beta_interval_95, render, render_objectives, usd};
 
 use crate::proto;
 use crate::proto::route_client::RouteClient;
+use crate::tools::client::{request, ClientArgs};
 
 /// Where `stats` looks when no `--addr` is given: the built-in default config's `server.listen`
 /// (a unit test keeps the two equal).
@@ -52,6 +53,8 @@ pub struct StatsArgs {
     /// Table width in columns; default: the terminal's width, or 120 when stdout is not a terminal.
     #[arg(long)]
     pub width: Option<u16>,
+    #[command(flatten)]
+    pub client: crate::tools::client::ClientArgs,
 }
 
 /// Why `stats` could not show anything; each message is one line naming the address, class or key.
@@ -112,10 +115,17 @@ impl View {
 
 /// The endpoint of `addr` (see [`crate::tools::client::endpoint`]) with the tool's timeouts.
 pub fn endpoint(addr: &str) -> Result<Endpoint, StatsError> {
-    let ep = crate::tools::client::endpoint(addr).map_err(|reason| StatsError::InvalidAddr {
-        addr: addr.to_string(),
-        reason,
-    })?;
+    endpoint_with(addr, &ClientArgs::default())
+}
+
+/// [`endpoint`] with `--tls-ca`.
+fn endpoint_with(addr: &str, client: &ClientArgs) -> Result<Endpoint, StatsError> {
+    let ep = client
+        .endpoint(addr)
+        .map_err(|reason| StatsError::InvalidAddr {
+            addr: addr.to_string(),
+            reason,
+        })?;
     Ok(ep.connect_timeout(CONNECT_TIMEOUT).timeout(RPC_TIMEOUT))
 }
 
@@ -126,7 +136,21 @@ pub async fn fetch(
     task_class: Option<&str>,
     budget_key: Option<&str>,
 ) -> Result<Snapshot, StatsError> {
-    let ep = endpoint(addr)?;
+    fetch_with(addr, task_class, budget_key, &ClientArgs::default()).await
+}
+
+/// [`fetch`] with `--tls-ca` and `--api-key`.
+pub async fn fetch_with(
+    addr: &str,
+    task_class: Option<&str>,
+    budget_key: Option<&str>,
+    client: &ClientArgs,
+) -> Result<Snapshot, StatsError> {
+    let bearer = client.bearer().map_err(|reason| StatsError::InvalidAddr {
+        addr: addr.to_string(),
+        reason,
+    })?;
+    let ep = endpoint_with(addr, client)?;
     let shown = ep.uri().to_string();
     let shown = shown.trim_end_matches('/').to_string();
     let channel = ep.connect().await.map_err(|e| StatsError::Unreachable {
@@ -137,10 +161,13 @@ pub async fn fetch(
 
     let class = task_class.unwrap_or_default();
     let stats = client
-        .get_arm_stats(proto::GetArmStatsRequest {
-            task_class: class.to_string(),
-            model: String::new(),
-        })
+        .get_arm_stats(request(
+            proto::GetArmStatsRequest {
+                task_class: class.to_string(),
+                model: String::new(),
+            },
+            bearer.as_ref(),
+        ))
         .await
         .map_err(|s| match s.code() {
             Code::NotFound if !class.is_empty() => StatsError::UnknownTaskClass {
@@ -155,9 +182,12 @@ pub async fn fetch(
 
     let key = budget_key.unwrap_or_default();
     let budgets = client
-        .get_budgets(proto::GetBudgetsRequest {
-            budget_key: key.to_string(),
-        })
+        .get_budgets(request(
+            proto::GetBudgetsRequest {
+                budget_key: key.to_string(),
+            },
+            bearer.as_ref(),
+        ))
         .await
         .map_err(|s| match s.code() {
             Code::NotFound if !key.is_empty() => StatsError::UnknownBudgetKey {
@@ -223,10 +253,11 @@ pub fn run(args: StatsArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let fetched = runtime.block_on(fetch(
+    let fetched = runtime.block_on(fetch_with(
         &args.addr,
         args.task_class.as_deref(),
         args.budget_key.as_deref(),
+        &args.client,
     ));
     let snapshot = match fetched {
         Ok(s) => s,

@@ -364,3 +364,19 @@ class ResetArmsResponse(_message.Message):
     RESET_FIELD_NUMBER: _ClassVar[int]
     reset: int
     def __init__(self, reset: _Optional[int] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("added", "removed", "repriced", "keys")
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REPRICED_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    added: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    repriced: _containers.RepeatedScalarFieldContainer[str]
+    keys: int
+    def __init__(self, added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., repriced: _Optional[_Iterable[str]] = ..., keys: _Optional[int] = ...) -> None: ...

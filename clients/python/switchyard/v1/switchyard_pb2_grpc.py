@@ -65,6 +65,11 @@ class RouteStub(object):
                 request_serializer=switchyard_dot_v1_dot_switchyard__pb2.ResetArmsRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.ResetArmsResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/switchyard.v1.Route/Reload',
+                request_serializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class RouteServicer(object):
@@ -113,6 +118,15 @@ class RouteServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Admin: re-reads the config files the service was started with and swaps them in, keeping
+        learned state. A file that does not validate changes nothing (INVALID_ARGUMENT); a change to a
+        setting that needs a restart (listen address, data dir, storage) is refused (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +159,11 @@ def add_RouteServicer_to_server(servicer, server):
                     servicer.ResetArms,
                     request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.ResetArmsRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_switchyard__pb2.ResetArmsResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +329,33 @@ class Route(object):
             '/switchyard.v1.Route/ResetArms',
             switchyard_dot_v1_dot_switchyard__pb2.ResetArmsRequest.SerializeToString,
             switchyard_dot_v1_dot_switchyard__pb2.ResetArmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Route/Reload',
+            switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.SerializeToString,
+            switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,
