@@ -171,6 +171,23 @@ pub struct Limits {
     pub pending_ttl_secs: f64,
     pub max_pending: usize,
     pub max_fallbacks: usize,
+    /// Largest accepted `cost_usd` of one Feedback (INVALID_ARGUMENT beyond it).
+    pub max_cost_usd_per_call: f64,
+    /// How long a budgeted decision that expired or was evicted still accepts a late Feedback
+    /// that charges its spend.
+    pub tombstone_ttl_secs: f64,
+    /// Most tombstones kept per budget (oldest dropped first).
+    pub max_tombstones: usize,
+}
+
+impl Limits {
+    /// The tombstone bounds in the ledger's terms.
+    pub fn tombstones(&self) -> crate::budget::TombstoneLimits {
+        crate::budget::TombstoneLimits {
+            ttl_ms: (self.tombstone_ttl_secs * 1000.0) as u64,
+            max: self.max_tombstones,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

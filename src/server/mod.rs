@@ -339,10 +339,16 @@ impl RouteService {
             result.duplicate,
             &result.counted,
         );
+        if let Some(key) = &result.budget_key {
+            self.shared
+                .metrics
+                .budget_settled(key, result.overrun_usd, result.late);
+        }
         self.shared.publish(&result.alerts);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
             duplicate: result.duplicate,
+            late: result.late,
             arm: Some(result.arm.into()),
         }))
     }
