@@ -7,6 +7,20 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../default_config.toml");
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "switchyard-data";
+/// Default time a connection may stay silent (no byte read or written) before it is closed: two
+/// minutes outlasts any client's pause between calls on a channel it means to use (gRPC clients
+/// reconnect transparently), and frees a slot held by a socket that never speaks.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 120.0;
+/// Default HTTP/2 keepalive: a ping every 30 s, and a connection whose peer does not answer within
+/// 10 s is closed (a vanished client stops holding a slot).
+pub const DEFAULT_KEEPALIVE_INTERVAL_SECS: f64 = 30.0;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: f64 = 10.0;
+/// Default bound on open client connections: half the usual 1,024 open-file limit, so the server
+/// keeps descriptors for its data dir, metrics and alerts. Further clients wait in the listen
+/// backlog until a connection closes (or idles out).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default bound on requests handled at once across all connections (more wait their turn).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default evidence half-life: one day, slow enough to average out hourly noise, fast enough to follow
 /// a provider whose quality or latency drifts over days.
 pub const DEFAULT_HALF_LIFE_SECS: f64 = 86_400.0;

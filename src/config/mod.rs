@@ -75,6 +75,8 @@ impl Default for StorageConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Connection and request limits (`[server]`).
+    pub connections: ConnectionLimits,
     pub policy: PolicyConfig,
     pub limits: Limits,
     pub models: BTreeMap<String, ModelConfig>,
@@ -164,6 +166,16 @@ pub enum ConstraintMode {
     Penalty,
     /// Exclude the arm unless every arm breaks a constraint (then the least-bad wins).
     Exclude,
+}
+
+/// How many connections and requests the server takes, and when it closes a silent connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionLimits {
+    pub idle_timeout_secs: f64,
+    pub keepalive_interval_secs: f64,
+    pub keepalive_timeout_secs: f64,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -135,6 +135,11 @@ struct RawProbe {
 struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    idle_timeout_secs: Option<f64>,
+    keepalive_interval_secs: Option<f64>,
+    keepalive_timeout_secs: Option<f64>,
+    max_connections: Option<i64>,
+    max_in_flight: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -268,6 +273,46 @@ impl RawConfig {
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
 
+        let connections = ConnectionLimits {
+            idle_timeout_secs: finite_min(
+                "server.idle_timeout_secs",
+                self.server
+                    .idle_timeout_secs
+                    .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+                0.0,
+                false,
+            )?,
+            keepalive_interval_secs: finite_min(
+                "server.keepalive_interval_secs",
+                self.server
+                    .keepalive_interval_secs
+                    .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL_SECS),
+                0.0,
+                false,
+            )?,
+            keepalive_timeout_secs: finite_min(
+                "server.keepalive_timeout_secs",
+                self.server
+                    .keepalive_timeout_secs
+                    .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT_SECS),
+                0.0,
+                false,
+            )?,
+            max_connections: positive_int(
+                "server.max_connections",
+                self.server
+                    .max_connections
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS as i64),
+                1,
+            )? as usize,
+            max_in_flight: positive_int(
+                "server.max_in_flight",
+                self.server
+                    .max_in_flight
+                    .unwrap_or(DEFAULT_MAX_IN_FLIGHT as i64),
+                1,
+            )? as usize,
+        };
         let policy = self.policy.validate()?;
         let limits = self.limits.validate()?;
 
@@ -295,7 +340,10 @@ impl RawConfig {
                     "a budget key must be 1-128 characters of letters, digits and -_.:/@",
                 ));
             }
-            budgets.insert(key.clone(), b.validate(&path, key, limits.pending_ttl_secs)?);
+            budgets.insert(
+                key.clone(),
+                b.validate(&path, key, limits.pending_ttl_secs)?,
+            );
         }
         let alerts = self.alerts.validate()?;
         let storage = self.storage.validate()?;
@@ -340,6 +388,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             data_dir,
+            connections,
             policy,
             limits,
             models,

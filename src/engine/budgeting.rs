@@ -78,7 +78,10 @@ impl Engine {
             .or_else(|| ledger.reservation_usd(decision_id))
             .unwrap_or(estimate_usd);
         let settlement = ledger.settle(budget, decision_id, actual, now_ms);
-        (alerts_of(key, budget, ledger, settlement.crossed, now_ms), settlement.overrun_usd)
+        (
+            alerts_of(key, budget, ledger, settlement.crossed, now_ms),
+            settlement.overrun_usd,
+        )
     }
 
     /// Charges a late Feedback of a decision that expired or was evicted with a live reservation:
@@ -89,11 +92,10 @@ impl Engine {
         input: &FeedbackInput,
         now_ms: u64,
     ) -> Result<Option<FeedbackResult>, EngineError> {
-        let Some((key, t)) = self
-            .ledgers
-            .iter()
-            .find_map(|(k, l)| l.tombstone(&input.decision_id).map(|t| (k.clone(), t.clone())))
-        else {
+        let Some((key, t)) = self.ledgers.iter().find_map(|(k, l)| {
+            l.tombstone(&input.decision_id)
+                .map(|t| (k.clone(), t.clone()))
+        }) else {
             return Ok(None);
         };
         let Some(outcome) = input.outcome else {
@@ -137,15 +139,22 @@ impl Engine {
                 )
             })
             .transpose()?;
-        let input_tokens = input.input_tokens.map(|v| tokens("input_tokens", v)).transpose()?.flatten();
-        let output_tokens = input.output_tokens.map(|v| tokens("output_tokens", v)).transpose()?.flatten();
+        let input_tokens = input
+            .input_tokens
+            .map(|v| tokens("input_tokens", v))
+            .transpose()?
+            .flatten();
+        let output_tokens = input
+            .output_tokens
+            .map(|v| tokens("output_tokens", v))
+            .transpose()?
+            .flatten();
         let actual = if outcome == Outcome::RateLimited {
             Some(0.0) // refused before any tokens were billed
         } else {
             cost.or_else(|| {
-                (input_tokens.is_some() || output_tokens.is_some()).then(|| {
-                    model.cost_usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0))
-                })
+                (input_tokens.is_some() || output_tokens.is_some())
+                    .then(|| model.cost_usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0)))
             })
         };
         let (Some(budget), Some(ledger)) =
@@ -175,7 +184,6 @@ impl Engine {
             budget_key: Some(key),
         }))
     }
-
 
     /// The state of every budget, or of one key (NotFound if it is not configured).
     pub fn budgets(&self, key: &str, now_ms: u64) -> Result<Vec<BudgetSummary>, EngineError> {

@@ -143,10 +143,7 @@ impl Engine {
             .latency_ms
             .map(|v| latency("latency_ms", v))
             .transpose()?;
-        input
-            .ttft_ms
-            .map(|v| latency("ttft_ms", v))
-            .transpose()?;
+        input.ttft_ms.map(|v| latency("ttft_ms", v)).transpose()?;
         let input_tokens = input
             .input_tokens
             .map(|v| tokens("input_tokens", v))
@@ -306,7 +303,12 @@ impl Engine {
     }
 
     /// Budget hook: the first outcome of each model settles its spend.
-    fn settle(&mut self, input: &FeedbackInput, r: &Report, now_ms: u64) -> (Vec<BudgetAlert>, f64) {
+    fn settle(
+        &mut self,
+        input: &FeedbackInput,
+        r: &Report,
+        now_ms: u64,
+    ) -> (Vec<BudgetAlert>, f64) {
         match (&r.budget_key, input.outcome) {
             (Some(key), Some(outcome)) if r.outcome_new => {
                 let estimate = if outcome == Outcome::RateLimited {

@@ -34,8 +34,8 @@ use crate::policy::pool::DrawPool;
 use crate::policy::{Arm, Scoring, Weights};
 
 use crate::record::{DecisionRecord, Event};
-use crate::validation::echo;
 pub use crate::time::format_ms;
+use crate::validation::echo;
 pub use api::*;
 pub use budgeting::*;
 pub use error::*;

@@ -804,7 +804,9 @@ fn late_feedback_after_expiry_is_charged_to_the_budget() {
             Err(EngineError::InvalidArgument { .. })
         ));
     }
-    let r = e.feedback(&done(&d, Some(0.02)), MARCH_1 + HOUR + 2).unwrap();
+    let r = e
+        .feedback(&done(&d, Some(0.02)), MARCH_1 + HOUR + 2)
+        .unwrap();
     assert!(r.late);
     assert!((summary(&e, "team", MARCH_1 + HOUR).spent_usd - 0.02).abs() < 1e-12);
     // Once: the tombstone is consumed.
@@ -845,7 +847,11 @@ fn eviction_releases_the_reservation_and_late_feedback_is_charged() {
         .collect();
     assert_eq!(e.pending_len(), 2);
     let ledger = e.ledger("team").unwrap();
-    assert_eq!(ledger.reservation_count(), 2, "the evicted one was released");
+    assert_eq!(
+        ledger.reservation_count(),
+        2,
+        "the evicted one was released"
+    );
     assert_eq!(ledger.tombstone_count(), 1);
     let r = e.feedback(&done(&ds[0], Some(0.05)), MARCH_1 + 10).unwrap();
     assert!(r.late);
@@ -867,7 +873,10 @@ fn reservations_of_a_closed_period_settle_into_it() {
     e.feedback(&done(&d, Some(reserved)), t2).unwrap();
     let s = summary(&e, "team", t2);
     assert_eq!(s.spent_usd, 0.0);
-    assert!((s.previous_period_spent_usd - reserved).abs() < 1e-12, "{s:?}");
+    assert!(
+        (s.previous_period_spent_usd - reserved).abs() < 1e-12,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -906,8 +915,14 @@ fn honest_costs_never_take_spend_past_the_limit_across_rollovers() {
             settled += 1;
         }
         let l = e.ledger("team").unwrap();
-        assert!(l.spent_usd() + l.reserved_usd() <= 0.5 + 1e-9, "step {step}");
-        assert!(l.history().iter().all(|p| p.spent_usd <= 0.5 + 1e-9), "step {step}");
+        assert!(
+            l.spent_usd() + l.reserved_usd() <= 0.5 + 1e-9,
+            "step {step}"
+        );
+        assert!(
+            l.history().iter().all(|p| p.spent_usd <= 0.5 + 1e-9),
+            "step {step}"
+        );
     }
     assert!(e.ledger("team").unwrap().history().len() >= 2);
     assert!(settled > 1000 && refused > 100, "{settled} {refused}");

@@ -29,7 +29,12 @@ pub(super) fn bounded(field: &str, v: f64, max: f64, what: &str) -> Result<f64, 
 
 /// A latency in `[0, MAX_LATENCY_MS]`.
 pub(super) fn latency(field: &str, v: f64) -> Result<f64, EngineError> {
-    bounded(field, v, MAX_LATENCY_MS, "one day; a slower call is a TIMEOUT")
+    bounded(
+        field,
+        v,
+        MAX_LATENCY_MS,
+        "one day; a slower call is a TIMEOUT",
+    )
 }
 
 /// A token count in `[0, MAX_TOKENS]`: 0 means "not given".

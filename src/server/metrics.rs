@@ -404,7 +404,9 @@ impl Metrics {
             self.late_feedback.get_or_create(&labels).inc();
         }
         if overrun_usd > 0.0 {
-            self.budget_overrun.get_or_create(&labels).inc_by(overrun_usd);
+            self.budget_overrun
+                .get_or_create(&labels)
+                .inc_by(overrun_usd);
             self.budget_overruns.get_or_create(&labels).inc();
             tracing::warn!(
                 budget_key = key,

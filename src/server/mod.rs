@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod convert;
+pub mod limits;
 pub mod metrics;
 pub mod persist;
 pub mod probes;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -454,17 +454,6 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 
 /// Accepted connections with TCP_NODELAY set: small unary RPCs must not wait out Nagle's algorithm
 /// against the peer's delayed ACK (~40 ms per exchange).
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
-}
-
 /// Serves `switchyard.v1.Route`, health and reflection on `listener` until `shutdown` resolves, then
 /// drains in-flight requests and returns.
 pub async fn serve(
@@ -519,6 +508,7 @@ pub async fn serve_with(
         metrics: metrics_listener,
     } = options;
     let probes = config.health_probes.clone();
+    let conn = config.connections;
     // The alert task ends by itself once the last handler (and so the last sender) is gone.
     let (alert_sender, _alert_task) = alerts::spawn(config.alerts.clone());
     let shared = match &store {
@@ -570,12 +560,24 @@ pub async fn serve_with(
 
     let addr = listener.local_addr().ok();
     info!(?addr, "switchyard serving");
+    let secs = Duration::from_secs_f64;
     let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(secs(conn.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(secs(conn.keepalive_timeout_secs)))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            conn.max_in_flight,
+        ))
+        .layer(tower::util::MapResponseLayer::new(
+            limits::oversize_is_resource_exhausted,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RouteServer::new(RouteService::new(Arc::clone(&shared))))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            limits::incoming(listener, conn.max_connections, secs(conn.idle_timeout_secs)),
+            shutdown,
+        )
         .await;
     sweeper.abort();
     for t in probe_tasks {
