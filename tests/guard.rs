@@ -241,7 +241,6 @@ async fn late_feedback_after_expiry_and_after_eviction_is_charged() {
     assert!(r.accepted && r.late, "{r:?}");
     let (s, _, _) = spent(&mut c).await;
     assert!((s - 0.75).abs() < 1e-9, "{s}");
-    // A model the decision never offered is refused.
     server.stop().await;
 }
 
