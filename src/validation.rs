@@ -22,3 +22,26 @@ impl FieldError {
         }
     }
 }
+
+/// How many characters of a caller's input an error message or log line echoes.
+pub const MAX_ECHO_CHARS: usize = 200;
+
+/// A caller's string as an error message or log line echoes it: quoted and escaped like `{:?}`,
+/// cut to [`MAX_ECHO_CHARS`] characters with the full length noted, so that a huge input cannot
+/// make a huge grpc-message (which clients refuse as oversized metadata) or flood the log.
+pub fn echo(s: &str) -> String {
+    match s.char_indices().nth(MAX_ECHO_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes in all)", &s[..cut], s.len()),
+    }
+}
+
+/// A caller's number as an error message echoes it: `{}` of a large f64 prints every digit
+/// (1e300 is 301 characters), so it goes through [`echo`]'s cut without the quotes.
+pub fn echo_number(v: f64) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(MAX_ECHO_CHARS) {
+        None => s,
+        Some(_) => format!("{v:e}"),
+    }
+}

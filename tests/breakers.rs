@@ -115,8 +115,14 @@ async fn failing_model_is_cut_off_then_probed_back() {
     assert!(stats.arms[0].breaker_until_unix_ms > 0);
     assert!(stats.arms[0].recent_failure_rate > 0.0);
 
-    // After the cooldown the next requests are probes to alpha; they succeed and close it.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // After the cooldown the next requests are probes to alpha; they succeed and close it. Wait
+    // (polling the clock) until the breaker's reported cooldown end has passed.
+    let until = stats.arms[0].breaker_until_unix_ms;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (switchyard::time::now_ms() as i64) <= until {
+        assert!(std::time::Instant::now() < deadline, "cooldown never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for _ in 0..2 {
         let d = c.route(route_req()).await.unwrap().into_inner();
         assert_eq!(

@@ -302,12 +302,36 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
     );
     let svc = Service::start(&cfg, &data);
     let mut c = svc.client().await;
+    let mut last = String::new();
     for _ in 0..300 {
-        route(&mut c).await;
+        last = route(&mut c).await;
+    }
+    // The TTL is one second: poll until the newest decision is gone (Feedback NOT_FOUND), and
+    // with it every older one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c
+            .feedback(FeedbackRequest {
+                decision_id: last.clone(),
+                outcome: Outcome::Success as i32,
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Err(e) if e.code() == tonic::Code::NotFound => break,
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => {
+                // Accepted while still live; its outcome is counted, the decision stays until
+                // the TTL passes.
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "decisions never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(c);
-    // The sweeper runs every second; the TTL is one second.
-    tokio::time::sleep(Duration::from_millis(2600)).await;
     svc.terminate().await;
     let out = state_show(&data);
     assert!(

@@ -32,9 +32,11 @@ pub use period::*;
 use crate::time::format_secs;
 
 /// Default time a reservation may stay unsettled before [`Ledger::expire`]
-/// drops it: 10 minutes is well beyond the longest streamed LLM response, so
-/// only reservations whose settle was lost (crash, dropped connection) expire.
-pub const DEFAULT_RESERVATION_TTL_SECS: f64 = 600.0;
+/// drops it: an hour, the default time a decision accepts feedback
+/// (`limits.pending_ttl_secs`), which the configuration never lets it undercut:
+/// a reservation dropped while its decision is live lets other requests fill
+/// the headroom, and the late settlement then overruns the limit.
+pub const DEFAULT_RESERVATION_TTL_SECS: f64 = 3600.0;
 
 /// Default alert thresholds, as fractions of the limit: half, most, all.
 pub const DEFAULT_ALERT_THRESHOLDS: [f64; 3] = [0.5, 0.8, 1.0];
@@ -130,6 +132,42 @@ pub enum BudgetState {
 struct Reservation {
     amount_usd: f64,
     created_ms: u64,
+    /// Start of the period the reservation was made in (`None` in records written before
+    /// reservations outlived a rollover: the current period). A reservation of a closed period
+    /// settles into that period and no longer takes headroom of the current one.
+    #[serde(default)]
+    period_start_ms: Option<u64>,
+}
+
+/// What is left of a budgeted decision that expired or was evicted with its reservation still
+/// live: enough to charge a late Feedback to the right period and model. Kept for
+/// [`TombstoneLimits::ttl_ms`] and at most [`TombstoneLimits::max`] per ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub task_class: String,
+    /// The chosen model first, then the listed fallbacks: the models a Feedback may name.
+    pub models: Vec<String>,
+    /// The reservation it held, charged when the late Feedback carries no cost.
+    pub reserved_usd: f64,
+    /// Start of the period the reservation was made in.
+    pub period_start_ms: u64,
+    /// When the decision was buried.
+    pub buried_ms: u64,
+}
+
+/// How long and how many [`Tombstone`]s a ledger keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TombstoneLimits {
+    pub ttl_ms: u64,
+    pub max: usize,
+}
+
+/// What a late settlement charged, by [`Ledger::settle_late`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateSettlement {
+    /// The tombstone it consumed (its models were checked by the caller).
+    pub tombstone: Tombstone,
+    pub settlement: Settlement,
 }
 
 /// Spend ledger of one budget key for the current period.
@@ -150,6 +188,9 @@ pub struct Ledger {
     previous_period_spent_usd: f64,
     /// Last closed periods, oldest first, at most [`HISTORY_LEN`].
     history: Vec<ClosedPeriod>,
+    /// Expired or evicted decisions whose reservation was live, by decision id.
+    #[serde(default)]
+    tombstones: BTreeMap<String, Tombstone>,
 }
 
 fn valid_amount(x: f64) -> bool {
@@ -168,15 +209,17 @@ impl Ledger {
             alerted: Vec::new(),
             previous_period_spent_usd: 0.0,
             history: Vec::new(),
+            tombstones: BTreeMap::new(),
         }
     }
 
     /// Starts the period containing `now_ms` if the current one has ended,
     /// returning the closed period.
     ///
-    /// The new period starts with nothing spent, no reservations (a request
-    /// settled later is charged to the period it settles in) and no fired
-    /// alerts. The closed period goes into [`Ledger::history`]; its spend
+    /// The new period starts with nothing spent and no fired alerts. Live
+    /// reservations stay, pinned to the closed period: they no longer take
+    /// headroom of the new one, and their settlement is charged to the period
+    /// they were made in (its [`Ledger::history`] entry). The closed period goes into [`Ledger::history`]; its spend
     /// becomes [`Ledger::previous_period_spent_usd`] if it immediately
     /// precedes the new period (0 if whole periods passed without activity).
     /// A change of `cfg.period` or `cfg.time_zone` takes effect at the next
@@ -204,7 +247,9 @@ impl Ledger {
         self.period_start_ms = start;
         self.period_end_ms = end;
         self.spent_usd = 0.0;
-        self.reservations.clear();
+        for r in self.reservations.values_mut() {
+            r.period_start_ms.get_or_insert(closed.start_ms);
+        }
         self.alerted.clear();
         Some(closed)
     }
@@ -232,6 +277,7 @@ impl Ledger {
         let new = Reservation {
             amount_usd,
             created_ms: now_ms,
+            period_start_ms: Some(self.period_start_ms),
         };
         // Insert tentatively so the check uses exactly the sum the
         // accessors will report afterwards.
@@ -278,12 +324,24 @@ impl Ledger {
         self.roll(cfg, now_ms);
         let limit = cfg.limit_usd;
         let over_before = (self.spent_usd + self.reserved_usd() - limit).max(0.0);
-        let reserved = self.reservations.remove(id).map(|r| r.amount_usd);
+        let reservation = self.reservations.remove(id);
+        let reserved = reservation.map(|r| r.amount_usd);
         let recorded = if valid_amount(actual_usd) {
             actual_usd
         } else {
             reserved.unwrap_or(0.0)
         };
+        if let Some(start) = reservation
+            .and_then(|r| r.period_start_ms)
+            .filter(|&s| s != self.period_start_ms)
+        {
+            let over = self.charge_closed(start, recorded, limit);
+            return Settlement {
+                crossed: Vec::new(),
+                overrun_usd: over,
+                recorded_usd: recorded,
+            };
+        }
         self.spent_usd += recorded;
         let over_after = (self.spent_usd + self.reserved_usd() - limit).max(0.0);
         let overrun_usd = (over_after - over_before).max(0.0);
@@ -354,11 +412,117 @@ impl Ledger {
         self.spent_usd
     }
 
-    /// Sum of live reservations, USD.
+    /// Sum of live reservations made in the current period, USD.
     pub fn reserved_usd(&self) -> f64 {
         self.reservations
             .values()
+            .filter(|r| r.period_start_ms.is_none_or(|s| s == self.period_start_ms))
             .fold(0.0, |acc, r| acc + r.amount_usd)
+    }
+
+    /// Adds `usd` to the spend of the closed period that started at `start_ms` (kept in
+    /// [`Ledger::history`]); returns how far it pushed that period past `limit` (the overrun).
+    fn charge_closed(&mut self, start_ms: u64, usd: f64, limit: f64) -> f64 {
+        let Some(p) = self.history.iter_mut().find(|p| p.start_ms == start_ms) else {
+            return 0.0; // older than the history: nothing left to charge
+        };
+        let before = (p.spent_usd - limit).max(0.0);
+        p.spent_usd += usd;
+        let over = (p.spent_usd - limit).max(0.0) - before;
+        if p.end_ms == self.period_start_ms {
+            self.previous_period_spent_usd = p.spent_usd;
+        }
+        over.max(0.0)
+    }
+
+    /// Turns reservation `id` into a [`Tombstone`] (its decision expired or was evicted before
+    /// its Feedback): the headroom is released now, and a late Feedback still charges the spend
+    /// by [`Ledger::settle_late`]. Without a live reservation nothing is kept. Drops tombstones
+    /// past `limits`, oldest first.
+    pub fn bury(
+        &mut self,
+        cfg: &BudgetConfig,
+        id: &str,
+        task_class: &str,
+        models: Vec<String>,
+        limits: TombstoneLimits,
+        now_ms: u64,
+    ) {
+        self.roll(cfg, now_ms);
+        if let Some(r) = self.reservations.remove(id) {
+            self.tombstones.insert(
+                id.to_string(),
+                Tombstone {
+                    task_class: task_class.to_string(),
+                    models,
+                    reserved_usd: r.amount_usd,
+                    period_start_ms: r.period_start_ms.unwrap_or(self.period_start_ms),
+                    buried_ms: now_ms,
+                },
+            );
+        }
+        self.trim_tombstones(limits, now_ms);
+    }
+
+    /// Drops tombstones older than `limits.ttl_ms`, then the oldest beyond `limits.max`.
+    pub fn trim_tombstones(&mut self, limits: TombstoneLimits, now_ms: u64) {
+        self.tombstones
+            .retain(|_, t| now_ms.saturating_sub(t.buried_ms) <= limits.ttl_ms);
+        if self.tombstones.len() > limits.max {
+            let mut by_age: Vec<(u64, String)> = self
+                .tombstones
+                .iter()
+                .map(|(id, t)| (t.buried_ms, id.clone()))
+                .collect();
+            by_age.sort();
+            let excess = self.tombstones.len() - limits.max;
+            for (_, id) in by_age.into_iter().take(excess) {
+                self.tombstones.remove(&id);
+            }
+        }
+    }
+
+    /// The tombstone of decision `id`, if kept.
+    pub fn tombstone(&self, id: &str) -> Option<&Tombstone> {
+        self.tombstones.get(id)
+    }
+
+    /// Number of tombstones kept.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// Charges a late Feedback of buried decision `id`: `actual_usd` (the reserved amount when
+    /// invalid) goes to the period the reservation was made in, and the tombstone is consumed.
+    /// `None` when no tombstone is kept for `id`.
+    pub fn settle_late(
+        &mut self,
+        cfg: &BudgetConfig,
+        id: &str,
+        actual_usd: Option<f64>,
+        now_ms: u64,
+    ) -> Option<LateSettlement> {
+        self.roll(cfg, now_ms);
+        let tombstone = self.tombstones.remove(id)?;
+        let recorded = actual_usd
+            .filter(|&a| valid_amount(a))
+            .unwrap_or(tombstone.reserved_usd);
+        let settlement = if tombstone.period_start_ms == self.period_start_ms {
+            // Its headroom was released at burial, so what it pushes past the limit counts as
+            // overrun; alerts fire as for any settlement.
+            self.settle(cfg, id, recorded, now_ms)
+        } else {
+            let over = self.charge_closed(tombstone.period_start_ms, recorded, cfg.limit_usd);
+            Settlement {
+                crossed: Vec::new(),
+                overrun_usd: over,
+                recorded_usd: recorded,
+            }
+        };
+        Some(LateSettlement {
+            tombstone,
+            settlement,
+        })
     }
 
     /// Amount reserved under `id`, if live.

@@ -25,7 +25,7 @@ fn exhausted(r: Result<(), ReserveError>) -> Exhausted {
 fn defaults_validate_and_bad_values_are_named() {
     let c = cfg(10.0);
     assert_eq!(c.validate(), Ok(()));
-    assert_eq!(c.reservation_ttl_secs, 600.0);
+    assert_eq!(c.reservation_ttl_secs, DEFAULT_RESERVATION_TTL_SECS);
     assert_eq!(c.pacing_max_multiplier, 8.0);
     assert_eq!(c.pacing_min_multiplier, 1.0);
     assert_eq!(c.pacing_gain, 2.0);
@@ -193,7 +193,8 @@ fn release_drops_without_spend() {
 
 #[test]
 fn expiry_by_ttl() {
-    let c = cfg(10.0);
+    let mut c = cfg(10.0);
+    c.reservation_ttl_secs = 600.0;
     let mut l = Ledger::new(&c, T0);
     l.try_reserve(&c, "a", 1.0, T0).unwrap();
     l.try_reserve(&c, "b", 2.0, T0 + 300_000).unwrap();
@@ -267,12 +268,19 @@ fn new_york_monthly_bounds_and_rollover() {
     assert_eq!(l.period_start_ms(), end);
     // 2026-05-01T00:00-04:00
     assert_eq!(l.period_end_ms(), end + 30 * DAY);
+    // The old reservation stays live, pinned to the closed period: no headroom of the new one.
     assert_eq!((l.spent_usd(), l.reserved_usd()), (0.0, 0.0));
-    assert_eq!(l.reservation_count(), 0);
+    assert_eq!(l.reservation_count(), 1);
     assert_eq!(l.previous_period_spent_usd(), 30.0);
     assert_eq!(l.history(), &[closed]);
-    // The old reservation's late settle lands in the new period.
+    // Its late settle lands in the period it was made in (April), not the new one.
     l.settle(&c, "b", 4.0, end + 1);
+    assert_eq!(l.spent_usd(), 0.0);
+    assert_eq!(l.reservation_count(), 0);
+    assert_eq!(l.previous_period_spent_usd(), 34.0);
+    assert_eq!(l.history()[0].spent_usd, 34.0);
+    // An unreserved settle lands in the current period.
+    l.settle(&c, "c", 4.0, end + 2);
     assert_eq!(l.spent_usd(), 4.0);
     // Skipping a whole month: previous period (May) had nothing.
     let june = end + 30 * DAY + 31 * DAY + 1;
@@ -461,6 +469,9 @@ fn random_operations_keep_invariants() {
     let mut l = Ledger::new(&c, now);
     // Independent model of the ledger.
     let mut model: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    // Reservations of closed periods: live until settled, released or expired, but they take no
+    // headroom of the current period and settle into their own.
+    let mut pinned: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     let mut spent = 0.0f64;
     let mut overrun = 0.0f64;
     let (mut admitted, mut refused, mut rolls, mut overruns) = (0, 0, 0, 0);
@@ -471,7 +482,7 @@ fn random_operations_keep_invariants() {
             _ => 0,
         };
         if now >= l.period_end_ms() {
-            model.clear();
+            pinned.append(&mut model);
             spent = 0.0;
             overrun = 0.0;
             rolls += 1;
@@ -491,6 +502,7 @@ fn random_operations_keep_invariants() {
                     assert!(matches!(r, Err(ReserveError::InvalidAmount { .. })));
                 } else if spent + others + amount <= c.limit_usd {
                     assert_eq!(r, Ok(()), "step {step}");
+                    pinned.remove(&id);
                     model.insert(id, (amount, now));
                     admitted += 1;
                 } else {
@@ -507,27 +519,44 @@ fn random_operations_keep_invariants() {
                     Some(r) => rng.usd((r.0 * 1536.0) as u64),
                     None => rng.usd(1024),
                 };
+                let reserved_before: f64 = model.values().map(|r| r.0).sum();
+                let over_before = (spent + reserved_before - c.limit_usd).max(0.0);
                 let s = l.settle(&c, &id, actual, now);
-                model.remove(&id);
-                spent += actual;
                 assert_eq!(s.recorded_usd, actual);
-                assert!(s.overrun_usd >= 0.0);
-                overrun += s.overrun_usd;
+                if pinned.remove(&id).is_some() {
+                    // Charged to the closed period it was reserved in, not this one.
+                    assert!(s.crossed.is_empty(), "step {step}");
+                } else {
+                    model.remove(&id);
+                    spent += actual;
+                    let reserved_after: f64 = model.values().map(|r| r.0).sum();
+                    let over_after = (spent + reserved_after - c.limit_usd).max(0.0);
+                    let expected = (over_after - over_before).max(0.0);
+                    assert!(
+                        (s.overrun_usd - expected).abs() < 1e-9,
+                        "step {step}: overrun {} != {expected}",
+                        s.overrun_usd
+                    );
+                    overrun += s.overrun_usd;
+                }
                 overruns += usize::from(s.overrun_usd > 0.0);
             }
             7 => {
-                assert_eq!(l.release(&c, &id, now), model.remove(&id).is_some());
+                let live = model.remove(&id).is_some() | pinned.remove(&id).is_some();
+                assert_eq!(l.release(&c, &id, now), live);
             }
             _ => {
-                let before = model.len();
+                let before = model.len() + pinned.len();
                 model.retain(|_, r| now - r.1 <= ttl_ms);
-                assert_eq!(l.expire(&c, now), before - model.len(), "step {step}");
+                pinned.retain(|_, r| now - r.1 <= ttl_ms);
+                let after = model.len() + pinned.len();
+                assert_eq!(l.expire(&c, now), before - after, "step {step}");
             }
         }
         let reserved: f64 = model.values().map(|r| r.0).sum();
         assert_eq!(l.spent_usd(), spent, "step {step}");
         assert_eq!(l.reserved_usd(), reserved, "step {step}");
-        assert_eq!(l.reservation_count(), model.len());
+        assert_eq!(l.reservation_count(), model.len() + pinned.len());
         assert!(
             l.spent_usd() + l.reserved_usd() <= c.limit_usd + overrun,
             "step {step}: {} + {} > {} + {overrun}",

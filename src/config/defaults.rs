@@ -11,6 +11,20 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DRAIN_SECS: f64 = 0.0;
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "switchyard-data";
+/// Default time a connection may stay silent (no byte read or written) before it is closed: two
+/// minutes outlasts any client's pause between calls on a channel it means to use (gRPC clients
+/// reconnect transparently), and frees a slot held by a socket that never speaks.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 120.0;
+/// Default HTTP/2 keepalive: a ping every 30 s, and a connection whose peer does not answer within
+/// 10 s is closed (a vanished client stops holding a slot).
+pub const DEFAULT_KEEPALIVE_INTERVAL_SECS: f64 = 30.0;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: f64 = 10.0;
+/// Default bound on open client connections: half the usual 1,024 open-file limit, so the server
+/// keeps descriptors for its data dir, metrics and alerts. Further clients wait in the listen
+/// backlog until a connection closes (or idles out).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default bound on requests handled at once across all connections (more wait their turn).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default evidence half-life: one day, slow enough to average out hourly noise, fast enough to follow
 /// a provider whose quality or latency drifts over days.
 pub const DEFAULT_HALF_LIFE_SECS: f64 = 86_400.0;
@@ -40,6 +54,24 @@ pub const DEFAULT_PENDING_TTL_SECS: f64 = 3600.0;
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
 /// Default number of fallbacks returned with a decision.
 pub const DEFAULT_MAX_FALLBACKS: usize = 3;
+/// Default ceiling on one call's reported cost: far above any real LLM call (10^6 output tokens of
+/// the dearest model is ~$100), low enough that every sum and mean of costs stays representable.
+pub const DEFAULT_MAX_COST_USD_PER_CALL: f64 = 1000.0;
+/// Default time a budgeted decision's tombstone keeps accepting a late Feedback after the decision
+/// expired or was evicted: a day covers batch graders and retried webhooks.
+pub const DEFAULT_TOMBSTONE_TTL_SECS: f64 = 86_400.0;
+/// Default bound on tombstones per budget (~150 bytes each: ~15 MB at most).
+pub const DEFAULT_MAX_TOMBSTONES: usize = 100_000;
+/// Longest accepted latency (ms): one day. A call slower than that is a timeout, and the bound keeps
+/// every latency sum and mean finite.
+pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
+/// Largest accepted token count (10^8, a hundred times the largest context windows): keeps token
+/// times price finite for any configured price.
+pub const MAX_TOKENS: i64 = 100_000_000;
+/// Largest accepted request weight: weights are relative, and the bound keeps utilities finite.
+pub const MAX_WEIGHT: f64 = 1e6;
+/// Largest accepted Route `max_cost_usd` (a cap above this is no cap).
+pub const MAX_COST_CAP_USD: f64 = 1e9;
 /// Default prior success rate of a model without one in config.
 pub const DEFAULT_SUCCESS_RATE: f64 = 0.99;
 /// Default spread of ln(cost) around the price-table cost (output lengths vary by ~35%).

@@ -76,6 +76,8 @@ impl Default for StorageConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Connection and request limits (`[server]`).
+    pub connections: ConnectionLimits,
     pub policy: PolicyConfig,
     pub limits: Limits,
     pub models: BTreeMap<String, ModelConfig>,
@@ -197,11 +199,38 @@ pub enum ConstraintMode {
     Exclude,
 }
 
+/// How many connections and requests the server takes, and when it closes a silent connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionLimits {
+    pub idle_timeout_secs: f64,
+    pub keepalive_interval_secs: f64,
+    pub keepalive_timeout_secs: f64,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub pending_ttl_secs: f64,
     pub max_pending: usize,
     pub max_fallbacks: usize,
+    /// Largest accepted `cost_usd` of one Feedback (INVALID_ARGUMENT beyond it).
+    pub max_cost_usd_per_call: f64,
+    /// How long a budgeted decision that expired or was evicted still accepts a late Feedback
+    /// that charges its spend.
+    pub tombstone_ttl_secs: f64,
+    /// Most tombstones kept per budget (oldest dropped first).
+    pub max_tombstones: usize,
+}
+
+impl Limits {
+    /// The tombstone bounds in the ledger's terms.
+    pub fn tombstones(&self) -> crate::budget::TombstoneLimits {
+        crate::budget::TombstoneLimits {
+            ttl_ms: (self.tombstone_ttl_secs * 1000.0) as u64,
+            max: self.max_tombstones,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -140,6 +140,11 @@ struct RawServer {
     tls: Option<RawTls>,
     allow_plaintext: Option<bool>,
     drain_secs: Option<f64>,
+    idle_timeout_secs: Option<f64>,
+    keepalive_interval_secs: Option<f64>,
+    keepalive_timeout_secs: Option<f64>,
+    max_connections: Option<i64>,
+    max_in_flight: Option<i64>,
 }
 
 /// `server.tls = { cert, key, client_ca? }`: PEM file paths.
@@ -173,6 +178,9 @@ struct RawLimits {
     pending_ttl_secs: Option<f64>,
     max_pending: Option<i64>,
     max_fallbacks: Option<i64>,
+    max_cost_usd_per_call: Option<f64>,
+    tombstone_ttl_secs: Option<f64>,
+    max_tombstones: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +240,19 @@ fn finite_min(key: &str, v: f64, min: f64, inclusive: bool) -> Result<f64, Confi
     }
 }
 
+/// `limits.max_cost_usd_per_call`: > 0 and small enough that a sum of 10^9 such costs is finite.
+fn bounded_cost_ceiling(v: f64) -> Result<f64, ConfigError> {
+    const KEY: &str = "limits.max_cost_usd_per_call";
+    let v = finite_min(KEY, v, 0.0, false)?;
+    if v > MAX_COST_CAP_USD {
+        return Err(err(
+            KEY,
+            format!("must be at most {MAX_COST_CAP_USD:e}, got {v:e}"),
+        ));
+    }
+    Ok(v)
+}
+
 fn unit_interval(key: &str, v: f64) -> Result<f64, ConfigError> {
     if v.is_finite() && (0.0..=1.0).contains(&v) {
         Ok(v)
@@ -277,6 +298,46 @@ impl RawConfig {
             self.server.drain_secs,
         )?;
 
+        let connections = ConnectionLimits {
+            idle_timeout_secs: finite_min(
+                "server.idle_timeout_secs",
+                self.server
+                    .idle_timeout_secs
+                    .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+                0.0,
+                false,
+            )?,
+            keepalive_interval_secs: finite_min(
+                "server.keepalive_interval_secs",
+                self.server
+                    .keepalive_interval_secs
+                    .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL_SECS),
+                0.0,
+                false,
+            )?,
+            keepalive_timeout_secs: finite_min(
+                "server.keepalive_timeout_secs",
+                self.server
+                    .keepalive_timeout_secs
+                    .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT_SECS),
+                0.0,
+                false,
+            )?,
+            max_connections: positive_int(
+                "server.max_connections",
+                self.server
+                    .max_connections
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS as i64),
+                1,
+            )? as usize,
+            max_in_flight: positive_int(
+                "server.max_in_flight",
+                self.server
+                    .max_in_flight
+                    .unwrap_or(DEFAULT_MAX_IN_FLIGHT as i64),
+                1,
+            )? as usize,
+        };
         let policy = self.policy.validate()?;
         let limits = self.limits.validate()?;
 
@@ -304,7 +365,10 @@ impl RawConfig {
                     "a budget key must be 1-128 characters of letters, digits and -_.:/@",
                 ));
             }
-            budgets.insert(key.clone(), b.validate(&path, key)?);
+            budgets.insert(
+                key.clone(),
+                b.validate(&path, key, limits.pending_ttl_secs)?,
+            );
         }
         let alerts = self.alerts.validate()?;
         let storage = self.storage.validate()?;
@@ -349,6 +413,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             data_dir,
+            connections,
             policy,
             limits,
             models,
@@ -391,7 +456,12 @@ fn security(
 }
 
 impl RawBudget {
-    fn validate(self, path: &str, key: String) -> Result<BudgetConfig, ConfigError> {
+    fn validate(
+        self,
+        path: &str,
+        key: String,
+        pending_ttl_secs: f64,
+    ) -> Result<BudgetConfig, ConfigError> {
         let period = match self.period.as_str() {
             "daily" => Period::Daily,
             "weekly" => Period::Weekly,
@@ -431,9 +501,23 @@ impl RawBudget {
         if let Some(t) = self.alert_thresholds {
             cfg.alert_thresholds = t;
         }
-        cfg.reservation_ttl_secs = self
-            .reservation_ttl_secs
-            .unwrap_or(budget::DEFAULT_RESERVATION_TTL_SECS);
+        // A reservation must live as long as its decision accepts feedback: dropped earlier, other
+        // requests fill the headroom and the late settlement overruns the limit.
+        cfg.reservation_ttl_secs = match self.reservation_ttl_secs {
+            None => budget::DEFAULT_RESERVATION_TTL_SECS.max(pending_ttl_secs),
+            Some(t) if t < pending_ttl_secs => {
+                return Err(err(
+                    format!("{path}.reservation_ttl_secs"),
+                    format!(
+                        "must be >= limits.pending_ttl_secs ({pending_ttl_secs}), got {t}: a \
+                         reservation dropped while its decision still accepts feedback lets the \
+                         late settlement overrun the limit; raise {path}.reservation_ttl_secs or \
+                         lower limits.pending_ttl_secs"
+                    ),
+                ))
+            }
+            Some(t) => t,
+        };
         cfg.pacing_max_multiplier = self
             .pacing_max_multiplier
             .unwrap_or(budget::DEFAULT_PACING_MAX_MULTIPLIER);
@@ -679,6 +763,22 @@ impl RawLimits {
             max_fallbacks: positive_int(
                 "limits.max_fallbacks",
                 self.max_fallbacks.unwrap_or(DEFAULT_MAX_FALLBACKS as i64),
+                0,
+            )? as usize,
+            max_cost_usd_per_call: bounded_cost_ceiling(
+                self.max_cost_usd_per_call
+                    .unwrap_or(DEFAULT_MAX_COST_USD_PER_CALL),
+            )?,
+            tombstone_ttl_secs: finite_min(
+                "limits.tombstone_ttl_secs",
+                self.tombstone_ttl_secs
+                    .unwrap_or(DEFAULT_TOMBSTONE_TTL_SECS),
+                0.0,
+                true,
+            )?,
+            max_tombstones: positive_int(
+                "limits.max_tombstones",
+                self.max_tombstones.unwrap_or(DEFAULT_MAX_TOMBSTONES as i64),
                 0,
             )? as usize,
         })

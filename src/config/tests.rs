@@ -299,3 +299,24 @@ fn objective_keys_are_validated_together() {
         "policy.quality_step"
     );
 }
+
+#[test]
+fn a_reservation_ttl_below_the_pending_ttl_is_an_error_naming_both_keys() {
+    let e =
+        with("[budgets.team]\nperiod = \"daily\"\nlimit_usd = 1.0\nreservation_ttl_secs = 60.0")
+            .unwrap_err();
+    assert_eq!(e.key, "budgets.team.reservation_ttl_secs");
+    assert!(
+        e.message.contains("limits.pending_ttl_secs"),
+        "{}",
+        e.message
+    );
+    // Unset, it follows the pending TTL: the defaults are consistent.
+    let c = with(
+        "[budgets.team]\nperiod = \"daily\"\nlimit_usd = 1.0\n[task_classes.qa]\nmodels = [\"a\"]",
+    )
+    .unwrap();
+    assert!(c.budgets["team"].reservation_ttl_secs >= c.limits.pending_ttl_secs);
+    let e = with("[limits]\nmax_cost_usd_per_call = 1e300").unwrap_err();
+    assert_eq!(e.key, "limits.max_cost_usd_per_call");
+}

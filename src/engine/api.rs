@@ -40,13 +40,24 @@ pub struct Expected {
 }
 
 impl From<Means> for Expected {
+    /// Always finite (bounded inputs keep the means finite; this is the last guard, since a
+    /// non-finite estimate is neither a useful answer nor storable in the pending record).
     fn from(m: Means) -> Self {
+        let finite = |x: f64| {
+            if x.is_finite() {
+                x
+            } else if x > 0.0 {
+                f64::MAX
+            } else {
+                0.0
+            }
+        };
         Expected {
-            cost_usd: m.cost_usd,
-            latency_ms: m.latency_ms,
-            quality: m.quality,
-            success_rate: m.success,
-            latency_p95_ms: m.latency_p95_ms,
+            cost_usd: finite(m.cost_usd),
+            latency_ms: finite(m.latency_ms),
+            quality: finite(m.quality),
+            success_rate: finite(m.success),
+            latency_p95_ms: finite(m.latency_p95_ms),
         }
     }
 }
@@ -105,6 +116,14 @@ pub struct FeedbackResult {
     /// What this feedback added to the arm (for metrics): the outcome, latency and cost of a new
     /// outcome (cost as reported, else from the price table), and a new quality score.
     pub counted: Counted,
+    /// The decision had expired or been evicted: its spend was charged from its tombstone (the
+    /// arm learns nothing from a late report).
+    pub late: bool,
+    /// How far this Feedback's spend pushed its budget past the limit (cost beyond the
+    /// reservation that the headroom did not cover), USD; 0 in the normal case.
+    pub overrun_usd: f64,
+    /// The budget the decision was charged to, if any.
+    pub budget_key: Option<String>,
 }
 
 /// The new observations one Feedback contributed; all `None` for a duplicate.

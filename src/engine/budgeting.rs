@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetConfig, BudgetState, Ledger, OnCap, Period, ReserveError};
 use crate::config::{Config, ModelConfig, TaskClassConfig};
-use crate::policy::{self, floor, Candidate, Scoring};
+use crate::policy::{self, floor, Candidate, Outcome, Scoring};
 
 use super::*;
 
@@ -60,7 +60,7 @@ impl Engine {
     /// Charges one model call of decision `decision_id` to budget `key`: the first settlement
     /// replaces the decision's reservation; later ones (fallback models reported under the same
     /// decision) add their cost. `actual_usd` is the reported or price-table cost; when unknown, the
-    /// live reservation, else `estimate_usd`. Returns the alert thresholds crossed.
+    /// live reservation, else `estimate_usd`. Returns the alert thresholds crossed and the overrun.
     pub(super) fn settle_budget(
         &mut self,
         key: &str,
@@ -68,29 +68,121 @@ impl Engine {
         actual_usd: Option<f64>,
         estimate_usd: f64,
         now_ms: u64,
-    ) -> Vec<BudgetAlert> {
+    ) -> (Vec<BudgetAlert>, f64) {
         let (Some(budget), Some(ledger)) =
             (self.config.budgets.get(key), self.ledgers.get_mut(key))
         else {
-            return Vec::new();
+            return (Vec::new(), 0.0);
         };
         let actual = actual_usd
             .or_else(|| ledger.reservation_usd(decision_id))
             .unwrap_or(estimate_usd);
         let settlement = ledger.settle(budget, decision_id, actual, now_ms);
-        settlement
-            .crossed
-            .into_iter()
-            .map(|threshold| BudgetAlert {
-                budget_key: key.to_string(),
-                threshold,
-                spent_usd: ledger.spent_usd(),
-                limit_usd: budget.limit_usd,
-                period_start_ms: ledger.period_start_ms(),
-                period_end_ms: ledger.period_end_ms(),
-                at_ms: now_ms,
+        (
+            alerts_of(key, budget, ledger, settlement.crossed, now_ms),
+            settlement.overrun_usd,
+        )
+    }
+
+    /// Charges a late Feedback of a decision that expired or was evicted with a live reservation:
+    /// `None` when no budget keeps its tombstone. The model must be the chosen one or a listed
+    /// fallback.
+    pub(super) fn settle_late(
+        &mut self,
+        input: &FeedbackInput,
+        now_ms: u64,
+    ) -> Result<Option<FeedbackResult>, EngineError> {
+        let Some((key, t)) = self.ledgers.iter().find_map(|(k, l)| {
+            l.tombstone(&input.decision_id)
+                .map(|t| (k.clone(), t.clone()))
+        }) else {
+            return Ok(None);
+        };
+        let Some(outcome) = input.outcome else {
+            return Err(EngineError::FailedPrecondition(format!(
+                "decision_id {:?} expired before its Feedback; a late Feedback charges spend only: \
+                 send the outcome (and cost_usd or tokens)",
+                input.decision_id
+            )));
+        };
+        let model_id = if input.model.is_empty() {
+            t.models.first().cloned().unwrap_or_default()
+        } else {
+            input.model.clone()
+        };
+        if !t.models.contains(&model_id) {
+            return Err(invalid(
+                "model",
+                format!(
+                    "model {} was not offered by decision {:?}; report the model actually called, \
+                     the chosen one or a listed fallback: {}",
+                    echo(&model_id),
+                    input.decision_id,
+                    t.models.join(", ")
+                ),
+            ));
+        }
+        let model = self
+            .config
+            .models
+            .get(&model_id)
+            .ok_or_else(|| invalid("model", format!("model {model_id:?} is not configured")))?
+            .clone();
+        let cost = input
+            .cost_usd
+            .map(|v| {
+                bounded(
+                    "cost_usd",
+                    v,
+                    self.config.limits.max_cost_usd_per_call,
+                    "limits.max_cost_usd_per_call",
+                )
             })
-            .collect()
+            .transpose()?;
+        let input_tokens = input
+            .input_tokens
+            .map(|v| tokens("input_tokens", v))
+            .transpose()?
+            .flatten();
+        let output_tokens = input
+            .output_tokens
+            .map(|v| tokens("output_tokens", v))
+            .transpose()?
+            .flatten();
+        let actual = if outcome == Outcome::RateLimited {
+            Some(0.0) // refused before any tokens were billed
+        } else {
+            cost.or_else(|| {
+                (input_tokens.is_some() || output_tokens.is_some())
+                    .then(|| model.cost_usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0)))
+            })
+        };
+        let (Some(budget), Some(ledger)) =
+            (self.config.budgets.get(&key), self.ledgers.get_mut(&key))
+        else {
+            return Ok(None);
+        };
+        let Some(late) = ledger.settle_late(budget, &input.decision_id, actual, now_ms) else {
+            return Ok(None);
+        };
+        let alerts = alerts_of(&key, budget, ledger, late.settlement.crossed, now_ms);
+        let overrun_usd = late.settlement.overrun_usd;
+        let class = self.class(&t.task_class)?.clone();
+        let arm_index = class
+            .models
+            .iter()
+            .position(|m| *m == model_id)
+            .ok_or_else(|| invalid("model", format!("model {model_id:?} left the class")))?;
+        let arm = self.summary(&class.name, arm_index, now_ms)?;
+        Ok(Some(FeedbackResult {
+            duplicate: false,
+            arm,
+            alerts,
+            counted: Counted::default(),
+            late: true,
+            overrun_usd,
+            budget_key: Some(key),
+        }))
     }
 
     /// The state of every budget, or of one key (NotFound if it is not configured).
@@ -138,6 +230,28 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// The alerts of thresholds `crossed` by a settlement of budget `key`.
+fn alerts_of(
+    key: &str,
+    budget: &BudgetConfig,
+    ledger: &Ledger,
+    crossed: Vec<f64>,
+    now_ms: u64,
+) -> Vec<BudgetAlert> {
+    crossed
+        .into_iter()
+        .map(|threshold| BudgetAlert {
+            budget_key: key.to_string(),
+            threshold,
+            spent_usd: ledger.spent_usd(),
+            limit_usd: budget.limit_usd,
+            period_start_ms: ledger.period_start_ms(),
+            period_end_ms: ledger.period_end_ms(),
+            at_ms: now_ms,
+        })
+        .collect()
 }
 
 /// The budget a request is charged to: the request's `budget_key`, else the class's `budget`, else
@@ -204,11 +318,19 @@ pub(super) struct BudgetRequest<'a, 'c> {
     pub probs: &'a [f64],
 }
 
+/// Most the learned cost estimate may exceed the list-price one in a reservation: real costs
+/// run above the price table (retries, hidden reasoning tokens) by small factors, while a single
+/// huge (but accepted) report can push the learned estimate arbitrarily high; bounded, such a
+/// report cannot make the model's reservation larger than the budget and so take it out of
+/// budgeted traffic for good. Costs above the bound are settled as reported and counted as overrun.
+pub const LEARNED_RESERVATION_CAP_FACTOR: f64 = 10.0;
+
 /// Amount reserved for routing `model` on one request. With `max_output_tokens` given, the
 /// price-table cost at the request's input tokens and that bound, which the actual cost of a call
-/// cannot exceed (for an accurate input estimate and price table). Without it,
-/// [`RESERVATION_SAFETY_FACTOR`] x the larger of the list-price cost at the typical output size and
-/// the learned mean cost.
+/// cannot exceed (for an accurate input estimate and price table). Without it, the larger of
+/// [`RESERVATION_SAFETY_FACTOR`] x the list-price cost at the typical output size and the learned
+/// cost's predictive p95 (an upper quantile, so learned costs above the reservation are rare),
+/// the latter at most [`LEARNED_RESERVATION_CAP_FACTOR`] x the list-price cost.
 fn reservation_usd(req: &BudgetRequest<'_, '_>, index: usize) -> f64 {
     let model = req.models[index];
     let list = model.cost_usd(req.input_tokens, req.output_tokens);
@@ -216,8 +338,13 @@ fn reservation_usd(req: &BudgetRequest<'_, '_>, index: usize) -> f64 {
         list
     } else {
         let c = &req.candidates[index];
-        let learned = c.arm.means(c.cost_scale).cost_usd;
-        list.max(if learned.is_finite() { learned } else { 0.0 }) * RESERVATION_SAFETY_FACTOR
+        let learned = c.arm.cost.predictive_p95_exp() * c.cost_scale;
+        let learned = if learned.is_finite() {
+            learned.min(list * LEARNED_RESERVATION_CAP_FACTOR)
+        } else {
+            0.0
+        };
+        (list * RESERVATION_SAFETY_FACTOR).max(learned)
     }
 }
 

@@ -39,13 +39,26 @@ impl Engine {
         input: &FeedbackInput,
         now_ms: u64,
     ) -> Result<FeedbackResult, EngineError> {
+        let live = self
+            .pending
+            .by_id
+            .get(&input.decision_id)
+            .is_some_and(|p| p.decision.expires_ms > now_ms);
+        if !live && !input.decision_id.is_empty() {
+            check_id("decision_id", &input.decision_id)?;
+            // Bury what expired since the last sweep, so its tombstone is found.
+            self.expire(now_ms);
+            if let Some(late) = self.settle_late(input, now_ms)? {
+                return Ok(late);
+            }
+        }
         let r = self.check_feedback(input, now_ms)?;
         self.dirty_classes.insert(r.class.name.clone());
         self.pending.dirty.insert(input.decision_id.clone());
         self.observe(input, &r, now_ms)?;
         self.account_objective(input, &r, now_ms);
         self.mark_pending(input, &r);
-        let alerts = self.settle(input, &r, now_ms);
+        let (alerts, overrun_usd) = self.settle(input, &r, now_ms);
         self.log_feedback(input, &r, now_ms);
         let arm = self.summary(&r.class.name, r.arm_index, now_ms)?;
         let counted = Counted {
@@ -59,6 +72,9 @@ impl Engine {
             arm,
             alerts,
             counted,
+            late: false,
+            overrun_usd,
+            budget_key: r.budget_key.clone(),
         })
     }
 
@@ -89,16 +105,29 @@ impl Engine {
         } else {
             &input.model
         };
-        let Some(arm_index) = class.models.iter().position(|m| m == model_id) else {
-            return Err(invalid(
-                "model",
-                format!(
-                    "model {model_id:?} is not a model of task_class {:?}; report the model \
-                     actually called, one of: {}",
-                    class.name,
-                    class.models.join(", ")
-                ),
-            ));
+        // Only the chosen model or one of its listed fallbacks can have been called for this
+        // decision; anything else would charge spend and credit an arm the decision never offered.
+        let offered = std::iter::once(&pending.decision.model)
+            .chain(pending.decision.fallbacks.iter().map(|f| &f.model));
+        let arm_index = match offered
+            .clone()
+            .any(|m| m == model_id)
+            .then(|| class.models.iter().position(|m| m == model_id))
+            .flatten()
+        {
+            Some(i) => i,
+            None => {
+                return Err(invalid(
+                    "model",
+                    format!(
+                        "model {} was not offered by decision {:?}; report the model actually \
+                         called, the chosen one or a listed fallback: {}",
+                        echo(model_id),
+                        input.decision_id,
+                        offered.map(String::as_str).collect::<Vec<_>>().join(", ")
+                    ),
+                ))
+            }
         };
         let model = self
             .config
@@ -116,12 +145,9 @@ impl Engine {
         }
         let latency_ms = input
             .latency_ms
-            .map(|v| non_negative("latency_ms", v))
+            .map(|v| latency("latency_ms", v))
             .transpose()?;
-        input
-            .ttft_ms
-            .map(|v| non_negative("ttft_ms", v))
-            .transpose()?;
+        input.ttft_ms.map(|v| latency("ttft_ms", v)).transpose()?;
         let input_tokens = input
             .input_tokens
             .map(|v| tokens("input_tokens", v))
@@ -134,7 +160,14 @@ impl Engine {
             .flatten();
         let cost = input
             .cost_usd
-            .map(|v| non_negative("cost_usd", v))
+            .map(|v| {
+                bounded(
+                    "cost_usd",
+                    v,
+                    self.config.limits.max_cost_usd_per_call,
+                    "limits.max_cost_usd_per_call",
+                )
+            })
             .transpose()?;
         let quality = match input.quality {
             Some(q) if q.is_finite() && (0.0..=1.0).contains(&q) => Some(q),
@@ -300,7 +333,12 @@ impl Engine {
     }
 
     /// Budget hook: the first outcome of each model settles its spend.
-    fn settle(&mut self, input: &FeedbackInput, r: &Report, now_ms: u64) -> Vec<BudgetAlert> {
+    fn settle(
+        &mut self,
+        input: &FeedbackInput,
+        r: &Report,
+        now_ms: u64,
+    ) -> (Vec<BudgetAlert>, f64) {
         match (&r.budget_key, input.outcome) {
             (Some(key), Some(outcome)) if r.outcome_new => {
                 let estimate = if outcome == Outcome::RateLimited {
@@ -310,7 +348,7 @@ impl Engine {
                 };
                 self.settle_budget(key, &input.decision_id, r.cost_usd, estimate, now_ms)
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), 0.0),
         }
     }
 

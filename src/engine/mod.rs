@@ -37,6 +37,7 @@ use crate::policy::{Arm, Scoring, Weights};
 
 use crate::record::{DecisionRecord, Event};
 pub use crate::time::format_ms;
+use crate::validation::echo;
 pub use api::*;
 pub use budgeting::*;
 pub use error::*;
@@ -254,7 +255,8 @@ impl Engine {
                 .task_classes
                 .contains_key(&p.decision.task_class)
             {
-                engine.pending.insert(p, max);
+                let evicted = engine.pending.insert(p, max);
+                engine.bury(&evicted, now_ms);
             } else {
                 warnings.push(format!(
                     "dropped pending decision {}: task class {} no longer in the config",
@@ -429,18 +431,31 @@ impl Engine {
     /// budget reservations past their TTL; returns how many decisions were dropped.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let (n, budgeted) = self.pending.expire(now_ms);
-        for (id, key) in budgeted {
-            if let (Some(l), Some(b)) = (self.ledgers.get_mut(&key), self.config.budgets.get(&key))
-            {
-                l.release(b, &id, now_ms);
-            }
-        }
+        self.bury(&budgeted, now_ms);
+        let limits = self.config.limits.tombstones();
         for (key, l) in &mut self.ledgers {
             if let Some(b) = self.config.budgets.get(key) {
                 l.expire(b, now_ms);
+                l.trim_tombstones(limits, now_ms);
             }
         }
         n
+    }
+
+    /// Releases the live reservations of budgeted decisions that expired or were evicted, keeping
+    /// a tombstone of each so that a late Feedback still charges its spend.
+    pub(super) fn bury(&mut self, gone: &[Arc<PendingDecision>], now_ms: u64) {
+        let limits = self.config.limits.tombstones();
+        for p in gone {
+            let d = &p.decision;
+            let Some(key) = &d.budget_key else { continue };
+            if let (Some(l), Some(b)) = (self.ledgers.get_mut(key), self.config.budgets.get(key)) {
+                let models = std::iter::once(d.model.clone())
+                    .chain(d.fallbacks.iter().map(|f| f.model.clone()))
+                    .collect();
+                l.bury(b, &d.id, &d.task_class, models, limits, now_ms);
+            }
+        }
     }
 
     pub(super) fn class(&self, name: &str) -> Result<&Arc<TaskClassConfig>, EngineError> {
@@ -452,7 +467,8 @@ impl Engine {
         }
         self.config.task_classes.get(name).ok_or_else(|| {
             EngineError::NotFound(format!(
-                "task_class {name:?} is not configured; configured classes: {}",
+                "task_class {} is not configured; configured classes: {}",
+                echo(name),
                 self.class_names()
             ))
         })

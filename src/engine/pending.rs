@@ -34,7 +34,9 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub(super) fn insert(&mut self, p: PendingDecision, max: usize) -> usize {
+    /// Inserts `p`; returns the budgeted decisions evicted to stay within `max` (their
+    /// reservations are to be buried).
+    pub(super) fn insert(&mut self, p: PendingDecision, max: usize) -> Vec<Arc<PendingDecision>> {
         let id = p.decision.id.clone();
         self.dirty.insert(id.clone());
         if let Some(r) = &p.request_id {
@@ -42,53 +44,47 @@ impl Pending {
         }
         self.by_id.insert(id.clone(), Arc::new(p));
         self.order.push_back(id);
-        let mut evicted = 0;
+        let mut evicted = Vec::new();
         while self.by_id.len() > max {
-            if !self.pop_front() {
-                break;
+            match self.pop_front() {
+                None => break,
+                Some(Some(p)) if p.decision.budget_key.is_some() => evicted.push(p),
+                Some(_) => {}
             }
-            evicted += 1;
         }
         evicted
     }
 
-    pub(super) fn pop_front(&mut self) -> bool {
-        let Some(id) = self.order.pop_front() else {
-            return false;
-        };
+    /// Removes the oldest id: `None` when empty, else the decision it named (if still held).
+    pub(super) fn pop_front(&mut self) -> Option<Option<Arc<PendingDecision>>> {
+        let id = self.order.pop_front()?;
         self.dirty.insert(id.clone());
-        if let Some(p) = self.by_id.remove(&id) {
-            if let Some(r) = &p.request_id {
-                if self.by_request.get(r) == Some(&id) {
-                    self.by_request.remove(r);
-                }
+        let p = self.by_id.remove(&id);
+        if let Some(r) = p.as_ref().and_then(|p| p.request_id.as_ref()) {
+            if self.by_request.get(r) == Some(&id) {
+                self.by_request.remove(r);
             }
         }
-        true
+        Some(p)
     }
 
-    /// Drops expired decisions; returns (decision id, budget key) of those that had a budget.
-    pub(super) fn expire(&mut self, now_ms: u64) -> (usize, Vec<(String, String)>) {
+    /// Drops expired decisions; returns how many, and those that had a budget.
+    pub(super) fn expire(&mut self, now_ms: u64) -> (usize, Vec<Arc<PendingDecision>>) {
         let mut n = 0;
         let mut budgeted = Vec::new();
         while let Some(id) = self.order.front() {
             let expired = match self.by_id.get(id) {
                 None => true,
-                Some(p) => {
-                    if p.decision.expires_ms > now_ms {
-                        false
-                    } else {
-                        if let Some(k) = &p.decision.budget_key {
-                            budgeted.push((id.clone(), k.clone()));
-                        }
-                        true
-                    }
-                }
+                Some(p) => p.decision.expires_ms <= now_ms,
             };
             if !expired {
                 break;
             }
-            self.pop_front();
+            if let Some(Some(p)) = self.pop_front() {
+                if p.decision.budget_key.is_some() {
+                    budgeted.push(p);
+                }
+            }
             n += 1;
         }
         (n, budgeted)

@@ -129,7 +129,9 @@ impl Engine {
                 .and_then(|l| l.reservation_usd(&input.decision_id))
                 .filter(|_| outcome != crate::policy::Outcome::RateLimited)
                 .unwrap_or(0.0);
-            alerts = self.settle_budget(&key, &input.decision_id, input.cost_usd, estimate, now_ms);
+            alerts = self
+                .settle_budget(&key, &input.decision_id, input.cost_usd, estimate, now_ms)
+                .0;
         }
         if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
             if input.outcome.is_some() && new_outcome {

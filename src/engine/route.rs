@@ -4,7 +4,7 @@
 use rand::Rng;
 
 use crate::breaker::BreakerState;
-use crate::config::{Config, ModelConfig, TaskClassConfig};
+use crate::config::{Config, ModelConfig, TaskClassConfig, MAX_COST_CAP_USD, MAX_WEIGHT};
 use crate::policy::objective::{self, ArmValue, RequestScoring, Valuation};
 use crate::policy::pool::DrawPool;
 use crate::policy::{self, floor, Candidate, PolicyKind, Scoring};
@@ -304,7 +304,7 @@ impl Engine {
             replayed: false,
             quality_target: prepared.quality_target,
         };
-        self.pending.insert(
+        let evicted = self.pending.insert(
             PendingDecision {
                 decision: decision.clone(),
                 request_id: (!input.request_id.is_empty()).then(|| input.request_id.clone()),
@@ -314,6 +314,7 @@ impl Engine {
             },
             self.config.limits.max_pending,
         );
+        self.bury(&evicted, now_ms);
         if let Some(p) = self.pending.by_id.get(&decision.id) {
             let p = Arc::clone(p);
             self.log(|| Logged::Decision(p));
@@ -354,15 +355,20 @@ impl Engine {
         class: &TaskClassConfig,
         input: &RouteInput,
     ) -> Result<Scoring, EngineError> {
-        let max_latency = non_negative("max_latency_ms", input.max_latency_ms)?;
-        let max_cost = non_negative("max_cost_usd", input.max_cost_usd)?;
+        let max_latency = latency("max_latency_ms", input.max_latency_ms)?;
+        let max_cost = bounded(
+            "max_cost_usd",
+            input.max_cost_usd,
+            MAX_COST_CAP_USD,
+            "0 means no cap",
+        )?;
         if let Some(w) = input.weights {
             for (name, v) in [
                 ("weights.quality", w.quality),
                 ("weights.cost", w.cost),
                 ("weights.latency", w.latency),
             ] {
-                non_negative(name, v)?;
+                bounded(name, v, MAX_WEIGHT, "weights are relative")?;
             }
             if w.quality + w.cost + w.latency <= 0.0 {
                 return Err(invalid(
@@ -399,7 +405,8 @@ impl Engine {
                     return Err(invalid(
                         &format!("candidates[{n}]"),
                         format!(
-                            "model {c:?} is not a model of task_class {:?}; its models are: {}",
+                            "model {} is not a model of task_class {:?}; its models are: {}",
+                            echo(c),
                             class.name,
                             class.models.join(", ")
                         ),

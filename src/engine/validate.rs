@@ -1,24 +1,49 @@
-//! Input validators shared by Route, Feedback and the budget glue; each error names the field.
+//! Input validators shared by Route, Feedback and the budget glue; each error names the field, the
+//! value (echoed at most [`crate::validation::MAX_ECHO_CHARS`] characters) and the allowed range.
+//!
+//! Every number is bounded, not only finite: a finite 1e200 cost becomes `inf` once summed or
+//! squared inside an arm, and `inf` is neither a valid decision estimate nor storable state. The
+//! bounds ([`MAX_LATENCY_MS`], [`MAX_TOKENS`], `limits.max_cost_usd_per_call`) are far above any
+//! real call and keep every sum, mean and product of accepted values representable.
 
-use crate::config::MAX_ID_LEN;
+use crate::config::{MAX_ID_LEN, MAX_LATENCY_MS, MAX_TOKENS};
+use crate::validation::echo_number;
 
 use super::*;
 
-pub(super) fn non_negative(field: &str, v: f64) -> Result<f64, EngineError> {
-    if v.is_finite() && v >= 0.0 {
+/// A number in `[0, max]`; `what` says what the bound is, for the message.
+pub(super) fn bounded(field: &str, v: f64, max: f64, what: &str) -> Result<f64, EngineError> {
+    if v.is_finite() && (0.0..=max).contains(&v) {
         Ok(v)
     } else {
         Err(invalid(
             field,
-            format!("must be a finite number >= 0, got {v}"),
+            format!(
+                "must be a finite number in [0, {}] ({what}), got {}",
+                echo_number(max),
+                echo_number(v)
+            ),
         ))
     }
 }
 
-/// A token count: negative is an error, 0 means "not given".
+/// A latency in `[0, MAX_LATENCY_MS]`.
+pub(super) fn latency(field: &str, v: f64) -> Result<f64, EngineError> {
+    bounded(
+        field,
+        v,
+        MAX_LATENCY_MS,
+        "one day; a slower call is a TIMEOUT",
+    )
+}
+
+/// A token count in `[0, MAX_TOKENS]`: 0 means "not given".
 pub(super) fn tokens(field: &str, v: i64) -> Result<Option<u64>, EngineError> {
     match v {
-        v if v < 0 => Err(invalid(field, format!("must be >= 0, got {v}"))),
+        v if !(0..=MAX_TOKENS).contains(&v) => Err(invalid(
+            field,
+            format!("must be an integer in [0, {MAX_TOKENS}], got {v}"),
+        )),
         0 => Ok(None),
         v => Ok(Some(v as u64)),
     }

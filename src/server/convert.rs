@@ -22,7 +22,14 @@ pub fn status(e: EngineError) -> Status {
         EngineError::ResourceExhausted(_) => Code::ResourceExhausted,
         EngineError::Unavailable(_) => Code::Unavailable,
     };
-    Status::new(code, e.to_string())
+    // Engine messages echo input through `validation::echo`; this cut is the last guard, so a
+    // grpc-message stays far below any client's metadata limit.
+    let mut message = e.to_string();
+    if let Some((cut, _)) = message.char_indices().nth(MAX_STATUS_CHARS) {
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    Status::new(code, message)
 }
 
 /// Maps an auth refusal to its gRPC status.
@@ -41,6 +48,9 @@ pub fn reload_status(e: ReloadError) -> Status {
     };
     Status::new(code, e.to_string())
 }
+
+/// Longest status message sent, in characters.
+pub const MAX_STATUS_CHARS: usize = 2000;
 
 impl From<proto::RouteRequest> for RouteInput {
     fn from(r: proto::RouteRequest) -> Self {

@@ -110,6 +110,9 @@ pub struct Metrics {
     budget_limit: Family<BudgetLabels, FloatGauge>,
     budget_pacing: Family<BudgetLabels, FloatGauge>,
     budget_alerts: Family<AlertLabels, Counter>,
+    budget_overrun: Family<BudgetLabels, FloatCounter>,
+    budget_overruns: Family<BudgetLabels, Counter>,
+    late_feedback: Family<BudgetLabels, Counter>,
     pending: Gauge,
     resident_memory: Gauge,
     store_errors: Counter,
@@ -249,6 +252,24 @@ impl Metrics {
                 "Budget alert thresholds crossed, by budget and threshold (fraction of the limit)",
                 Family::<AlertLabels, Counter>::default(),
             ),
+            budget_overrun: register(
+                &mut r,
+                "switchyard_budget_overrun_usd",
+                "Spend that settlements pushed past a budget's limit (cost beyond the reservation that the headroom did not cover), USD",
+                Family::<BudgetLabels, FloatCounter>::default(),
+            ),
+            budget_overruns: register(
+                &mut r,
+                "switchyard_budget_overruns",
+                "Settlements that pushed a budget past its limit",
+                Family::<BudgetLabels, Counter>::default(),
+            ),
+            late_feedback: register(
+                &mut r,
+                "switchyard_late_feedback",
+                "Feedback for a budgeted decision that had expired or been evicted, charged from its tombstone",
+                Family::<BudgetLabels, Counter>::default(),
+            ),
             pending: register(
                 &mut r,
                 "switchyard_pending_decisions",
@@ -371,6 +392,29 @@ impl Metrics {
                     threshold: a.threshold.to_string(),
                 })
                 .inc();
+        }
+    }
+
+    /// A settlement of budget `key` that went past its limit by `overrun_usd`, and whether it was a
+    /// late Feedback; also logged with its amount.
+    pub fn budget_settled(&self, key: &str, overrun_usd: f64, late: bool) {
+        let labels = BudgetLabels {
+            budget_key: key.to_string(),
+        };
+        if late {
+            self.late_feedback.get_or_create(&labels).inc();
+        }
+        if overrun_usd > 0.0 {
+            self.budget_overrun
+                .get_or_create(&labels)
+                .inc_by(overrun_usd);
+            self.budget_overruns.get_or_create(&labels).inc();
+            tracing::warn!(
+                budget_key = key,
+                overrun_usd,
+                late,
+                "budget overrun: a settlement pushed spend past the limit"
+            );
         }
     }
 

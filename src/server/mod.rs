@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod convert;
+pub mod limits;
 pub mod metrics;
 pub mod persist;
 pub mod probes;
@@ -19,7 +20,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -388,6 +388,7 @@ impl RouteService {
                     accepted: true,
                     duplicate: false,
                     arm: None,
+                    late: false,
                 }));
             }
         };
@@ -398,10 +399,16 @@ impl RouteService {
             result.duplicate,
             &result.counted,
         );
+        if let Some(key) = &result.budget_key {
+            self.shared
+                .metrics
+                .budget_settled(key, result.overrun_usd, result.late);
+        }
         self.shared.publish(&result.alerts);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
             duplicate: result.duplicate,
+            late: result.late,
             arm: Some(result.arm.into()),
         }))
     }
@@ -561,17 +568,6 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 
 /// Accepted connections with TCP_NODELAY set: small unary RPCs must not wait out Nagle's algorithm
 /// against the peer's delayed ACK (~40 ms per exchange).
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
-}
-
 /// Serves `switchyard.v1.Route`, health and reflection on `listener` until `shutdown` resolves, then
 /// drains in-flight requests and returns.
 pub async fn serve(
@@ -631,9 +627,10 @@ pub async fn serve_with(
         reload,
         reload_on_sighup,
     } = options;
-    let mut builder = server_builder(&config, &listener, metrics_listener.as_ref())?;
+    let builder = server_builder(&config, &listener, metrics_listener.as_ref())?;
     let keys = security::Keys::new(config.key_table()?);
     let probes = config.health_probes.clone();
+    let conn = config.connections;
     // The alert task ends by itself once the last handler (and so the last sender) is gone.
     let (alert_sender, _alert_task) = alerts::spawn(config.alerts.clone());
     let shared = match &store {
@@ -694,7 +691,16 @@ pub async fn serve_with(
         reload,
     };
     let shutdown = drain(shutdown, Arc::clone(&shared), health_reporter);
+    let secs = Duration::from_secs_f64;
     let result = builder
+        .http2_keepalive_interval(Some(secs(conn.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(secs(conn.keepalive_timeout_secs)))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            conn.max_in_flight,
+        ))
+        .layer(tower::util::MapResponseLayer::new(
+            limits::oversize_is_resource_exhausted,
+        ))
         .add_service(Gated::new(
             health_service,
             security::interceptor(Arc::clone(&keys), crate::auth::HEALTH_SERVICE),
@@ -708,7 +714,10 @@ pub async fn serve_with(
             security::interceptor(Arc::clone(&keys), crate::auth::REFLECTION_SERVICES[1]),
         ))
         .add_service(RouteServer::new(route))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            limits::incoming(listener, conn.max_connections, secs(conn.idle_timeout_secs)),
+            shutdown,
+        )
         .await;
     if let Some(t) = sighup {
         t.abort();

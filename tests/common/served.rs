@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 pub struct ServedBinary {
     pub addr: String,
     child: Child,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl ServedBinary {
@@ -15,9 +15,17 @@ impl ServedBinary {
     /// returns once it printed its `listening on ADDR` line.
     pub fn start() -> ServedBinary {
         let data = tempfile::tempdir().unwrap();
+        let mut served = Self::start_in(data.path());
+        served._data = Some(data);
+        served
+    }
+
+    /// `switchyard serve` on the built-in default config with the caller's data dir `data` (for
+    /// restarts on the same state).
+    pub fn start_in(data: &std::path::Path) -> ServedBinary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path())
+            .arg(data)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -34,7 +42,7 @@ impl ServedBinary {
         ServedBinary {
             addr,
             child,
-            _data: data,
+            _data: None,
         }
     }
 }
