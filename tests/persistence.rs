@@ -317,23 +317,31 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(field(&text, "pending decisions"), 0, "{text}");
-    assert!(field(&text, "events") <= 50, "{text}");
+    assert!(field(&text, "decisions") <= 50, "{text}");
 }
 
 #[test]
 fn offline_reset_and_schema_and_lock_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
+    // The offline tools never create a missing data dir.
     let out = Command::new(BIN)
         .args(["state", "reset", "--task-class", "qa", "--data-dir"])
         .arg(&data)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!data.exists());
+    let out = state_show(&data);
+    assert!(!out.status.success());
+    assert!(!data.exists());
+    // A data dir made by the server has the current schema.
+    {
+        let store = switchyard::store::Store::open_with(&data, 8).unwrap();
+        store.flush().unwrap();
+    }
     let out = state_show(&data);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
