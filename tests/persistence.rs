@@ -349,3 +349,28 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         u64::from(switchyard::store::SCHEMA_VERSION)
     );
 }
+
+/// A data dir whose db file is gone is refused at start naming the file, never opened empty.
+#[test]
+fn a_deleted_db_is_refused_at_start_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    {
+        let store = switchyard::store::Store::open_with(&data, 8).unwrap();
+        store.flush().unwrap();
+    }
+    let db = data.join("db");
+    assert!(db.is_file());
+    std::fs::remove_file(&db).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_ne!(out.status.code(), Some(101), "panicked");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("restore a backup"), "{err}");
+    assert!(!db.exists(), "a new empty db was created");
+}
