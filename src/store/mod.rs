@@ -485,13 +485,11 @@ impl Store {
         ] {
             tree.apply_batch(part.clone()).map_err(|e| self.io(e))?;
         }
-        let count = add(self.log_count.load(Ordering::Relaxed), batch.count_delta);
-        let bytes = add(self.log_bytes.load(Ordering::Relaxed), batch.bytes_delta);
-        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        // Atomic adds: trimming subtracts from the same counters on another thread.
+        let count = apply_delta(&self.log_count, batch.count_delta);
+        let bytes = apply_delta(&self.log_bytes, batch.bytes_delta);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.write_manifest(generation, count, bytes)?;
-        self.log_count.store(count, Ordering::Relaxed);
-        self.log_bytes.store(bytes, Ordering::Relaxed);
-        self.generation.store(generation, Ordering::Relaxed);
         let mut names = lock(&self.names);
         let n = batch.fresh_names.min(names.fresh.len());
         names.fresh.drain(..n);
@@ -585,8 +583,8 @@ impl Store {
         }
         self.decisions.apply_batch(batch).map_err(|e| self.io(e))?;
         // The writer may have added records meanwhile: subtract rather than store.
-        self.log_count.fetch_sub(dropped, Ordering::Relaxed);
-        self.log_bytes.fetch_sub(freed, Ordering::Relaxed);
+        apply_delta(&self.log_count, -(dropped as i64));
+        apply_delta(&self.log_bytes, -(freed as i64));
         Ok(dropped)
     }
 
@@ -668,12 +666,19 @@ impl Store {
     }
 }
 
-fn add(v: u64, delta: i64) -> u64 {
-    if delta >= 0 {
-        v.saturating_add(delta as u64)
-    } else {
-        v.saturating_sub(delta.unsigned_abs())
-    }
+/// Adds `delta` to `counter` atomically (saturating at 0); returns the new value.
+fn apply_delta(counter: &AtomicU64, delta: i64) -> u64 {
+    let step = |v: u64| {
+        Some(if delta >= 0 {
+            v.saturating_add(delta as u64)
+        } else {
+            v.saturating_sub(delta.unsigned_abs())
+        })
+    };
+    let old = counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
+        .unwrap_or_else(|v| v);
+    step(old).unwrap_or(old)
 }
 
 fn show_key(k: &[u8]) -> String {
