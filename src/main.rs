@@ -229,14 +229,15 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
     use switchyard::store::Store;
     match command {
         StateCommand::Show { data_dir } => {
-            let s = Store::open(&data_dir)?.summary()?;
+            let s = Store::open(&data_dir)?.summary(switchyard::time::now_ms())?;
             println!("data dir: {}", data_dir.display());
             println!("schema: {}", s.schema);
             println!("arms: {}", s.arms);
             println!("pending decisions: {}", s.pending);
             println!("breakers: {}", s.breakers);
             println!("ledgers: {}", s.ledgers);
-            println!("events: {}", s.events);
+            println!("decisions: {}", s.decisions);
+            println!("decision bytes: {}", s.decision_bytes);
             if let (Some(a), Some(b)) = (s.first_event_ms, s.last_event_ms) {
                 println!("event time range (unix ms): {a} .. {b}");
             }
@@ -260,8 +261,9 @@ fn run_server(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = match cfg.storage.durability {
         switchyard::config::Durability::Memory => None,
-        _ => Some(std::sync::Arc::new(switchyard::store::Store::open(
+        _ => Some(std::sync::Arc::new(switchyard::store::Store::open_with(
             &cfg.data_dir,
+            cfg.storage.cache_mb,
         )?)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -341,27 +341,60 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(field(&text, "pending decisions"), 0, "{text}");
-    assert!(field(&text, "events") <= 50, "{text}");
+    assert!(field(&text, "decisions") <= 50, "{text}");
 }
 
 #[test]
 fn offline_reset_and_schema_and_lock_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
+    // The offline tools never create a missing data dir.
     let out = Command::new(BIN)
         .args(["state", "reset", "--task-class", "qa", "--data-dir"])
         .arg(&data)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!data.exists());
+    let out = state_show(&data);
+    assert!(!out.status.success());
+    assert!(!data.exists());
+    // A data dir made by the server has the current schema.
+    {
+        let store = switchyard::store::Store::open_with(&data, 8).unwrap();
+        store.flush().unwrap();
+    }
     let out = state_show(&data);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         field(&text, "schema"),
         u64::from(switchyard::store::SCHEMA_VERSION)
     );
+}
+
+/// A data dir whose db file is gone is refused at start naming the file, never opened empty.
+#[test]
+fn a_deleted_db_is_refused_at_start_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    {
+        let store = switchyard::store::Store::open_with(&data, 8).unwrap();
+        store.flush().unwrap();
+    }
+    let db = data.join("db");
+    assert!(db.is_file());
+    std::fs::remove_file(&db).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_ne!(out.status.code(), Some(101), "panicked");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("restore a backup"), "{err}");
+    assert!(!db.exists(), "a new empty db was created");
 }

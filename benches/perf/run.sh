@@ -4,6 +4,12 @@
 # command that produced it. Takes about 8 minutes.
 #
 #   cargo build --release && benches/perf/run.sh [OUT_DIR]
+#   cargo build --release && benches/perf/run.sh soak [SECONDS] [OUT_DIR]
+#
+# soak: one `sync` server (the default mode), closed-loop `route` for SECONDS (default 600);
+# every 10 s prints elapsed seconds, the server's RSS (MB, from /proc) and the data dir's size
+# (MB, du); then the decision log's bytes per decision (`switchyard state show`) and the time from
+# a restart on that data dir to its first answered Route.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=target/release/switchyard
@@ -11,8 +17,14 @@ OUT=${1:-target/perf}
 ADDR=127.0.0.1:50091
 METRICS=127.0.0.1:50092
 DURATION=${DURATION:-10}
+SOAK=
+if [[ "${1:-}" == soak ]]; then
+    SOAK=${2:-600}
+    OUT=${3:-target/perf}
+fi
 mkdir -p "$OUT"
 SERVER=
+DATA=
 
 stop_server() {
     if [[ -n "$SERVER" ]]; then
@@ -21,14 +33,14 @@ stop_server() {
         SERVER=
     fi
 }
-trap stop_server EXIT
+trap 'stop_server; if [[ -n "$DATA" ]]; then rm -rf "$DATA"; fi' EXIT
 
 start_server() { # MODE
     stop_server
-    local data
-    data=$(mktemp -d)
+    if [[ -n "$DATA" ]]; then rm -rf "$DATA"; fi
+    DATA=$(mktemp -d)
     "$BIN" serve --config src/default_config.toml --config "benches/perf/$1.toml" \
-        --listen "$ADDR" --metrics-listen "$METRICS" --data-dir "$data/d" \
+        --listen "$ADDR" --metrics-listen "$METRICS" --data-dir "$DATA/d" \
         >"$OUT/serve-$1.out" 2>"$OUT/serve-$1.err" &
     SERVER=$!
     for _ in $(seq 100); do
@@ -46,6 +58,40 @@ run() { # NAME ARGS...
     "$BIN" bench --addr "$ADDR" "$@" 2>/dev/null | tee "$OUT/$name.txt" | sed -n '3,7p'
     echo
 }
+
+if [[ -n "$SOAK" ]]; then
+    start_server sync
+    echo "## soak: closed-loop route for ${SOAK}s (durability = sync)"
+    echo "\$ switchyard bench --addr $ADDR --workload route --duration $SOAK --warmup 0"
+    "$BIN" bench --addr "$ADDR" --workload route --duration "$SOAK" --warmup 0 \
+        >"$OUT/soak-bench.txt" 2>/dev/null &
+    LOAD=$!
+    echo "secs  rss_mb  data_mb"
+    start=$(date +%s)
+    while kill -0 "$LOAD" 2>/dev/null; do
+        sleep 10
+        rss=$(awk '/^VmRSS/ {printf "%d", $2 / 1024}' "/proc/$SERVER/status")
+        disk=$(du -sm "$DATA/d" | cut -f1)
+        printf '%4d  %6s  %7s\n' $(($(date +%s) - start)) "$rss" "$disk" | tee -a "$OUT/soak.txt"
+    done
+    wait "$LOAD" || true
+    sed -n '3,7p' "$OUT/soak-bench.txt"
+    stop_server
+    "$BIN" state show --data-dir "$DATA/d" | tee "$OUT/soak-state.txt"
+    awk -F': ' '/^decisions:/ {n=$2} /^decision bytes:/ {b=$2} END {if (n > 0) printf "bytes per decision (log): %.0f\n", b / n}' "$OUT/soak-state.txt"
+    echo "data dir: $(du -sb "$DATA/d" | cut -f1) bytes"
+    # Restart on that data dir: time to the first answered Route.
+    t0=$(date +%s%N)
+    "$BIN" serve --config src/default_config.toml --config benches/perf/sync.toml \
+        --listen "$ADDR" --data-dir "$DATA/d" >"$OUT/soak-restart.out" 2>&1 &
+    SERVER=$!
+    until "$BIN" bench --addr "$ADDR" --workload route --rate 1 --duration 1 --warmup 0 >/dev/null 2>&1; do
+        sleep 0.05
+    done
+    echo "restart to first Route: $(( ($(date +%s%N) - t0) / 1000000 )) ms (upper bound: includes a 1 s bench)"
+    stop_server
+    exit 0
+fi
 
 for mode in memory sync; do
     start_server "$mode"

@@ -111,3 +111,9 @@ pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 200;
 pub const DEFAULT_EVENT_LOG_MAX_AGE_SECS: u64 = 7 * 86_400;
 /// Default size bound of the event log (events, ~300 bytes each: ~300 MB).
 pub const DEFAULT_EVENT_LOG_MAX_EVENTS: u64 = 1_000_000;
+/// The decision log's encoded size bound: a million decisions at ~200 bytes each fit, so the count
+/// bound usually trims first; the byte bound caps a log of unusually large records (long request
+/// ids, many tags) and keeps the data dir within ~400 MB with sled's own overhead.
+pub const DEFAULT_EVENT_LOG_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// sled's page cache: see [`crate::store::DEFAULT_CACHE_MB`].
+pub const DEFAULT_CACHE_MB: u64 = crate::store::DEFAULT_CACHE_MB;

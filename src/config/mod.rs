@@ -55,6 +55,10 @@ pub struct StorageConfig {
     pub flush_interval_ms: u64,
     pub event_log_max_age_secs: u64,
     pub event_log_max_events: u64,
+    /// Bound of the decision log's encoded bytes (keys included).
+    pub event_log_max_bytes: u64,
+    /// sled's page cache in MiB.
+    pub cache_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -64,6 +68,8 @@ impl Default for StorageConfig {
             flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
             event_log_max_age_secs: DEFAULT_EVENT_LOG_MAX_AGE_SECS,
             event_log_max_events: DEFAULT_EVENT_LOG_MAX_EVENTS,
+            event_log_max_bytes: DEFAULT_EVENT_LOG_MAX_BYTES,
+            cache_mb: DEFAULT_CACHE_MB,
         }
     }
 }

@@ -50,6 +50,8 @@ struct RawStorage {
     flush_interval_ms: Option<i64>,
     event_log_max_age_secs: Option<i64>,
     event_log_max_events: Option<i64>,
+    event_log_max_bytes: Option<i64>,
+    cache_mb: Option<i64>,
 }
 
 impl RawStorage {
@@ -87,6 +89,12 @@ impl RawStorage {
                 self.event_log_max_events,
                 d.event_log_max_events,
             )?,
+            event_log_max_bytes: pos(
+                "storage.event_log_max_bytes",
+                self.event_log_max_bytes,
+                d.event_log_max_bytes,
+            )?,
+            cache_mb: pos("storage.cache_mb", self.cache_mb, d.cache_mb)?,
         })
     }
 }

@@ -28,11 +28,13 @@ use crate::config::{Config, Durability};
 use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
-use crate::store::{Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use convert::status;
 use metrics::Method;
 
 /// How often expired pending decisions are swept.
+/// The grpc.health.v1 service name of the data dir's write path.
+pub const STORE_HEALTH_SERVICE: &str = "switchyard.v1.Store";
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::time::now_ms;
@@ -95,7 +97,7 @@ impl Shared {
         sender: Option<alerts::AlertSender>,
     ) -> Result<(Self, Vec<String>), StoreError> {
         let base = Shared::new(config.clone());
-        let restored = store.load()?;
+        let restored = store.load(now_ms(), config.limits.max_pending)?;
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
         engine.log_events();
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
@@ -107,7 +109,7 @@ impl Shared {
             Box::new(move || lock_core(&core).engine.take_changes())
         };
         // Expiry at restore dropped some pending decisions: persist that now.
-        persist::cycle(&store, &take, true)?;
+        persist::cycle(&store, &take, &mut persist::Queue::new(), true)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let counted = Arc::clone(&metrics);
         let writer = persist::Writer::start(
@@ -210,16 +212,27 @@ impl Shared {
         }
     }
 
-    /// Trims the event log to its configured bounds.
-    pub fn trim_events(&self) {
-        if let Some(store) = &self.store {
-            let s = self.lock().engine.config().storage.clone();
-            let max_age_ms = s.event_log_max_age_secs.saturating_mul(1000);
-            match store.trim_events(now_ms(), max_age_ms, s.event_log_max_events) {
-                Ok(n) if n > 0 => tracing::debug!(dropped = n, "trimmed event log"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "cannot trim event log"),
+    /// Trims the decision log to its configured bounds, in one batch on a blocking thread (never
+    /// on the async runtime's threads).
+    pub async fn trim_events(&self) {
+        let Some(store) = &self.store else { return };
+        let bounds = {
+            let core = self.lock();
+            let c = core.engine.config();
+            store::LogBounds {
+                max_age_ms: c.storage.event_log_max_age_secs.saturating_mul(1000),
+                max_count: c.storage.event_log_max_events,
+                max_bytes: c.storage.event_log_max_bytes,
+                keep_pending: c.limits.max_pending as u64,
+                pending_ttl_ms: (c.limits.pending_ttl_secs * 1000.0) as u64,
             }
+        };
+        let store = Arc::clone(store);
+        match tokio::task::spawn_blocking(move || store.trim_events(now_ms(), &bounds)).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(dropped = n, "trimmed decision log"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot trim decision log"),
+            Err(e) => tracing::error!(error = %e, "decision log trim task failed"),
         }
     }
 
@@ -653,6 +666,27 @@ pub async fn serve_with(
     health_reporter
         .set_serving::<RouteServer<RouteService>>()
         .await;
+    // `switchyard.v1.Store`: SERVING while the writer reaches the disk, NOT_SERVING while its
+    // failed cycles are being retried (Route itself keeps serving from memory).
+    let store_health = shared.writer.as_ref().map(|w| {
+        let mut healthy = w.healthy();
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            loop {
+                let status = if *healthy.borrow_and_update() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                reporter
+                    .set_service_status(STORE_HEALTH_SERVICE, status)
+                    .await;
+                if healthy.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -672,7 +706,7 @@ pub async fn serve_with(
                 if n > 0 {
                     tracing::debug!(expired = n, "expired pending decisions");
                 }
-                shared.trim_events();
+                shared.trim_events().await;
             }
         })
     };
@@ -723,6 +757,9 @@ pub async fn serve_with(
         t.abort();
     }
     sweeper.abort();
+    if let Some(t) = store_health {
+        t.abort();
+    }
     for t in probe_tasks {
         t.abort();
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tonic::Status;
 
 use crate::engine::Changes;
-use crate::store::{Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 
 /// How often the writer writes what changed (flushes follow `storage.flush_interval_ms`).
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
@@ -48,6 +48,7 @@ pub struct Writer {
     requested: Arc<AtomicU64>,
     tx: mpsc::Sender<Msg>,
     done: tokio::sync::watch::Receiver<Cycle>,
+    healthy: tokio::sync::watch::Receiver<bool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -62,6 +63,7 @@ impl Writer {
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = tokio::sync::watch::channel(Cycle::default());
+        let (healthy_tx, healthy) = tokio::sync::watch::channel(true);
         let requested = Arc::new(AtomicU64::new(0));
         let thread_requested = Arc::clone(&requested);
         let handle = std::thread::Builder::new()
@@ -73,14 +75,18 @@ impl Writer {
                     &rx,
                     &thread_requested,
                     &done_tx,
+                    &healthy_tx,
                     flush_every,
                     &*on_error,
-                )
+                );
+                // Dropping done_tx here (also when run panics) fails every waiting caller with
+                // UNAVAILABLE rather than leaving it hanging.
             })?;
         Ok(Writer {
             requested,
             tx,
             done,
+            healthy,
             thread: Mutex::new(Some(handle)),
         })
     }
@@ -103,6 +109,11 @@ impl Writer {
         }
     }
 
+    /// Whether the last cycle reached the disk (false while failed cycles are being retried).
+    pub fn healthy(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.healthy.clone()
+    }
+
     /// Runs a last cycle and stops the thread.
     pub fn stop(&self) {
         let _ = self.tx.send(Msg::Stop);
@@ -118,16 +129,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Batches prepared but not yet committed, oldest first: a failed commit stays here and is
+/// retried (before anything newer) until the disk takes it.
+pub type Queue = std::collections::VecDeque<Batch>;
+
 /// One writer cycle: take the engine's changes (copies, under its lock); then, without the lock,
-/// encode and write them, and flush when `flush`.
-pub fn cycle(store: &Store, take: &TakeChanges, flush: bool) -> Result<(), StoreError> {
+/// encode them, queue them behind any batch a failed cycle left, commit the queue in order, and
+/// flush when `flush`.
+pub fn cycle(
+    store: &Store,
+    take: &TakeChanges,
+    queue: &mut Queue,
+    flush: bool,
+) -> Result<(), StoreError> {
     let started = Instant::now();
     let changes = Some(take()).filter(|c| !c.is_empty());
     let locked = started.elapsed();
-    let batch = changes.map(|c| store.prepare(c)).transpose()?;
+    if let Some(c) = changes {
+        queue.push_back(store.prepare(c)?);
+    }
     let encoded = started.elapsed();
-    if let Some(batch) = batch {
+    while let Some(batch) = queue.front() {
         store.commit(batch)?;
+        queue.pop_front();
     }
     if flush {
         store.flush()?;
@@ -141,19 +165,31 @@ pub fn cycle(store: &Store, take: &TakeChanges, flush: bool) -> Result<(), Store
     Ok(())
 }
 
+/// Longest wait between retries of a failing cycle.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+#[allow(clippy::too_many_arguments)]
 fn run(
     store: &Store,
     take: &TakeChanges,
     rx: &mpsc::Receiver<Msg>,
     requested: &AtomicU64,
     done_tx: &tokio::sync::watch::Sender<Cycle>,
+    healthy: &tokio::sync::watch::Sender<bool>,
     flush_every: Duration,
     on_error: &dyn Fn(&StoreError),
 ) {
     let mut last_flush = Instant::now();
     let mut done = 0;
+    let mut queue = Queue::new();
+    // While cycles fail: the delay before the next retry (doubling up to MAX_RETRY_DELAY).
+    let mut retry: Option<(Instant, Duration)> = None;
     loop {
-        let mut stop = match rx.recv_timeout(WRITE_INTERVAL) {
+        let wait = retry.map_or(WRITE_INTERVAL, |(at, _)| {
+            at.saturating_duration_since(Instant::now())
+                .max(WRITE_INTERVAL)
+        });
+        let mut stop = match rx.recv_timeout(wait) {
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => true,
             Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => false,
         };
@@ -161,15 +197,37 @@ fn run(
             stop |= matches!(m, Msg::Stop);
         }
         let upto = requested.load(Ordering::SeqCst);
-        let flush = stop || upto > done || last_flush.elapsed() >= flush_every;
+        if let Some((at, _)) = retry {
+            if Instant::now() < at && !stop {
+                // Backing off: callers that asked meanwhile are told at once.
+                if upto > done {
+                    done = upto;
+                    let error = Some(Arc::from("the data dir cannot be written; retrying"));
+                    done_tx.send_replace(Cycle { upto, error });
+                }
+                continue;
+            }
+        }
+        let flush = stop || upto > done || last_flush.elapsed() >= flush_every || retry.is_some();
         if flush {
             last_flush = Instant::now();
         }
-        let error = match cycle(store, take, flush) {
-            Ok(()) => None,
+        let error = match cycle(store, take, &mut queue, flush) {
+            Ok(()) => {
+                if retry.take().is_some() {
+                    tracing::info!("storage writer recovered: the data dir is written again");
+                    healthy.send_replace(true);
+                }
+                None
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot persist engine state");
+                let delay = retry.map_or(WRITE_INTERVAL * 2, |(_, d)| (d * 2).min(MAX_RETRY_DELAY));
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, queued = queue.len(), "cannot persist engine state");
                 on_error(&e);
+                if retry.is_none() {
+                    healthy.send_replace(false);
+                }
+                retry = Some((Instant::now() + delay, delay));
                 Some(Arc::from(e.to_string()))
             }
         };
