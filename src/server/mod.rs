@@ -779,6 +779,8 @@ pub async fn serve_with(
             tracing::error!("storage writer did not stop cleanly");
         }
     }
+    // A last trim, so a stopped data dir is within its bounds whatever the sweeper's phase was.
+    shared.trim_events().await;
     if let Some(store) = &store {
         store.flush()?;
     }

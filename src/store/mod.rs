@@ -597,8 +597,11 @@ impl Store {
         }
         self.decisions.apply_batch(batch).map_err(|e| self.io(e))?;
         // The writer may have added records meanwhile: subtract rather than store.
-        apply_delta(&self.log_count, -(dropped as i64));
-        apply_delta(&self.log_bytes, -(freed as i64));
+        let count = apply_delta(&self.log_count, -(dropped as i64));
+        let bytes = apply_delta(&self.log_bytes, -(freed as i64));
+        // The manifest's counters follow the trim at once (a stop may come before the next write).
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.write_manifest(generation, count, bytes)?;
         Ok(dropped)
     }
 
