@@ -247,3 +247,82 @@ async fn route_quality_target_is_validated_and_reported_with_its_trade_off() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_can_value_quality_in_money() {
+    // A cheap, weaker model and a dear, better one: valuing quality at a millionth of a dollar
+    // buys the cheap one, at a thousand dollars the better one.
+    let cfg = config(
+        &[
+            ModelSpec {
+                input_usd_per_mtok: 0.1,
+                output_usd_per_mtok: 0.2,
+                quality: 0.5,
+                ..spec("cheap", "p")
+            },
+            ModelSpec {
+                input_usd_per_mtok: 10.0,
+                output_usd_per_mtok: 30.0,
+                quality: 0.9,
+                ..spec("dear", "q")
+            },
+        ],
+        "",
+        "",
+    );
+    let server = TestServer::start(cfg).await;
+    let mut client = server.client().await;
+    let route = |q: Option<f64>, s: Option<f64>| proto::RouteRequest {
+        task_class: "bench".into(),
+        value_usd_per_quality: q,
+        value_usd_per_second: s,
+        ..Default::default()
+    };
+    let share = |value: f64| {
+        let mut client = client.clone();
+        async move {
+            let mut dear = 0;
+            for _ in 0..300 {
+                let d = client
+                    .route(route(Some(value), Some(0.0)))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                dear += usize::from(d.model == "dear");
+            }
+            dear as f64 / 300.0
+        }
+    };
+    let low = share(1e-6).await;
+    let high = share(1e3).await;
+    assert!(low <= 0.05, "dear share at $1e-6 per quality: {low}");
+    assert!(high >= 0.8, "dear share at $1000 per quality: {high}");
+
+    for (req, field) in [
+        (route(Some(-1.0), None), "value_usd_per_quality"),
+        (route(Some(f64::INFINITY), None), "value_usd_per_quality"),
+        (route(None, Some(0.5)), "value_usd_per_second"),
+        (
+            proto::RouteRequest {
+                weights: Some(proto::Weights {
+                    quality: 1.0,
+                    cost: 1.0,
+                    latency: 0.0,
+                }),
+                ..route(Some(1.0), None)
+            },
+            "weights",
+        ),
+        (
+            proto::RouteRequest {
+                quality_target: Some(0.9),
+                ..route(Some(1.0), None)
+            },
+            "quality_target",
+        ),
+    ] {
+        let s = client.route(req).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{field}: {s:?}");
+        assert!(s.message().contains(field), "{field}: {}", s.message());
+    }
+}

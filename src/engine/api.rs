@@ -20,6 +20,9 @@ pub struct RouteInput {
     pub weights: Option<Weights>,
     /// Decide under `min_cost` at this target instead of the class's own (in (0, 1]).
     pub quality_target: Option<f64>,
+    /// Value the trade-off in money for this request: USD per unit of quality, USD per second.
+    pub value_usd_per_quality: Option<f64>,
+    pub value_usd_per_second: Option<f64>,
 }
 
 /// A model and its provider.

@@ -62,6 +62,7 @@ impl Engine {
             }
             None => class.quality_target(),
         };
+        let money = request_money(input)?;
         let pace = pacing_multiplier(&self.ledgers, budget, now_ms);
         let mut scoring = unpaced;
         scoring.weights.cost *= pace;
@@ -70,10 +71,14 @@ impl Engine {
             unpaced,
             pace,
             quality_target,
-            valuation: if input.weights.is_some() {
-                Valuation::Weights
-            } else {
-                class.valuation()
+            usd_per_second: input
+                .value_usd_per_second
+                .or(class.value_usd_per_second)
+                .unwrap_or(0.0),
+            valuation: match money {
+                Some(m) => m,
+                None if input.weights.is_some() => Valuation::Weights,
+                None => class.valuation(),
             },
             input_tokens,
             output_tokens,
@@ -178,7 +183,7 @@ impl Engine {
         });
         let valuation = match &target_state {
             Some((_, st)) => st
-                .valuation(step, class.value_usd_per_second.unwrap_or(0.0))
+                .valuation(step, p.usd_per_second)
                 .unwrap_or(Valuation::Weights),
             None => p.valuation,
         };
@@ -429,6 +434,8 @@ struct Prepared {
     quality_target: Option<f64>,
     /// How draws are valued outside `min_cost` (unpaced).
     valuation: Valuation,
+    /// USD one second of latency costs under money valuations (the request's, else the class's).
+    usd_per_second: f64,
     /// Token counts the decision assumes (the request's, else the class's typical ones).
     input_tokens: u64,
     output_tokens: u64,
@@ -532,4 +539,49 @@ fn model_ref(m: &ModelConfig) -> ModelRef {
 
 fn no_state(class: &str) -> EngineError {
     EngineError::NotFound(format!("task_class {class:?} has no learned state"))
+}
+
+/// The request's own money valuation, when it sends one: `value_usd_per_quality` (and optionally
+/// `value_usd_per_second`), each finite and in [0, 1e6]; not together with `weights` or
+/// `quality_target`, which state the trade-off another way.
+fn request_money(input: &RouteInput) -> Result<Option<Valuation>, EngineError> {
+    let check = |field: &str, v: Option<f64>| -> Result<Option<f64>, EngineError> {
+        match v {
+            Some(x) if !(x.is_finite() && (0.0..=MAX_WEIGHT).contains(&x)) => Err(invalid(
+                field,
+                format!("must be a finite number of USD in [0, {MAX_WEIGHT:e}]; got {x}"),
+            )),
+            other => Ok(other),
+        }
+    };
+    let q = check("value_usd_per_quality", input.value_usd_per_quality)?;
+    let s = check("value_usd_per_second", input.value_usd_per_second)?;
+    let Some(usd_per_quality) = q else {
+        return match s {
+            Some(_) if input.quality_target.is_none() => Err(invalid(
+                "value_usd_per_second",
+                "needs value_usd_per_quality beside it (the money value of quality), or a \
+                 quality_target",
+            )),
+            _ => Ok(None),
+        };
+    };
+    if input.weights.is_some() {
+        return Err(invalid(
+            "value_usd_per_quality",
+            "states the trade-off in money, weights state it without units: send one of \
+             value_usd_per_quality and weights",
+        ));
+    }
+    if input.quality_target.is_some() {
+        return Err(invalid(
+            "value_usd_per_quality",
+            "prices quality directly, quality_target asks for the least cost at a quality: send \
+             one of value_usd_per_quality and quality_target",
+        ));
+    }
+    Ok(Some(Valuation::Money {
+        usd_per_quality,
+        usd_per_second: s.unwrap_or(0.0),
+    }))
 }

@@ -611,7 +611,8 @@ impl PolicyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PolicySettings {
     pub kind: PolicyKind,
-    /// Thompson draws used to estimate the chosen arm's propensity (the decision is one of them).
+    /// Size of each arm's pool of posterior draws: the propensity is the exact share of pool
+    /// indices the chosen arm wins (without pools, the number of Monte Carlo draws instead).
     pub propensity_samples: u32,
     /// UCB's exploration multiplier on sqrt(2 ln t).
     pub ucb_exploration: f64,

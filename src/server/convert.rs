@@ -69,6 +69,8 @@ impl From<proto::RouteRequest> for RouteInput {
                 latency: w.latency,
             }),
             quality_target: r.quality_target,
+            value_usd_per_quality: r.value_usd_per_quality,
+            value_usd_per_second: r.value_usd_per_second,
         }
     }
 }
