@@ -276,16 +276,24 @@ fn run_server(
             Some(a) => Some(switchyard::server::bind(a).await?),
             None => None,
         };
-        // One line on stdout per bound address, for scripts and tests that pass port 0.
-        println!("listening on {addr}");
-        if let Some(m) = &metrics {
-            println!("metrics on http://{}/metrics", m.local_addr()?);
-        }
+        let metrics_addr = match &metrics {
+            Some(m) => Some(m.local_addr()?),
+            None => None,
+        };
+        // One line on stdout per bound address, for scripts and tests that pass port 0; printed
+        // once the data dir is restored, so a reader of the line finds the state ready.
+        let on_ready = move || {
+            println!("listening on {addr}");
+            if let Some(m) = metrics_addr {
+                println!("metrics on http://{m}/metrics");
+            }
+        };
         let options = switchyard::server::ServeOptions {
             store,
             metrics,
             reload,
             reload_on_sighup: true,
+            on_ready: Some(Box::new(on_ready)),
         };
         switchyard::server::serve_with(cfg, options, listener, shutdown_signal()).await?;
         Ok(())

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -341,8 +341,12 @@ async fn report_health_rejects_bad_input() {
     server.stop().await;
 }
 
-/// A minimal HTTP health endpoint on 127.0.0.1 whose answer the test flips.
-async fn health_endpoint(healthy: Arc<AtomicBool>) -> std::net::SocketAddr {
+/// A minimal HTTP health endpoint on 127.0.0.1 whose answer the test flips; `probes` counts the
+/// requests answered.
+async fn health_endpoint(
+    healthy: Arc<AtomicBool>,
+    probes: Arc<AtomicUsize>,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -351,6 +355,7 @@ async fn health_endpoint(healthy: Arc<AtomicBool>) -> std::net::SocketAddr {
                 return;
             };
             let healthy = healthy.clone();
+            let probes = probes.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let _ = sock.read(&mut buf).await;
@@ -367,6 +372,7 @@ async fn health_endpoint(healthy: Arc<AtomicBool>) -> std::net::SocketAddr {
                         .as_bytes(),
                     )
                     .await;
+                probes.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
@@ -376,13 +382,21 @@ async fn health_endpoint(healthy: Arc<AtomicBool>) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_probe_opens_breakers_without_feedback_and_closes_them_again() {
     let healthy = Arc::new(AtomicBool::new(true));
-    let addr = health_endpoint(healthy.clone()).await;
+    let probes = Arc::new(AtomicUsize::new(0));
+    let addr = health_endpoint(healthy.clone(), probes.clone()).await;
     let server = TestServer::start(cfg(&format!(
         "[health_probes.p2]\nurl = \"http://{addr}/health\"\ninterval_secs = 0.05\ntimeout_ms = 500\n"
     )))
     .await;
     let mut c = server.client().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Healthy answers already given keep the breaker closed.
+    for _ in 0..200 {
+        if probes.load(Ordering::SeqCst) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(probes.load(Ordering::SeqCst) >= 3, "the probe never ran");
     assert_eq!(breaker_of(&mut c, "beta").await, BreakerState::Closed);
 
     healthy.store(false, Ordering::SeqCst);

@@ -270,6 +270,9 @@ async fn scrape_after_traffic_finds_every_documented_series_with_its_count() {
         assert!((cost - 0.01 * n as f64).abs() < 1e-9, "{model}: {cost}");
     }
     assert_eq!(sum(&s, "switchyard_model_quality_count", &[]), 24.0);
+    // 20 scores of 0.7 with the outcomes, 4 late scores of 0.9.
+    let quality_sum = sum(&s, "switchyard_model_quality_sum", &[]);
+    assert!((quality_sum - 17.6).abs() < 1e-9, "{quality_sum}");
 
     // Breakers: alpha open (one transition), the others closed.
     let breaker = |model: &str, state: &str| {
@@ -299,6 +302,34 @@ async fn scrape_after_traffic_finds_every_documented_series_with_its_count() {
     assert!(sum(&s, "switchyard_budget_reserved_usd", &team) > 0.0);
     assert_eq!(sum(&s, "switchyard_budget_limit_usd", &team), 100.0);
     assert!(has(&s, "switchyard_budget_pacing_multiplier", &team));
+    // $0.35 of $100: no threshold crossed, nothing past the limit, no late settlement (these
+    // labelled families show a sample only once their event happened).
+    for name in [
+        "switchyard_budget_alerts",
+        "switchyard_budget_overrun_usd",
+        "switchyard_budget_overruns",
+        "switchyard_late_feedback",
+    ] {
+        assert!(!has(&s, &format!("{name}_total"), &[]), "{name}\n{text}");
+    }
+
+    // Every engine call is timed twice (waiting for the lock, holding it): at least the 40
+    // decisions and 35 outcomes.
+    let lock_waits = sum(&s, "switchyard_engine_lock_wait_seconds_count", &[]);
+    let lock_holds = sum(&s, "switchyard_engine_lock_hold_seconds_count", &[]);
+    assert_eq!(lock_waits, lock_holds);
+    assert!(lock_holds >= 75.0, "{lock_holds}");
+    assert!(has(
+        &s,
+        "switchyard_engine_lock_hold_seconds_bucket",
+        &[("le", "+Inf")]
+    ));
+    // No data dir: no writer, no write errors.
+    assert!(
+        has(&s, "switchyard_store_write_errors_total", &[]),
+        "{text}"
+    );
+    assert_eq!(sum(&s, "switchyard_store_write_errors_total", &[]), 0.0);
 
     // Pending decisions (feedback does not end a decision: late quality may follow) and memory.
     assert_eq!(sum(&s, "switchyard_pending_decisions", &[]), 40.0);

@@ -372,6 +372,66 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         field(&text, "schema"),
         u64::from(switchyard::store::SCHEMA_VERSION)
     );
+
+    // While a server holds the dir, the offline tools say so and what to do. "listening on" comes
+    // only once the data dir is open and restored: the restore's log line is already written.
+    let cfg = write_config(tmp.path(), "durability = \"sync\"", 3600.0);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    let out = state_show(&data);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another switchyard process"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stop that process or use another --data-dir"),
+        "{err}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("state restored from data dir"), "{log}");
+
+    // A schema this build does not know is refused naming both versions and what to do.
+    let mut err = String::new();
+    for _ in 0..200 {
+        match sled::open(&data) {
+            Ok(db) => {
+                let meta = db.open_tree("meta").unwrap();
+                meta.insert("schema", &99u32.to_be_bytes()).unwrap();
+                db.flush().unwrap();
+                break;
+            }
+            // The killed server's lock goes with its process; wait for the OS to release it.
+            Err(e) => err = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = state_show(&data);
+    assert!(!out.status.success(), "{err}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 99"), "{err}");
+    assert!(
+        err.contains(&format!("expects {}", switchyard::store::SCHEMA_VERSION)),
+        "{err}"
+    );
+    assert!(err.contains("move the data dir aside"), "{err}");
 }
 
 /// A data dir whose db file is gone is refused at start naming the file, never opened empty.

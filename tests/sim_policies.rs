@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use switchyard::sim::metrics::{RunMetrics, CURVE_POINTS};
-use switchyard::sim::run::{run_many, PolicySpec, Source};
+use switchyard::sim::run::{run_many, run_seed, PolicySpec, Source};
 use switchyard::sim::scenario::Scenario;
 
 const BASE_SEED: u64 = 20_260_101;
@@ -30,12 +30,50 @@ fn mean(runs: &[RunMetrics], f: impl Fn(&RunMetrics) -> f64) -> f64 {
     runs.iter().map(f).sum::<f64>() / runs.len() as f64
 }
 
+/// The best expected utility summed over every request of `source` for `seed`, computed here by
+/// walking the world directly (not through the simulator's recorder), with the request count.
+fn best_possible(source: &Source, seed: u64) -> (f64, u64) {
+    let mut world = source.world(seed);
+    let sizes: Vec<usize> = world
+        .classes()
+        .iter()
+        .map(|c| c.config.models.len())
+        .collect();
+    let (mut total, mut requests) = (0.0, 0u64);
+    let mut u = vec![0.0; sizes.iter().copied().max().unwrap_or(0)];
+    while let Some(req) = world.next_request() {
+        let n = sizes[req.class];
+        world.utilities(&req, &mut u[..n]);
+        let best = (1..n).fold(0, |b, k| if u[k] > u[b] { k } else { b });
+        assert!(
+            u[best].is_finite(),
+            "request {}: no eligible model",
+            req.index
+        );
+        total += u[best];
+        requests += 1;
+        // Keep the world's random streams where the simulator leaves them.
+        world.outcome(&req, best);
+    }
+    (total, requests)
+}
+
 #[test]
 fn the_oracles_regret_is_zero() {
     let source = scenario("provider_outage", 1200.0);
     let runs = run_many(&source, &policies(&["oracle"]), 2, BASE_SEED, 2, &|| {}).unwrap();
-    for r in &runs[0] {
+    for (i, r) in runs[0].iter().enumerate() {
+        assert_eq!(r.seed, run_seed(BASE_SEED, i));
+        let (best, requests) = best_possible(&source, r.seed);
         assert!(r.requests > 500, "seed {}: {} requests", r.seed, r.requests);
+        assert_eq!(r.requests, requests, "seed {}", r.seed);
+        // The oracle's expected utility is the per-request maximum, request by request.
+        assert!(
+            (r.expected_utility - best).abs() <= 1e-9 * best.abs().max(1.0),
+            "seed {}: oracle {} vs best possible {best}",
+            r.seed,
+            r.expected_utility
+        );
         assert_eq!(r.regret_oracle, 0.0, "seed {}", r.seed);
         assert!(r.curve.iter().all(|&c| c == 0.0), "seed {}", r.seed);
         // The oracle is at least as good as any fixed model.

@@ -602,6 +602,9 @@ pub struct ServeOptions {
     pub reload: security::ReloadSource,
     /// Reload on SIGHUP (the binary; tests in one process leave signals alone).
     pub reload_on_sighup: bool,
+    /// Called once the data dir is restored, just before serving starts: the binary prints its
+    /// `listening on` line here, so whoever waits for that line finds the state ready.
+    pub on_ready: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// Serves the Prometheus endpoint until the task is aborted.
@@ -639,6 +642,7 @@ pub async fn serve_with(
         metrics: metrics_listener,
         reload,
         reload_on_sighup,
+        on_ready,
     } = options;
     let builder = server_builder(&config, &listener, metrics_listener.as_ref())?;
     let keys = security::Keys::new(config.key_table()?);
@@ -718,6 +722,9 @@ pub async fn serve_with(
 
     let addr = listener.local_addr().ok();
     info!(?addr, "switchyard serving");
+    if let Some(ready) = on_ready {
+        ready();
+    }
     use tonic::service::interceptor::InterceptedService as Gated;
     let route = RouteService {
         shared: Arc::clone(&shared),
