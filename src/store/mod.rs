@@ -204,7 +204,8 @@ impl Store {
                 _ if text.contains("could not acquire lock") || text.contains("WouldBlock") => {
                     StoreError::Locked(path.clone())
                 }
-                sled::Error::Corruption { .. } => corrupt(text),
+                // A garbled `conf` reads as an unsupported (pre-0.29) database.
+                sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => corrupt(text),
                 _ => StoreError::Io {
                     path: path.clone(),
                     detail: text,
