@@ -128,27 +128,11 @@ impl Engine {
             .get(&model_id)
             .ok_or_else(|| invalid("model", format!("model {model_id:?} is not configured")))?
             .clone();
-        let cost = input
-            .cost_usd
-            .map(|v| {
-                bounded(
-                    "cost_usd",
-                    v,
-                    self.config.limits.max_cost_usd_per_call,
-                    "limits.max_cost_usd_per_call",
-                )
-            })
-            .transpose()?;
-        let input_tokens = input
-            .input_tokens
-            .map(|v| tokens("input_tokens", v))
-            .transpose()?
-            .flatten();
-        let output_tokens = input
-            .output_tokens
-            .map(|v| tokens("output_tokens", v))
-            .transpose()?
-            .flatten();
+        let Reported {
+            cost,
+            input_tokens,
+            output_tokens,
+        } = reported(input, self.config.limits.max_cost_usd_per_call)?;
         let actual = if outcome == Outcome::RateLimited {
             Some(0.0) // refused before any tokens were billed
         } else {

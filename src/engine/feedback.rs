@@ -148,27 +148,11 @@ impl Engine {
             .map(|v| latency("latency_ms", v))
             .transpose()?;
         input.ttft_ms.map(|v| latency("ttft_ms", v)).transpose()?;
-        let input_tokens = input
-            .input_tokens
-            .map(|v| tokens("input_tokens", v))
-            .transpose()?
-            .flatten();
-        let output_tokens = input
-            .output_tokens
-            .map(|v| tokens("output_tokens", v))
-            .transpose()?
-            .flatten();
-        let cost = input
-            .cost_usd
-            .map(|v| {
-                bounded(
-                    "cost_usd",
-                    v,
-                    self.config.limits.max_cost_usd_per_call,
-                    "limits.max_cost_usd_per_call",
-                )
-            })
-            .transpose()?;
+        let Reported {
+            cost,
+            input_tokens,
+            output_tokens,
+        } = reported(input, self.config.limits.max_cost_usd_per_call)?;
         let quality = match input.quality {
             Some(q) if q.is_finite() && (0.0..=1.0).contains(&q) => Some(q),
             Some(q) => {

@@ -58,3 +58,25 @@ pub(super) fn check_id(field: &str, id: &str) -> Result<(), EngineError> {
     }
     Ok(())
 }
+
+/// A Feedback's reported cost (bounded by `limits.max_cost_usd_per_call`) and token counts,
+/// checked once for both the live and the late (tombstone) settlement paths.
+pub(super) struct Reported {
+    pub cost: Option<f64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+}
+
+pub(super) fn reported(input: &FeedbackInput, max_cost: f64) -> Result<Reported, EngineError> {
+    let count = |field: &str, v: Option<i64>| -> Result<Option<u64>, EngineError> {
+        Ok(v.map(|v| tokens(field, v)).transpose()?.flatten())
+    };
+    Ok(Reported {
+        cost: input
+            .cost_usd
+            .map(|v| bounded("cost_usd", v, max_cost, "limits.max_cost_usd_per_call"))
+            .transpose()?,
+        input_tokens: count("input_tokens", input.input_tokens)?,
+        output_tokens: count("output_tokens", input.output_tokens)?,
+    })
+}
