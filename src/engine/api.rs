@@ -23,6 +23,16 @@ pub struct RouteInput {
     /// Value the trade-off in money for this request: USD per unit of quality, USD per second.
     pub value_usd_per_quality: Option<f64>,
     pub value_usd_per_second: Option<f64>,
+    /// The prompt as plain text (empty when not sent); see [`ChatMessage`] for chat prompts.
+    pub prompt: String,
+    pub messages: Vec<ChatMessage>,
+}
+
+/// One message of a chat prompt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
 }
 
 /// A model and its provider.

@@ -7,8 +7,8 @@ use crate::auth::AuthError;
 use crate::breaker::BreakerState;
 use crate::budget::{BudgetState, OnCap, Period};
 use crate::engine::{
-    ArmSummary, BudgetSummary, Decision, EngineError, FeedbackInput, HealthInput, HealthSignal,
-    ModelRef, ObjectiveSummary, RouteInput,
+    ArmSummary, BudgetSummary, ChatMessage, Decision, EngineError, FeedbackInput, HealthInput,
+    HealthSignal, ModelRef, ObjectiveSummary, RouteInput,
 };
 use crate::policy::{Outcome, Weights};
 use crate::proto;
@@ -71,6 +71,15 @@ impl From<proto::RouteRequest> for RouteInput {
             quality_target: r.quality_target,
             value_usd_per_quality: r.value_usd_per_quality,
             value_usd_per_second: r.value_usd_per_second,
+            prompt: r.prompt,
+            messages: r
+                .messages
+                .into_iter()
+                .map(|m| ChatMessage {
+                    role: m.role,
+                    content: m.content,
+                })
+                .collect(),
         }
     }
 }

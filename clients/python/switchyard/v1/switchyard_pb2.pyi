@@ -64,7 +64,7 @@ class Weights(_message.Message):
     def __init__(self, quality: _Optional[float] = ..., cost: _Optional[float] = ..., latency: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target", "value_usd_per_quality", "value_usd_per_second")
+    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target", "value_usd_per_quality", "value_usd_per_second", "prompt", "messages")
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class RouteRequest(_message.Message):
     QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
     VALUE_USD_PER_QUALITY_FIELD_NUMBER: _ClassVar[int]
     VALUE_USD_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     request_id: str
     candidates: _containers.RepeatedScalarFieldContainer[str]
@@ -89,7 +91,17 @@ class RouteRequest(_message.Message):
     quality_target: float
     value_usd_per_quality: float
     value_usd_per_second: float
-    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ..., value_usd_per_quality: _Optional[float] = ..., value_usd_per_second: _Optional[float] = ...) -> None: ...
+    prompt: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ..., value_usd_per_quality: _Optional[float] = ..., value_usd_per_second: _Optional[float] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("model", "provider")
