@@ -191,6 +191,23 @@ pub struct Ledger {
     /// Expired or evicted decisions whose reservation was live, by decision id.
     #[serde(default)]
     tombstones: BTreeMap<String, Tombstone>,
+    /// Running sum of the live reservations of the current period, in pico-USD: an integer, so
+    /// reserving and settling are O(1) and never drift however many add and remove; negative
+    /// ([`SUM_UNKNOWN`]) in a record written before the sum was kept, recomputed on first use.
+    #[serde(default = "sum_unknown")]
+    reserved_pico: i128,
+}
+
+/// [`Ledger`]'s reservation sum before it is recomputed.
+const SUM_UNKNOWN: i128 = -1;
+
+fn sum_unknown() -> i128 {
+    SUM_UNKNOWN
+}
+
+/// `usd` in pico-USD (amounts are at most [`MAX_AMOUNT_USD`], so 1e24 at most).
+fn pico(usd: f64) -> i128 {
+    (usd * 1e12).round() as i128
 }
 
 fn valid_amount(x: f64) -> bool {
@@ -210,6 +227,47 @@ impl Ledger {
             previous_period_spent_usd: 0.0,
             history: Vec::new(),
             tombstones: BTreeMap::new(),
+            reserved_pico: 0,
+        }
+    }
+
+    /// Whether reservation `r` takes headroom of the current period.
+    fn current(&self, r: &Reservation) -> bool {
+        r.period_start_ms.is_none_or(|s| s == self.period_start_ms)
+    }
+
+    /// The current period's reservations summed by walking them (for a record without the sum).
+    fn walked_sum(&self) -> i128 {
+        self.reservations
+            .values()
+            .filter(|r| self.current(r))
+            .map(|r| pico(r.amount_usd))
+            .sum()
+    }
+
+    /// Inserts reservation `r` under `id`, keeping the running sum; returns the one it replaced.
+    fn put(&mut self, id: &str, r: Reservation) -> Option<Reservation> {
+        if self.current(&r) {
+            self.reserved_pico += pico(r.amount_usd);
+        }
+        let old = self.reservations.insert(id.to_string(), r);
+        if let Some(o) = &old {
+            self.forget(o);
+        }
+        old
+    }
+
+    /// Removes reservation `id`, keeping the running sum.
+    fn take(&mut self, id: &str) -> Option<Reservation> {
+        let r = self.reservations.remove(id)?;
+        self.forget(&r);
+        Some(r)
+    }
+
+    /// Takes removed reservation `r` out of the running sum.
+    fn forget(&mut self, r: &Reservation) {
+        if self.current(r) {
+            self.reserved_pico -= pico(r.amount_usd);
         }
     }
 
@@ -225,6 +283,9 @@ impl Ledger {
     /// A change of `cfg.period` or `cfg.time_zone` takes effect at the next
     /// rollover; a clock going backwards never reopens an old period.
     pub fn roll(&mut self, cfg: &BudgetConfig, now_ms: u64) -> Option<ClosedPeriod> {
+        if self.reserved_pico < 0 {
+            self.reserved_pico = self.walked_sum();
+        }
         if now_ms < self.period_end_ms {
             return None;
         }
@@ -250,6 +311,8 @@ impl Ledger {
         for r in self.reservations.values_mut() {
             r.period_start_ms.get_or_insert(closed.start_ms);
         }
+        // Every live reservation now belongs to the closed period.
+        self.reserved_pico = 0;
         self.alerted.clear();
         Some(closed)
     }
@@ -281,17 +344,17 @@ impl Ledger {
         };
         // Insert tentatively so the check uses exactly the sum the
         // accessors will report afterwards.
-        let old = self.reservations.insert(id.to_string(), new);
+        let old = self.put(id, new);
         let committed = self.spent_usd + self.reserved_usd();
         if committed <= cfg.limit_usd && cfg.limit_usd > 0.0 {
             return Ok(());
         }
         match old {
             Some(o) => {
-                self.reservations.insert(id.to_string(), o);
+                self.put(id, o);
             }
             None => {
-                self.reservations.remove(id);
+                self.take(id);
             }
         }
         Err(ReserveError::Exhausted(self.exhausted(cfg)))
@@ -324,7 +387,7 @@ impl Ledger {
         self.roll(cfg, now_ms);
         let limit = cfg.limit_usd;
         let over_before = (self.spent_usd + self.reserved_usd() - limit).max(0.0);
-        let reservation = self.reservations.remove(id);
+        let reservation = self.take(id);
         let reserved = reservation.map(|r| r.amount_usd);
         let recorded = if valid_amount(actual_usd) {
             actual_usd
@@ -366,7 +429,7 @@ impl Ledger {
     /// returns whether it was live.
     pub fn release(&mut self, cfg: &BudgetConfig, id: &str, now_ms: u64) -> bool {
         self.roll(cfg, now_ms);
-        self.reservations.remove(id).is_some()
+        self.take(id).is_some()
     }
 
     /// Drops reservations older than `cfg.reservation_ttl_secs` (age strictly
@@ -378,11 +441,17 @@ impl Ledger {
         if ttl_ms.is_nan() {
             return 0;
         }
-        let before = self.reservations.len();
         // u64 -> f64 loses precision only past 2^53 ms (year 287396).
-        self.reservations
-            .retain(|_, r| (now_ms.saturating_sub(r.created_ms) as f64) <= ttl_ms);
-        before - self.reservations.len()
+        let expired: Vec<String> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| (now_ms.saturating_sub(r.created_ms) as f64) > ttl_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.take(id);
+        }
+        expired.len()
     }
 
     /// Budget condition at `now_ms`: [`BudgetState::Exhausted`] if spent +
@@ -414,10 +483,12 @@ impl Ledger {
 
     /// Sum of live reservations made in the current period, USD.
     pub fn reserved_usd(&self) -> f64 {
-        self.reservations
-            .values()
-            .filter(|r| r.period_start_ms.is_none_or(|s| s == self.period_start_ms))
-            .fold(0.0, |acc, r| acc + r.amount_usd)
+        let sum = if self.reserved_pico < 0 {
+            self.walked_sum()
+        } else {
+            self.reserved_pico
+        };
+        sum as f64 / 1e12
     }
 
     /// Adds `usd` to the spend of the closed period that started at `start_ms` (kept in
@@ -449,7 +520,7 @@ impl Ledger {
         now_ms: u64,
     ) {
         self.roll(cfg, now_ms);
-        if let Some(r) = self.reservations.remove(id) {
+        if let Some(r) = self.take(id) {
             self.tombstones.insert(
                 id.to_string(),
                 Tombstone {

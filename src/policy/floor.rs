@@ -57,18 +57,18 @@ pub fn choose_floored<R: Rng + ?Sized, S: Utility + ?Sized>(
     rng: &mut R,
 ) -> FlooredChoice {
     let k = candidates.len();
-    let inner = choose(settings, candidates, scoring, rng);
-    let shares = match settings.kind {
-        PolicyKind::Thompson if k > 1 => thompson::pooled_shares(candidates, scoring),
+    let pooled = match settings.kind {
+        PolicyKind::Thompson if k > 1 => thompson::choose_with_shares(candidates, scoring, rng),
         _ => None,
-    }
-    .unwrap_or_else(|| {
+    };
+    let (inner, shares) = pooled.unwrap_or_else(|| {
+        let inner = choose(settings, candidates, scoring, rng);
         let rest = if k > 1 {
             (1.0 - inner.propensity) / (k - 1) as f64
         } else {
             0.0
         };
-        (0..k)
+        let shares = (0..k)
             .map(|i| {
                 if i == inner.index {
                     inner.propensity
@@ -76,7 +76,8 @@ pub fn choose_floored<R: Rng + ?Sized, S: Utility + ?Sized>(
                     rest
                 }
             })
-            .collect()
+            .collect();
+        (inner, shares)
     });
     let m = min_propensity.clamp(0.0, 1.0);
     if k <= 1 || m <= 0.0 {

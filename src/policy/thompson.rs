@@ -19,8 +19,7 @@ pub fn choose<R: Rng + ?Sized, S: Utility + ?Sized>(
     samples: u32,
     rng: &mut R,
 ) -> Choice {
-    let k = candidates.first().map_or(0, |c| c.pool.len());
-    if k > 0 && candidates.iter().all(|c| c.pool.len() == k) {
+    if let Some(k) = pool_size(candidates) {
         return choose_pooled(candidates, scoring, k, rng);
     }
     let samplers: Vec<_> = candidates.iter().map(|c| c.sampler()).collect();
@@ -54,30 +53,22 @@ fn choose_pooled<R: Rng + ?Sized, S: Utility + ?Sized>(
     k: usize,
     rng: &mut R,
 ) -> Choice {
-    let utility = |c: &Candidate<'_>, j: usize| scoring.utility(&c.scale(&c.pool[j]));
-    let j = rng.random_range(0..k);
-    let index = argmax(candidates.iter().map(|c| utility(c, j)));
-    let chosen = &candidates[index];
-    let wins = (0..k)
-        .filter(|&j| {
-            let u = utility(chosen, j);
-            candidates.iter().enumerate().all(|(i, c)| {
-                i == index || {
-                    let v = utility(c, j);
-                    if i < index {
-                        v < u
-                    } else {
-                        v <= u
-                    }
-                }
-            })
-        })
-        .count();
-    Choice {
-        index,
-        propensity: wins as f64 / k as f64,
-        reason: "sampled",
-    }
+    let winners = winners(candidates, scoring, k);
+    pick(&winners, &shares(&winners, candidates.len()), rng)
+}
+
+/// The pooled decision and every candidate's share together, from one pass over the pools (the
+/// `min_propensity` floor needs both; scoring the pools once halves the cost of a decision), or
+/// None without equal-size pools. Draws from `rng` exactly as [`choose`] does.
+pub fn choose_with_shares<R: Rng + ?Sized, S: Utility + ?Sized>(
+    candidates: &[Candidate<'_>],
+    scoring: &S,
+    rng: &mut R,
+) -> Option<(Choice, Vec<f64>)> {
+    let k = pool_size(candidates)?;
+    let winners = winners(candidates, scoring, k);
+    let shares = shares(&winners, candidates.len());
+    Some((pick(&winners, &shares, rng), shares))
 }
 
 /// Every candidate's exact pooled propensity (the share of pool indices it wins, ties to the
@@ -86,20 +77,41 @@ pub fn pooled_shares<S: Utility + ?Sized>(
     candidates: &[Candidate<'_>],
     scoring: &S,
 ) -> Option<Vec<f64>> {
+    let k = pool_size(candidates)?;
+    Some(shares(&winners(candidates, scoring, k), candidates.len()))
+}
+
+/// The common pool size of the candidates, if they all carry one (non-empty).
+fn pool_size(candidates: &[Candidate<'_>]) -> Option<usize> {
     let k = candidates.first().map_or(0, |c| c.pool.len());
-    if k == 0 || candidates.iter().any(|c| c.pool.len() != k) {
-        return None;
-    }
-    let mut wins = vec![0usize; candidates.len()];
-    for j in 0..k {
-        let w = argmax(
-            candidates
-                .iter()
-                .map(|c| scoring.utility(&c.scale(&c.pool[j]))),
-        );
+    (k > 0 && candidates.iter().all(|c| c.pool.len() == k)).then_some(k)
+}
+
+/// The winning candidate at each of the `k` pool indices.
+fn winners<S: Utility + ?Sized>(candidates: &[Candidate<'_>], scoring: &S, k: usize) -> Vec<usize> {
+    (0..k)
+        .map(|j| argmax(candidates.iter().map(|c| scoring.utility(&c.scale(&c.pool[j])))))
+        .collect()
+}
+
+/// Each of `n` candidates' share of the pool indices it wins.
+fn shares(winners: &[usize], n: usize) -> Vec<f64> {
+    let mut wins = vec![0usize; n];
+    for &w in winners {
         wins[w] += 1;
     }
-    Some(wins.into_iter().map(|w| w as f64 / k as f64).collect())
+    let k = winners.len().max(1) as f64;
+    wins.into_iter().map(|w| w as f64 / k).collect()
+}
+
+/// The winner at a uniformly drawn pool index, with its share as the propensity.
+fn pick<R: Rng + ?Sized>(winners: &[usize], shares: &[f64], rng: &mut R) -> Choice {
+    let index = winners[rng.random_range(0..winners.len())];
+    Choice {
+        index,
+        propensity: shares[index],
+        reason: "sampled",
+    }
 }
 
 #[cfg(test)]

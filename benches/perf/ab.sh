@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# A/B throughput of two switchyard binaries, interleaved so that machine noise hits both alike:
+# RUNS rounds (default 3); each round starts a fresh server of A, runs
+# `switchyard bench --workload route,pair`, stops it, then does the same for B. Prints every run
+# and the medians per binary, mode and workload. Run it on an idle machine.
+#
+#   benches/perf/ab.sh BIN_A BIN_B [MODE...]
+#   RUNS=5 DURATION=10 benches/perf/ab.sh /tmp/base/switchyard target/release/switchyard memory sync
+#
+# MODE is a file benches/perf/MODE.toml layered over src/default_config.toml (default: memory).
+# The load tool is BIN_B's own `bench` for both, so only the server differs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [[ $# -lt 2 ]]; then
+    echo "usage: $0 BIN_A BIN_B [MODE...]" >&2
+    exit 2
+fi
+A=$1
+B=$2
+shift 2
+MODES=("$@")
+[[ ${#MODES[@]} -gt 0 ]] || MODES=(memory)
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+ADDR=127.0.0.1:50093
+OUT=$(mktemp -d)
+SERVER=
+DATA=
+cleanup() {
+    if [[ -n "$SERVER" ]]; then
+        kill -TERM "$SERVER" 2>/dev/null || true
+        wait "$SERVER" 2>/dev/null || true
+    fi
+    if [[ -n "$DATA" ]]; then rm -rf "$DATA"; fi
+    rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+one() { # BIN MODE -> prints "route_rps pairs_per_s"
+    DATA=$(mktemp -d)
+    "$1" serve --config src/default_config.toml --config "benches/perf/$2.toml" \
+        --listen "$ADDR" --data-dir "$DATA/d" >"$OUT/serve.out" 2>&1 &
+    SERVER=$!
+    for _ in $(seq 200); do
+        grep -q "listening on" "$OUT/serve.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    "$B" bench --addr "$ADDR" --workload route,pair --duration "$DURATION" --warmup 2 --json \
+        >"$OUT/bench.json" 2>/dev/null
+    kill -TERM "$SERVER" 2>/dev/null || true
+    wait "$SERVER" 2>/dev/null || true
+    SERVER=
+    rm -rf "$DATA"
+    DATA=
+    python3 - "$OUT/bench.json" <<'EOF'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+runs = doc["workloads"]
+rate = {w["workload"]: w["throughput_per_sec"] for w in runs}
+print(f'{rate.get("route", 0):.0f} {rate.get("pair", 0):.0f}')
+EOF
+}
+
+declare -A RESULTS
+for mode in "${MODES[@]}"; do
+    for r in $(seq "$RUNS"); do
+        for side in A B; do
+            bin=$A
+            [[ $side == B ]] && bin=$B
+            read -r route pair < <(one "$bin" "$mode")
+            printf '%-7s run %d %s: route %8s req/s  pair %8s pairs/s\n' "$mode" "$r" "$side" "$route" "$pair"
+            RESULTS[$mode.$side.route]+="$route "
+            RESULTS[$mode.$side.pair]+="$pair "
+        done
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+echo
+printf '%-7s %-6s %10s %10s %8s\n' mode load A B 'B/A-1'
+for mode in "${MODES[@]}"; do
+    for w in route pair; do
+        a=$(echo "${RESULTS[$mode.A.$w]}" | median)
+        b=$(echo "${RESULTS[$mode.B.$w]}" | median)
+        awk -v m="$mode" -v w="$w" -v a="$a" -v b="$b" \
+            'BEGIN {printf "%-7s %-6s %10d %10d %+7.1f%%\n", m, w, a, b, (a > 0 ? (b / a - 1) * 100 : 0)}'
+    done
+done
