@@ -7,8 +7,10 @@
 #   benches/perf/ab.sh BIN_A BIN_B [MODE...]
 #   RUNS=5 DURATION=10 benches/perf/ab.sh /tmp/base/switchyard target/release/switchyard memory sync
 #
-# MODE is a file benches/perf/MODE.toml layered over src/default_config.toml (default: memory).
-# The load tool is BIN_B's own `bench` for both, so only the server differs.
+# MODE is a file benches/perf/MODE.toml layered over each binary's own built-in config: the
+# src/default_config.toml of the tree whose target/ holds it (override with CONFIG_A / CONFIG_B,
+# e.g. for a copied binary), since the config's keys change between versions. The load tool is
+# BIN_B's own `bench` for both, so only the server differs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [[ $# -lt 2 ]]; then
@@ -20,6 +22,17 @@ B=$2
 shift 2
 MODES=("$@")
 [[ ${#MODES[@]} -gt 0 ]] || MODES=(memory)
+config_of() { # BIN -> the default config of the tree that built it
+    local tree
+    tree=$(cd "$(dirname "$1")/../.." 2>/dev/null && pwd)
+    if [[ -f "$tree/src/default_config.toml" ]]; then
+        echo "$tree/src/default_config.toml"
+    else
+        echo "$PWD/src/default_config.toml"
+    fi
+}
+CONFIG_A=${CONFIG_A:-$(config_of "$A")}
+CONFIG_B=${CONFIG_B:-$(config_of "$B")}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 ADDR=127.0.0.1:50093
@@ -36,9 +49,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-one() { # BIN MODE -> prints "route_rps pairs_per_s"
+one() { # BIN CONFIG MODE -> prints "route_rps pairs_per_s"
     DATA=$(mktemp -d)
-    "$1" serve --config src/default_config.toml --config "benches/perf/$2.toml" \
+    "$1" serve --config "$2" --config "benches/perf/$3.toml" \
         --listen "$ADDR" --data-dir "$DATA/d" >"$OUT/serve.out" 2>&1 &
     SERVER=$!
     for _ in $(seq 200); do
@@ -66,8 +79,12 @@ for mode in "${MODES[@]}"; do
     for r in $(seq "$RUNS"); do
         for side in A B; do
             bin=$A
-            [[ $side == B ]] && bin=$B
-            read -r route pair < <(one "$bin" "$mode")
+            cfg=$CONFIG_A
+            if [[ $side == B ]]; then
+                bin=$B
+                cfg=$CONFIG_B
+            fi
+            read -r route pair < <(one "$bin" "$cfg" "$mode")
             printf '%-7s run %d %s: route %8s req/s  pair %8s pairs/s\n' "$mode" "$r" "$side" "$route" "$pair"
             RESULTS[$mode.$side.route]+="$route "
             RESULTS[$mode.$side.pair]+="$pair "

@@ -10,6 +10,8 @@
 # every 10 s prints elapsed seconds, the server's RSS (MB, from /proc) and the data dir's size
 # (MB, du); then the decision log's bytes per decision (`switchyard state show`) and the time from
 # a restart on that data dir to its first answered Route.
+#
+# EXTRA_CONFIG=FILE layers one more config file over each server's (e.g. another storage.cache_mb).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=target/release/switchyard
@@ -17,6 +19,8 @@ OUT=${1:-target/perf}
 ADDR=127.0.0.1:50091
 METRICS=127.0.0.1:50092
 DURATION=${DURATION:-10}
+EXTRA=()
+if [[ -n "${EXTRA_CONFIG:-}" ]]; then EXTRA=(--config "$EXTRA_CONFIG"); fi
 SOAK=
 if [[ "${1:-}" == soak ]]; then
     SOAK=${2:-600}
@@ -39,7 +43,7 @@ start_server() { # MODE
     stop_server
     if [[ -n "$DATA" ]]; then rm -rf "$DATA"; fi
     DATA=$(mktemp -d)
-    "$BIN" serve --config src/default_config.toml --config "benches/perf/$1.toml" \
+    "$BIN" serve --config src/default_config.toml --config "benches/perf/$1.toml" "${EXTRA[@]}" \
         --listen "$ADDR" --metrics-listen "$METRICS" --data-dir "$DATA/d" \
         >"$OUT/serve-$1.out" 2>"$OUT/serve-$1.err" &
     SERVER=$!
@@ -82,7 +86,7 @@ if [[ -n "$SOAK" ]]; then
     echo "data dir: $(du -sb "$DATA/d" | cut -f1) bytes"
     # Restart on that data dir: time to the first answered Route.
     t0=$(date +%s%N)
-    "$BIN" serve --config src/default_config.toml --config benches/perf/sync.toml \
+    "$BIN" serve --config src/default_config.toml --config benches/perf/sync.toml "${EXTRA[@]}" \
         --listen "$ADDR" --data-dir "$DATA/d" >"$OUT/soak-restart.out" 2>&1 &
     SERVER=$!
     until "$BIN" bench --addr "$ADDR" --workload route --rate 1 --duration 1 --warmup 0 >/dev/null 2>&1; do

@@ -317,6 +317,12 @@ impl Engine {
         }
     }
 
+    /// Logged events not yet taken by [`Engine::take_changes`]: how far the store's writer is
+    /// behind.
+    pub fn unpersisted(&self) -> usize {
+        self.events.len()
+    }
+
     /// The objective states of a task class, by quality target in basis points.
     pub fn class_objectives(&self, class: &str) -> Option<&Targets> {
         self.objectives.get(class)

@@ -90,7 +90,13 @@ fn pool_size(candidates: &[Candidate<'_>]) -> Option<usize> {
 /// The winning candidate at each of the `k` pool indices.
 fn winners<S: Utility + ?Sized>(candidates: &[Candidate<'_>], scoring: &S, k: usize) -> Vec<usize> {
     (0..k)
-        .map(|j| argmax(candidates.iter().map(|c| scoring.utility(&c.scale(&c.pool[j])))))
+        .map(|j| {
+            argmax(
+                candidates
+                    .iter()
+                    .map(|c| scoring.utility(&c.scale(&c.pool[j]))),
+            )
+        })
         .collect()
 }
 

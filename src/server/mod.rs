@@ -360,9 +360,14 @@ impl RouteService {
                 .budget_key_for(&input.budget_key)
                 .map_err(convert::auth_status)?;
         }
-        let decision = self
+        let (decision, backlog) = self
             .shared
-            .with_engine(|engine, rng| engine.route(&input, now_ms(), rng));
+            .with_engine(|engine, rng| (engine.route(&input, now_ms(), rng), engine.unpersisted()));
+        if backlog > persist::MAX_BACKLOG {
+            if let Some(w) = &self.shared.writer {
+                w.next_cycle().await;
+            }
+        }
         let decision = decision.map_err(status)?;
         if !decision.replayed {
             self.shared.metrics.decision(&decision);

@@ -25,9 +25,22 @@ use crate::store::{Batch, Store, StoreError};
 /// How often the writer writes what changed (flushes follow `storage.flush_interval_ms`).
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Logged events the writer may fall behind by before a Route waits for its next cycle.
+///
+/// Route does not wait for the disk, so when requests arrive faster than the writer persists them
+/// (closed-loop load on two shared cores: ~14 000 decisions/s against writer cycles of 0.5-1.4 s)
+/// each cycle takes a bigger batch, takes longer, and the next is bigger still; every queued
+/// decision holds its record, so resident memory grew by gigabytes within minutes and kept growing
+/// after the load stopped while the writer caught up (README, Performance: the soak). Past this
+/// backlog (about two seconds of writes at the measured rate) Route waits for the writer's next
+/// cycle, so throughput follows what the disk takes and memory stays bounded.
+pub const MAX_BACKLOG: usize = 20_000;
+
 /// What a finished cycle covered.
 #[derive(Debug, Clone, Default)]
 struct Cycle {
+    /// Cycles finished so far.
+    seq: u64,
     /// Every request numbered up to this is persisted (or failed with `error`).
     upto: u64,
     /// The cycle's error, if its write or flush failed.
@@ -109,6 +122,18 @@ impl Writer {
         }
     }
 
+    /// Waits until the writer finishes a cycle started after this call (no flush asked; its
+    /// outcome is not the caller's: Route decides from memory whatever the disk does).
+    pub async fn next_cycle(&self) {
+        let mut rx = self.done.clone();
+        let start = rx.borrow().seq;
+        if self.tx.send(Msg::Wake).is_err() {
+            return;
+        }
+        // A cycle already running may have taken its changes before this call: wait for two.
+        let _ = rx.wait_for(|c| c.seq >= start + 2).await;
+    }
+
     /// Whether the last cycle reached the disk (false while failed cycles are being retried).
     pub fn healthy(&self) -> tokio::sync::watch::Receiver<bool> {
         self.healthy.clone()
@@ -181,6 +206,7 @@ fn run(
 ) {
     let mut last_flush = Instant::now();
     let mut done = 0;
+    let mut seq = 0;
     let mut queue = Queue::new();
     // While cycles fail: the delay before the next retry (doubling up to MAX_RETRY_DELAY).
     let mut retry: Option<(Instant, Duration)> = None;
@@ -203,7 +229,8 @@ fn run(
                 if upto > done {
                     done = upto;
                     let error = Some(Arc::from("the data dir cannot be written; retrying"));
-                    done_tx.send_replace(Cycle { upto, error });
+                    seq += 1;
+                    done_tx.send_replace(Cycle { seq, upto, error });
                 }
                 continue;
             }
@@ -232,7 +259,8 @@ fn run(
             }
         };
         done = upto;
-        done_tx.send_replace(Cycle { upto, error });
+        seq += 1;
+        done_tx.send_replace(Cycle { seq, upto, error });
         if stop {
             break;
         }

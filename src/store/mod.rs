@@ -32,10 +32,14 @@ use records::{decision_key, id_bytes, key_ms, DecisionKey, Names, StoredDecision
 /// migrated at open; another version is refused.
 pub const SCHEMA_VERSION: u32 = 3;
 
-/// sled's page cache when `storage.cache_mb` is not set: sled's own default. A smaller cache was
-/// measured to raise resident memory under sustained inserts (README, Performance: 64 MB reached
-/// 4.3 GB in 80 s of closed-loop Route), so the default stays until the growth is understood.
-pub const DEFAULT_CACHE_MB: u64 = 1024;
+/// sled's page cache when `storage.cache_mb` is not set. sled counts its cache in on-disk bytes,
+/// and its in-memory pages take several times that, so its 1 GiB default allows the cache to grow
+/// past the whole decision log (about 115 MB at a million decisions). What the cache serves is
+/// small: Feedback reads back the records of pending decisions, the newest ones (100 000 x ~115
+/// bytes = 11.5 MB), and trimming reads the oldest once. 16 MiB holds that working set. The
+/// resident-memory growth the soak measures is not this cache: it grew alike with 16 MiB and
+/// 1 GiB (README, Performance).
+pub const DEFAULT_CACHE_MB: u64 = 16;
 
 /// Errors opening, reading or writing a data dir; each names the data dir.
 #[derive(Debug, thiserror::Error)]
