@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::config::{Config, DEFAULT_CONFIG_TOML};
-use switchyard::logging::{init_logging, LogFormat};
+use switchyard::logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,11 @@ enum Command {
         /// Log format (the level comes from RUST_LOG, default info).
         #[arg(long, value_enum, default_value = "pretty")]
         log_format: LogFormat,
+        /// Export each RPC as an OpenTelemetry span (task class, model, reason) over OTLP/HTTP
+        /// to this collector URL, e.g. http://127.0.0.1:4318 (`/v1/traces` is added when the URL
+        /// has no path); off when absent.
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
     },
     /// Simulate policies over a scenario, a full-information trace or logged traffic.
     Simulate(switchyard::sim::cli::SimulateArgs),
@@ -122,8 +127,20 @@ fn main() -> ExitCode {
             metrics_listen,
             allow_plaintext,
             log_format,
+            otlp_endpoint,
         } => {
-            init_logging(log_format, "info");
+            // Dropped when this arm ends, after the server stopped: flushes the queued spans.
+            let _otel = match switchyard::server::otel::init(
+                log_format,
+                "info",
+                otlp_endpoint.as_deref(),
+            ) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("switchyard: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let loaded = Config::load_layered(&config);
             let mut cfg = match loaded {
                 Ok(c) => c,

@@ -110,6 +110,8 @@ pub struct Config {
 pub struct SecurityConfig {
     /// `server.tls`; `None` = plaintext.
     pub tls: Option<TlsConfig>,
+    /// `server.metrics_tls`: TLS for the metrics listener; `None` = plaintext.
+    pub metrics_tls: Option<TlsConfig>,
     /// `server.allow_plaintext`: serve plaintext on a non-loopback address (behind a TLS-terminating
     /// proxy, say).
     pub allow_plaintext: bool,
@@ -369,9 +371,11 @@ impl Config {
             Some("server.data_dir")
         } else if self.storage != other.storage {
             Some("storage")
-        } else if self.security.tls != other.security.tls {
-            // tonic's TLS acceptor is built once at start.
+        } else if self.security.tls.is_some() != other.security.tls.is_some() {
+            // Turning TLS on or off changes the listener; its files rotate on reload.
             Some("server.tls")
+        } else if self.security.metrics_tls.is_some() != other.security.metrics_tls.is_some() {
+            Some("server.metrics_tls")
         } else if self.security.allow_plaintext != other.security.allow_plaintext {
             Some("server.allow_plaintext")
         } else {

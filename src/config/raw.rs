@@ -146,6 +146,7 @@ struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     tls: Option<RawTls>,
+    metrics_tls: Option<RawTls>,
     allow_plaintext: Option<bool>,
     drain_secs: Option<f64>,
     idle_timeout_secs: Option<f64>,
@@ -302,6 +303,7 @@ impl RawConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let security = security(
             self.server.tls,
+            self.server.metrics_tls,
             self.server.allow_plaintext,
             self.server.drain_secs,
         )?;
@@ -442,6 +444,7 @@ impl RawConfig {
 /// `[server]`'s TLS, plaintext and drain settings.
 fn security(
     tls: Option<RawTls>,
+    metrics_tls: Option<RawTls>,
     allow_plaintext: Option<bool>,
     drain_secs: Option<f64>,
 ) -> Result<SecurityConfig, ConfigError> {
@@ -452,12 +455,14 @@ fn security(
             format!("must be between 0 and 3600 seconds, got {drain_secs}"),
         ));
     }
+    let tls_config = |t: RawTls| TlsConfig {
+        cert: t.cert,
+        key: t.key,
+        client_ca: t.client_ca,
+    };
     Ok(SecurityConfig {
-        tls: tls.map(|t| TlsConfig {
-            cert: t.cert,
-            key: t.key,
-            client_ca: t.client_ca,
-        }),
+        tls: tls.map(tls_config),
+        metrics_tls: metrics_tls.map(tls_config),
         allow_plaintext: allow_plaintext.unwrap_or(false),
         drain_secs,
     })

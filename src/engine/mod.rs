@@ -21,6 +21,7 @@ mod reason;
 mod reload;
 mod route;
 mod stats;
+mod tenant;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -47,6 +48,7 @@ pub use reason::Reason;
 pub use reload::Reconfigured;
 use route::Chosen;
 pub use stats::*;
+pub use tenant::DecisionOwner;
 use validate::*;
 
 /// Learned state of one task class: one arm per configured model, in config order.

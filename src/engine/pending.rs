@@ -19,6 +19,9 @@ pub struct PendingDecision {
     pub failed: Vec<String>,
     /// Models whose quality was reported.
     pub qualities: Vec<String>,
+    /// The tenant of the key that made the decision (see `tenant.rs`); `None` = no tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Pending decisions, bounded by TTL and count, with the request_id index.

@@ -316,6 +316,7 @@ impl Engine {
                 outcomes: Vec::new(),
                 failed: Vec::new(),
                 qualities: Vec::new(),
+                tenant: None,
             },
             self.config.limits.max_pending,
         );

@@ -43,7 +43,7 @@ pub fn auth_status(e: AuthError) -> Status {
 /// Maps a refused reload to its gRPC status.
 pub fn reload_status(e: ReloadError) -> Status {
     let code = match &e {
-        ReloadError::Invalid(_) => Code::InvalidArgument,
+        ReloadError::Invalid(_) | ReloadError::Tls(_) => Code::InvalidArgument,
         ReloadError::RestartNeeded(_) => Code::FailedPrecondition,
     };
     Status::new(code, e.to_string())

@@ -8,9 +8,11 @@ pub mod alerts;
 pub mod convert;
 pub mod limits;
 pub mod metrics;
+pub mod otel;
 pub mod persist;
 pub mod probes;
 pub mod security;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -251,7 +253,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct RouteService {
     shared: Arc<Shared>,
-    keys: Arc<security::Keys>,
+    edge: Arc<security::Edge>,
     reload: Arc<security::ReloadSource>,
 }
 
@@ -260,7 +262,7 @@ impl RouteService {
     pub fn new(shared: Arc<Shared>) -> Self {
         RouteService {
             shared,
-            keys: Arc::default(),
+            edge: Arc::new(security::Edge::plain()),
             reload: Arc::default(),
         }
     }
@@ -272,18 +274,22 @@ impl RouteService {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<Principal>, Status> {
         let path = format!("/{}/{method:?}", crate::auth::ROUTE_SERVICE);
-        self.keys.check(&path, metadata)
+        self.edge.keys.check(&path, metadata)
     }
 
-    /// Runs one handler, then counts it and its handling time.
+    /// Runs one handler inside its RPC span (when traces are exported), then counts it and its
+    /// handling time.
     async fn timed<T>(
         &self,
         method: Method,
         handler: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
+        use tracing::Instrument;
         let start = Instant::now();
-        let result = handler.await;
+        let span = otel::rpc_span(method);
+        let result = handler.instrument(span.clone()).await;
         let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
+        otel::record_status(&span, code);
         self.shared.metrics.rpc(method, code, start.elapsed());
         result
     }
@@ -353,6 +359,7 @@ impl RouteService {
     ) -> Result<Response<proto::RouteResponse>, Status> {
         let caller = self.caller(Method::Route, request.metadata())?;
         let mut input = RouteInput::from(request.into_inner());
+        otel::record_class(&input.task_class);
         if let Some(p) = &caller {
             p.check_class(&input.task_class)
                 .map_err(convert::auth_status)?;
@@ -360,10 +367,25 @@ impl RouteService {
                 .budget_key_for(&input.budget_key)
                 .map_err(convert::auth_status)?;
         }
-        let decision = self
-            .shared
-            .with_engine(|engine, rng| engine.route(&input, now_ms(), rng));
-        let decision = decision.map_err(status)?;
+        let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
+        let tenant = tenant.map(|t| t.name.as_str());
+        let decision = self.shared.with_engine(|engine, rng| {
+            let d = engine.route(&input, now_ms(), rng).map_err(status)?;
+            // A replayed request_id answers with the decision it named: only to the same tenant.
+            if d.replayed {
+                let made_under = engine.pending(&d.id).and_then(|p| p.tenant.as_deref());
+                if made_under != tenant {
+                    return Err(Status::permission_denied(format!(
+                        "request_id {:?} names a decision made under another tenant; use a new request_id",
+                        crate::validation::echo(&input.request_id)
+                    )));
+                }
+            } else {
+                engine.set_tenant(&d.id, tenant);
+            }
+            Ok(d)
+        })?;
+        otel::record_decision(&decision.model, decision.reason.as_str());
         if !decision.replayed {
             self.shared.metrics.decision(&decision);
         }
@@ -377,14 +399,8 @@ impl RouteService {
         let caller = self.caller(Method::Feedback, request.metadata())?;
         let input = FeedbackInput::try_from(request.into_inner())?;
         let result = self.shared.with_engine(|engine, _| {
-            if let (Some(p), Some(pending)) = (&caller, engine.pending(&input.decision_id)) {
-                // A decision is its tenant's when it charged that tenant's budget (a tenant's keys
-                // charge only its budget key).
-                let tenant = p.tenant.as_ref().and_then(|t| {
-                    (pending.decision.budget_key.as_deref() == Some(t.budget_key.as_str()))
-                        .then_some(t.name.as_str())
-                });
-                p.check_decision(tenant).map_err(convert::auth_status)?;
+            if let Some(p) = &caller {
+                security::check_feedback_tenant(p, engine, &input.decision_id)?;
             }
             if let Some(alerts) = engine.retired_feedback(&input, now_ms()) {
                 return Ok(Err(alerts));
@@ -406,6 +422,7 @@ impl RouteService {
             }
         };
         self.shared.durable().await?;
+        otel::record_arm(&result.arm.task_class, &result.arm.model);
         self.shared.metrics.feedback(
             &result.arm.task_class,
             &result.arm.model,
@@ -530,24 +547,24 @@ impl RouteService {
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         self.caller(Method::Reload, request.metadata())?;
-        let (shared, keys, source) = (
+        let (shared, edge, source) = (
             Arc::clone(&self.shared),
-            Arc::clone(&self.keys),
+            Arc::clone(&self.edge),
             Arc::clone(&self.reload),
         );
         // Reading files blocks: off the async workers.
         let result =
-            tokio::task::spawn_blocking(move || security::reload_logged(&shared, &keys, &source))
+            tokio::task::spawn_blocking(move || security::reload_logged(&shared, &edge, &source))
                 .await
                 .map_err(|e| Status::internal(format!("reload task failed: {e}")))?;
-        let (changed, keys) = result.map_err(convert::reload_status)?;
+        let r = result.map_err(convert::reload_status)?;
         let names =
             |v: Vec<(String, String)>| v.into_iter().map(|(c, m)| format!("{c}/{m}")).collect();
         Ok(Response::new(proto::ReloadResponse {
-            added: names(changed.added),
-            removed: names(changed.removed),
-            repriced: names(changed.repriced),
-            keys: u32::try_from(keys).unwrap_or(u32::MAX),
+            added: names(r.engine.added),
+            removed: names(r.engine.removed),
+            repriced: names(r.engine.repriced),
+            keys: u32::try_from(r.keys).unwrap_or(u32::MAX),
         }))
     }
 }
@@ -607,8 +624,12 @@ pub struct ServeOptions {
     pub on_ready: Option<Box<dyn FnOnce() + Send>>,
 }
 
-/// Serves the Prometheus endpoint until the task is aborted.
-fn spawn_metrics(shared: Arc<Shared>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+/// Serves the Prometheus endpoint (over TLS when `tls` is set) until the task is aborted.
+fn spawn_metrics(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<tls::Rotating>>,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -622,10 +643,29 @@ fn spawn_metrics(shared: Arc<Shared>, listener: TcpListener) -> tokio::task::Joi
             }
         }),
     );
-    info!(addr = ?listener.local_addr().ok(), "metrics endpoint serving /metrics");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics endpoint stopped");
+    let addr = listener.local_addr().ok();
+    info!(
+        ?addr,
+        tls = tls.is_some(),
+        "metrics endpoint serving /metrics"
+    );
+    Ok(match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        }),
+        Some(t) => {
+            let listener =
+                tls::TlsListener::new(listener, t).map_err(|source| ServeError::Bind {
+                    addr: addr.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                    source,
+                })?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            })
         }
     })
 }
@@ -644,7 +684,8 @@ pub async fn serve_with(
         reload_on_sighup,
         on_ready,
     } = options;
-    let builder = server_builder(&config, &listener, metrics_listener.as_ref())?;
+    let (builder, grpc_tls, metrics_tls) =
+        server_builder(&config, &listener, metrics_listener.as_ref())?;
     let keys = security::Keys::new(config.key_table()?);
     let probes = config.health_probes.clone();
     let conn = config.connections;
@@ -715,10 +756,18 @@ pub async fn serve_with(
         })
     };
 
+    let edge = Arc::new(security::Edge {
+        keys: Arc::clone(&keys),
+        tls: grpc_tls.clone(),
+        metrics_tls: metrics_tls.clone(),
+        probes: std::sync::Mutex::new(probes::Running::start(&shared, probes)),
+    });
     let reload = Arc::new(reload);
-    let sighup = reload_on_sighup.then(|| spawn_sighup(&shared, &keys, &reload));
-    let probe_tasks = probes::spawn(&shared, probes.into_values().collect());
-    let metrics_task = metrics_listener.map(|l| spawn_metrics(Arc::clone(&shared), l));
+    let sighup = reload_on_sighup.then(|| spawn_sighup(&shared, &edge, &reload));
+    let metrics_task = match metrics_listener {
+        Some(l) => Some(spawn_metrics(Arc::clone(&shared), l, metrics_tls)?),
+        None => None,
+    };
 
     let addr = listener.local_addr().ok();
     info!(?addr, "switchyard serving");
@@ -728,12 +777,12 @@ pub async fn serve_with(
     use tonic::service::interceptor::InterceptedService as Gated;
     let route = RouteService {
         shared: Arc::clone(&shared),
-        keys: Arc::clone(&keys),
+        edge: Arc::clone(&edge),
         reload,
     };
     let shutdown = drain(shutdown, Arc::clone(&shared), health_reporter);
     let secs = Duration::from_secs_f64;
-    let result = builder
+    let router = builder
         .http2_keepalive_interval(Some(secs(conn.keepalive_interval_secs)))
         .http2_keepalive_timeout(Some(secs(conn.keepalive_timeout_secs)))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
@@ -754,12 +803,16 @@ pub async fn serve_with(
             reflection_v1alpha,
             security::interceptor(Arc::clone(&keys), crate::auth::REFLECTION_SERVICES[1]),
         ))
-        .add_service(RouteServer::new(route))
-        .serve_with_incoming_shutdown(
-            limits::incoming(listener, conn.max_connections, secs(conn.idle_timeout_secs)),
-            shutdown,
-        )
-        .await;
+        .add_service(RouteServer::new(route));
+    let tcp = limits::incoming(listener, conn.max_connections, secs(conn.idle_timeout_secs));
+    let result = match grpc_tls {
+        Some(t) => {
+            router
+                .serve_with_incoming_shutdown(tls::incoming(tcp, t), shutdown)
+                .await
+        }
+        None => router.serve_with_incoming_shutdown(tcp, shutdown).await,
+    };
     if let Some(t) = sighup {
         t.abort();
     }
@@ -767,9 +820,7 @@ pub async fn serve_with(
     if let Some(t) = store_health {
         t.abort();
     }
-    for t in probe_tasks {
-        t.abort();
-    }
+    edge.stop_probes();
     if let Some(t) = metrics_task {
         t.abort();
     }
@@ -795,25 +846,38 @@ pub async fn serve_with(
     result.map_err(Into::into)
 }
 
-/// The tonic server builder with TLS when configured; refuses plaintext on non-loopback addresses
-/// (the metrics endpoint has no TLS, so it follows the plaintext rule alone).
+/// Listener TLS, when on.
+type ListenerTls = Option<Arc<tls::Rotating>>;
+
+/// The tonic server builder and the listeners' TLS (rotating certificates) when configured;
+/// refuses plaintext on non-loopback addresses, the metrics listener's included.
 fn server_builder(
     config: &Config,
     listener: &TcpListener,
     metrics: Option<&TcpListener>,
-) -> Result<tonic::transport::Server, ServeError> {
+) -> Result<(tonic::transport::Server, ListenerTls, ListenerTls), ServeError> {
     let sec = &config.security;
     if let Ok(addr) = listener.local_addr() {
-        security::check_plaintext("gRPC", addr, sec.tls.is_some(), sec)?;
+        security::check_plaintext("gRPC", "server.tls", addr, sec.tls.is_some(), sec)?;
     }
-    if let Some(addr) = metrics.and_then(|m| m.local_addr().ok()) {
-        security::check_plaintext("metrics", addr, false, sec)?;
+    let metrics_addr = metrics.and_then(|m| m.local_addr().ok());
+    if let Some(addr) = metrics_addr {
+        let on = sec.metrics_tls.is_some();
+        security::check_plaintext("metrics", "server.metrics_tls", addr, on, sec)?;
     }
-    let builder = tonic::transport::Server::builder();
-    Ok(match &sec.tls {
-        Some(tls) => builder.tls_config(security::tls_config(tls)?)?,
-        None => builder,
-    })
+    let grpc_tls = match &sec.tls {
+        Some(t) => Some(tls::Rotating::load("server.tls", tls::ALPN_GRPC, t)?),
+        None => None,
+    };
+    let metrics_tls = match (&sec.metrics_tls, metrics_addr) {
+        (Some(t), Some(_)) => Some(tls::Rotating::load(
+            "server.metrics_tls",
+            tls::ALPN_HTTP1,
+            t,
+        )?),
+        _ => None,
+    };
+    Ok((tonic::transport::Server::builder(), grpc_tls, metrics_tls))
 }
 
 /// Resolves after `shutdown` and the drain: health turns NOT_SERVING at once, requests are still
@@ -836,10 +900,10 @@ async fn drain(
 /// Reloads the config on every SIGHUP until aborted.
 fn spawn_sighup(
     shared: &Arc<Shared>,
-    keys: &Arc<security::Keys>,
+    edge: &Arc<security::Edge>,
     source: &Arc<security::ReloadSource>,
 ) -> tokio::task::JoinHandle<()> {
-    let (shared, keys, source) = (Arc::clone(shared), Arc::clone(keys), Arc::clone(source));
+    let (shared, edge, source) = (Arc::clone(shared), Arc::clone(edge), Arc::clone(source));
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -852,16 +916,16 @@ fn spawn_sighup(
                 }
             };
             while hup.recv().await.is_some() {
-                let (shared, keys, source) =
-                    (Arc::clone(&shared), Arc::clone(&keys), Arc::clone(&source));
+                let (shared, edge, source) =
+                    (Arc::clone(&shared), Arc::clone(&edge), Arc::clone(&source));
                 // Errors are logged inside; a bad file changes nothing.
                 let _ = tokio::task::spawn_blocking(move || {
-                    security::reload_logged(&shared, &keys, &source)
+                    security::reload_logged(&shared, &edge, &source)
                 })
                 .await;
             }
         }
         #[cfg(not(unix))]
-        let _ = (shared, keys, source);
+        let _ = (shared, edge, source);
     })
 }

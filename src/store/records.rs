@@ -99,6 +99,9 @@ pub struct StoredDecision {
     /// The quality target the decision was made under (`min_cost` classes).
     #[prost(double, optional, tag = "35")]
     pub quality_target: Option<f64>,
+    /// The tenant the decision was made under (name id; 0 = none), for Feedback scoping.
+    #[prost(uint32, tag = "65")]
+    pub tenant: u32,
 }
 
 /// The key of a decision: creation time (big-endian ms, so the log trims by range) and the id.
@@ -231,6 +234,7 @@ impl Names {
             r.outcome,
             r.quality_model,
             r.experiment_group,
+            r.tenant,
         ];
         let lists = [
             &r.fallback_models,
@@ -298,6 +302,7 @@ impl StoredDecision {
         self.outcomes = names.ids(&p.outcomes);
         self.failed = names.ids(&p.failed);
         self.qualities = names.ids(&p.qualities);
+        self.tenant = names.opt(p.tenant.as_deref());
         self.has_pending = true;
         Ok(())
     }
@@ -422,6 +427,7 @@ impl StoredDecision {
             outcomes: names.list(&self.outcomes),
             failed: names.list(&self.failed),
             qualities: names.list(&self.qualities),
+            tenant: names.name_opt(self.tenant),
         }))
     }
 
