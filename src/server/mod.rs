@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod convert;
 pub mod limits;
+mod listeners;
 pub mod metrics;
 pub mod otel;
 pub mod persist;
@@ -624,52 +625,6 @@ pub struct ServeOptions {
     pub on_ready: Option<Box<dyn FnOnce() + Send>>,
 }
 
-/// Serves the Prometheus endpoint (over TLS when `tls` is set) until the task is aborted.
-fn spawn_metrics(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    tls: Option<Arc<tls::Rotating>>,
-) -> Result<tokio::task::JoinHandle<()>, ServeError> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let shared = Arc::clone(&shared);
-            async move {
-                let body = shared.metrics_text();
-                (
-                    [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-                    body,
-                )
-            }
-        }),
-    );
-    let addr = listener.local_addr().ok();
-    info!(
-        ?addr,
-        tls = tls.is_some(),
-        "metrics endpoint serving /metrics"
-    );
-    Ok(match tls {
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "metrics endpoint stopped");
-            }
-        }),
-        Some(t) => {
-            let listener =
-                tls::TlsListener::new(listener, t).map_err(|source| ServeError::Bind {
-                    addr: addr.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
-                    source,
-                })?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "metrics endpoint stopped");
-                }
-            })
-        }
-    })
-}
-
 /// [`serve`] with a data dir and a metrics endpoint as `options` say.
 pub async fn serve_with(
     config: Config,
@@ -685,7 +640,7 @@ pub async fn serve_with(
         on_ready,
     } = options;
     let (builder, grpc_tls, metrics_tls) =
-        server_builder(&config, &listener, metrics_listener.as_ref())?;
+        listeners::server_builder(&config, &listener, metrics_listener.as_ref())?;
     let keys = security::Keys::new(config.key_table()?);
     let probes = config.health_probes.clone();
     let conn = config.connections;
@@ -765,7 +720,11 @@ pub async fn serve_with(
     let reload = Arc::new(reload);
     let sighup = reload_on_sighup.then(|| spawn_sighup(&shared, &edge, &reload));
     let metrics_task = match metrics_listener {
-        Some(l) => Some(spawn_metrics(Arc::clone(&shared), l, metrics_tls)?),
+        Some(l) => Some(listeners::spawn_metrics(
+            Arc::clone(&shared),
+            l,
+            metrics_tls,
+        )?),
         None => None,
     };
 
@@ -844,40 +803,6 @@ pub async fn serve_with(
     }
     info!("switchyard stopped");
     result.map_err(Into::into)
-}
-
-/// Listener TLS, when on.
-type ListenerTls = Option<Arc<tls::Rotating>>;
-
-/// The tonic server builder and the listeners' TLS (rotating certificates) when configured;
-/// refuses plaintext on non-loopback addresses, the metrics listener's included.
-fn server_builder(
-    config: &Config,
-    listener: &TcpListener,
-    metrics: Option<&TcpListener>,
-) -> Result<(tonic::transport::Server, ListenerTls, ListenerTls), ServeError> {
-    let sec = &config.security;
-    if let Ok(addr) = listener.local_addr() {
-        security::check_plaintext("gRPC", "server.tls", addr, sec.tls.is_some(), sec)?;
-    }
-    let metrics_addr = metrics.and_then(|m| m.local_addr().ok());
-    if let Some(addr) = metrics_addr {
-        let on = sec.metrics_tls.is_some();
-        security::check_plaintext("metrics", "server.metrics_tls", addr, on, sec)?;
-    }
-    let grpc_tls = match &sec.tls {
-        Some(t) => Some(tls::Rotating::load("server.tls", tls::ALPN_GRPC, t)?),
-        None => None,
-    };
-    let metrics_tls = match (&sec.metrics_tls, metrics_addr) {
-        (Some(t), Some(_)) => Some(tls::Rotating::load(
-            "server.metrics_tls",
-            tls::ALPN_HTTP1,
-            t,
-        )?),
-        _ => None,
-    };
-    Ok((tonic::transport::Server::builder(), grpc_tls, metrics_tls))
 }
 
 /// Resolves after `shutdown` and the drain: health turns NOT_SERVING at once, requests are still
