@@ -14,12 +14,14 @@
 mod api;
 mod budgeting;
 mod error;
+mod experiment;
 mod feedback;
 mod gate;
 mod pending;
 mod reason;
 mod reload;
 mod route;
+mod shadow;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -44,7 +46,10 @@ pub use error::*;
 use gate::*;
 pub use pending::*;
 pub use reason::Reason;
+pub use experiment::{stable_unit, ExperimentGroup};
 pub use reload::Reconfigured;
+pub use shadow::{shadow_reservation_id, PairSides, PairStats, PairedSummary, Side};
+use shadow::{Pairs, ShadowAsk};
 use route::Chosen;
 pub use stats::*;
 use validate::*;
@@ -85,6 +90,8 @@ pub struct Engine {
     /// Arms of models a reload removed from their class, by (task class, model): kept so that
     /// re-adding the model brings its history back.
     retired: BTreeMap<(String, String), Arm>,
+    /// Shadow traffic's paired comparisons (recomputed from the decision log on restart).
+    pairs: Pairs,
 }
 
 /// One class's objective states, by quality target in basis points.
@@ -196,6 +203,7 @@ impl Engine {
             log_events: false,
             events: Vec::new(),
             retired: BTreeMap::new(),
+            pairs: Pairs::new(),
         }
     }
 
@@ -454,6 +462,7 @@ impl Engine {
                     .chain(d.fallbacks.iter().map(|f| f.model.clone()))
                     .collect();
                 l.bury(b, &d.id, &d.task_class, models, limits, now_ms);
+                l.release(b, &shadow_reservation_id(&d.id), now_ms);
             }
         }
     }

@@ -19,6 +19,9 @@ pub struct PendingDecision {
     pub failed: Vec<String>,
     /// Models whose quality was reported.
     pub qualities: Vec<String>,
+    /// A shadowed decision's two calls, as reported so far (shadow traffic: `shadow.rs`).
+    #[serde(default)]
+    pub sides: PairSides,
 }
 
 /// Pending decisions, bounded by TTL and count, with the request_id index.
