@@ -71,13 +71,16 @@ pub fn ab_report(
     task_class: &str,
     sla_ms: &BTreeMap<String, f64>,
 ) -> AbReport {
-    let mut groups: BTreeMap<(String, ExperimentGroup), (AbGroupStats, Vec<f64>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(String, ExperimentGroup), (AbGroupStats, Vec<f64>)> = BTreeMap::new();
     for r in records {
         if !task_class.is_empty() && r.task_class != task_class {
             continue;
         }
-        let Some(group) = r.experiment_group.as_deref().and_then(ExperimentGroup::parse) else {
+        let Some(group) = r
+            .experiment_group
+            .as_deref()
+            .and_then(ExperimentGroup::parse)
+        else {
             continue;
         };
         let (g, latencies) = groups
@@ -191,7 +194,13 @@ mod tests {
     use crate::engine::Reason;
     use crate::policy::Outcome;
 
-    fn rec(group: &str, outcome: Outcome, latency: f64, cost: f64, q: Option<f64>) -> DecisionRecord {
+    fn rec(
+        group: &str,
+        outcome: Outcome,
+        latency: f64,
+        cost: f64,
+        q: Option<f64>,
+    ) -> DecisionRecord {
         DecisionRecord {
             decision_id: "d".into(),
             t_ms: 0,
@@ -221,8 +230,20 @@ mod tests {
     fn groups_their_difference_percentiles_and_violations() {
         let mut records = Vec::new();
         for i in 0..10 {
-            records.push(rec("control", Outcome::Success, 100.0 + i as f64, 0.01, Some(0.8)));
-            records.push(rec("router", Outcome::Success, 200.0 + i as f64, 0.002, Some(0.8)));
+            records.push(rec(
+                "control",
+                Outcome::Success,
+                100.0 + i as f64,
+                0.01,
+                Some(0.8),
+            ));
+            records.push(rec(
+                "router",
+                Outcome::Success,
+                200.0 + i as f64,
+                0.002,
+                Some(0.8),
+            ));
         }
         records.push(rec("router", Outcome::Error, 5.0, 0.0, None));
         let sla = BTreeMap::from([("qa".to_string(), 205.0)]);

@@ -30,7 +30,11 @@ pub struct Interval {
 
 impl Interval {
     fn around(n: u64, mean: f64, half_width: f64) -> Interval {
-        let h = if half_width.is_finite() { half_width } else { 0.0 };
+        let h = if half_width.is_finite() {
+            half_width
+        } else {
+            0.0
+        };
         Interval {
             n,
             mean,
@@ -102,7 +106,8 @@ impl MeanVar {
         let se2 = va + vb;
         let df = if se2 > 0.0 {
             se2 * se2
-                / (va * va / (self.n - 1) as f64 + vb * vb / (other.n - 1) as f64).max(f64::MIN_POSITIVE)
+                / (va * va / (self.n - 1) as f64 + vb * vb / (other.n - 1) as f64)
+                    .max(f64::MIN_POSITIVE)
         } else {
             (self.n + other.n - 2) as f64
         };

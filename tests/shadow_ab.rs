@@ -60,12 +60,18 @@ async fn shadow_decisions_come_at_the_configured_fraction_and_never_shadow_the_c
         let d = route(&mut client).await;
         if let Some(s) = &d.shadow {
             shadows += 1;
-            assert_ne!(s.model, d.model, "a shadow is never the chosen model: {d:?}");
+            assert_ne!(
+                s.model, d.model,
+                "a shadow is never the chosen model: {d:?}"
+            );
             assert!(!s.provider.is_empty());
         }
     }
     // Binomial(1500, 0.2): mean 300, sd 15.5; 5 sd either way.
-    let (mean, sd) = (n as f64 * fraction, (n as f64 * fraction * (1.0 - fraction)).sqrt());
+    let (mean, sd) = (
+        n as f64 * fraction,
+        (n as f64 * fraction * (1.0 - fraction)).sqrt(),
+    );
     assert!(
         (shadows as f64 - mean).abs() < 5.0 * sd,
         "{shadows} shadows of {n} at fraction {fraction}"
@@ -83,7 +89,10 @@ async fn shadow_feedback_is_credited_to_its_arm_and_never_to_the_decision() {
     let mut sent = Vec::new();
     for i in 0..40 {
         let d = route(&mut client).await;
-        let shadow = d.shadow.clone().expect("fraction 1: every decision has a shadow");
+        let shadow = d
+            .shadow
+            .clone()
+            .expect("fraction 1: every decision has a shadow");
         let before_decided = arm(&mut client, &d.model).await;
         let before_shadow = arm(&mut client, &shadow.model).await;
         let p: (f64, f64, f64) = (
@@ -140,7 +149,10 @@ async fn shadow_feedback_is_credited_to_its_arm_and_never_to_the_decision() {
         );
         assert_eq!(after_decided.failures, before_decided.failures);
         assert_eq!(after_decided.successes, before_decided.successes + 1);
-        assert_eq!(after_decided.quality_reports, before_decided.quality_reports + 1);
+        assert_eq!(
+            after_decided.quality_reports,
+            before_decided.quality_reports + 1
+        );
         // Reported twice, counted once.
         let again = client
             .feedback(proto::FeedbackRequest {
@@ -251,7 +263,10 @@ async fn a_shadow_needs_a_shadowed_decision_and_reserves_against_the_budget() {
     }
     let b = budget(&mut client).await;
     assert!((b.spent_usd - 0.024).abs() < 1e-12, "{b:?}");
-    assert!(b.reserved_usd < reserved_two && b.reserved_usd.abs() < 1e-12, "{b:?}");
+    assert!(
+        b.reserved_usd < reserved_two && b.reserved_usd.abs() < 1e-12,
+        "{b:?}"
+    );
     // Spend the rest: at the cap no decision gets a shadow (or is made at all).
     let d = route(&mut client).await;
     client
@@ -317,7 +332,7 @@ fn difference(text: &str, label: &str) -> (f64, f64, f64) {
     let nums: Vec<f64> = line
         .trim_start()
         .trim_start_matches(label)
-        .split(|c: char| c == '[' || c == ']' || c == ',' || c == ' ')
+        .split(['[', ']', ',', ' '])
         .filter_map(|t| t.parse().ok())
         .collect();
     (nums[0], nums[1], nums[2])
@@ -342,11 +357,17 @@ fn the_router_beats_a_static_control_on_cost_at_equal_quality_and_report_ab_show
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (control_n, router_n) = runtime.block_on(async {
-        let mut client = RouteClient::connect(format!("http://{addr}")).await.unwrap();
+        let mut client = RouteClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
         let mut rng = SmallRng::seed_from_u64(SEED);
         let (mut control_n, mut router_n) = (0, 0);
         for i in 0..800 {
@@ -363,7 +384,10 @@ fn the_router_beats_a_static_control_on_cost_at_equal_quality_and_report_ab_show
                 "control" => {
                     control_n += 1;
                     assert_eq!(d.policy, "static_best");
-                    assert_eq!(d.model, "big", "the static best is the better-looking prior");
+                    assert_eq!(
+                        d.model, "big",
+                        "the static best is the better-looking prior"
+                    );
                 }
                 "router" => router_n += 1,
                 other => panic!("experiment_group {other:?}"),
@@ -391,17 +415,31 @@ fn the_router_beats_a_static_control_on_cost_at_equal_quality_and_report_ab_show
 
     let online = report(&["--addr", &addr]);
     let (cost, cost_lo, cost_hi) = difference(&online, "cost/request USD");
-    assert!(cost < 0.0 && cost_hi < 0.0, "router cheaper, interval below 0:\n{online}");
+    assert!(
+        cost < 0.0 && cost_hi < 0.0,
+        "router cheaper, interval below 0:\n{online}"
+    );
     assert!(cost_lo <= cost);
     let (q, q_lo, q_hi) = difference(&online, "quality");
-    assert!(q_lo < 0.02 && q_hi > -0.02 && q.abs() < 0.03, "equal quality:\n{online}");
+    assert!(
+        q_lo < 0.02 && q_hi > -0.02 && q.abs() < 0.03,
+        "equal quality:\n{online}"
+    );
     assert!(online.contains("control: "), "{online}");
-    assert!(online.contains(&format!("router: {router_n} requests")), "{online}");
+    assert!(
+        online.contains(&format!("router: {router_n} requests")),
+        "{online}"
+    );
 
     let _ = child.kill();
     let _ = child.wait();
     // Offline, from the data dir the service left: the same figures.
-    let offline = report(&["--data-dir", data.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    let offline = report(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(offline, online);
     println!("{online}");
 }

@@ -184,7 +184,11 @@ fn class_model(key: &str, m: &str, models: &[String]) -> Result<(), ConfigError>
 
 impl RawShadow {
     /// Validates under `key` (`task_classes.X.shadow`) against the class's models.
-    pub(super) fn validate(self, key: &str, models: &[String]) -> Result<ShadowConfig, ConfigError> {
+    pub(super) fn validate(
+        self,
+        key: &str,
+        models: &[String],
+    ) -> Result<ShadowConfig, ConfigError> {
         let fraction = fraction(&format!("{key}.fraction"), self.fraction, true)?;
         let models = match self.models {
             RawShadowModels::Named(s) if s == "explore" => ShadowModels::Explore,
@@ -219,8 +223,8 @@ impl RawExperiment {
         models: &[String],
     ) -> Result<ExperimentConfig, ConfigError> {
         let fraction = fraction(&format!("{key}.fraction"), self.fraction, false)?;
-        let control = Control::parse(&self.control)
-            .map_err(|m| err(format!("{key}.control"), m))?;
+        let control =
+            Control::parse(&self.control).map_err(|m| err(format!("{key}.control"), m))?;
         if let Control::Model(m) = &control {
             class_model(&format!("{key}.control"), m, models)?;
         }
@@ -272,6 +276,41 @@ mod tests {
         let s = p.settings(&base);
         assert_eq!((s.kind, s.epsilon), (PolicyKind::EpsilonGreedy, 0.2));
         assert!(Control::parse("bogus").unwrap_err().contains("static_best"));
-        assert!(Control::parse("ucb:nope=1").unwrap_err().contains("unknown setting"));
+        assert!(Control::parse("ucb:nope=1")
+            .unwrap_err()
+            .contains("unknown setting"));
+    }
+
+    fn class_error(extra: &str) -> String {
+        let text = format!(
+            "[models.a]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+             [models.b]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+             [task_classes.qa]\nmodels = [\"a\", \"b\"]\n{extra}\n"
+        );
+        match crate::config::Config::from_toml_str(&text, "t") {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_shadow_and_experiment_tables_name_the_key_and_what_is_right() {
+        assert_eq!(
+            class_error("shadow = { fraction = 0.1, models = \"explore\" }"),
+            ""
+        );
+        let e = class_error("shadow = { fraction = 1.5, models = \"explore\" }");
+        assert!(
+            e.starts_with("task_classes.qa.shadow.fraction") && e.contains("(0, 1]"),
+            "{e}"
+        );
+        let e = class_error("shadow = { fraction = 0.1, models = [\"zz\"] }");
+        assert!(e.contains("models[0]") && e.contains("a, b"), "{e}");
+        let e = class_error("shadow = { fraction = 0.1, models = \"most\" }");
+        assert!(e.contains("\"explore\""), "{e}");
+        let e = class_error("experiment = { control = \"model:zz\", fraction = 0.1 }");
+        assert!(e.starts_with("task_classes.qa.experiment.control"), "{e}");
+        let e = class_error("experiment = { control = \"static_best\", fraction = 1.0 }");
+        assert!(e.contains("(0, 1)"), "{e}");
     }
 }

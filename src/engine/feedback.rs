@@ -226,7 +226,11 @@ impl Engine {
             }
         }
         let failed = if input.shadow {
-            pending.sides.shadow.outcome.is_some_and(|o| !o.is_success())
+            pending
+                .sides
+                .shadow
+                .outcome
+                .is_some_and(|o| !o.is_success())
         } else {
             pending.failed.contains(model_id)
         };

@@ -22,6 +22,8 @@ mod reason;
 mod reload;
 mod route;
 mod shadow;
+#[cfg(test)]
+mod shadow_tests;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -43,14 +45,14 @@ use crate::validation::echo;
 pub use api::*;
 pub use budgeting::*;
 pub use error::*;
+pub use experiment::{stable_unit, ExperimentGroup};
 use gate::*;
 pub use pending::*;
 pub use reason::Reason;
-pub use experiment::{stable_unit, ExperimentGroup};
 pub use reload::Reconfigured;
+use route::Chosen;
 pub use shadow::{shadow_reservation_id, PairSides, PairStats, PairedSummary, Side};
 use shadow::{Pairs, ShadowAsk};
-use route::Chosen;
 pub use stats::*;
 use validate::*;
 

@@ -6,11 +6,11 @@ use super::security::ReloadError;
 use crate::auth::AuthError;
 use crate::breaker::BreakerState;
 use crate::budget::{BudgetState, OnCap, Period};
+use crate::engine::PairedSummary;
 use crate::engine::{
     ArmSummary, BudgetSummary, ChatMessage, Decision, EngineError, FeedbackInput, HealthInput,
     HealthSignal, ModelRef, ObjectiveSummary, RouteInput,
 };
-use crate::engine::PairedSummary;
 use crate::policy::{Outcome, Weights};
 use crate::proto;
 
@@ -166,7 +166,6 @@ impl From<PairedSummary> for proto::PairedComparison {
         }
     }
 }
-
 
 fn to_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)

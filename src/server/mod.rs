@@ -100,7 +100,12 @@ impl Shared {
         let base = Shared::new(config.clone());
         let restored = store.load(now_ms(), config.limits.max_pending)?;
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
-        if engine.config().task_classes.values().any(|c| c.shadow.is_some()) {
+        if engine
+            .config()
+            .task_classes
+            .values()
+            .any(|c| c.shadow.is_some())
+        {
             // Paired shadow comparisons are recomputed from the decision log (shadow.rs).
             engine.restore_pairs(&store.export(0, u64::MAX)?);
         }
@@ -479,7 +484,11 @@ impl RouteService {
             let shared = self.shared.lock();
             let arms = shared.engine.arm_stats(&filter, now_ms()).map_err(status)?;
             let paired = shared.engine.paired_stats(&filter.task_class);
-            (arms, shared.engine.objective_stats(&filter.task_class), paired)
+            (
+                arms,
+                shared.engine.objective_stats(&filter.task_class),
+                paired,
+            )
         };
         if let Some(p) = &caller {
             arms.retain(|a| p.may_use_class(&a.task_class));

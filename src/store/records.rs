@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::engine::{
-    Decision, ExperimentGroup, Expected, ModelRef, PairSides, PendingDecision, Side,
+    Decision, Expected, ExperimentGroup, ModelRef, PairSides, PendingDecision, Side,
 };
 use crate::record::DecisionRecord;
 
@@ -311,10 +311,9 @@ impl StoredDecision {
         self.replayed = d.replayed;
         self.quality_target = d.quality_target;
         self.experiment_group = names.opt(d.experiment_group.map(|g| g.as_str()));
-        self.shadow_model = d
-            .shadow
-            .as_ref()
-            .map_or_else(Vec::new, |s| vec![names.id(&s.model), names.id(&s.provider)]);
+        self.shadow_model = d.shadow.as_ref().map_or_else(Vec::new, |s| {
+            vec![names.id(&s.model), names.id(&s.provider)]
+        });
         self.request_id = p.request_id.clone();
         self.outcomes = names.ids(&p.outcomes);
         self.failed = names.ids(&p.failed);
@@ -463,16 +462,16 @@ impl StoredDecision {
             PairSides::default()
         } else {
             PairSides {
-            primary: Side {
-                outcome: match self.outcome {
-                    o if o != 0 && own(self.outcome_model) => Some(names.variant_of(o)?),
-                    _ => None,
+                primary: Side {
+                    outcome: match self.outcome {
+                        o if o != 0 && own(self.outcome_model) => Some(names.variant_of(o)?),
+                        _ => None,
+                    },
+                    latency_ms: self.latency_ms.filter(|_| own(self.outcome_model)),
+                    cost_usd: self.charged_usd.filter(|_| own(self.outcome_model)),
+                    quality: self.quality.filter(|_| own(self.quality_model)),
                 },
-                latency_ms: self.latency_ms.filter(|_| own(self.outcome_model)),
-                cost_usd: self.charged_usd.filter(|_| own(self.outcome_model)),
-                quality: self.quality.filter(|_| own(self.quality_model)),
-            },
-            shadow: self.shadow_side(names)?,
+                shadow: self.shadow_side(names)?,
             }
         };
         Ok(Some(PendingDecision {

@@ -54,9 +54,11 @@ pub fn run(args: AbArgs) -> ExitCode {
     let report = match (&args.data_dir, &args.addr) {
         (Some(dir), _) => offline(dir, &args),
         (None, Some(addr)) => online(addr, &args),
-        (None, None) => Err("give --data-dir D (offline) or --addr HOST:PORT (a running \
+        (None, None) => Err(
+            "give --data-dir D (offline) or --addr HOST:PORT (a running \
                              service)"
-            .to_string()),
+                .to_string(),
+        ),
     };
     match report {
         Ok(r) => {
@@ -126,7 +128,13 @@ fn online(addr: &str, args: &AbArgs) -> Result<proto::GetAbReportResponse, Strin
             ))
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| format!("GetAbReport at {addr} failed: {:?}: {}", s.code(), s.message()))
+            .map_err(|s| {
+                format!(
+                    "GetAbReport at {addr} failed: {:?}: {}",
+                    s.code(),
+                    s.message()
+                )
+            })
     })
 }
 

@@ -6,13 +6,7 @@ use crate::proto;
 /// `mean [lo, hi] (n)` with `fmt` for each number; `-` when nothing was observed.
 pub fn interval(i: Option<&proto::MeanInterval>, fmt: impl Fn(f64) -> String) -> String {
     match i {
-        Some(i) if i.n > 0 => format!(
-            "{} [{}, {}] (n={})",
-            fmt(i.mean),
-            fmt(i.lo),
-            fmt(i.hi),
-            i.n
-        ),
+        Some(i) if i.n > 0 => format!("{} [{}, {}] (n={})", fmt(i.mean), fmt(i.lo), fmt(i.hi), i.n),
         _ => "-".to_string(),
     }
 }
@@ -60,14 +54,7 @@ mod tests {
 
     #[test]
     fn paired_section_shows_means_intervals_and_counts() {
-        let iv = |n, mean, lo, hi| {
-            Some(proto::MeanInterval {
-                n,
-                mean,
-                lo,
-                hi,
-            })
-        };
+        let iv = |n, mean, lo, hi| Some(proto::MeanInterval { n, mean, lo, hi });
         let text = render_paired(&[proto::PairedComparison {
             task_class: "qa".into(),
             model: "big".into(),
@@ -77,7 +64,10 @@ mod tests {
             latency_diff_ms: iv(0, 0.0, 0.0, 0.0),
         }]);
         assert!(text.contains("qa: small vs big"), "{text}");
-        assert!(text.contains("quality -0.050 [-0.090, -0.010] (n=40)"), "{text}");
+        assert!(
+            text.contains("quality -0.050 [-0.090, -0.010] (n=40)"),
+            "{text}"
+        );
         assert!(text.contains("cost USD -0.004000 [-0.004500, -0.003500] (n=41)"));
         assert!(text.contains("latency ms -"), "{text}");
         assert_eq!(render_paired(&[]), "");
