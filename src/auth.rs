@@ -105,7 +105,7 @@ impl Role {
 
 /// The role each `switchyard.v1.Route` RPC needs. An RPC missing here needs `admin` (a unit test
 /// fails when the proto gains an RPC that is not listed, so each new RPC states its role).
-pub const RPC_ROLES: [(&str, Role); 7] = [
+pub const RPC_ROLES: [(&str, Role); 8] = [
     ("Route", Role::Client),
     ("Feedback", Role::Client),
     ("GetArmStats", Role::Client),
@@ -113,6 +113,7 @@ pub const RPC_ROLES: [(&str, Role); 7] = [
     ("ReportHealth", Role::Admin),
     ("ResetArms", Role::Admin),
     ("Reload", Role::Admin),
+    ("GetAbReport", Role::Client),
 ];
 
 /// The role needed to call `method` of `switchyard.v1.Route`; unknown methods need admin.

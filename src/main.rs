@@ -74,6 +74,11 @@ enum Command {
     },
     /// Check a running service with grpc.health.v1: exit 0 when SERVING, 1 otherwise.
     Health(switchyard::tools::health::HealthArgs),
+    /// Reports over the decision log: `ab` (an experiment's control vs router).
+    Report {
+        #[command(subcommand)]
+        command: switchyard::tools::ab::ReportCommand,
+    },
     /// API key tools.
     Auth {
         #[command(subcommand)]
@@ -186,6 +191,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => switchyard::tools::load::bench(args),
         Command::Stats(args) => switchyard::tools::stats::run(args),
         Command::Health(args) => switchyard::tools::health::run(args),
+        Command::Report {
+            command: switchyard::tools::ab::ReportCommand::Ab(args),
+        } => switchyard::tools::ab::run(args),
         Command::Auth {
             command: AuthCommand::HashKey { key },
         } => hash_key(key),

@@ -4,6 +4,7 @@
 //! through the very same validation.
 
 mod defaults;
+pub mod experiment;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -282,6 +283,9 @@ pub struct TaskClassConfig {
     pub value_usd_per_quality: Option<f64>,
     /// USD one second of latency costs.
     pub value_usd_per_second: Option<f64>,
+    /// Shadow traffic and the A/B experiment (`experiment.rs`).
+    pub shadow: Option<experiment::ShadowConfig>,
+    pub experiment: Option<experiment::ExperimentConfig>,
 }
 
 impl TaskClassConfig {

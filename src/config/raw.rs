@@ -221,6 +221,8 @@ struct RawTaskClass {
     quality_target: Option<f64>,
     value_usd_per_quality: Option<f64>,
     value_usd_per_second: Option<f64>,
+    shadow: Option<super::experiment::RawShadow>,
+    experiment: Option<super::experiment::RawExperiment>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -955,7 +957,11 @@ impl RawTaskClass {
             0.0,
             false,
         )?;
+        let (shadow, experiment) =
+            super::experiment::validate_traffic(key, &self.models, self.shadow, self.experiment)?;
         Ok(TaskClassConfig {
+            shadow,
+            experiment,
             name,
             models: self.models,
             weights,

@@ -101,6 +101,12 @@ pub struct Decision {
     /// model's outcome and score enter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_target: Option<f64>,
+    /// Shadow traffic: the model the caller runs off the user's path on this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ModelRef>,
+    /// The A/B experiment group, when the class runs an experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_group: Option<ExperimentGroup>,
 }
 
 /// A Feedback report. `None` means the field was absent.
@@ -115,6 +121,8 @@ pub struct FeedbackInput {
     pub output_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
     pub quality: Option<f64>,
+    /// Reports the decision's shadow call (its `model` may be empty).
+    pub shadow: bool,
 }
 
 /// What Feedback did.

@@ -6,6 +6,7 @@ use super::security::ReloadError;
 use crate::auth::AuthError;
 use crate::breaker::BreakerState;
 use crate::budget::{BudgetState, OnCap, Period};
+use crate::engine::PairedSummary;
 use crate::engine::{
     ArmSummary, BudgetSummary, ChatMessage, Decision, EngineError, FeedbackInput, HealthInput,
     HealthSignal, ModelRef, ObjectiveSummary, RouteInput,
@@ -111,6 +112,7 @@ impl TryFrom<proto::FeedbackRequest> for FeedbackInput {
             output_tokens: r.output_tokens,
             cost_usd: r.cost_usd,
             quality: r.quality,
+            shadow: r.shadow,
         })
     }
 }
@@ -143,6 +145,24 @@ impl From<Decision> for proto::RouteResponse {
             replayed: d.replayed,
             expires_at_unix_ms: to_i64(d.expires_ms),
             budget_key: d.budget_key.unwrap_or_default(),
+            shadow: d.shadow.map(model_ref),
+            experiment_group: d
+                .experiment_group
+                .map(|g| g.as_str().to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl From<PairedSummary> for proto::PairedComparison {
+    fn from(p: PairedSummary) -> Self {
+        proto::PairedComparison {
+            task_class: p.task_class,
+            model: p.model,
+            shadow_model: p.shadow_model,
+            quality_diff: Some(p.stats.quality.interval().into()),
+            cost_diff_usd: Some(p.stats.cost_usd.interval().into()),
+            latency_diff_ms: Some(p.stats.latency_ms.interval().into()),
         }
     }
 }

@@ -31,6 +31,7 @@ pub enum Method {
     GetBudgets,
     ResetArms,
     Reload,
+    GetAbReport,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod convert;
+mod experiments;
 pub mod limits;
 mod listeners;
 pub mod metrics;
@@ -102,6 +103,15 @@ impl Shared {
         let base = Shared::new(config.clone());
         let restored = store.load(now_ms(), config.limits.max_pending)?;
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
+        if engine
+            .config()
+            .task_classes
+            .values()
+            .any(|c| c.shadow.is_some())
+        {
+            // Paired shadow comparisons are recomputed from the decision log (shadow.rs).
+            engine.restore_pairs(&store.export(0, u64::MAX)?);
+        }
         engine.log_events();
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
@@ -351,6 +361,14 @@ impl proto::route_server::Route for RouteService {
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         self.timed(Method::Reload, self.reload_impl(request)).await
     }
+
+    async fn get_ab_report(
+        &self,
+        request: Request<proto::GetAbReportRequest>,
+    ) -> Result<Response<proto::GetAbReportResponse>, Status> {
+        self.timed(Method::GetAbReport, self.get_ab_report_impl(request))
+            .await
+    }
 }
 
 impl RouteService {
@@ -480,18 +498,28 @@ impl RouteService {
             task_class: r.task_class,
             model: r.model,
         };
-        let (mut arms, mut objectives) = {
+        let (mut arms, mut objectives, mut paired) = {
             let shared = self.shared.lock();
             let arms = shared.engine.arm_stats(&filter, now_ms()).map_err(status)?;
-            (arms, shared.engine.objective_stats(&filter.task_class))
+            let paired = shared.engine.paired_stats(&filter.task_class);
+            (
+                arms,
+                shared.engine.objective_stats(&filter.task_class),
+                paired,
+            )
         };
         if let Some(p) = &caller {
             arms.retain(|a| p.may_use_class(&a.task_class));
             objectives.retain(|o| p.may_use_class(&o.task_class));
+            paired.retain(|o| p.may_use_class(&o.task_class));
+        }
+        if !filter.model.is_empty() {
+            paired.retain(|o| o.model == filter.model || o.shadow_model == filter.model);
         }
         Ok(Response::new(proto::GetArmStatsResponse {
             arms: arms.into_iter().map(Into::into).collect(),
             objectives: objectives.into_iter().map(Into::into).collect(),
+            paired: paired.into_iter().map(Into::into).collect(),
         }))
     }
 

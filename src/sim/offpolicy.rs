@@ -324,6 +324,7 @@ mod tests {
             experiment_group: None,
             shadow: false,
             tags: Default::default(),
+            shadow_call: None,
         }
     }
 

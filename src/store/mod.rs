@@ -440,7 +440,7 @@ impl Store {
                 };
                 match e {
                     Event::Outcome(o) => r.set_outcome(o, &mut names),
-                    Event::Quality(q) => r.set_quality(&q.model, q.quality, &mut names),
+                    Event::Quality(q) => r.set_quality(q, &mut names),
                     Event::Decision(d) => {
                         StoredDecision::from_record(d, &mut names).map(|n| *r = n)
                     }

@@ -5,6 +5,7 @@
 //! are passed in through [`View`]), so tests check tables built from hand-made messages. [`run`]
 //! is the subcommand: fetch, render, print, and one line on stderr with exit code 2 on failure.
 
+pub mod paired;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -92,6 +93,8 @@ pub struct Snapshot {
     pub budgets: Vec<proto::Budget>,
     /// Quality targets under `min_cost`, with what they achieve and their trade-off.
     pub objectives: Vec<proto::ClassObjective>,
+    /// Shadow traffic's paired comparisons.
+    pub paired: Vec<proto::PairedComparison>,
 }
 
 /// The outside facts a rendering depends on, passed in so [`render`] stays pure.
@@ -178,7 +181,7 @@ pub async fn fetch_with(
             _ => rpc_error("GetArmStats", &shown, &s),
         })?
         .into_inner();
-    let (arms, objectives) = (stats.arms, stats.objectives);
+    let (arms, objectives, paired) = (stats.arms, stats.objectives, stats.paired);
 
     let key = budget_key.unwrap_or_default();
     let budgets = client
@@ -203,6 +206,7 @@ pub async fn fetch_with(
         arms,
         budgets,
         objectives,
+        paired,
     })
 }
 
@@ -273,6 +277,7 @@ pub fn run(args: StatsArgs) -> ExitCode {
         .unwrap_or(DEFAULT_WIDTH);
     let mut text = render(&snapshot.arms, &snapshot.budgets, &View::now(width));
     text.push_str(&render_objectives(&snapshot.objectives));
+    text.push_str(&paired::render_paired(&snapshot.paired));
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,

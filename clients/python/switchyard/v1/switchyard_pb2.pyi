@@ -126,7 +126,7 @@ class Expected(_message.Message):
     def __init__(self, cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., quality: _Optional[float] = ..., success_rate: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key")
+    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key", "shadow", "experiment_group")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,8 @@ class RouteResponse(_message.Message):
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_GROUP_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     provider: str
@@ -151,10 +153,12 @@ class RouteResponse(_message.Message):
     replayed: bool
     expires_at_unix_ms: int
     budget_key: str
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ...) -> None: ...
+    shadow: ModelRef
+    experiment_group: str
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ..., shadow: _Optional[_Union[ModelRef, _Mapping]] = ..., experiment_group: _Optional[str] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality")
+    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality", "shadow")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +168,7 @@ class FeedbackRequest(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     outcome: Outcome
@@ -173,7 +178,8 @@ class FeedbackRequest(_message.Message):
     output_tokens: int
     cost_usd: float
     quality: float
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., shadow: bool = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("accepted", "duplicate", "arm", "late")
@@ -318,12 +324,14 @@ class ClassObjective(_message.Message):
     def __init__(self, task_class: _Optional[str] = ..., objective: _Optional[str] = ..., quality_target: _Optional[float] = ..., class_target: bool = ..., achieved_share: _Optional[float] = ..., realised_quality: _Optional[float] = ..., usd_per_quality: _Optional[float] = ..., decisions: _Optional[int] = ...) -> None: ...
 
 class GetArmStatsResponse(_message.Message):
-    __slots__ = ("arms", "objectives")
+    __slots__ = ("arms", "objectives", "paired")
     ARMS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[ArmStats]
     objectives: _containers.RepeatedCompositeFieldContainer[ClassObjective]
-    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ...) -> None: ...
+    paired: _containers.RepeatedCompositeFieldContainer[PairedComparison]
+    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ..., paired: _Optional[_Iterable[_Union[PairedComparison, _Mapping]]] = ...) -> None: ...
 
 class GetBudgetsRequest(_message.Message):
     __slots__ = ("budget_key",)
@@ -398,3 +406,89 @@ class ReloadResponse(_message.Message):
     repriced: _containers.RepeatedScalarFieldContainer[str]
     keys: int
     def __init__(self, added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., repriced: _Optional[_Iterable[str]] = ..., keys: _Optional[int] = ...) -> None: ...
+
+class MeanInterval(_message.Message):
+    __slots__ = ("n", "mean", "lo", "hi")
+    N_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    n: int
+    mean: float
+    lo: float
+    hi: float
+    def __init__(self, n: _Optional[int] = ..., mean: _Optional[float] = ..., lo: _Optional[float] = ..., hi: _Optional[float] = ...) -> None: ...
+
+class PairedComparison(_message.Message):
+    __slots__ = ("task_class", "model", "shadow_model", "quality_diff", "cost_diff_usd", "latency_diff_ms")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_DIFF_FIELD_NUMBER: _ClassVar[int]
+    COST_DIFF_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_DIFF_MS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    model: str
+    shadow_model: str
+    quality_diff: MeanInterval
+    cost_diff_usd: MeanInterval
+    latency_diff_ms: MeanInterval
+    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., shadow_model: _Optional[str] = ..., quality_diff: _Optional[_Union[MeanInterval, _Mapping]] = ..., cost_diff_usd: _Optional[_Union[MeanInterval, _Mapping]] = ..., latency_diff_ms: _Optional[_Union[MeanInterval, _Mapping]] = ...) -> None: ...
+
+class GetAbReportRequest(_message.Message):
+    __slots__ = ("task_class", "since_unix_ms", "until_unix_ms")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    since_unix_ms: int
+    until_unix_ms: int
+    def __init__(self, task_class: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., until_unix_ms: _Optional[int] = ...) -> None: ...
+
+class AbGroup(_message.Message):
+    __slots__ = ("task_class", "group", "requests", "with_outcome", "quality", "cost_usd", "latency_p50_ms", "latency_p95_ms", "sla_violations", "sla_violation_rate", "latency_ms")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    WITH_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    SLA_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    SLA_VIOLATION_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    group: str
+    requests: int
+    with_outcome: int
+    quality: MeanInterval
+    cost_usd: MeanInterval
+    latency_p50_ms: float
+    latency_p95_ms: float
+    sla_violations: int
+    sla_violation_rate: MeanInterval
+    latency_ms: MeanInterval
+    def __init__(self, task_class: _Optional[str] = ..., group: _Optional[str] = ..., requests: _Optional[int] = ..., with_outcome: _Optional[int] = ..., quality: _Optional[_Union[MeanInterval, _Mapping]] = ..., cost_usd: _Optional[_Union[MeanInterval, _Mapping]] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., sla_violations: _Optional[int] = ..., sla_violation_rate: _Optional[_Union[MeanInterval, _Mapping]] = ..., latency_ms: _Optional[_Union[MeanInterval, _Mapping]] = ...) -> None: ...
+
+class AbDifference(_message.Message):
+    __slots__ = ("task_class", "quality", "cost_usd", "sla_violation_rate", "latency_ms")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SLA_VIOLATION_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    quality: MeanInterval
+    cost_usd: MeanInterval
+    sla_violation_rate: MeanInterval
+    latency_ms: MeanInterval
+    def __init__(self, task_class: _Optional[str] = ..., quality: _Optional[_Union[MeanInterval, _Mapping]] = ..., cost_usd: _Optional[_Union[MeanInterval, _Mapping]] = ..., sla_violation_rate: _Optional[_Union[MeanInterval, _Mapping]] = ..., latency_ms: _Optional[_Union[MeanInterval, _Mapping]] = ...) -> None: ...
+
+class GetAbReportResponse(_message.Message):
+    __slots__ = ("groups", "differences")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[AbGroup]
+    differences: _containers.RepeatedCompositeFieldContainer[AbDifference]
+    def __init__(self, groups: _Optional[_Iterable[_Union[AbGroup, _Mapping]]] = ..., differences: _Optional[_Iterable[_Union[AbDifference, _Mapping]]] = ...) -> None: ...
