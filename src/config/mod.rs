@@ -3,6 +3,7 @@
 //! The built-in default (`default_config.toml`, printed by `switchyard config print-default`) goes
 //! through the very same validation.
 
+mod cache;
 mod defaults;
 mod raw;
 #[cfg(test)]
@@ -18,6 +19,7 @@ use crate::budget::BudgetConfig;
 use crate::policy::objective::{Objective, Valuation};
 use crate::policy::{ArmPrior, PolicySettings, Weights};
 
+pub use cache::*;
 pub use defaults::*;
 use raw::RawConfig;
 
@@ -280,6 +282,8 @@ pub struct TaskClassConfig {
     pub value_usd_per_quality: Option<f64>,
     /// USD one second of latency costs.
     pub value_usd_per_second: Option<f64>,
+    /// The class's response cache; `None` = no caching.
+    pub cache: Option<CacheConfig>,
 }
 
 impl TaskClassConfig {

@@ -220,6 +220,7 @@ struct RawTaskClass {
     quality_target: Option<f64>,
     value_usd_per_quality: Option<f64>,
     value_usd_per_second: Option<f64>,
+    cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -964,6 +965,7 @@ impl RawTaskClass {
             objective,
             value_usd_per_quality,
             value_usd_per_second,
+            cache: self.cache.map(|c| c.validate(&format!("{key}.cache"))).transpose()?,
         })
     }
 

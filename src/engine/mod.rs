@@ -13,6 +13,7 @@
 
 mod api;
 mod budgeting;
+mod cache_hit;
 mod error;
 mod feedback;
 mod gate;
@@ -40,6 +41,7 @@ pub use crate::time::format_ms;
 use crate::validation::echo;
 pub use api::*;
 pub use budgeting::*;
+pub use cache_hit::HitFeedback;
 pub use error::*;
 use gate::*;
 pub use pending::*;

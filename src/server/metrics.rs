@@ -31,6 +31,7 @@ pub enum Method {
     GetBudgets,
     ResetArms,
     Reload,
+    InvalidateCache,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,6 +119,8 @@ pub struct Metrics {
     store_errors: Counter,
     lock_wait: Histogram,
     lock_hold: Histogram,
+    /// The response cache's series.
+    pub cache: super::cache::CacheMetrics,
 }
 
 fn handling_histogram() -> Histogram {
@@ -300,6 +303,7 @@ impl Metrics {
                 "Time a request held the engine lock (the engine call itself)",
                 lock_histogram(),
             ),
+            cache: super::cache::CacheMetrics::register(&mut r),
             registry: r,
         }
     }

@@ -5,6 +5,7 @@
 //! and never across an `.await`; the clock is read here, not in the engine.
 
 pub mod alerts;
+pub mod cache;
 pub mod convert;
 pub mod limits;
 pub mod metrics;
@@ -67,6 +68,8 @@ pub struct Shared {
     sync: bool,
     /// Prometheus series (the writer counts its failures).
     metrics: Arc<metrics::Metrics>,
+    /// The response cache (its own lock, never held with the engine's).
+    cache: Mutex<crate::cache::ResponseCache>,
 }
 
 impl Shared {
@@ -77,6 +80,7 @@ impl Shared {
             None => SmallRng::from_os_rng(),
         };
         Shared {
+            cache: cache::new_cache(&config),
             core: Arc::new(Mutex::new(Core {
                 engine: Engine::new(config, now_ms()),
                 rng,
@@ -103,6 +107,7 @@ impl Shared {
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
+        let cache = cache::new_cache(engine.config());
         let core = Arc::new(Mutex::new(Core { engine, rng }));
         let take: persist::TakeChanges = {
             let core = Arc::clone(&core);
@@ -129,6 +134,7 @@ impl Shared {
             writer: Some(writer),
             sync,
             metrics,
+            cache,
         };
         Ok((shared, warnings))
     }
@@ -201,6 +207,7 @@ impl Shared {
             let core = self.lock();
             self.metrics.refresh(&core.engine, now_ms());
         }
+        self.metrics.cache.refresh(&self.cache_stats());
         self.metrics.encode()
     }
 
@@ -239,6 +246,7 @@ impl Shared {
     /// Drops expired pending decisions and applies time-driven breaker changes; returns how many
     /// decisions expired.
     pub fn tick(&self) -> usize {
+        self.cache().expire(now_ms());
         self.with_engine(|engine, _| {
             let now = now_ms();
             engine.poll_breakers(now);
@@ -344,6 +352,14 @@ impl proto::route_server::Route for RouteService {
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         self.timed(Method::Reload, self.reload_impl(request)).await
     }
+
+    async fn invalidate_cache(
+        &self,
+        request: Request<proto::InvalidateCacheRequest>,
+    ) -> Result<Response<proto::InvalidateCacheResponse>, Status> {
+        self.timed(Method::InvalidateCache, self.invalidate_cache_impl(request))
+            .await
+    }
 }
 
 impl RouteService {
@@ -360,13 +376,19 @@ impl RouteService {
                 .budget_key_for(&input.budget_key)
                 .map_err(convert::auth_status)?;
         }
-        let decision = self
+        let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
+        let (query, hit) = self
             .shared
-            .with_engine(|engine, rng| engine.route(&input, now_ms(), rng));
+            .cache_lookup(&input, tenant.map_or("", |t| t.name.as_str()))?;
+        let decision = self.shared.with_engine(|engine, rng| match hit {
+            Some(hit) => engine.route_hit(&input, hit, now_ms(), rng),
+            None => engine.route(&input, now_ms(), rng),
+        });
         let decision = decision.map_err(status)?;
         if !decision.replayed {
             self.shared.metrics.decision(&decision);
         }
+        self.shared.cache_routed(&decision, query);
         Ok(Response::new(decision.into()))
     }
 
@@ -375,7 +397,14 @@ impl RouteService {
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let caller = self.caller(Method::Feedback, request.metadata())?;
-        let input = FeedbackInput::try_from(request.into_inner())?;
+        let mut request = request.into_inner();
+        let response = std::mem::take(&mut request.response);
+        let input = FeedbackInput::try_from(request)?;
+        if let Some(answer) = self.hit_feedback(caller.as_ref(), &input) {
+            let answer = answer?;
+            self.shared.durable().await?;
+            return Ok(Response::new(answer));
+        }
         let result = self.shared.with_engine(|engine, _| {
             if let (Some(p), Some(pending)) = (&caller, engine.pending(&input.decision_id)) {
                 // A decision is its tenant's when it charged that tenant's budget (a tenant's keys
@@ -418,6 +447,7 @@ impl RouteService {
                 .budget_settled(key, result.overrun_usd, result.late);
         }
         self.shared.publish(&result.alerts);
+        self.shared.cache_feedback(&input, &result, response);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
             duplicate: result.duplicate,
@@ -467,13 +497,17 @@ impl RouteService {
             let arms = shared.engine.arm_stats(&filter, now_ms()).map_err(status)?;
             (arms, shared.engine.objective_stats(&filter.task_class))
         };
+        let mut cache = self.shared.cache_stats();
+        cache.retain(|c| filter.task_class.is_empty() || c.task_class == filter.task_class);
         if let Some(p) = &caller {
             arms.retain(|a| p.may_use_class(&a.task_class));
             objectives.retain(|o| p.may_use_class(&o.task_class));
+            cache.retain(|c| p.may_use_class(&c.task_class));
         }
         Ok(Response::new(proto::GetArmStatsResponse {
             arms: arms.into_iter().map(Into::into).collect(),
             objectives: objectives.into_iter().map(Into::into).collect(),
+            cache: cache.into_iter().map(Into::into).collect(),
         }))
     }
 

@@ -162,12 +162,15 @@ pub fn reload(
     let config = source.load().map_err(ReloadError::Invalid)?;
     let table = config.key_table().map_err(ReloadError::Invalid)?;
     let n_keys = table.as_ref().map_or(0, KeyTable::len);
+    let classes: Vec<_> = config.task_classes.values().cloned().collect();
+    let bounds = super::cache::candidate_bounds(&config);
     let changed = shared.with_engine(|engine, _| {
         if let Some(key) = engine.config().restart_only_change(&config) {
             return Err(ReloadError::RestartNeeded(key));
         }
         Ok(engine.reconfigure(config, now_ms()))
     })?;
+    shared.cache_reconfigure(&classes, &changed.removed, bounds);
     keys.set(table);
     Ok((changed, n_keys))
 }

@@ -415,6 +415,7 @@ impl StoredDecision {
             output_tokens: self.assumed_output_tokens,
             replayed: self.replayed,
             quality_target: self.quality_target,
+            cache_hit: None,
         };
         Ok(Some(PendingDecision {
             decision,
