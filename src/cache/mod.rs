@@ -303,9 +303,12 @@ impl ClassCache {
     }
 
     fn insert(&mut self, query: Query, mut entry: Entry, seq: u64) {
-        // A response for the same key replaces the old one.
-        if let Some((slot, _)) = self.find(&query.key) {
-            self.remove(slot);
+        // A response for the same exact key replaces the old one. A vector is not searched for
+        // here (that would make every store a scan): its request missed when it was routed.
+        if let QueryKey::Exact(k) = &query.key {
+            if let Some(&slot) = self.exact.get(k) {
+                self.remove(slot);
+            }
         }
         self.make_room(1);
         let slot = match self.free.pop() {

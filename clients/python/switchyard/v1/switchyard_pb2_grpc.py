@@ -70,6 +70,11 @@ class RouteStub(object):
                 request_serializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.FromString,
                 _registered_method=True)
+        self.InvalidateCache = channel.unary_unary(
+                '/switchyard.v1.Route/InvalidateCache',
+                request_serializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.FromString,
+                _registered_method=True)
 
 
 class RouteServicer(object):
@@ -127,6 +132,13 @@ class RouteServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvalidateCache(self, request, context):
+        """Admin: drops response-cache entries by task class, prompt prefix or tag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +176,11 @@ def add_RouteServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.SerializeToString,
+            ),
+            'InvalidateCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvalidateCache,
+                    request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +373,33 @@ class Route(object):
             '/switchyard.v1.Route/Reload',
             switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.SerializeToString,
             switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvalidateCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Route/InvalidateCache',
+            switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.SerializeToString,
+            switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
