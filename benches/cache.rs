@@ -62,7 +62,10 @@ fn bench(c: &mut Criterion) {
     for mode in ["exact", "semantic"] {
         let mut cache = cache(mode);
         let hit = cache.query(&input(&prompt(4242)), "").unwrap().unwrap();
-        let miss = cache.query(&input("something else entirely"), "").unwrap().unwrap();
+        let miss = cache
+            .query(&input("something else entirely"), "")
+            .unwrap()
+            .unwrap();
         c.bench_function(&format!("{mode} lookup, hit, 100k entries"), |b| {
             b.iter(|| assert!(cache.lookup(black_box(&hit), 1).is_some()))
         });
@@ -70,7 +73,11 @@ fn bench(c: &mut Criterion) {
             b.iter(|| assert!(cache.lookup(black_box(&miss), 1).is_none()))
         });
         let s = &cache.stats()[0];
-        eprintln!("{mode}: {} entries, ~{:.1} MiB", s.entries, s.bytes as f64 / 1048576.0);
+        eprintln!(
+            "{mode}: {} entries, ~{:.1} MiB",
+            s.entries,
+            s.bytes as f64 / 1048576.0
+        );
     }
 }
 

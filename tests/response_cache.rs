@@ -65,7 +65,11 @@ async fn cache_stats(c: &mut Client) -> switchyard::proto::CacheStats {
         .await
         .unwrap()
         .into_inner();
-    stats.cache.into_iter().next().expect("the class has a cache")
+    stats
+        .cache
+        .into_iter()
+        .next()
+        .expect("the class has a cache")
 }
 
 async fn server(cache: &str) -> TestServer {
@@ -82,7 +86,11 @@ async fn exact_cache_hits_the_same_prompt_and_nothing_else() {
     let hit = route(&mut c, "What is  the capital of France?").await;
     let h = hit.cache_hit.as_ref().expect("a hit");
     assert_eq!(
-        (h.response.as_str(), h.model.as_str(), h.source_decision_id.as_str()),
+        (
+            h.response.as_str(),
+            h.model.as_str(),
+            h.source_decision_id.as_str()
+        ),
         ("Paris", first.model.as_str(), first.decision_id.as_str())
     );
     assert_eq!((hit.reason.as_str(), hit.propensity), ("cache_hit", 1.0));
@@ -105,7 +113,10 @@ async fn exact_cache_hits_the_same_prompt_and_nothing_else() {
         .unwrap()
         .into_inner();
     assert!(sys.cache_hit.is_none());
-    assert!(route(&mut c, "What is the capital of Spain?").await.cache_hit.is_none());
+    assert!(route(&mut c, "What is the capital of Spain?")
+        .await
+        .cache_hit
+        .is_none());
 
     // Satisfaction with a hit is accepted and teaches no arm.
     let before = c
@@ -193,7 +204,10 @@ async fn semantic_cache_hits_near_copies_but_not_the_negation() {
     let neg = route(&mut c, "disable 2FA").await;
     assert!(neg.cache_hit.is_none(), "the negation hit: {neg:?}");
     let stats = cache_stats(&mut c).await;
-    assert_eq!((stats.mode.as_str(), stats.lookups, stats.hits), ("semantic", 6, 3));
+    assert_eq!(
+        (stats.mode.as_str(), stats.lookups, stats.hits),
+        ("semantic", 6, 3)
+    );
     s.stop().await;
 }
 
@@ -215,7 +229,10 @@ async fn caller_embeddings_hit_by_cosine_and_are_checked() {
     answer(&mut c, &d, "30 days", 0.9, 0.01).await;
     // cos = 0.95 >= 0.9 hits whatever the text; cos = 0.7 misses.
     let near = c
-        .route(with("what is your refund window", vec![0.95, 0.3122, 0.0, 0.0]))
+        .route(with(
+            "what is your refund window",
+            vec![0.95, 0.3122, 0.0, 0.0],
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -288,13 +305,22 @@ async fn invalidate_cache_by_prefix_tag_and_class() {
         prefix: prefix.into(),
         tag: tag.into(),
     };
-    let n = c.invalidate_cache(inv("weather in paris", "", "")).await.unwrap();
+    let n = c
+        .invalidate_cache(inv("weather in paris", "", ""))
+        .await
+        .unwrap();
     assert_eq!(n.into_inner().invalidated, 1);
     assert!(route(&mut c, "Weather in Paris").await.cache_hit.is_none());
-    assert_eq!(hit_text(&route(&mut c, "Weather in Rome").await), Some("rain"));
+    assert_eq!(
+        hit_text(&route(&mut c, "Weather in Rome").await),
+        Some("rain")
+    );
     let n = c.invalidate_cache(inv("", "model:nope", "")).await.unwrap();
     assert_eq!(n.into_inner().invalidated, 0);
-    let bad = c.invalidate_cache(inv("", "colour:red", "")).await.unwrap_err();
+    let bad = c
+        .invalidate_cache(inv("", "colour:red", ""))
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     let unknown = c.invalidate_cache(inv("", "", "nope")).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
@@ -336,7 +362,10 @@ async fn a_workload_with_repeats_shows_hit_rate_and_saved_cost_in_metrics_and_st
     let stats = cache_stats(&mut c).await;
     assert_eq!((stats.lookups, stats.hits), (n, expected_hits));
     assert!((stats.hit_rate - expected_hits as f64 / n as f64).abs() < 1e-12);
-    assert!((stats.saved_cost_usd - saved).abs() < 1e-9, "{stats:?} vs {saved}");
+    assert!(
+        (stats.saved_cost_usd - saved).abs() < 1e-9,
+        "{stats:?} vs {saved}"
+    );
     assert!((stats.saved_latency_ms - 1200.0 * expected_hits as f64).abs() < 1e-6);
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     let value = |name: &str| -> f64 {
@@ -353,6 +382,9 @@ async fn a_workload_with_repeats_shows_hit_rate_and_saved_cost_in_metrics_and_st
     assert!(value("switchyard_cache_saved_latency_seconds_total") > 0.0);
     // The stats table shows the cache too.
     let text = switchyard::tools::stats::render_cache(&[stats]);
-    assert!(text.contains("bench") && text.contains("hit rate"), "{text}");
+    assert!(
+        text.contains("bench") && text.contains("hit rate"),
+        "{text}"
+    );
     s.stop().await;
 }

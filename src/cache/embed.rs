@@ -110,7 +110,11 @@ pub fn lexical(text: &str) -> Vec<f32> {
         // Negating prefixes count as their prefix, so a typo elsewhere in the word keeps it.
         let feature = NEGATING_PREFIXES
             .iter()
-            .find(|p| !NEGATIONS.contains(&word) && word.starts_with(*p) && !word.contains(char::is_numeric))
+            .find(|p| {
+                !NEGATIONS.contains(&word)
+                    && word.starts_with(*p)
+                    && !word.contains(char::is_numeric)
+            })
             .map_or(word, |p| p);
         hash_into(keys, feature.as_bytes());
     }
@@ -158,9 +162,15 @@ mod tests {
 
     #[test]
     fn normalisation_drops_case_whitespace_and_punctuation() {
-        assert_eq!(words("  What's the  CAPITAL, of France?! "), "whats the capital of france");
+        assert_eq!(
+            words("  What's the  CAPITAL, of France?! "),
+            "whats the capital of france"
+        );
         assert_eq!(collapse_whitespace(" a \n\t b  "), "a b");
-        let c = cos("What is the capital of France?", "what is the capital of france");
+        let c = cos(
+            "What is the capital of France?",
+            "what is the capital of france",
+        );
         assert!((c - 1.0).abs() < 1e-5, "{c}");
     }
 
@@ -197,7 +207,10 @@ mod tests {
                 "Should I restart the database server after changing the configuration file?",
                 "Should I not restart the database server after changing the configuration file?",
             ),
-            ("What is the capital of France?", "What is the capital of Spain?"),
+            (
+                "What is the capital of France?",
+                "What is the capital of Spain?",
+            ),
             (
                 "Convert 100 US dollars to euros at today's exchange rate please",
                 "Convert 250 US dollars to euros at today's exchange rate please",
@@ -210,7 +223,10 @@ mod tests {
 
     #[test]
     fn unrelated_prompts_are_far_apart_and_empty_text_is_zero() {
-        let c = cos("Write a haiku about autumn leaves", "Fix the segfault in my C parser");
+        let c = cos(
+            "Write a haiku about autumn leaves",
+            "Fix the segfault in my C parser",
+        );
         assert!(c < 0.5, "{c}");
         assert!(lexical("?!").iter().all(|x| *x == 0.0));
     }

@@ -158,7 +158,10 @@ fn caller_vector(class: &str, dimensions: Option<u64>, e: &[f32]) -> Result<Vec<
         ));
     }
     if let Some(i) = e.iter().position(|x| !x.is_finite()) {
-        return Err(format!("value [{i}] is {}; every value must be finite", e[i]));
+        return Err(format!(
+            "value [{i}] is {}; every value must be finite",
+            e[i]
+        ));
     }
     let mut v = e.to_vec();
     embed::normalise(&mut v);

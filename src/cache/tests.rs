@@ -75,11 +75,20 @@ fn store(c: &mut ResponseCache, id: &str, prompt: &str, answer: &str, now: u64) 
 #[test]
 fn exact_hits_only_the_same_normalised_prompt_and_parameters() {
     let mut c = cache(r#"{ mode = "exact" }"#);
-    store(&mut c, "d1", "What is  the capital of France?", "Paris", 1000);
+    store(
+        &mut c,
+        "d1",
+        "What is  the capital of France?",
+        "Paris",
+        1000,
+    );
     let hit = c.lookup(&q(&c, " What is the capital of France? "), 2000);
     let hit = hit.map(|h| (h.response.to_string(), h.age_ms, h.saved_cost_usd));
     assert_eq!(hit, Some(("Paris".to_string(), 1000, 0.01)));
-    assert_eq!(c.lookup(&q(&c, "what is the capital of france?"), 2000), None);
+    assert_eq!(
+        c.lookup(&q(&c, "what is the capital of france?"), 2000),
+        None
+    );
     // Another tenant, system prompt or output cap never hits.
     let other = |f: &dyn Fn(&mut RouteInput)| {
         let mut i = input("What is the capital of France?");
@@ -108,7 +117,13 @@ fn exact_hits_only_the_same_normalised_prompt_and_parameters() {
 #[test]
 fn semantic_hits_near_copies_and_not_negations() {
     let mut c = cache(r#"{ mode = "semantic" }"#);
-    store(&mut c, "d1", "How do I enable 2FA?", "Settings > Security", 0);
+    store(
+        &mut c,
+        "d1",
+        "How do I enable 2FA?",
+        "Settings > Security",
+        0,
+    );
     store(
         &mut c,
         "d2",
@@ -116,7 +131,13 @@ fn semantic_hits_near_copies_and_not_negations() {
         "Click 'forgot password'",
         0,
     );
-    let hit = c.lookup(&q(&c, "how do I reset my pasword from the account settings page"), 1);
+    let hit = c.lookup(
+        &q(
+            &c,
+            "how do I reset my pasword from the account settings page",
+        ),
+        1,
+    );
     assert_eq!(hit.map(|h| h.source_decision_id), Some("d2".to_string()));
     assert_eq!(c.lookup(&q(&c, "How do I disable 2FA?"), 1), None);
     let exact = c.lookup(&q(&c, "HOW DO I ENABLE 2FA"), 1);
@@ -161,18 +182,33 @@ fn only_successful_good_enough_responses_are_stored() {
     let p = "Summarise this";
     c.remember("d1", q(&c, p), 0);
     // The response first, then the outcome, then the quality: stored on the last.
-    assert_eq!(c.report(report("d1", "a", None, None, "S"), 0), Stored::Waiting);
-    assert_eq!(c.report(report("d1", "a", Some(true), None, ""), 0), Stored::Waiting);
+    assert_eq!(
+        c.report(report("d1", "a", None, None, "S"), 0),
+        Stored::Waiting
+    );
+    assert_eq!(
+        c.report(report("d1", "a", Some(true), None, ""), 0),
+        Stored::Waiting
+    );
     assert_eq!(c.lookup(&q(&c, p), 1), None);
-    assert_eq!(c.report(report("d1", "a", None, Some(0.8), ""), 0), Stored::Stored);
+    assert_eq!(
+        c.report(report("d1", "a", None, Some(0.8), ""), 0),
+        Stored::Stored
+    );
     assert!(c.lookup(&q(&c, p), 1).is_some());
     // Too low a quality, or a failed call, is refused.
     c.remember("d2", q(&c, "other"), 0);
     let low = report("d2", "a", Some(true), Some(0.5), "bad");
     assert_eq!(c.report(low, 0), Stored::Refused);
     c.remember("d3", q(&c, "third"), 0);
-    assert_eq!(c.report(report("d3", "a", Some(false), None, "err"), 0), Stored::Refused);
-    assert_eq!(c.report(report("nope", "a", Some(true), None, "x"), 0), Stored::NotCandidate);
+    assert_eq!(
+        c.report(report("d3", "a", Some(false), None, "err"), 0),
+        Stored::Refused
+    );
+    assert_eq!(
+        c.report(report("nope", "a", Some(true), None, "x"), 0),
+        Stored::NotCandidate
+    );
     assert_eq!(c.stats()[0].entries, 1);
 }
 
@@ -217,11 +253,67 @@ fn invalidation_by_prefix_tag_and_reload() {
     // A reload that removes model a from qa drops its entries; one that keeps the mode keeps them.
     let config = config(r#"{ mode = "semantic", ttl_secs = 5 }"#);
     let removed = [("qa".to_string(), "b".to_string())];
-    assert_eq!(c.reconfigure(config.task_classes.values(), &removed, TTL_MS, 10), 0);
+    assert_eq!(
+        c.reconfigure(config.task_classes.values(), &removed, TTL_MS, 10),
+        0
+    );
     let removed = [("qa".to_string(), "a".to_string())];
-    assert_eq!(c.reconfigure(config.task_classes.values(), &removed, TTL_MS, 10), 1);
+    assert_eq!(
+        c.reconfigure(config.task_classes.values(), &removed, TTL_MS, 10),
+        1
+    );
     store(&mut c, "d4", "Define entropy", "...", 0);
     let exact = super::tests::config(r#"{ mode = "exact" }"#);
-    assert_eq!(c.reconfigure(exact.task_classes.values(), &[], TTL_MS, 10), 1);
+    assert_eq!(
+        c.reconfigure(exact.task_classes.values(), &[], TTL_MS, 10),
+        1
+    );
     assert_eq!(c.stats()[0].mode, "exact");
+}
+
+#[test]
+fn bad_cache_settings_name_their_key_and_what_is_right() {
+    let text = |cache: &str| {
+        format!(
+            "[models.a]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+             [task_classes.qa]\nmodels = [\"a\"]\ncache = {cache}\n"
+        )
+    };
+    for (cache, key, hint) in [
+        (
+            r#"{ mode = "fuzzy" }"#,
+            "task_classes.qa.cache.mode",
+            "\"exact\" or \"semantic\"",
+        ),
+        (
+            r#"{ mode = "exact", similarity = 1.5 }"#,
+            "task_classes.qa.cache.similarity",
+            "(0, 1]",
+        ),
+        (
+            r#"{ mode = "exact", ttl_secs = 0.0 }"#,
+            "task_classes.qa.cache.ttl_secs",
+            "(0, ",
+        ),
+        (
+            r#"{ mode = "exact", max_entries = 0 }"#,
+            "task_classes.qa.cache.max_entries",
+            "[1, ",
+        ),
+        (
+            r#"{ mode = "exact", dimensions = 8 }"#,
+            "task_classes.qa.cache.dimensions",
+            "semantic",
+        ),
+        (
+            r#"{ mode = "semantic", min_quality = 2.0 }"#,
+            "task_classes.qa.cache.min_quality",
+            "[0, 1]",
+        ),
+    ] {
+        match Config::from_toml_str(&text(cache), "t") {
+            Err(e) => assert!(e.key == key && e.message.contains(hint), "{cache}: {e}"),
+            Ok(_) => panic!("{cache} was accepted"),
+        }
+    }
 }

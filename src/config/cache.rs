@@ -76,6 +76,15 @@ pub(super) struct RawCache {
 }
 
 impl RawCache {
+    /// Validates the `cache` table of the task class at key path `class_key`, when there is one.
+    pub(super) fn validate_in(
+        raw: Option<RawCache>,
+        class_key: &str,
+    ) -> Result<Option<CacheConfig>, ConfigError> {
+        raw.map(|c| c.validate(&format!("{class_key}.cache")))
+            .transpose()
+    }
+
     /// Validates the table at key path `key` (`task_classes.qa.cache`).
     pub(super) fn validate(self, key: &str) -> Result<CacheConfig, ConfigError> {
         let mode = match self.mode.as_str() {
@@ -135,12 +144,7 @@ impl RawCache {
         )?;
         let dimensions = match self.dimensions {
             None => None,
-            Some(d) => Some(bounded(
-                "dimensions",
-                Some(d),
-                1,
-                MAX_EMBEDDING_DIMENSIONS,
-            )?),
+            Some(d) => Some(bounded("dimensions", Some(d), 1, MAX_EMBEDDING_DIMENSIONS)?),
         };
         if mode == CacheMode::Exact && dimensions.is_some() {
             return Err(err(

@@ -965,7 +965,7 @@ impl RawTaskClass {
             objective,
             value_usd_per_quality,
             value_usd_per_second,
-            cache: self.cache.map(|c| c.validate(&format!("{key}.cache"))).transpose()?,
+            cache: super::cache::RawCache::validate_in(self.cache, key)?,
         })
     }
 

@@ -89,11 +89,10 @@ impl Engine {
         input: &FeedbackInput,
         now_ms: u64,
     ) -> Option<Result<HitFeedback, EngineError>> {
-        let pending = self
-            .pending
-            .by_id
-            .get(&input.decision_id)
-            .filter(|p| p.decision.expires_ms > now_ms && p.decision.reason == Reason::CacheHit)?;
+        let pending =
+            self.pending.by_id.get(&input.decision_id).filter(|p| {
+                p.decision.expires_ms > now_ms && p.decision.reason == Reason::CacheHit
+            })?;
         let model = &pending.decision.model;
         if !input.model.is_empty() && input.model != *model {
             return Some(Err(invalid(

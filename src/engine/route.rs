@@ -329,7 +329,11 @@ impl Engine {
     }
 
     /// The pending decision for a repeated request_id, if any.
-    pub(super) fn replay(&self, input: &RouteInput, now_ms: u64) -> Result<Option<Decision>, EngineError> {
+    pub(super) fn replay(
+        &self,
+        input: &RouteInput,
+        now_ms: u64,
+    ) -> Result<Option<Decision>, EngineError> {
         if input.request_id.is_empty() {
             return Ok(None);
         }

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::*;
 use crate::cache::{CacheStats, Hit, Query, Reported, ResponseCache, Stored};
 use crate::config::TaskClassConfig;
-use crate::engine::{Decision, FeedbackResult};
+use crate::engine::{Decision, FeedbackResult, Reason};
 
 /// The cache's bounds that come from the rest of the config: candidates wait as long as their
 /// decisions accept feedback, and are as many at most.
@@ -63,7 +63,12 @@ impl Shared {
     }
 
     /// Hands an accepted Feedback (and its response, if any) to the cache.
-    pub(super) fn cache_feedback(&self, input: &FeedbackInput, r: &FeedbackResult, response: String) {
+    pub(super) fn cache_feedback(
+        &self,
+        input: &FeedbackInput,
+        r: &FeedbackResult,
+        response: String,
+    ) {
         let reported = Reported {
             decision_id: input.decision_id.clone(),
             model: r.arm.model.clone(),
@@ -110,8 +115,11 @@ impl RouteService {
     ) -> Option<Result<proto::FeedbackResponse, Status>> {
         let result = self.shared.with_engine(|engine, _| {
             let pending = engine.pending(&input.decision_id)?;
-            if let (Some(p), Some(hit)) = (caller, &pending.decision.cache_hit) {
-                let tenant = (!hit.tenant.is_empty()).then_some(hit.tenant.as_str());
+            if let (Some(p), Reason::CacheHit) = (caller, pending.decision.reason) {
+                // A hit is its tenant's when looked up under it (a hit read back after a restart
+                // has no tenant left: only a key without a tenant may rate it).
+                let hit = pending.decision.cache_hit.as_ref();
+                let tenant = hit.map(|h| h.tenant.as_str()).filter(|t| !t.is_empty());
                 if let Err(e) = p.check_decision(tenant) {
                     return Some(Err(convert::auth_status(e)));
                 }
@@ -161,7 +169,10 @@ impl RouteService {
                 }
             )));
         }
-        let n = self.shared.cache().invalidate(&r.task_class, &r.prefix, &r.tag);
+        let n = self
+            .shared
+            .cache()
+            .invalidate(&r.task_class, &r.prefix, &r.tag);
         self.shared.metrics.cache.invalidated(n);
         info!(
             task_class = %r.task_class,
@@ -170,7 +181,9 @@ impl RouteService {
             invalidated = n,
             "response cache invalidated"
         );
-        Ok(Response::new(proto::InvalidateCacheResponse { invalidated: n }))
+        Ok(Response::new(proto::InvalidateCacheResponse {
+            invalidated: n,
+        }))
     }
 }
 

@@ -51,7 +51,10 @@ mod tests {
             ..Default::default()
         }]);
         assert!(text.contains("qa (semantic): 3/10 entries"), "{text}");
-        assert!(text.contains("hit rate 25.0% (2 of 8 lookups), saved $0.500"), "{text}");
+        assert!(
+            text.contains("hit rate 25.0% (2 of 8 lookups), saved $0.500"),
+            "{text}"
+        );
         assert!(text.contains("2.5 s of model time"), "{text}");
         assert_eq!(render_cache(&[]), "");
     }
