@@ -388,3 +388,69 @@ async fn a_workload_with_repeats_shows_hit_rate_and_saved_cost_in_metrics_and_st
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_that_removes_a_model_drops_its_entries() {
+    use switchyard::server::{self, security::ReloadSource, ServeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let text = |models: &str| {
+        format!(
+            "[policy]\nseed = 7\n[models.m0]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+             [models.m1]\nprovider = \"q\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+             [task_classes.bench]\nmodels = [{models}]\ncache = {{ mode = \"exact\" }}\n"
+        )
+    };
+    std::fs::write(&path, text("\"m0\", \"m1\"")).unwrap();
+    let config = switchyard::config::Config::load(&path).unwrap();
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        reload: ReloadSource {
+            paths: vec![path.clone()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let handle = tokio::spawn(server::serve_with(config, options, listener, async {
+        let _ = rx.await;
+    }));
+    let channel = loop {
+        match Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(ch) => break ch,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let mut c = RouteClient::new(channel);
+    // Store answers until each model has produced at least one.
+    let mut by_model: Vec<(String, String)> = Vec::new();
+    for i in 0..200 {
+        let prompt = format!("prompt {i}");
+        let d = miss_and_store(&mut c, &prompt, "answer").await;
+        by_model.push((prompt, d.model.clone()));
+        if ["m0", "m1"]
+            .iter()
+            .all(|m| by_model.iter().any(|(_, x)| x == m))
+        {
+            break;
+        }
+    }
+    std::fs::write(&path, text("\"m0\"")).unwrap();
+    let reloaded = c.reload(switchyard::proto::ReloadRequest {}).await.unwrap();
+    assert_eq!(reloaded.into_inner().removed, vec!["bench/m1".to_string()]);
+    for (prompt, model) in &by_model {
+        let d = route(&mut c, prompt).await;
+        assert_eq!(
+            d.cache_hit.is_some(),
+            model == "m0",
+            "{prompt:?} of {model}"
+        );
+    }
+    let _ = tx.send(());
+    handle.await.unwrap().unwrap();
+}
