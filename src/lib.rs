@@ -6,6 +6,7 @@
 //! - [`breaker`]: pure circuit-breaker state machine per model (time passed in).
 //! - [`config`]: TOML configuration, validated into runtime types; the built-in default.
 //! - [`policy`]: pure decision maths: posteriors, Thompson sampling, UCB, baselines, decay.
+//! - [`cache`]: the response cache (exact and semantic), in memory per process; pure.
 //! - [`budget`]: pure spend ledgers per budget key: reservations, rollover, pacing, alerts.
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
 //! - [`server`]: the tonic service over the engine, with health, reflection and metrics.
@@ -28,6 +29,7 @@ pub mod ab_report;
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod grpc_code;

@@ -77,7 +77,8 @@ async fn reflection_lists_and_describes_the_services() {
             "GetBudgets",
             "ResetArms",
             "Reload",
-            "GetAbReport"
+            "GetAbReport",
+            "InvalidateCache"
         ]
     );
     server.stop().await;

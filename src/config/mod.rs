@@ -3,6 +3,7 @@
 //! The built-in default (`default_config.toml`, printed by `switchyard config print-default`) goes
 //! through the very same validation.
 
+mod cache;
 mod defaults;
 pub mod experiment;
 mod raw;
@@ -19,6 +20,7 @@ use crate::budget::BudgetConfig;
 use crate::policy::objective::{Objective, Valuation};
 use crate::policy::{ArmPrior, PolicySettings, Weights};
 
+pub use cache::*;
 pub use defaults::*;
 use raw::RawConfig;
 
@@ -286,6 +288,8 @@ pub struct TaskClassConfig {
     /// Shadow traffic and the A/B experiment (`experiment.rs`).
     pub shadow: Option<experiment::ShadowConfig>,
     pub experiment: Option<experiment::ExperimentConfig>,
+    /// The class's response cache; `None` = no caching.
+    pub cache: Option<CacheConfig>,
 }
 
 impl TaskClassConfig {

@@ -223,6 +223,7 @@ struct RawTaskClass {
     value_usd_per_second: Option<f64>,
     shadow: Option<super::experiment::RawShadow>,
     experiment: Option<super::experiment::RawExperiment>,
+    cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -975,6 +976,7 @@ impl RawTaskClass {
             objective,
             value_usd_per_quality,
             value_usd_per_second,
+            cache: super::cache::RawCache::validate_in(self.cache, key)?,
         })
     }
 

@@ -26,6 +26,8 @@ pub struct RouteInput {
     /// The prompt as plain text (empty when not sent); see [`ChatMessage`] for chat prompts.
     pub prompt: String,
     pub messages: Vec<ChatMessage>,
+    /// The prompt's embedding for a semantic response cache (empty when not sent).
+    pub embedding: Vec<f32>,
 }
 
 /// One message of a chat prompt.
@@ -107,6 +109,10 @@ pub struct Decision {
     /// The A/B experiment group, when the class runs an experiment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_group: Option<ExperimentGroup>,
+    /// The stored response that answered the request (reason `cache_hit`): in memory only, like
+    /// the cache (a decision read back after a restart has none).
+    #[serde(skip)]
+    pub cache_hit: Option<crate::cache::Hit>,
 }
 
 /// A Feedback report. `None` means the field was absent.

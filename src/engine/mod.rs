@@ -13,6 +13,7 @@
 
 mod api;
 mod budgeting;
+mod cache_hit;
 mod error;
 mod experiment;
 mod feedback;
@@ -45,6 +46,7 @@ pub use crate::time::format_ms;
 use crate::validation::echo;
 pub use api::*;
 pub use budgeting::*;
+pub use cache_hit::HitFeedback;
 pub use error::*;
 pub use experiment::{stable_unit, ExperimentGroup};
 use gate::*;

@@ -348,6 +348,7 @@ impl Engine {
             quality_target: prepared.quality_target,
             shadow,
             experiment_group: picked.experiment_group,
+            cache_hit: None,
         };
         let evicted = self.pending.insert(
             PendingDecision {
@@ -370,7 +371,11 @@ impl Engine {
     }
 
     /// The pending decision for a repeated request_id, if any.
-    fn replay(&self, input: &RouteInput, now_ms: u64) -> Result<Option<Decision>, EngineError> {
+    pub(super) fn replay(
+        &self,
+        input: &RouteInput,
+        now_ms: u64,
+    ) -> Result<Option<Decision>, EngineError> {
         if input.request_id.is_empty() {
             return Ok(None);
         }
@@ -397,7 +402,7 @@ impl Engine {
         Ok(Some(d))
     }
 
-    fn request_scoring(
+    pub(super) fn request_scoring(
         &self,
         class: &TaskClassConfig,
         input: &RouteInput,
@@ -436,7 +441,7 @@ impl Engine {
     }
 
     /// Indices (into the class's models) of the request's candidates, deduplicated, in class order.
-    fn candidate_indices(
+    pub(super) fn candidate_indices(
         &self,
         class: &TaskClassConfig,
         candidates: &[String],
@@ -587,7 +592,7 @@ fn no_state(class: &str) -> EngineError {
 /// The request's own money valuation, when it sends one: `value_usd_per_quality` (and optionally
 /// `value_usd_per_second`), each finite and in [0, 1e6]; not together with `weights` or
 /// `quality_target`, which state the trade-off another way.
-fn request_money(input: &RouteInput) -> Result<Option<Valuation>, EngineError> {
+pub(super) fn request_money(input: &RouteInput) -> Result<Option<Valuation>, EngineError> {
     let check = |field: &str, v: Option<f64>| -> Result<Option<f64>, EngineError> {
         match v {
             Some(x) if !(x.is_finite() && (0.0..=MAX_WEIGHT).contains(&x)) => Err(invalid(

@@ -81,6 +81,7 @@ impl From<proto::RouteRequest> for RouteInput {
                     content: m.content,
                 })
                 .collect(),
+            embedding: r.embedding,
         }
     }
 }
@@ -126,10 +127,25 @@ fn model_ref(m: ModelRef) -> proto::ModelRef {
 
 impl From<Decision> for proto::RouteResponse {
     fn from(d: Decision) -> Self {
+        // A cache hit names no model to call: the one that produced the answer is in `cache_hit`.
+        let (model, provider) = match &d.cache_hit {
+            Some(_) => (String::new(), String::new()),
+            None => (d.model, d.provider),
+        };
         proto::RouteResponse {
+            cache_hit: d.cache_hit.map(|h| proto::CacheHit {
+                response: h.response.to_string(),
+                model: h.model,
+                provider: h.provider,
+                age_ms: to_i64(h.age_ms),
+                source_decision_id: h.source_decision_id,
+                similarity: h.similarity,
+                saved_cost_usd: h.saved_cost_usd,
+                saved_latency_ms: h.saved_latency_ms,
+            }),
             decision_id: d.id,
-            model: d.model,
-            provider: d.provider,
+            model,
+            provider,
             fallbacks: d.fallbacks.into_iter().map(model_ref).collect(),
             propensity: d.propensity,
             expected: Some(proto::Expected {
@@ -292,6 +308,27 @@ impl From<BudgetSummary> for proto::Budget {
             time_zone: b.time_zone,
             alert_thresholds_crossed: b.alert_thresholds_crossed,
             alert_thresholds: b.alert_thresholds,
+        }
+    }
+}
+
+impl From<crate::cache::CacheStats> for proto::CacheStats {
+    fn from(s: crate::cache::CacheStats) -> Self {
+        proto::CacheStats {
+            hit_rate: s.hit_rate(),
+            task_class: s.task_class,
+            mode: s.mode.to_string(),
+            entries: s.entries,
+            max_entries: s.max_entries,
+            lookups: s.lookups,
+            hits: s.hits,
+            saved_cost_usd: s.saved_cost_usd,
+            saved_latency_ms: s.saved_latency_ms,
+            stored: s.stored,
+            evicted: s.evicted,
+            expired: s.expired,
+            invalidated: s.invalidated,
+            bytes: s.bytes,
         }
     }
 }

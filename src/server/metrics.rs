@@ -32,6 +32,7 @@ pub enum Method {
     ResetArms,
     Reload,
     GetAbReport,
+    InvalidateCache,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,6 +120,8 @@ pub struct Metrics {
     store_errors: Counter,
     lock_wait: Histogram,
     lock_hold: Histogram,
+    /// The response cache's series.
+    pub cache: super::cache::CacheMetrics,
 }
 
 fn handling_histogram() -> Histogram {
@@ -301,6 +304,7 @@ impl Metrics {
                 "Time a request held the engine lock (the engine call itself)",
                 lock_histogram(),
             ),
+            cache: super::cache::CacheMetrics::register(&mut r),
             registry: r,
         }
     }

@@ -5,6 +5,7 @@
 //! and never across an `.await`; the clock is read here, not in the engine.
 
 pub mod alerts;
+pub mod cache;
 pub mod convert;
 mod experiments;
 pub mod limits;
@@ -71,6 +72,8 @@ pub struct Shared {
     sync: bool,
     /// Prometheus series (the writer counts its failures).
     metrics: Arc<metrics::Metrics>,
+    /// The response cache (its own lock, never held with the engine's).
+    cache: Mutex<crate::cache::ResponseCache>,
 }
 
 impl Shared {
@@ -81,6 +84,7 @@ impl Shared {
             None => SmallRng::from_os_rng(),
         };
         Shared {
+            cache: cache::new_cache(&config),
             core: Arc::new(Mutex::new(Core {
                 engine: Engine::new(config, now_ms()),
                 rng,
@@ -116,6 +120,7 @@ impl Shared {
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
+        let cache = cache::new_cache(engine.config());
         let core = Arc::new(Mutex::new(Core { engine, rng }));
         let take: persist::TakeChanges = {
             let core = Arc::clone(&core);
@@ -142,6 +147,7 @@ impl Shared {
             writer: Some(writer),
             sync,
             metrics,
+            cache,
         };
         Ok((shared, warnings))
     }
@@ -214,6 +220,7 @@ impl Shared {
             let core = self.lock();
             self.metrics.refresh(&core.engine, now_ms());
         }
+        self.metrics.cache.refresh(&self.cache_stats());
         self.metrics.encode()
     }
 
@@ -252,6 +259,7 @@ impl Shared {
     /// Drops expired pending decisions and applies time-driven breaker changes; returns how many
     /// decisions expired.
     pub fn tick(&self) -> usize {
+        self.cache().expire(now_ms());
         self.with_engine(|engine, _| {
             let now = now_ms();
             engine.poll_breakers(now);
@@ -369,6 +377,14 @@ impl proto::route_server::Route for RouteService {
         self.timed(Method::GetAbReport, self.get_ab_report_impl(request))
             .await
     }
+
+    async fn invalidate_cache(
+        &self,
+        request: Request<proto::InvalidateCacheRequest>,
+    ) -> Result<Response<proto::InvalidateCacheResponse>, Status> {
+        self.timed(Method::InvalidateCache, self.invalidate_cache_impl(request))
+            .await
+    }
 }
 
 impl RouteService {
@@ -388,8 +404,13 @@ impl RouteService {
         }
         let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
         let tenant = tenant.map(|t| t.name.as_str());
+        let (query, hit) = self.shared.cache_lookup(&input, tenant.unwrap_or(""))?;
         let decision = self.shared.with_engine(|engine, rng| {
-            let d = engine.route(&input, now_ms(), rng).map_err(status)?;
+            let d = match hit {
+                Some(hit) => engine.route_hit(&input, hit, now_ms(), rng),
+                None => engine.route(&input, now_ms(), rng),
+            }
+            .map_err(status)?;
             // A replayed request_id answers with the decision it named: only to the same tenant.
             if d.replayed {
                 let made_under = engine.pending(&d.id).and_then(|p| p.tenant.as_deref());
@@ -408,6 +429,7 @@ impl RouteService {
         if !decision.replayed {
             self.shared.metrics.decision(&decision);
         }
+        self.shared.cache_routed(&decision, query);
         Ok(Response::new(decision.into()))
     }
 
@@ -416,7 +438,14 @@ impl RouteService {
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let caller = self.caller(Method::Feedback, request.metadata())?;
-        let input = FeedbackInput::try_from(request.into_inner())?;
+        let mut request = request.into_inner();
+        let response = std::mem::take(&mut request.response);
+        let input = FeedbackInput::try_from(request)?;
+        if let Some(answer) = self.hit_feedback(caller.as_ref(), &input) {
+            let answer = answer?;
+            self.shared.durable().await?;
+            return Ok(Response::new(answer));
+        }
         let result = self.shared.with_engine(|engine, _| {
             if let Some(p) = &caller {
                 security::check_feedback_tenant(p, engine, &input.decision_id)?;
@@ -454,6 +483,7 @@ impl RouteService {
                 .budget_settled(key, result.overrun_usd, result.late);
         }
         self.shared.publish(&result.alerts);
+        self.shared.cache_feedback(&input, &result, response);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
             duplicate: result.duplicate,
@@ -508,10 +538,13 @@ impl RouteService {
                 paired,
             )
         };
+        let mut cache = self.shared.cache_stats();
+        cache.retain(|c| filter.task_class.is_empty() || c.task_class == filter.task_class);
         if let Some(p) = &caller {
             arms.retain(|a| p.may_use_class(&a.task_class));
             objectives.retain(|o| p.may_use_class(&o.task_class));
             paired.retain(|o| p.may_use_class(&o.task_class));
+            cache.retain(|c| p.may_use_class(&c.task_class));
         }
         if !filter.model.is_empty() {
             paired.retain(|o| o.model == filter.model || o.shadow_model == filter.model);
@@ -520,6 +553,7 @@ impl RouteService {
             arms: arms.into_iter().map(Into::into).collect(),
             objectives: objectives.into_iter().map(Into::into).collect(),
             paired: paired.into_iter().map(Into::into).collect(),
+            cache: cache.into_iter().map(Into::into).collect(),
         }))
     }
 

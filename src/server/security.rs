@@ -212,12 +212,15 @@ pub fn reload(
         }
     }
     let probes = config.health_probes.clone();
+    let classes: Vec<_> = config.task_classes.values().cloned().collect();
+    let bounds = super::cache::candidate_bounds(&config);
     let changed = shared.with_engine(|engine, _| {
         if let Some(key) = engine.config().restart_only_change(&config) {
             return Err(ReloadError::RestartNeeded(key));
         }
         Ok(engine.reconfigure(config, now_ms()))
     })?;
+    shared.cache_reconfigure(&classes, &changed.removed, bounds);
     edge.keys.set(table);
     let certificates = certs
         .into_iter()

@@ -460,6 +460,7 @@ impl StoredDecision {
             quality_target: self.quality_target,
             shadow: self.shadow_ref(names),
             experiment_group: ExperimentGroup::parse(names.name(self.experiment_group)),
+            cache_hit: None,
         };
         let own = |m: u32| m != 0 && m == self.model;
         // Only a shadowed decision pairs its calls (`engine::shadow`).

@@ -64,7 +64,7 @@ class Weights(_message.Message):
     def __init__(self, quality: _Optional[float] = ..., cost: _Optional[float] = ..., latency: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target", "value_usd_per_quality", "value_usd_per_second", "prompt", "messages")
+    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target", "value_usd_per_quality", "value_usd_per_second", "prompt", "messages", "embedding")
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class RouteRequest(_message.Message):
     VALUE_USD_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     request_id: str
     candidates: _containers.RepeatedScalarFieldContainer[str]
@@ -93,7 +94,8 @@ class RouteRequest(_message.Message):
     value_usd_per_second: float
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
-    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ..., value_usd_per_quality: _Optional[float] = ..., value_usd_per_second: _Optional[float] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ..., value_usd_per_quality: _Optional[float] = ..., value_usd_per_second: _Optional[float] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -126,7 +128,7 @@ class Expected(_message.Message):
     def __init__(self, cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., quality: _Optional[float] = ..., success_rate: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key", "shadow", "experiment_group")
+    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key", "shadow", "experiment_group", "cache_hit")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +143,7 @@ class RouteResponse(_message.Message):
     BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_GROUP_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     provider: str
@@ -155,10 +158,11 @@ class RouteResponse(_message.Message):
     budget_key: str
     shadow: ModelRef
     experiment_group: str
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ..., shadow: _Optional[_Union[ModelRef, _Mapping]] = ..., experiment_group: _Optional[str] = ...) -> None: ...
+    cache_hit: CacheHit
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ..., shadow: _Optional[_Union[ModelRef, _Mapping]] = ..., experiment_group: _Optional[str] = ..., cache_hit: _Optional[_Union[CacheHit, _Mapping]] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality", "shadow")
+    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality", "shadow", "response")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +173,7 @@ class FeedbackRequest(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     outcome: Outcome
@@ -179,7 +184,8 @@ class FeedbackRequest(_message.Message):
     cost_usd: float
     quality: float
     shadow: bool
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., shadow: bool = ...) -> None: ...
+    response: str
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., shadow: bool = ..., response: _Optional[str] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("accepted", "duplicate", "arm", "late")
@@ -324,14 +330,16 @@ class ClassObjective(_message.Message):
     def __init__(self, task_class: _Optional[str] = ..., objective: _Optional[str] = ..., quality_target: _Optional[float] = ..., class_target: bool = ..., achieved_share: _Optional[float] = ..., realised_quality: _Optional[float] = ..., usd_per_quality: _Optional[float] = ..., decisions: _Optional[int] = ...) -> None: ...
 
 class GetArmStatsResponse(_message.Message):
-    __slots__ = ("arms", "objectives", "paired")
+    __slots__ = ("arms", "objectives", "paired", "cache")
     ARMS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     PAIRED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[ArmStats]
     objectives: _containers.RepeatedCompositeFieldContainer[ClassObjective]
     paired: _containers.RepeatedCompositeFieldContainer[PairedComparison]
-    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ..., paired: _Optional[_Iterable[_Union[PairedComparison, _Mapping]]] = ...) -> None: ...
+    cache: _containers.RepeatedCompositeFieldContainer[CacheStats]
+    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ..., paired: _Optional[_Iterable[_Union[PairedComparison, _Mapping]]] = ..., cache: _Optional[_Iterable[_Union[CacheStats, _Mapping]]] = ...) -> None: ...
 
 class GetBudgetsRequest(_message.Message):
     __slots__ = ("budget_key",)
@@ -492,3 +500,71 @@ class GetAbReportResponse(_message.Message):
     groups: _containers.RepeatedCompositeFieldContainer[AbGroup]
     differences: _containers.RepeatedCompositeFieldContainer[AbDifference]
     def __init__(self, groups: _Optional[_Iterable[_Union[AbGroup, _Mapping]]] = ..., differences: _Optional[_Iterable[_Union[AbDifference, _Mapping]]] = ...) -> None: ...
+
+class CacheHit(_message.Message):
+    __slots__ = ("response", "model", "provider", "age_ms", "source_decision_id", "similarity", "saved_cost_usd", "saved_latency_ms")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SAVED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SAVED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    response: str
+    model: str
+    provider: str
+    age_ms: int
+    source_decision_id: str
+    similarity: float
+    saved_cost_usd: float
+    saved_latency_ms: float
+    def __init__(self, response: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., age_ms: _Optional[int] = ..., source_decision_id: _Optional[str] = ..., similarity: _Optional[float] = ..., saved_cost_usd: _Optional[float] = ..., saved_latency_ms: _Optional[float] = ...) -> None: ...
+
+class InvalidateCacheRequest(_message.Message):
+    __slots__ = ("task_class", "prefix", "tag")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    prefix: str
+    tag: str
+    def __init__(self, task_class: _Optional[str] = ..., prefix: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
+
+class InvalidateCacheResponse(_message.Message):
+    __slots__ = ("invalidated",)
+    INVALIDATED_FIELD_NUMBER: _ClassVar[int]
+    invalidated: int
+    def __init__(self, invalidated: _Optional[int] = ...) -> None: ...
+
+class CacheStats(_message.Message):
+    __slots__ = ("task_class", "mode", "entries", "max_entries", "lookups", "hits", "hit_rate", "saved_cost_usd", "saved_latency_ms", "stored", "evicted", "expired", "invalidated", "bytes")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    SAVED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SAVED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    INVALIDATED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    mode: str
+    entries: int
+    max_entries: int
+    lookups: int
+    hits: int
+    hit_rate: float
+    saved_cost_usd: float
+    saved_latency_ms: float
+    stored: int
+    evicted: int
+    expired: int
+    invalidated: int
+    bytes: int
+    def __init__(self, task_class: _Optional[str] = ..., mode: _Optional[str] = ..., entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., saved_cost_usd: _Optional[float] = ..., saved_latency_ms: _Optional[float] = ..., stored: _Optional[int] = ..., evicted: _Optional[int] = ..., expired: _Optional[int] = ..., invalidated: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...

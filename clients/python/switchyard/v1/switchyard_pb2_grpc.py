@@ -75,6 +75,11 @@ class RouteStub(object):
                 request_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportResponse.FromString,
                 _registered_method=True)
+        self.InvalidateCache = channel.unary_unary(
+                '/switchyard.v1.Route/InvalidateCache',
+                request_serializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.FromString,
+                _registered_method=True)
 
 
 class RouteServicer(object):
@@ -141,6 +146,14 @@ class RouteServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvalidateCache(self, request, context):
+        """Cache
+        Admin: drops response-cache entries by task class, prompt prefix or tag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +196,11 @@ def add_RouteServicer_to_server(servicer, server):
                     servicer.GetAbReport,
                     request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportResponse.SerializeToString,
+            ),
+            'InvalidateCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvalidateCache,
+                    request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +420,33 @@ class Route(object):
             '/switchyard.v1.Route/GetAbReport',
             switchyard_dot_v1_dot_switchyard__pb2.GetAbReportRequest.SerializeToString,
             switchyard_dot_v1_dot_switchyard__pb2.GetAbReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvalidateCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Route/InvalidateCache',
+            switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.SerializeToString,
+            switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
