@@ -261,10 +261,10 @@ fn run_server(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = match cfg.storage.durability {
         switchyard::config::Durability::Memory => None,
-        _ => Some(std::sync::Arc::new(switchyard::store::Store::open_with(
+        _ => Some(switchyard::store::Store::open_with(
             &cfg.data_dir,
             cfg.storage.cache_mb,
-        )?)),
+        )?),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

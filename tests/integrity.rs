@@ -308,8 +308,6 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "sled keeps its first I/O error (ENOSPC) for good: after space is freed every flush \
-            still fails, so recovering needs the store to reopen sled"]
 async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
@@ -359,6 +357,7 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
         }
     }
     assert_eq!(refused, 1, "the disk never filled after {acked} Feedbacks");
+    println!("disk full after {acked} acknowledged Feedbacks");
     wait_for("Store health NOT_SERVING", || {
         let mut h = h.clone();
         async move { store_health(&mut h).await == Some(ServingStatus::NotServing as i32) }
@@ -393,4 +392,7 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
     assert_eq!(restored, in_memory, "memory and disk disagree");
     drop(c);
     assert!(svc.terminate().await.success());
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(log.contains("cannot persist engine state"), "{log}");
+    assert!(log.contains("storage writer recovered"), "{log}");
 }

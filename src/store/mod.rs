@@ -15,6 +15,9 @@
 
 mod legacy;
 pub mod records;
+mod recover;
+
+pub use recover::StoreSlot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -347,7 +350,7 @@ impl Store {
 
     /// Writes `changes` (encode, then insert).
     pub fn write(&self, changes: Changes) -> Result<(), StoreError> {
-        let batch = self.prepare(changes)?;
+        let batch = self.prepare(&changes)?;
         self.commit(&batch)
     }
 
@@ -364,7 +367,7 @@ impl Store {
     /// Encodes what changed into a batch of writes. Each decision touched is one record: new
     /// ones from their pending record, others read back and updated (outcome and quality folded
     /// in); removed pending decisions stay in the log (they leave the in-memory index only).
-    pub fn prepare(&self, changes: Changes) -> Result<Batch, StoreError> {
+    pub fn prepare(&self, changes: &Changes) -> Result<Batch, StoreError> {
         let mut b = Batch {
             empty: changes.is_empty(),
             ..Batch::default()
