@@ -396,3 +396,97 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
     assert!(log.contains("cannot persist engine state"), "{log}");
     assert!(log.contains("storage writer recovered"), "{log}");
 }
+
+fn state_cmd(cmd: &str, data: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["state", cmd, "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+/// Starts, routes and settles `n` more decisions, stops gracefully.
+async fn add_state(config: &Path, data: &Path, n: usize) {
+    let svc = Started::running(config, data);
+    let mut c = svc.client().await;
+    for _ in 0..n {
+        let id = route(&mut c).await.unwrap();
+        feedback(&mut c, &id).await.unwrap();
+    }
+    drop(c);
+    assert!(svc.terminate().await.success());
+}
+
+fn copy_files(from: &Path, to: &Path, skip: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap();
+        if p.is_file() && name != skip {
+            std::fs::copy(&p, to.join(name)).unwrap();
+        }
+    }
+}
+
+/// Asserts `serve` and `state check` both refuse `data`, naming `file` and saying `why` and what
+/// to do, without a panic.
+fn refused(cfg: &Path, data: &Path, file: &Path, why: &str) {
+    let mut s = spawn(cfg, data, Stdio::piped());
+    assert!(s.addr.is_none(), "started on a damaged data dir");
+    let status = s.child.wait().unwrap();
+    let err = s.stderr();
+    assert!(!status.success(), "{err}");
+    assert_ne!(status.code(), Some(101), "panicked: {err}");
+    for want in [&file.display().to_string(), why, "restore a backup"] {
+        assert!(err.contains(want), "no {want:?} in {err}");
+    }
+    let out = state_cmd("check", data);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(why), "{err}");
+}
+
+/// The manifest: `state check` verifies every tree of a cleanly stopped data dir; a db rolled back
+/// to an older copy under a newer manifest, and a deleted db beside its manifest, are refused at
+/// start and by `state check`, naming the file, never opened with state missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_refuses_a_rolled_back_or_deleted_db() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = write_config(tmp.path());
+    data_dir_with_state(&cfg, &data, 5).await;
+    let out = state_cmd("check", &data);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok: every tree matches the manifest"),
+        "{text}"
+    );
+    assert!(text.contains("tree decisions: 5 records"), "{text}");
+
+    // An older copy of the db (everything but the manifest), then more acknowledged state.
+    let old = tmp.path().join("old");
+    copy_files(&data, &old, "manifest");
+    add_state(&cfg, &data, 4).await;
+    let out = state_cmd("check", &data);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tree decisions: 9 records"));
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() && p.file_name().unwrap() != "manifest" {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    copy_files(&old, &data, "manifest");
+    refused(&cfg, &data, &data.join("db"), "flushed writes are missing");
+
+    // The db deleted (sled's conf too): the manifest says there was one.
+    std::fs::remove_file(data.join("db")).unwrap();
+    std::fs::remove_file(data.join("conf")).unwrap();
+    refused(
+        &cfg,
+        &data,
+        &data.join("db"),
+        "the db file is missing but the data dir has a manifest",
+    );
+    assert!(!data.join("db").exists(), "a new empty db was created");
+}

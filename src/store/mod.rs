@@ -14,9 +14,11 @@
 //! written once when made and once per Feedback, never as a pending record plus events.
 
 mod legacy;
+pub mod manifest;
 pub mod records;
 mod recover;
 
+pub use manifest::{Verified, MANIFEST_FILE};
 pub use recover::StoreSlot;
 
 use std::collections::HashMap;
@@ -103,6 +105,8 @@ pub struct Batch {
     count_delta: i64,
     bytes_delta: i64,
     empty: bool,
+    /// What the batch writes, for the manifest's digest.
+    writes: manifest::Writes,
 }
 
 impl Batch {
@@ -141,6 +145,8 @@ pub struct Store {
     log_count: AtomicU64,
     log_bytes: AtomicU64,
     generation: AtomicU64,
+    /// The digest of what is written, for the manifest; its lock orders commits and trims.
+    digest: Mutex<manifest::Running>,
 }
 
 fn arm_key(class: &str, model: &str) -> Vec<u8> {
@@ -161,7 +167,7 @@ fn be_u64(v: &[u8]) -> Option<u64> {
 impl Store {
     /// Opens an existing data dir (the offline tools): a missing one is an error, never created.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        if !dir.join("db").is_file() {
+        if !dir.join("db").is_file() && !manifest::has_manifest(dir) {
             return Err(StoreError::Missing {
                 path: dir.display().to_string(),
             });
@@ -172,6 +178,11 @@ impl Store {
     /// Opens the data dir `dir`, creating it when it does not exist, with a sled page cache of
     /// `cache_mb`; checks its schema and migrates an older one.
     pub fn open_with(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+        Store::open_verified(dir, cache_mb).map(|(store, _)| store)
+    }
+
+    /// [`Store::open_with`], also returning what the full verification against the manifest found.
+    fn open_verified(dir: &Path, cache_mb: u64) -> Result<(Store, Verified), StoreError> {
         let path = dir.display().to_string();
         let db_file = dir.join("db");
         let corrupt = |detail: String| StoreError::Corrupt {
@@ -185,6 +196,12 @@ impl Store {
             return Err(corrupt(
                 "the db file is missing (the data dir has sled's conf)".into(),
             ));
+        }
+        if !existed && manifest::has_manifest(dir) {
+            return Err(corrupt(format!(
+                "the db file is missing but the data dir has a manifest ({})",
+                manifest::manifest_path(dir).display()
+            )));
         }
         // The server's writer flushes on its own schedule (`storage.flush_interval_ms`), so sled's
         // background flusher is off. sled panics on some garbled files: caught, and reported.
@@ -271,11 +288,13 @@ impl Store {
             log_count: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            digest: Mutex::new(manifest::Running::default()),
             db,
             path: dir.to_path_buf(),
         };
         store.read_meta()?;
-        Ok(store)
+        let verified = store.verify_manifest()?;
+        Ok((store, verified))
     }
 
     /// Reads the name table and the manifest counters (counting the log once if they are absent).
@@ -459,28 +478,35 @@ impl Store {
                 if old == 0 {
                     b.count_delta += 1;
                 }
+                b.writes.insert(manifest::DECISIONS, &key, &v);
                 b.decisions.insert(key.as_slice(), v);
             }
             for (id, name) in &names.fresh {
+                b.writes
+                    .insert(manifest::NAMES, &id.to_be_bytes(), name.as_bytes());
                 b.names.insert(id.to_be_bytes().as_slice(), name.as_bytes());
             }
             b.fresh_names = names.fresh.len();
         }
         for (class, model, arm) in &changes.arms {
-            b.arms
-                .insert(arm_key(class, model), self.encode(arm, "arm", model)?);
+            let (k, v) = (arm_key(class, model), self.encode(arm, "arm", model)?);
+            b.writes.insert(manifest::ARMS, &k, &v);
+            b.arms.insert(k, v);
         }
         for (model, br) in &changes.breakers {
-            b.breakers
-                .insert(model.as_bytes(), self.encode(br, "breaker", model)?);
+            let v = self.encode(br, "breaker", model)?;
+            b.writes.insert(manifest::BREAKERS, model.as_bytes(), &v);
+            b.breakers.insert(model.as_bytes(), v);
         }
         for (key, l) in &changes.ledgers {
-            b.ledgers
-                .insert(key.as_bytes(), self.encode(l, "budget ledger", key)?);
+            let v = self.encode(l, "budget ledger", key)?;
+            b.writes.insert(manifest::LEDGERS, key.as_bytes(), &v);
+            b.ledgers.insert(key.as_bytes(), v);
         }
         for (class, t) in &changes.objectives {
-            b.objectives
-                .insert(class.as_bytes(), self.encode(t, "objective", class)?);
+            let v = self.encode(t, "objective", class)?;
+            b.writes.insert(manifest::OBJECTIVES, class.as_bytes(), &v);
+            b.objectives.insert(class.as_bytes(), v);
         }
         Ok(b)
     }
@@ -489,6 +515,9 @@ impl Store {
     /// prepared (a failed one is retried before later ones). Each tree's part is applied
     /// atomically; names before the records that use them, the manifest last.
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut digest = lock(&self.digest);
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let delta = self.begin_write(generation, &batch.writes, &[])?;
         for (tree, part) in [
             (&self.names_tree, &batch.names),
             (&self.decisions, &batch.decisions),
@@ -502,8 +531,10 @@ impl Store {
         // Atomic adds: trimming subtracts from the same counters on another thread.
         let count = apply_delta(&self.log_count, batch.count_delta);
         let bytes = apply_delta(&self.log_bytes, batch.bytes_delta);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.generation.store(generation, Ordering::Relaxed);
         self.write_manifest(generation, count, bytes)?;
+        manifest::apply(&mut digest.0, &delta);
+        drop(digest);
         let mut names = lock(&self.names);
         let n = batch.fresh_names.min(names.fresh.len());
         names.fresh.drain(..n);
@@ -579,6 +610,7 @@ impl Store {
         let mut count = self.log_count.load(Ordering::Relaxed);
         let mut bytes = self.log_bytes.load(Ordering::Relaxed);
         let mut batch = sled::Batch::default();
+        let mut removed = Vec::new();
         let (mut dropped, mut freed) = (0u64, 0u64);
         for kv in self.decisions.iter() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
@@ -590,6 +622,7 @@ impl Store {
                 break;
             }
             let size = (k.len() + v.len()) as u64;
+            removed.push(k.to_vec());
             batch.remove(k);
             count -= 1;
             bytes = bytes.saturating_sub(size);
@@ -599,13 +632,17 @@ impl Store {
         if dropped == 0 {
             return Ok(0);
         }
+        let mut digest = lock(&self.digest);
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let delta = self.begin_write(generation, &manifest::Writes::default(), &removed)?;
         self.decisions.apply_batch(batch).map_err(|e| self.io(e))?;
         // The writer may have added records meanwhile: subtract rather than store.
         let count = apply_delta(&self.log_count, -(dropped as i64));
         let bytes = apply_delta(&self.log_bytes, -(freed as i64));
         // The manifest's counters follow the trim at once (a stop may come before the next write).
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.generation.store(generation, Ordering::Relaxed);
         self.write_manifest(generation, count, bytes)?;
+        manifest::apply(&mut digest.0, &delta);
         Ok(dropped)
     }
 
@@ -650,6 +687,7 @@ impl Store {
                 n += 1;
             }
         }
+        self.rescan()?;
         self.flush()?;
         Ok(n)
     }
@@ -683,7 +721,9 @@ impl Store {
 
     /// Flushes all writes so far to disk (blocking).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.io(e))
+        let snapshot = self.manifest_snapshot();
+        self.db.flush().map_err(|e| self.io(e))?;
+        self.flushed(snapshot)
     }
 }
 

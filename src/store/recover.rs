@@ -112,6 +112,7 @@ impl Store {
         }
         self.log_count.store(count, Ordering::Relaxed);
         self.log_bytes.store(bytes, Ordering::Relaxed);
+        self.rescan()?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.write_manifest(generation, count, bytes)
     }
