@@ -107,6 +107,31 @@ enum StateCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Back up a running service's data dir (admin RPC `Backup`): the service writes a consistent
+    /// copy into DIR, a new directory on its own host.
+    Backup {
+        /// Directory for the copy (on the service's host); must not exist or be empty.
+        #[arg(long)]
+        to: PathBuf,
+        /// Address of the service: host:port or http://host:port.
+        #[arg(long, default_value = switchyard::tools::stats::DEFAULT_ADDR)]
+        addr: String,
+        #[command(flatten)]
+        client: switchyard::tools::client::ClientArgs,
+    },
+    /// Restore a backup (offline): verify it against its manifest and copy it into a new data dir.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Drop every record that does not decode (bad ledgers, decisions, breakers, arms) and rebuild
+    /// the manifest; prints what it dropped.
+    Repair {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Reset the arms of a task class (or one model of it) to their priors.
     Reset {
         #[arg(long)]
@@ -178,6 +203,15 @@ fn main() -> ExitCode {
         Command::Auth {
             command: AuthCommand::HashKey { key },
         } => hash_key(key),
+        Command::State {
+            command: StateCommand::Backup { to, addr, client },
+        } => match backup(&to, &addr, &client) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard state backup: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::State { command } => match state(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -266,6 +300,29 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
                 None => println!("ok: no manifest yet (written now)"),
             }
         }
+        StateCommand::Restore { from, data_dir } => {
+            let c = Store::restore(&from, &data_dir)?;
+            println!(
+                "restored {} records (generation {}) from {} into {}",
+                c.records,
+                c.generation,
+                from.display(),
+                data_dir.display()
+            );
+        }
+        StateCommand::Repair { data_dir } => {
+            let report = Store::repair(&data_dir)?;
+            for line in &report {
+                println!("{line}");
+            }
+            println!(
+                "repaired {}: {} change(s)",
+                data_dir.display(),
+                report.len()
+            );
+        }
+        // Handled by `backup` (it talks to a running service).
+        StateCommand::Backup { .. } => {}
         StateCommand::Reset {
             data_dir,
             task_class,
@@ -276,6 +333,49 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
         }
     }
     Ok(())
+}
+
+/// `state backup`: asks the running service at `addr` for a copy of its data dir in `to`.
+fn backup(
+    to: &std::path::Path,
+    addr: &str,
+    client: &switchyard::tools::client::ClientArgs,
+) -> Result<(), String> {
+    use switchyard::proto::route_client::RouteClient;
+    let to_dir = to
+        .to_str()
+        .ok_or_else(|| format!("--to {} is not UTF-8", to.display()))?
+        .to_string();
+    let bearer = client.bearer()?;
+    let ep = client
+        .endpoint(addr)
+        .map_err(|e| format!("invalid address {addr:?}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let channel = ep
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach switchyard at {addr}: {e}"))?;
+        let mut request = tonic::Request::new(switchyard::proto::BackupRequest { to_dir });
+        if let Some(b) = bearer {
+            request.metadata_mut().insert("authorization", b);
+        }
+        let r = RouteClient::new(channel)
+            .backup(request)
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        println!(
+            "backed up {} records (generation {}) into {}",
+            r.records,
+            r.generation,
+            to.display()
+        );
+        Ok(())
+    })
 }
 
 fn run_server(

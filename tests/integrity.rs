@@ -490,3 +490,161 @@ async fn the_manifest_refuses_a_rolled_back_or_deleted_db() {
     );
     assert!(!data.join("db").exists(), "a new empty db was created");
 }
+
+/// Writes `value` at `key` of `tree` with sled directly (as a build that stored a bad value would)
+/// and drops the manifest, so that the record, not the edit, is what start meets.
+fn poke(data: &Path, tree: &str, key: &[u8], value: &[u8]) {
+    let mut last = String::new();
+    for _ in 0..250 {
+        match sled::open(data) {
+            Ok(db) => {
+                db.open_tree(tree).unwrap().insert(key, value).unwrap();
+                db.flush().unwrap();
+                drop(db);
+                std::fs::remove_file(data.join("manifest")).unwrap();
+                return;
+            }
+            // A stopped server's lock goes with its process.
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("cannot open {}: {last}", data.display());
+}
+
+fn first_key(data: &Path, tree: &str) -> Vec<u8> {
+    let db = sled::open(data).unwrap();
+    let k = db
+        .open_tree(tree)
+        .unwrap()
+        .first()
+        .unwrap()
+        .unwrap()
+        .0
+        .to_vec();
+    drop(db);
+    k
+}
+
+/// A backup made while serving (the admin RPC, through `state backup`) holds what was
+/// acknowledged before it and nothing after; `state restore` makes a data dir of it that starts
+/// with exactly that. On the restored dir: a bad arm record is skipped at start (logged naming
+/// it); a bad ledger record refuses start naming it until `state repair` drops it (and says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_until_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = write_config(tmp.path());
+    let svc = Started::running(&cfg, &data);
+    let mut c = svc.client().await;
+    for _ in 0..6 {
+        let id = route(&mut c).await.unwrap();
+        feedback(&mut c, &id).await.unwrap();
+    }
+    let backup = tmp.path().join("backup");
+    let out = Command::new(BIN)
+        .args(["state", "backup", "--to"])
+        .arg(&backup)
+        .args(["--addr", svc.addr.as_ref().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("backed up"), "{text}");
+    // A second backup into the same (now full) directory is refused, saying why.
+    let out = Command::new(BIN)
+        .args(["state", "backup", "--to"])
+        .arg(&backup)
+        .args(["--addr", svc.addr.as_ref().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("not empty"),
+        "{err}"
+    );
+    for _ in 0..3 {
+        let id = route(&mut c).await.unwrap();
+        feedback(&mut c, &id).await.unwrap();
+    }
+    assert_eq!(successes(&mut c).await, 9);
+    drop(c);
+    assert!(svc.terminate().await.success());
+
+    let restored = tmp.path().join("restored");
+    let out = Command::new(BIN)
+        .args(["state", "restore", "--from"])
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = state_cmd("check", &restored);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc = Started::running(&cfg, &restored);
+    let mut c = svc.client().await;
+    assert_eq!(
+        successes(&mut c).await,
+        6,
+        "the backup holds what preceded it"
+    );
+    drop(c);
+    assert!(svc.terminate().await.success());
+
+    // A bad arm record: skipped, named in the log; the service starts.
+    let arm = first_key(&restored, "arms");
+    poke(&restored, "arms", &arm, b"null");
+    let svc = Started::running(&cfg, &restored);
+    assert!(svc.terminate().await.success());
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(log.contains("skipped a bad arm record"), "{log}");
+    let class =
+        String::from_utf8_lossy(&arm[..arm.iter().position(|&b| b == 0).unwrap()]).into_owned();
+    assert!(log.contains(&class), "{log}");
+
+    // A bad ledger record: start refused naming it, until repaired.
+    poke(&restored, "ledgers", b"team", b"null");
+    let mut s = spawn(&cfg, &restored, Stdio::piped());
+    assert!(s.addr.is_none(), "started with a bad ledger");
+    let status = s.child.wait().unwrap();
+    let err = s.stderr();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("tree ledgers, key \"team\""), "{err}");
+    assert!(
+        err.contains("state repair") || err.contains("restore a backup"),
+        "{err}"
+    );
+    let out = state_cmd("repair", &restored);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("dropped tree ledgers, key \"team\""),
+        "{text}"
+    );
+    let out = state_cmd("check", &restored);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc = Started::running(&cfg, &restored);
+    assert!(svc.terminate().await.success());
+}

@@ -111,6 +111,7 @@ impl Shared {
         // Expiry at restore dropped some pending decisions: persist that now.
         persist::cycle(&store, &take, &mut persist::Backlog::default(), true)?;
         let metrics = Arc::new(metrics::Metrics::new());
+        metrics.skipped_arms(store.with(|s| Ok(s.skipped_arms()))?);
         let counted = Arc::clone(&metrics);
         let writer = persist::Writer::start(
             Arc::clone(&store),
@@ -376,6 +377,50 @@ impl proto::route_server::Route for RouteService {
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         self.timed(Method::Reload, self.reload_impl(request)).await
+    }
+
+    async fn backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        self.timed(Method::Backup, self.backup_impl(request)).await
+    }
+}
+
+impl RouteService {
+    /// A consistent copy of the data dir into a new directory (see [`store`]'s backup module).
+    async fn backup_impl(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        self.caller(Method::Backup, request.metadata())?;
+        let to = request.into_inner().to_dir;
+        if to.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "to_dir is empty; give a new directory on the service's host",
+            ));
+        }
+        let Some(slot) = self.shared.store.clone() else {
+            return Err(Status::failed_precondition(
+                "no data dir to back up: storage.durability is memory",
+            ));
+        };
+        let dir = std::path::PathBuf::from(&to);
+        let copied = tokio::task::spawn_blocking(move || slot.with(|s| s.backup_to(&dir)))
+            .await
+            .map_err(|e| Status::internal(format!("backup task failed: {e}")))?
+            .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "backup to {} failed: {}",
+                    crate::validation::echo(&to),
+                    crate::validation::echo(&e.to_string())
+                ))
+            })?;
+        info!(to_dir = %crate::validation::echo(&to), generation = copied.generation, records = copied.records, "data dir backed up");
+        Ok(Response::new(proto::BackupResponse {
+            generation: copied.generation,
+            records: copied.records,
+        }))
     }
 }
 

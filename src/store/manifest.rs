@@ -195,7 +195,7 @@ impl Store {
         Ok(get("intent")?.max(get("generation")?))
     }
 
-    fn tree_by_index(&self, i: usize) -> &sled::Tree {
+    pub(super) fn tree_by_index(&self, i: usize) -> &sled::Tree {
         match i {
             NAMES => &self.names_tree,
             DECISIONS => &self.decisions,

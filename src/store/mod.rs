@@ -13,11 +13,13 @@
 //! back (newest first, until one has expired or `limits.max_pending` are found), so a decision is
 //! written once when made and once per Feedback, never as a pending record plus events.
 
+mod backup;
 mod legacy;
 pub mod manifest;
 pub mod records;
 mod recover;
 
+pub use backup::Copied;
 pub use manifest::{Verified, MANIFEST_FILE};
 pub use recover::StoreSlot;
 
@@ -51,8 +53,9 @@ pub enum StoreError {
     )]
     Locked(String),
     #[error(
-        "data dir {path} is corrupt: file {file}: {detail}; restore a backup of the data dir, or \
-         start empty with `switchyard state reset --all --data-dir {path}`"
+        "data dir {path} is corrupt: file {file}: {detail}; restore a backup of the data dir \
+         (`switchyard state restore`), drop the bad records with `switchyard state repair \
+         --data-dir {path}`, or start empty with `switchyard state reset --all --data-dir {path}`"
     )]
     Corrupt {
         path: String,
@@ -147,6 +150,8 @@ pub struct Store {
     generation: AtomicU64,
     /// The digest of what is written, for the manifest; its lock orders commits and trims.
     digest: Mutex<manifest::Running>,
+    /// Bad arm records skipped by loads (see [`backup`]).
+    skipped_arms: AtomicU64,
 }
 
 fn arm_key(class: &str, model: &str) -> Vec<u8> {
@@ -289,6 +294,7 @@ impl Store {
             log_bytes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             digest: Mutex::new(manifest::Running::default()),
+            skipped_arms: AtomicU64::new(0),
             db,
             path: dir.to_path_buf(),
         };
@@ -561,12 +567,8 @@ impl Store {
     /// the pending decisions (the newest `max_pending` decisions not expired).
     pub fn load(&self, now_ms: u64, max_pending: usize) -> Result<Restored, StoreError> {
         let mut r = Restored::default();
-        for (k, arm) in self.read_tree(&self.arms, "arms")? {
-            let mut parts = k.splitn(2, |b| *b == 0);
-            let class = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let model = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            r.arms.insert((class, model), arm);
-        }
+        // A bad arm is skipped (re-learnable); any other bad record refuses the load.
+        r.arms.extend(self.read_arms()?);
         for (k, b) in self.read_tree(&self.breakers, "breakers")? {
             r.breakers
                 .insert(String::from_utf8_lossy(&k).into_owned(), b);

@@ -398,3 +398,17 @@ class ReloadResponse(_message.Message):
     repriced: _containers.RepeatedScalarFieldContainer[str]
     keys: int
     def __init__(self, added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., repriced: _Optional[_Iterable[str]] = ..., keys: _Optional[int] = ...) -> None: ...
+
+class BackupRequest(_message.Message):
+    __slots__ = ("to_dir",)
+    TO_DIR_FIELD_NUMBER: _ClassVar[int]
+    to_dir: str
+    def __init__(self, to_dir: _Optional[str] = ...) -> None: ...
+
+class BackupResponse(_message.Message):
+    __slots__ = ("generation", "records")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    records: int
+    def __init__(self, generation: _Optional[int] = ..., records: _Optional[int] = ...) -> None: ...
