@@ -330,6 +330,10 @@ async fn scrape_after_traffic_finds_every_documented_series_with_its_count() {
         "{text}"
     );
     assert_eq!(sum(&s, "switchyard_store_write_errors_total", &[]), 0.0);
+    assert_eq!(
+        sum(&s, "switchyard_store_skipped_arm_records_total", &[]),
+        0.0
+    );
 
     // Pending decisions (feedback does not end a decision: late quality may follow) and memory.
     assert_eq!(sum(&s, "switchyard_pending_decisions", &[]), 40.0);
