@@ -26,6 +26,9 @@ use crate::budget::Ledger;
 use crate::engine::Targets;
 use crate::policy::Arm;
 
+/// (task class, model).
+type ArmKey = (String, String);
+
 /// (task class, model) of an arm key `class\0model`.
 fn arm_key_parts(k: &[u8]) -> (String, String) {
     let mut parts = k.splitn(2, |b| *b == 0);
@@ -94,7 +97,7 @@ impl Store {
     }
 
     /// The arms at start, skipping (and logging, and counting) any that do not decode.
-    pub(super) fn read_arms(&self) -> Result<Vec<((String, String), Arm)>, StoreError> {
+    pub(super) fn read_arms(&self) -> Result<Vec<(ArmKey, Arm)>, StoreError> {
         let mut out = Vec::new();
         for kv in self.arms.iter() {
             let (k, v) = kv.map_err(|e| self.io(e))?;

@@ -29,7 +29,8 @@ struct Carry {
 }
 
 enum Slot {
-    Open(Store),
+    /// Boxed: the closed state is much smaller, and a slot is made once per reopen.
+    Open(Box<Store>),
     /// Closed after a failure; the next [`StoreSlot::reopen`] opens it again.
     Closed(Carry),
 }
@@ -47,7 +48,7 @@ impl StoreSlot {
         StoreSlot {
             path: store.path.clone(),
             cache_mb,
-            slot: RwLock::new(Slot::Open(store)),
+            slot: RwLock::new(Slot::Open(Box::new(store))),
         }
     }
 
@@ -89,7 +90,7 @@ impl StoreSlot {
             Ok(store) => {
                 *lock(&store.names) = carry.names;
                 *lock(&store.index) = carry.index;
-                *slot = Slot::Open(store);
+                *slot = Slot::Open(Box::new(store));
                 Ok(())
             }
             Err(e) => {
