@@ -163,15 +163,7 @@ async fn successes(c: &mut RouteClient<Channel>) -> u64 {
 
 /// Starts, records `n` successes, stops gracefully: a data dir with state to lose.
 async fn data_dir_with_state(config: &Path, data: &Path, n: usize) {
-    let svc = Started::running(config, data);
-    let mut c = svc.client().await;
-    for _ in 0..n {
-        let id = route(&mut c).await.unwrap();
-        feedback(&mut c, &id).await.unwrap();
-    }
-    assert_eq!(successes(&mut c).await, n as u64);
-    drop(c);
-    assert!(svc.terminate().await.success());
+    assert_eq!(add_state(config, data, n).await, n as u64);
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -405,16 +397,19 @@ fn state_cmd(cmd: &str, data: &Path) -> std::process::Output {
         .unwrap()
 }
 
-/// Starts, routes and settles `n` more decisions, stops gracefully.
-async fn add_state(config: &Path, data: &Path, n: usize) {
+/// Starts, routes and settles `n` more decisions, stops gracefully; returns the successes the
+/// service counted before stopping.
+async fn add_state(config: &Path, data: &Path, n: usize) -> u64 {
     let svc = Started::running(config, data);
     let mut c = svc.client().await;
     for _ in 0..n {
         let id = route(&mut c).await.unwrap();
         feedback(&mut c, &id).await.unwrap();
     }
+    let counted = successes(&mut c).await;
     drop(c);
     assert!(svc.terminate().await.success());
+    counted
 }
 
 fn copy_files(from: &Path, to: &Path, skip: &str) {
@@ -467,7 +462,7 @@ async fn the_manifest_refuses_a_rolled_back_or_deleted_db() {
     // An older copy of the db (everything but the manifest), then more acknowledged state.
     let old = tmp.path().join("old");
     copy_files(&data, &old, "manifest");
-    add_state(&cfg, &data, 4).await;
+    assert_eq!(add_state(&cfg, &data, 4).await, 9);
     let out = state_cmd("check", &data);
     assert!(String::from_utf8_lossy(&out.stdout).contains("tree decisions: 9 records"));
     for e in std::fs::read_dir(&data).unwrap() {

@@ -331,14 +331,7 @@ impl Store {
                 self.log_bytes.store(b, Ordering::Relaxed);
             }
             _ => {
-                let (mut c, mut b) = (0u64, 0u64);
-                for kv in self.decisions.iter() {
-                    let (k, v) = kv.map_err(|e| self.io(e))?;
-                    c += 1;
-                    b += (k.len() + v.len()) as u64;
-                }
-                self.log_count.store(c, Ordering::Relaxed);
-                self.log_bytes.store(b, Ordering::Relaxed);
+                self.count_log()?;
             }
         }
         Ok(())

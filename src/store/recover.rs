@@ -102,9 +102,8 @@ impl StoreSlot {
 }
 
 impl Store {
-    /// Counts the decision log again from the disk and writes the counters to the manifest (after
-    /// a reopen; a scan of the whole log, never on the request path).
-    pub fn recount(&self) -> Result<(), StoreError> {
+    /// Counts the decision log's records and bytes by a scan, and stores the counts.
+    pub(super) fn count_log(&self) -> Result<(u64, u64), StoreError> {
         let (mut count, mut bytes) = (0u64, 0u64);
         for kv in self.decisions.iter() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
@@ -113,6 +112,13 @@ impl Store {
         }
         self.log_count.store(count, Ordering::Relaxed);
         self.log_bytes.store(bytes, Ordering::Relaxed);
+        Ok((count, bytes))
+    }
+
+    /// Counts the decision log again from the disk and writes the counters to the manifest (after
+    /// a reopen; a scan of the whole log, never on the request path).
+    pub fn recount(&self) -> Result<(), StoreError> {
+        let (count, bytes) = self.count_log()?;
         self.rescan()?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.write_manifest(generation, count, bytes)
