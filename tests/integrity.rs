@@ -641,5 +641,7 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         String::from_utf8_lossy(&out.stderr)
     );
     let svc = Started::running(&cfg, &restored);
-    assert!(svc.terminate().await.success());
+    let status = svc.terminate().await;
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
 }
