@@ -507,6 +507,15 @@ fn poke(data: &Path, tree: &str, key: &[u8], value: &[u8]) {
     panic!("cannot open {}: {last}", data.display());
 }
 
+fn backup_cmd(to: &Path, addr: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["state", "backup", "--to"])
+        .arg(to)
+        .args(["--addr", addr])
+        .output()
+        .unwrap()
+}
+
 fn first_key(data: &Path, tree: &str) -> Vec<u8> {
     let db = sled::open(data).unwrap();
     let k = db
@@ -537,12 +546,7 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         feedback(&mut c, &id).await.unwrap();
     }
     let backup = tmp.path().join("backup");
-    let out = Command::new(BIN)
-        .args(["state", "backup", "--to"])
-        .arg(&backup)
-        .args(["--addr", svc.addr.as_ref().unwrap()])
-        .output()
-        .unwrap();
+    let out = backup_cmd(&backup, svc.addr.as_ref().unwrap());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -551,12 +555,7 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
     );
     assert!(text.contains("backed up"), "{text}");
     // A second backup into the same (now full) directory is refused, saying why.
-    let out = Command::new(BIN)
-        .args(["state", "backup", "--to"])
-        .arg(&backup)
-        .args(["--addr", svc.addr.as_ref().unwrap()])
-        .output()
-        .unwrap();
+    let out = backup_cmd(&backup, svc.addr.as_ref().unwrap());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
