@@ -1094,7 +1094,7 @@ async fn feedback_is_scoped_to_the_tenant_a_decision_was_made_under_across_resta
     let start = |config: Config| {
         let store = switchyard::store::Store::open_with(data.path(), 16).unwrap();
         let options = ServeOptions {
-            store: Some(Arc::new(store)),
+            store: Some(store),
             ..Default::default()
         };
         Served::start_with(config, "127.0.0.1:0", options)

@@ -78,7 +78,8 @@ async fn reflection_lists_and_describes_the_services() {
             "ResetArms",
             "Reload",
             "GetAbReport",
-            "InvalidateCache"
+            "InvalidateCache",
+            "Backup"
         ]
     );
     server.stop().await;

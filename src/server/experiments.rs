@@ -55,7 +55,7 @@ impl RouteService {
                  (storage.durability = \"memory\"); run it with a data dir",
             ));
         };
-        let records = tokio::task::spawn_blocking(move || store.export(since, until))
+        let records = tokio::task::spawn_blocking(move || store.with(|s| s.export(since, until)))
             .await
             .map_err(|e| Status::internal(format!("reading the decision log failed: {e}")))?
             .map_err(|e| Status::internal(e.to_string()))?;

@@ -33,7 +33,7 @@ use crate::config::{Config, Durability};
 use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Store, StoreError, StoreSlot};
 use convert::status;
 use metrics::Method;
 
@@ -64,8 +64,8 @@ pub struct Shared {
     core: Arc<Mutex<Core>>,
     /// Where budget alerts go; `None` = only logged.
     alerts: Option<alerts::AlertSender>,
-    /// The data dir, when persistence is on.
-    store: Option<Arc<Store>>,
+    /// The data dir, when persistence is on (reopened in place by the writer after a failure).
+    store: Option<Arc<StoreSlot>>,
     /// The data dir's writer, when persistence is on.
     writer: Option<persist::Writer>,
     /// `sync` durability: Feedback and ResetArms wait for the writer.
@@ -101,11 +101,11 @@ impl Shared {
     /// items the config no longer has. Starts the data dir's writer thread.
     pub fn with_store(
         config: Config,
-        store: Arc<Store>,
+        store: Arc<StoreSlot>,
         sender: Option<alerts::AlertSender>,
     ) -> Result<(Self, Vec<String>), StoreError> {
         let base = Shared::new(config.clone());
-        let restored = store.load(now_ms(), config.limits.max_pending)?;
+        let restored = store.with(|s| s.load(now_ms(), config.limits.max_pending))?;
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
         if engine
             .config()
@@ -114,7 +114,7 @@ impl Shared {
             .any(|c| c.shadow.is_some())
         {
             // Paired shadow comparisons are recomputed from the decision log (shadow.rs).
-            engine.restore_pairs(&store.export(0, u64::MAX)?);
+            engine.restore_pairs(&store.with(|s| s.export(0, u64::MAX))?);
         }
         engine.log_events();
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
@@ -127,8 +127,9 @@ impl Shared {
             Box::new(move || lock_core(&core).engine.take_changes())
         };
         // Expiry at restore dropped some pending decisions: persist that now.
-        persist::cycle(&store, &take, &mut persist::Queue::new(), true)?;
+        persist::cycle(&store, &take, &mut persist::Backlog::default(), true)?;
         let metrics = Arc::new(metrics::Metrics::new());
+        metrics.skipped_arms(store.with(|s| Ok(s.skipped_arms()))?);
         let counted = Arc::clone(&metrics);
         let writer = persist::Writer::start(
             Arc::clone(&store),
@@ -224,6 +225,37 @@ impl Shared {
         self.metrics.encode()
     }
 
+    /// A Feedback's durability and its budget alerts: in `sync` mode waits until its writes are
+    /// flushed; the alerts are published only once the write holding their spend is committed
+    /// (a task waits for it when the write fails or is not awaited; at once without a data dir).
+    /// An alert whose write never commits (the server stops first) is logged, not published.
+    async fn settle(self: &Arc<Self>, alerts: Vec<BudgetAlert>) -> Result<(), Status> {
+        let Some(w) = &self.writer else {
+            self.publish(&alerts);
+            return Ok(());
+        };
+        if alerts.is_empty() {
+            return self.durable().await;
+        }
+        let ticket = w.ticket()?;
+        let committed = w.committed(ticket);
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            if committed.await {
+                shared.publish(&alerts);
+            } else {
+                for a in &alerts {
+                    tracing::error!(
+                        budget_key = %a.budget_key,
+                        threshold = a.threshold,
+                        "budget alert not published: the spend that crossed it was never persisted"
+                    );
+                }
+            }
+        });
+        self.durable().await
+    }
+
     /// Waits for the durability rule of a Feedback: in `sync` mode, until its writes are flushed.
     async fn durable(&self) -> Result<(), Status> {
         match &self.writer {
@@ -248,7 +280,9 @@ impl Shared {
             }
         };
         let store = Arc::clone(store);
-        match tokio::task::spawn_blocking(move || store.trim_events(now_ms(), &bounds)).await {
+        match tokio::task::spawn_blocking(move || store.with(|s| s.trim_events(now_ms(), &bounds)))
+            .await
+        {
             Ok(Ok(n)) if n > 0 => tracing::debug!(dropped = n, "trimmed decision log"),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot trim decision log"),
@@ -385,6 +419,50 @@ impl proto::route_server::Route for RouteService {
         self.timed(Method::InvalidateCache, self.invalidate_cache_impl(request))
             .await
     }
+
+    async fn backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        self.timed(Method::Backup, self.backup_impl(request)).await
+    }
+}
+
+impl RouteService {
+    /// A consistent copy of the data dir into a new directory (see [`store`]'s backup module).
+    async fn backup_impl(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        self.caller(Method::Backup, request.metadata())?;
+        let to = request.into_inner().to_dir;
+        if to.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "to_dir is empty; give a new directory on the service's host",
+            ));
+        }
+        let Some(slot) = self.shared.store.clone() else {
+            return Err(Status::failed_precondition(
+                "no data dir to back up: storage.durability is memory",
+            ));
+        };
+        let dir = std::path::PathBuf::from(&to);
+        let copied = tokio::task::spawn_blocking(move || slot.with(|s| s.backup_to(&dir)))
+            .await
+            .map_err(|e| Status::internal(format!("backup task failed: {e}")))?
+            .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "backup to {} failed: {}",
+                    crate::validation::echo(&to),
+                    crate::validation::echo(&e.to_string())
+                ))
+            })?;
+        info!(to_dir = %crate::validation::echo(&to), generation = copied.generation, records = copied.records, "data dir backed up");
+        Ok(Response::new(proto::BackupResponse {
+            generation: copied.generation,
+            records: copied.records,
+        }))
+    }
 }
 
 impl RouteService {
@@ -459,8 +537,7 @@ impl RouteService {
             Ok(r) => r,
             Err(alerts) => {
                 // The model was removed by a reload since the decision: accepted, nothing learned.
-                self.shared.durable().await?;
-                self.shared.publish(&alerts);
+                self.shared.settle(alerts).await?;
                 return Ok(Response::new(proto::FeedbackResponse {
                     accepted: true,
                     duplicate: false,
@@ -469,7 +546,7 @@ impl RouteService {
                 }));
             }
         };
-        self.shared.durable().await?;
+        self.shared.settle(result.alerts.clone()).await?;
         otel::record_arm(&result.arm.task_class, &result.arm.model);
         self.shared.metrics.feedback(
             &result.arm.task_class,
@@ -482,7 +559,6 @@ impl RouteService {
                 .metrics
                 .budget_settled(key, result.overrun_usd, result.late);
         }
-        self.shared.publish(&result.alerts);
         self.shared.cache_feedback(&input, &result, response);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
@@ -674,8 +750,9 @@ pub async fn serve(
 /// What [`serve_with`] runs beside the gRPC service.
 #[derive(Default)]
 pub struct ServeOptions {
-    /// The data dir; `None` = state lives in memory only.
-    pub store: Option<Arc<Store>>,
+    /// The data dir; `None` = state lives in memory only. The server owns it: after a write
+    /// failure its writer closes and reopens it in place.
+    pub store: Option<Store>,
     /// A bound listener for the Prometheus endpoint (`GET /metrics`); `None` = no endpoint.
     pub metrics: Option<TcpListener>,
     /// Where Reload (and SIGHUP) read the config.
@@ -708,11 +785,12 @@ pub async fn serve_with(
     let conn = config.connections;
     // The alert task ends by itself once the last handler (and so the last sender) is gone.
     let (alert_sender, _alert_task) = alerts::spawn(config.alerts.clone());
-    let shared = match &store {
+    let cache_mb = config.storage.cache_mb;
+    let shared = match store {
         None => Shared::with_alerts(config, alert_sender),
         Some(store) => {
-            let (shared, warnings) =
-                Shared::with_store(config, Arc::clone(store), Some(alert_sender))?;
+            let slot = Arc::new(StoreSlot::new(store, cache_mb));
+            let (shared, warnings) = Shared::with_store(config, slot, Some(alert_sender))?;
             for w in warnings {
                 tracing::warn!("{w}");
             }
@@ -860,8 +938,8 @@ pub async fn serve_with(
     }
     // A last trim, so a stopped data dir is within its bounds whatever the sweeper's phase was.
     shared.trim_events().await;
-    if let Some(store) = &store {
-        store.flush()?;
+    if let Some(store) = &shared.store {
+        store.with(Store::flush)?;
     }
     info!("switchyard stopped");
     result.map_err(Into::into)

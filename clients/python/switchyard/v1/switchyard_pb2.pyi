@@ -568,3 +568,17 @@ class CacheStats(_message.Message):
     invalidated: int
     bytes: int
     def __init__(self, task_class: _Optional[str] = ..., mode: _Optional[str] = ..., entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., saved_cost_usd: _Optional[float] = ..., saved_latency_ms: _Optional[float] = ..., stored: _Optional[int] = ..., evicted: _Optional[int] = ..., expired: _Optional[int] = ..., invalidated: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class BackupRequest(_message.Message):
+    __slots__ = ("to_dir",)
+    TO_DIR_FIELD_NUMBER: _ClassVar[int]
+    to_dir: str
+    def __init__(self, to_dir: _Optional[str] = ...) -> None: ...
+
+class BackupResponse(_message.Message):
+    __slots__ = ("generation", "records")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    records: int
+    def __init__(self, generation: _Optional[int] = ..., records: _Optional[int] = ...) -> None: ...

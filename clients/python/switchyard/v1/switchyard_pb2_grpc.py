@@ -80,6 +80,11 @@ class RouteStub(object):
                 request_serializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/switchyard.v1.Route/Backup',
+                request_serializer=switchyard_dot_v1_dot_switchyard__pb2.BackupRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.BackupResponse.FromString,
+                _registered_method=True)
 
 
 class RouteServicer(object):
@@ -154,6 +159,16 @@ class RouteServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Integrity
+        Admin: writes a consistent copy of the data dir to a new directory on the service's host while
+        serving (Route keeps deciding; writes wait for the copy). FAILED_PRECONDITION without a data dir
+        or when the directory exists and is not empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +216,11 @@ def add_RouteServicer_to_server(servicer, server):
                     servicer.InvalidateCache,
                     request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.BackupRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_switchyard__pb2.BackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +467,33 @@ class Route(object):
             '/switchyard.v1.Route/InvalidateCache',
             switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.SerializeToString,
             switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Route/Backup',
+            switchyard_dot_v1_dot_switchyard__pb2.BackupRequest.SerializeToString,
+            switchyard_dot_v1_dot_switchyard__pb2.BackupResponse.FromString,
             options,
             channel_credentials,
             insecure,
