@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod grpc_code;

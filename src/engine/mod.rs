@@ -13,6 +13,7 @@
 
 mod api;
 mod budgeting;
+mod cluster;
 mod error;
 mod feedback;
 mod gate;

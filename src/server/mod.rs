@@ -67,6 +67,8 @@ pub struct Shared {
     sync: bool,
     /// Prometheus series (the writer counts its failures).
     metrics: Arc<metrics::Metrics>,
+    /// `[cluster]`: the shared store, when replicas share state.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -86,6 +88,7 @@ impl Shared {
             writer: None,
             sync: false,
             metrics: Arc::new(metrics::Metrics::new()),
+            cluster: None,
         }
     }
 
@@ -129,6 +132,7 @@ impl Shared {
             writer: Some(writer),
             sync,
             metrics,
+            cluster: None,
         };
         Ok((shared, warnings))
     }
@@ -139,6 +143,11 @@ impl Shared {
             alerts: Some(sender),
             ..Shared::new(config)
         }
+    }
+
+    /// Delivers alerts the cluster fired (once across replicas).
+    pub fn publish_alerts(&self, crossed: &[BudgetAlert]) {
+        self.publish(crossed);
     }
 
     /// Logs and queues crossed budget thresholds; never waits.
@@ -177,7 +186,16 @@ impl Shared {
                 // Nothing persists: drop the change set the engine tracked.
                 engine.discard_changes();
             }
-            (out, engine.take_transitions(), got)
+            let transitions = engine.take_transitions();
+            if let Some(c) = &self.cluster {
+                for t in &transitions {
+                    let until = engine
+                        .breaker(&t.model)
+                        .and_then(|b| b.open_until_ms(now_ms()));
+                    crate::cluster::glue::on_transition(c, &t.model, &t.transition, until);
+                }
+            }
+            (out, transitions, got)
         };
         self.metrics.engine_lock(got - asked, got.elapsed());
         for t in transitions {
@@ -201,7 +219,11 @@ impl Shared {
             let core = self.lock();
             self.metrics.refresh(&core.engine, now_ms());
         }
-        self.metrics.encode()
+        let text = self.metrics.encode();
+        match (&self.cluster, text.rfind("# EOF")) {
+            (Some(c), Some(at)) => format!("{}{}{}", &text[..at], c.metrics_lines(), &text[at..]),
+            _ => text,
+        }
     }
 
     /// Waits for the durability rule of a Feedback: in `sync` mode, until its writes are flushed.
@@ -363,7 +385,10 @@ impl RouteService {
         let decision = self
             .shared
             .with_engine(|engine, rng| engine.route(&input, now_ms(), rng));
-        let decision = decision.map_err(status)?;
+        let mut decision = decision.map_err(status)?;
+        if let (Some(c), false) = (&self.shared.cluster, decision.replayed) {
+            decision = crate::cluster::glue::route(&self.shared, c, decision).await?;
+        }
         if !decision.replayed {
             self.shared.metrics.decision(&decision);
         }
@@ -376,6 +401,9 @@ impl RouteService {
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let caller = self.caller(Method::Feedback, request.metadata())?;
         let input = FeedbackInput::try_from(request.into_inner())?;
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::adopt(&self.shared, c, &input.decision_id).await;
+        }
         let result = self.shared.with_engine(|engine, _| {
             if let (Some(p), Some(pending)) = (&caller, engine.pending(&input.decision_id)) {
                 // A decision is its tenant's when it charged that tenant's budget (a tenant's keys
@@ -391,7 +419,7 @@ impl RouteService {
             }
             engine.feedback(&input, now_ms()).map(Ok).map_err(status)
         });
-        let result = match result? {
+        let mut result = match result? {
             Ok(r) => r,
             Err(alerts) => {
                 // The model was removed by a reload since the decision: accepted, nothing learned.
@@ -405,6 +433,13 @@ impl RouteService {
                 }));
             }
         };
+        if let Some(c) = &self.shared.cluster {
+            // Alerts fire once across replicas: the shared ledger's, not this replica's copy.
+            let (alerts, counted_elsewhere) =
+                crate::cluster::glue::settle(&self.shared, c, &input.decision_id, &result).await;
+            result.alerts = alerts;
+            result.duplicate |= counted_elsewhere;
+        }
         self.shared.durable().await?;
         self.shared.metrics.feedback(
             &result.arm.task_class,
@@ -436,6 +471,9 @@ impl RouteService {
             .shared
             .with_engine(|engine, _| engine.report_health(&input, now_ms()))
             .map_err(status)?;
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::on_health(c, &input, &result);
+        }
         info!(
             models = ?result.models,
             state = ?input.state,
@@ -570,6 +608,8 @@ pub enum ServeError {
     Security(#[from] security::SecurityError),
     #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -665,7 +705,21 @@ pub async fn serve_with(
             shared
         }
     };
+    let mut shared = shared;
+    let cluster_config = shared.lock().engine.config().cluster.clone();
+    if let Some(cfg) = cluster_config {
+        let c =
+            crate::cluster::Cluster::new(cfg).map_err(|e| ServeError::Cluster(e.to_string()))?;
+        info!(replica = %c.config.replica_id, "cluster mode: sharing state through redis");
+        shared.cluster = Some(Arc::new(c));
+    }
     let shared = Arc::new(shared);
+    let cluster_task = shared.cluster.as_ref().map(|c| {
+        tokio::spawn(crate::cluster::sync::run(
+            Arc::clone(c),
+            Arc::clone(&shared),
+        ))
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RouteServer<RouteService>>()
@@ -764,6 +818,9 @@ pub async fn serve_with(
         t.abort();
     }
     sweeper.abort();
+    if let Some(t) = cluster_task {
+        t.abort();
+    }
     if let Some(t) = store_health {
         t.abort();
     }
