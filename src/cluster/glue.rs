@@ -69,7 +69,10 @@ pub async fn route(
         .await;
     let withdraw = |shared: &Shared| shared.with_engine(|e, _| e.withdraw(&decision.id, now_ms()));
     match admission {
-        Admission::Shared | Admission::Fallback => Ok(decision),
+        Admission::Shared | Admission::Fallback => {
+            shared.with_engine(|e, _| e.release_local_reservation(&decision, now_ms()));
+            Ok(decision)
+        }
         Admission::Replay(json) => {
             let first: PendingDecision = serde_json::from_str(&json)
                 .map_err(|e| Status::internal(format!("unreadable shared decision: {e}")))?;
@@ -238,6 +241,38 @@ pub fn apply_signals(cluster: &Cluster, shared: &Shared, signals: Vec<Signal>) {
                 tracing::info!(model = %s.model, provider = %s.provider, state = %s.state, origin = %s.origin, "health signal from replica");
             }
             Err(e) => tracing::warn!(error = %e, "cannot apply a replica's health signal"),
+        }
+    }
+}
+
+/// GetArmStats: which replica served and how fresh the cluster-wide figures are.
+pub fn annotate_arms(cluster: &Cluster, arms: &mut [crate::proto::ArmStats]) {
+    let st = cluster.state();
+    for a in arms {
+        a.served_by = cluster.config.replica_id.clone();
+        a.cluster_wide = st.synced_ms > 0;
+        a.cluster_synced_unix_ms = i64::try_from(st.synced_ms).unwrap_or(i64::MAX);
+        a.live_replicas = u32::try_from(st.live_replicas).unwrap_or(u32::MAX);
+    }
+}
+
+/// GetBudgets: the shared figures (as last seen in Redis) and this replica's fallback share.
+pub fn annotate_budgets(cluster: &Cluster, budgets: &mut [crate::proto::Budget]) {
+    let st = cluster.state();
+    for b in budgets {
+        b.served_by = cluster.config.replica_id.clone();
+        let Some(v) = st.budgets.get(&b.budget_key) else {
+            continue;
+        };
+        if i64::try_from(v.period_start_ms).ok() == Some(b.period_start_unix_ms) {
+            b.spent_usd = v.spent_usd;
+            b.reserved_usd = v.reserved_usd;
+            b.cluster_shared = true;
+        }
+        if let Some(a) = v.allowance_usd {
+            b.fallback = true;
+            b.fallback_allowance_usd = a;
+            b.fallback_spent_usd = v.fallback_spent_usd;
         }
     }
 }

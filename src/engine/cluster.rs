@@ -99,6 +99,18 @@ impl Engine {
         }
     }
 
+    /// Releases a decision's local reservation once the shared ledger holds it: the shared one is
+    /// the reservation of record, and a local copy would hold this replica's headroom until its
+    /// TTL when the Feedback goes to another replica.
+    pub fn release_local_reservation(&mut self, decision: &Decision, now_ms: u64) {
+        let Some(key) = &decision.budget_key else {
+            return;
+        };
+        if let (Some(l), Some(b)) = (self.ledgers.get_mut(key), self.config.budgets.get(key)) {
+            l.release(b, &decision.id, now_ms);
+        }
+    }
+
     /// The live local reservation of a decision, USD.
     pub fn reservation_of(&self, decision: &Decision) -> Option<f64> {
         let key = decision.budget_key.as_ref()?;

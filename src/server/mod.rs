@@ -35,6 +35,8 @@ use metrics::Method;
 /// How often expired pending decisions are swept.
 /// The grpc.health.v1 service name of the data dir's write path.
 pub const STORE_HEALTH_SERVICE: &str = "switchyard.v1.Store";
+/// The grpc.health.v1 service name of the cluster's shared store (Redis), in cluster mode.
+pub const CLUSTER_HEALTH_SERVICE: &str = "switchyard.v1.Cluster";
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::time::now_ms;
@@ -509,9 +511,16 @@ impl RouteService {
             arms.retain(|a| p.may_use_class(&a.task_class));
             objectives.retain(|o| p.may_use_class(&o.task_class));
         }
+        let mut arms: Vec<proto::ArmStats> = arms.into_iter().map(Into::into).collect();
+        let mut served_by = String::new();
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::annotate_arms(c, &mut arms);
+            served_by = c.config.replica_id.clone();
+        }
         Ok(Response::new(proto::GetArmStatsResponse {
-            arms: arms.into_iter().map(Into::into).collect(),
+            arms,
             objectives: objectives.into_iter().map(Into::into).collect(),
+            served_by,
         }))
     }
 
@@ -538,9 +547,11 @@ impl RouteService {
         if let Some(p) = &caller {
             budgets.retain(|b| p.may_see_budget(&b.budget_key));
         }
-        Ok(Response::new(proto::GetBudgetsResponse {
-            budgets: budgets.into_iter().map(Into::into).collect(),
-        }))
+        let mut budgets: Vec<proto::Budget> = budgets.into_iter().map(Into::into).collect();
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::annotate_budgets(c, &mut budgets);
+        }
+        Ok(Response::new(proto::GetBudgetsResponse { budgets }))
     }
 
     async fn reset_arms_impl(
@@ -745,6 +756,29 @@ pub async fn serve_with(
             }
         })
     });
+    // `switchyard.v1.Cluster`: SERVING while Redis answers and nothing is queued for it.
+    let cluster_health = shared.cluster.as_ref().map(|c| {
+        let (c, reporter) = (Arc::clone(c), health_reporter.clone());
+        tokio::spawn(async move {
+            let mut last = None;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let up = c.is_up();
+                if last != Some(up) {
+                    let status = if up {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    reporter
+                        .set_service_status(CLUSTER_HEALTH_SERVICE, status)
+                        .await;
+                    last = Some(up);
+                }
+            }
+        })
+    });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -818,7 +852,7 @@ pub async fn serve_with(
         t.abort();
     }
     sweeper.abort();
-    if let Some(t) = cluster_task {
+    for t in [cluster_task, cluster_health].into_iter().flatten() {
         t.abort();
     }
     if let Some(t) = store_health {
