@@ -114,8 +114,14 @@ pub async fn route(
 
 /// Feedback, before the engine: takes the decision as Redis has it (made on any replica, with
 /// the outcomes already reported anywhere).
+///
+/// While Redis is down, a decision this replica knows is taken as it is here; an unknown one is
+/// still looked for (bounded by the timeout), since it can only be found in Redis.
 pub async fn adopt(shared: &Shared, cluster: &Cluster, decision_id: &str) {
-    if !cluster.is_up() || decision_id.is_empty() {
+    if decision_id.is_empty() {
+        return;
+    }
+    if !cluster.is_up() && shared.with_engine(|e, _| e.pending(decision_id).is_some()) {
         return;
     }
     if let Ok(Some(json)) = cluster.fetch_pending(decision_id).await {
