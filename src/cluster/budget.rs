@@ -266,7 +266,12 @@ impl Cluster {
         request_id: Option<String>,
         budget: Option<BudgetAsk>,
     ) -> Admission {
-        if self.is_up() {
+        // A budget this replica has never seen in Redis has no known remainder to share: ask
+        // Redis even while it is flagged down (bounded by the timeout) rather than guess.
+        let unseen = budget
+            .as_ref()
+            .is_some_and(|b| !self.state().budgets.contains_key(&b.key));
+        if self.is_up() || unseen {
             match self
                 .admit_once(
                     decision_id,
@@ -291,9 +296,10 @@ impl Cluster {
                 .budgets
                 .entry(b.key.clone())
                 .or_insert_with(|| BudgetView {
-                    // Never seen in Redis: the whole limit is the remaining budget last known.
+                    // Never seen in Redis: nothing is known to remain, so nothing is shared.
                     period_start_ms: b.period_start_ms,
                     limit_usd: b.limit_usd,
+                    spent_usd: b.limit_usd,
                     ..BudgetView::default()
                 });
             let allowance = *v.allowance_usd.get_or_insert_with(|| {
