@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::engine::Engine;
-use crate::policy::merge::{Evidence, DECAYED_FIELDS, FIELD_NAMES, REBASE_AFTER_HALF_LIVES};
+use crate::policy::merge::{Evidence, FIELD_NAMES, REBASE_AFTER_HALF_LIVES};
 
 /// KEYS: origin, arm set, arm hashes. ARGV: origin the deltas were computed with, half-life ms
 /// (0 = no decay), now ms, first sync ('1': a hash that exists already ignores the delta), then
@@ -56,6 +56,9 @@ end
 return out
 "#;
 
+/// Runs a closure on the replica's engine under its lock.
+pub type WithEngine<'a> = dyn Fn(&mut dyn FnMut(&mut Engine)) + Send + Sync + 'a;
+
 /// What a replica remembers between syncs.
 #[derive(Debug, Default)]
 pub struct EvidenceSync {
@@ -71,7 +74,7 @@ impl Cluster {
     pub async fn sync_evidence(
         &self,
         sync: &mut EvidenceSync,
-        with_engine: &(dyn Fn(&mut dyn FnMut(&mut Engine)) + Send + Sync),
+        with_engine: &WithEngine<'_>,
     ) -> Result<(), ClusterError> {
         let now = crate::time::now_ms();
         let mut half_life = None;
@@ -146,7 +149,6 @@ impl Cluster {
         sync.base_ms = then;
         sync.origin_ms = Some(origin);
         sync.initialized = true;
-        let _ = DECAYED_FIELDS;
         self.state().synced_ms = then;
         self.counters.evidence_syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -225,7 +225,8 @@ fn power_sums(n: f64, mean: f64, m2: f64, centre: f64) -> PowerSums {
 
 /// (n, mean, m2) of power sums; an empty or numerically vanished statistic is (0, 0, 0).
 fn welford(p: PowerSums, centre: f64) -> (f64, f64, f64) {
-    if !(p.w > 1e-12) || !p.wx.is_finite() || !p.wx2.is_finite() {
+    let usable = p.w > 1e-12 && p.wx.is_finite() && p.wx2.is_finite();
+    if !usable {
         return (0.0, 0.0, 0.0);
     }
     let d = p.wx / p.w;
