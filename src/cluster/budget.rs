@@ -537,3 +537,87 @@ impl Cluster {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster whose Redis refuses connections (nothing listens on port 1).
+    fn unreachable() -> Cluster {
+        Cluster::new(ClusterConfig {
+            redis_url: String::from("redis://127.0.0.1:1"),
+            replica_id: String::from("r0"),
+            sync_interval_ms: 1000,
+            heartbeat_ms: 1000,
+            fallback_share_factor: 0.5,
+            redis_timeout_ms: 200,
+            key_prefix: String::from("t"),
+        })
+        .unwrap()
+    }
+
+    fn ask(amount_usd: f64) -> BudgetAsk {
+        BudgetAsk {
+            key: String::from("team"),
+            period_start_ms: 0,
+            period_end_ms: 86_400_000,
+            limit_usd: 1.0,
+            amount_usd,
+            thresholds: Vec::new(),
+        }
+    }
+
+    async fn admit(c: &Cluster, id: &str, amount: f64) -> Admission {
+        c.admit(id, String::from("{}"), 1000, 1000, None, Some(ask(amount)))
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_outage_shares_out_the_remainder_last_seen() {
+        let c = unreachable();
+        {
+            let mut st = c.state();
+            st.live_replicas = 2;
+            st.budgets.insert(
+                String::from("team"),
+                BudgetView {
+                    spent_usd: 0.4,
+                    reserved_usd: 0.1,
+                    limit_usd: 1.0,
+                    ..BudgetView::default()
+                },
+            );
+        }
+        // (1.0 - 0.4 - 0.1) / 2 replicas * 0.5 = 0.125 USD.
+        assert_eq!(admit(&c, "a", 0.1).await, Admission::Fallback);
+        match admit(&c, "b", 0.1).await {
+            Admission::FallbackRefused {
+                allowance_usd,
+                spent_usd,
+            } => {
+                assert!((allowance_usd - 0.125).abs() < 1e-12);
+                assert!((spent_usd - 0.1).abs() < 1e-12);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A settlement above its outage reservation uses the share too, and is queued.
+        let s = c.settle("a", "m", Some(ask(0.12)), None).await;
+        assert!(s.deferred);
+        let st = c.state();
+        assert!((st.budgets["team"].fallback_spent_usd - 0.12).abs() < 1e-12);
+        assert_eq!(
+            st.outbox.len(),
+            2,
+            "the admission and the settlement wait for redis"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_budget_never_seen_in_redis_shares_out_nothing() {
+        let c = unreachable();
+        assert!(matches!(
+            admit(&c, "a", 0.001).await,
+            Admission::FallbackRefused { allowance_usd, .. } if allowance_usd == 0.0
+        ));
+    }
+}
