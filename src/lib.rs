@@ -30,6 +30,7 @@ pub mod auth;
 pub mod breaker;
 pub mod budget;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod grpc_code;

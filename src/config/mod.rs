@@ -4,6 +4,7 @@
 //! through the very same validation.
 
 mod cache;
+mod cluster;
 mod defaults;
 pub mod experiment;
 mod raw;
@@ -21,6 +22,7 @@ use crate::policy::objective::{Objective, Valuation};
 use crate::policy::{ArmPrior, PolicySettings, Weights};
 
 pub use cache::*;
+pub use cluster::*;
 pub use defaults::*;
 use raw::RawConfig;
 
@@ -106,6 +108,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[auth]`: API keys and tenants; `None` = every RPC is open (loopback development).
     pub auth: Option<crate::auth::AuthConfig>,
+    /// `[cluster]`: replicas sharing state through Redis; `None` = a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[server]`'s transport security and shutdown settings.

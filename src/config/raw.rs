@@ -41,6 +41,7 @@ pub(super) struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     auth: Option<crate::auth::AuthConfig>,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -439,6 +440,7 @@ impl RawConfig {
             storage,
             security,
             auth: self.auth,
+            cluster: self.cluster.map(|c| c.validate()).transpose()?,
         })
         .and_then(Config::check_auth)
     }

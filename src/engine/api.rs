@@ -134,6 +134,9 @@ pub struct FeedbackInput {
 /// What Feedback did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedbackResult {
+    /// What this feedback charged to its budget, USD (`None`: nothing), for the cluster's
+    /// shared ledger.
+    pub settled_usd: Option<f64>,
     /// Everything reported was already counted; nothing changed.
     pub duplicate: bool,
     pub arm: ArmSummary,

@@ -78,7 +78,7 @@ impl Engine {
                 quality: r.quality.filter(|_| r.quality_new),
             },
         );
-        let (alerts, overrun_usd) = self.settle(input, &r, now_ms);
+        let (alerts, overrun_usd, settled_usd) = self.settle(input, &r, now_ms);
         self.log_feedback(input, &r, now_ms);
         let arm = self.summary(&r.class.name, r.arm_index, now_ms)?;
         let counted = Counted {
@@ -95,6 +95,7 @@ impl Engine {
             late: false,
             overrun_usd,
             budget_key: r.budget_key.clone(),
+            settled_usd,
         })
     }
 
@@ -397,7 +398,7 @@ impl Engine {
         input: &FeedbackInput,
         r: &Report,
         now_ms: u64,
-    ) -> (Vec<BudgetAlert>, f64) {
+    ) -> (Vec<BudgetAlert>, f64, Option<f64>) {
         match (&r.budget_key, input.outcome) {
             (Some(key), Some(outcome)) if r.outcome_new => {
                 let estimate = if outcome == Outcome::RateLimited {
@@ -412,7 +413,7 @@ impl Engine {
                 };
                 self.settle_budget(key, &id, r.cost_usd, estimate, now_ms)
             }
-            _ => (Vec::new(), 0.0),
+            _ => (Vec::new(), 0.0, None),
         }
     }
 

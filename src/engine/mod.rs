@@ -14,6 +14,7 @@
 mod api;
 mod budgeting;
 mod cache_hit;
+mod cluster;
 mod error;
 mod experiment;
 mod feedback;

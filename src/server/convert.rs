@@ -219,6 +219,11 @@ impl From<ArmSummary> for proto::ArmStats {
             latency_p95_ms: a.latency_p95_ms,
             cost_mean_usd: a.cost_mean_usd,
             traffic_share: a.traffic_share,
+            // Cluster fields are filled by the handler (the engine does not know the cluster).
+            served_by: String::new(),
+            cluster_wide: false,
+            cluster_synced_unix_ms: 0,
+            live_replicas: 0,
             breaker_state: match a.breaker.state {
                 BreakerState::Closed => proto::BreakerState::Closed,
                 BreakerState::Open => proto::BreakerState::Open,
@@ -308,6 +313,12 @@ impl From<BudgetSummary> for proto::Budget {
             time_zone: b.time_zone,
             alert_thresholds_crossed: b.alert_thresholds_crossed,
             alert_thresholds: b.alert_thresholds,
+            // Cluster fields are filled by the handler.
+            cluster_shared: false,
+            fallback: false,
+            fallback_allowance_usd: 0.0,
+            fallback_spent_usd: 0.0,
+            served_by: String::new(),
         }
     }
 }

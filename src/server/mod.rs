@@ -40,6 +40,8 @@ use metrics::Method;
 /// How often expired pending decisions are swept.
 /// The grpc.health.v1 service name of the data dir's write path.
 pub const STORE_HEALTH_SERVICE: &str = "switchyard.v1.Store";
+/// The grpc.health.v1 service name of the cluster's shared store (Redis), in cluster mode.
+pub const CLUSTER_HEALTH_SERVICE: &str = "switchyard.v1.Cluster";
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::time::now_ms;
@@ -74,6 +76,8 @@ pub struct Shared {
     metrics: Arc<metrics::Metrics>,
     /// The response cache (its own lock, never held with the engine's).
     cache: Mutex<crate::cache::ResponseCache>,
+    /// `[cluster]`: the shared store, when replicas share state.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -94,6 +98,7 @@ impl Shared {
             writer: None,
             sync: false,
             metrics: Arc::new(metrics::Metrics::new()),
+            cluster: None,
         }
     }
 
@@ -149,6 +154,7 @@ impl Shared {
             sync,
             metrics,
             cache,
+            cluster: None,
         };
         Ok((shared, warnings))
     }
@@ -159,6 +165,11 @@ impl Shared {
             alerts: Some(sender),
             ..Shared::new(config)
         }
+    }
+
+    /// Delivers alerts the cluster fired (once across replicas).
+    pub fn publish_alerts(&self, crossed: &[BudgetAlert]) {
+        self.publish(crossed);
     }
 
     /// Logs and queues crossed budget thresholds; never waits.
@@ -197,7 +208,16 @@ impl Shared {
                 // Nothing persists: drop the change set the engine tracked.
                 engine.discard_changes();
             }
-            (out, engine.take_transitions(), got)
+            let transitions = engine.take_transitions();
+            if let Some(c) = &self.cluster {
+                for t in &transitions {
+                    let until = engine
+                        .breaker(&t.model)
+                        .and_then(|b| b.open_until_ms(now_ms()));
+                    crate::cluster::glue::on_transition(c, &t.model, &t.transition, until);
+                }
+            }
+            (out, transitions, got)
         };
         self.metrics.engine_lock(got - asked, got.elapsed());
         for t in transitions {
@@ -222,7 +242,11 @@ impl Shared {
             self.metrics.refresh(&core.engine, now_ms());
         }
         self.metrics.cache.refresh(&self.cache_stats());
-        self.metrics.encode()
+        let text = self.metrics.encode();
+        match (&self.cluster, text.rfind("# EOF")) {
+            (Some(c), Some(at)) => format!("{}{}{}", &text[..at], c.metrics_lines(), &text[at..]),
+            _ => text,
+        }
     }
 
     /// A Feedback's durability and its budget alerts: in `sync` mode waits until its writes are
@@ -483,7 +507,7 @@ impl RouteService {
         let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
         let tenant = tenant.map(|t| t.name.as_str());
         let (query, hit) = self.shared.cache_lookup(&input, tenant.unwrap_or(""))?;
-        let decision = self.shared.with_engine(|engine, rng| {
+        let mut decision = self.shared.with_engine(|engine, rng| {
             let d = match hit {
                 Some(hit) => engine.route_hit(&input, hit, now_ms(), rng),
                 None => engine.route(&input, now_ms(), rng),
@@ -504,6 +528,12 @@ impl RouteService {
             Ok(d)
         })?;
         otel::record_decision(&decision.model, decision.reason.as_str());
+        if let (Some(c), false) = (
+            &self.shared.cluster,
+            decision.replayed || decision.cache_hit.is_some(),
+        ) {
+            decision = crate::cluster::glue::route(&self.shared, c, decision).await?;
+        }
         if !decision.replayed {
             self.shared.metrics.decision(&decision);
         }
@@ -524,6 +554,9 @@ impl RouteService {
             self.shared.durable().await?;
             return Ok(Response::new(answer));
         }
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::adopt(&self.shared, c, &input.decision_id).await;
+        }
         let result = self.shared.with_engine(|engine, _| {
             if let Some(p) = &caller {
                 security::check_feedback_tenant(p, engine, &input.decision_id)?;
@@ -533,7 +566,7 @@ impl RouteService {
             }
             engine.feedback(&input, now_ms()).map(Ok).map_err(status)
         });
-        let result = match result? {
+        let mut result = match result? {
             Ok(r) => r,
             Err(alerts) => {
                 // The model was removed by a reload since the decision: accepted, nothing learned.
@@ -546,6 +579,13 @@ impl RouteService {
                 }));
             }
         };
+        if let Some(c) = &self.shared.cluster {
+            // Alerts fire once across replicas: the shared ledger's, not this replica's copy.
+            let (alerts, counted_elsewhere) =
+                crate::cluster::glue::settle(&self.shared, c, &input.decision_id, &result).await;
+            result.alerts = alerts;
+            result.duplicate |= counted_elsewhere;
+        }
         self.shared.settle(result.alerts.clone()).await?;
         otel::record_arm(&result.arm.task_class, &result.arm.model);
         self.shared.metrics.feedback(
@@ -578,6 +618,9 @@ impl RouteService {
             .shared
             .with_engine(|engine, _| engine.report_health(&input, now_ms()))
             .map_err(status)?;
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::on_health(c, &input, &result);
+        }
         info!(
             models = ?result.models,
             state = ?input.state,
@@ -625,11 +668,18 @@ impl RouteService {
         if !filter.model.is_empty() {
             paired.retain(|o| o.model == filter.model || o.shadow_model == filter.model);
         }
+        let mut arms: Vec<proto::ArmStats> = arms.into_iter().map(Into::into).collect();
+        let mut served_by = String::new();
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::annotate_arms(c, &mut arms);
+            served_by = c.config.replica_id.clone();
+        }
         Ok(Response::new(proto::GetArmStatsResponse {
-            arms: arms.into_iter().map(Into::into).collect(),
+            arms,
             objectives: objectives.into_iter().map(Into::into).collect(),
             paired: paired.into_iter().map(Into::into).collect(),
             cache: cache.into_iter().map(Into::into).collect(),
+            served_by,
         }))
     }
 
@@ -656,9 +706,11 @@ impl RouteService {
         if let Some(p) = &caller {
             budgets.retain(|b| p.may_see_budget(&b.budget_key));
         }
-        Ok(Response::new(proto::GetBudgetsResponse {
-            budgets: budgets.into_iter().map(Into::into).collect(),
-        }))
+        let mut budgets: Vec<proto::Budget> = budgets.into_iter().map(Into::into).collect();
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::annotate_budgets(c, &mut budgets);
+        }
+        Ok(Response::new(proto::GetBudgetsResponse { budgets }))
     }
 
     async fn reset_arms_impl(
@@ -726,6 +778,8 @@ pub enum ServeError {
     Security(#[from] security::SecurityError),
     #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -801,7 +855,21 @@ pub async fn serve_with(
             shared
         }
     };
+    let mut shared = shared;
+    let cluster_config = shared.lock().engine.config().cluster.clone();
+    if let Some(cfg) = cluster_config {
+        let c =
+            crate::cluster::Cluster::new(cfg).map_err(|e| ServeError::Cluster(e.to_string()))?;
+        info!(replica = %c.config.replica_id, "cluster mode: sharing state through redis");
+        shared.cluster = Some(Arc::new(c));
+    }
     let shared = Arc::new(shared);
+    let cluster_task = shared.cluster.as_ref().map(|c| {
+        tokio::spawn(crate::cluster::sync::run(
+            Arc::clone(c),
+            Arc::clone(&shared),
+        ))
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RouteServer<RouteService>>()
@@ -823,6 +891,29 @@ pub async fn serve_with(
                     .await;
                 if healthy.changed().await.is_err() {
                     break;
+                }
+            }
+        })
+    });
+    // `switchyard.v1.Cluster`: SERVING while Redis answers and nothing is queued for it.
+    let cluster_health = shared.cluster.as_ref().map(|c| {
+        let (c, reporter) = (Arc::clone(c), health_reporter.clone());
+        tokio::spawn(async move {
+            let mut last = None;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let up = c.is_up();
+                if last != Some(up) {
+                    let status = if up {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    reporter
+                        .set_service_status(CLUSTER_HEALTH_SERVICE, status)
+                        .await;
+                    last = Some(up);
                 }
             }
         })
@@ -916,6 +1007,9 @@ pub async fn serve_with(
         t.abort();
     }
     sweeper.abort();
+    for t in [cluster_task, cluster_health].into_iter().flatten() {
+        t.abort();
+    }
     if let Some(t) = store_health {
         t.abort();
     }

@@ -252,7 +252,7 @@ class NormalGammaParams(_message.Message):
     def __init__(self, mu: _Optional[float] = ..., kappa: _Optional[float] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ...) -> None: ...
 
 class ArmStats(_message.Message):
-    __slots__ = ("task_class", "model", "provider", "pulls", "decayed_pulls", "successes", "failures", "success_posterior", "quality_posterior", "latency_posterior", "cost_posterior", "success_rate_mean", "quality_mean", "latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "cost_mean_usd", "traffic_share", "breaker_state", "breaker_until_unix_ms", "breaker_since_unix_ms", "recent_failure_rate", "last_feedback_unix_ms", "quality_reports", "degraded", "failure_cost_mean_usd", "zero_cost_share")
+    __slots__ = ("task_class", "model", "provider", "pulls", "decayed_pulls", "successes", "failures", "success_posterior", "quality_posterior", "latency_posterior", "cost_posterior", "success_rate_mean", "quality_mean", "latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "cost_mean_usd", "traffic_share", "breaker_state", "breaker_until_unix_ms", "breaker_since_unix_ms", "recent_failure_rate", "last_feedback_unix_ms", "quality_reports", "degraded", "failure_cost_mean_usd", "zero_cost_share", "served_by", "cluster_wide", "cluster_synced_unix_ms", "live_replicas")
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +280,10 @@ class ArmStats(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     FAILURE_COST_MEAN_USD_FIELD_NUMBER: _ClassVar[int]
     ZERO_COST_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_WIDE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_SYNCED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     model: str
     provider: str
@@ -307,7 +311,11 @@ class ArmStats(_message.Message):
     degraded: bool
     failure_cost_mean_usd: float
     zero_cost_share: float
-    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., pulls: _Optional[int] = ..., decayed_pulls: _Optional[float] = ..., successes: _Optional[int] = ..., failures: _Optional[int] = ..., success_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., quality_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., latency_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., cost_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., success_rate_mean: _Optional[float] = ..., quality_mean: _Optional[float] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_mean_usd: _Optional[float] = ..., traffic_share: _Optional[float] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., breaker_until_unix_ms: _Optional[int] = ..., breaker_since_unix_ms: _Optional[int] = ..., recent_failure_rate: _Optional[float] = ..., last_feedback_unix_ms: _Optional[int] = ..., quality_reports: _Optional[int] = ..., degraded: bool = ..., failure_cost_mean_usd: _Optional[float] = ..., zero_cost_share: _Optional[float] = ...) -> None: ...
+    served_by: str
+    cluster_wide: bool
+    cluster_synced_unix_ms: int
+    live_replicas: int
+    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., pulls: _Optional[int] = ..., decayed_pulls: _Optional[float] = ..., successes: _Optional[int] = ..., failures: _Optional[int] = ..., success_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., quality_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., latency_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., cost_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., success_rate_mean: _Optional[float] = ..., quality_mean: _Optional[float] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_mean_usd: _Optional[float] = ..., traffic_share: _Optional[float] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., breaker_until_unix_ms: _Optional[int] = ..., breaker_since_unix_ms: _Optional[int] = ..., recent_failure_rate: _Optional[float] = ..., last_feedback_unix_ms: _Optional[int] = ..., quality_reports: _Optional[int] = ..., degraded: bool = ..., failure_cost_mean_usd: _Optional[float] = ..., zero_cost_share: _Optional[float] = ..., served_by: _Optional[str] = ..., cluster_wide: bool = ..., cluster_synced_unix_ms: _Optional[int] = ..., live_replicas: _Optional[int] = ...) -> None: ...
 
 class ClassObjective(_message.Message):
     __slots__ = ("task_class", "objective", "quality_target", "class_target", "achieved_share", "realised_quality", "usd_per_quality", "decisions")
@@ -330,16 +338,18 @@ class ClassObjective(_message.Message):
     def __init__(self, task_class: _Optional[str] = ..., objective: _Optional[str] = ..., quality_target: _Optional[float] = ..., class_target: bool = ..., achieved_share: _Optional[float] = ..., realised_quality: _Optional[float] = ..., usd_per_quality: _Optional[float] = ..., decisions: _Optional[int] = ...) -> None: ...
 
 class GetArmStatsResponse(_message.Message):
-    __slots__ = ("arms", "objectives", "paired", "cache")
+    __slots__ = ("arms", "objectives", "paired", "cache", "served_by")
     ARMS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     PAIRED_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[ArmStats]
     objectives: _containers.RepeatedCompositeFieldContainer[ClassObjective]
     paired: _containers.RepeatedCompositeFieldContainer[PairedComparison]
     cache: _containers.RepeatedCompositeFieldContainer[CacheStats]
-    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ..., paired: _Optional[_Iterable[_Union[PairedComparison, _Mapping]]] = ..., cache: _Optional[_Iterable[_Union[CacheStats, _Mapping]]] = ...) -> None: ...
+    served_by: str
+    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ..., paired: _Optional[_Iterable[_Union[PairedComparison, _Mapping]]] = ..., cache: _Optional[_Iterable[_Union[CacheStats, _Mapping]]] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class GetBudgetsRequest(_message.Message):
     __slots__ = ("budget_key",)
@@ -348,7 +358,7 @@ class GetBudgetsRequest(_message.Message):
     def __init__(self, budget_key: _Optional[str] = ...) -> None: ...
 
 class Budget(_message.Message):
-    __slots__ = ("budget_key", "period", "limit_usd", "spent_usd", "reserved_usd", "period_start_unix_ms", "period_end_unix_ms", "pacing_multiplier", "state", "on_cap", "previous_period_spent_usd", "time_zone", "alert_thresholds_crossed", "alert_thresholds")
+    __slots__ = ("budget_key", "period", "limit_usd", "spent_usd", "reserved_usd", "period_start_unix_ms", "period_end_unix_ms", "pacing_multiplier", "state", "on_cap", "previous_period_spent_usd", "time_zone", "alert_thresholds_crossed", "alert_thresholds", "cluster_shared", "fallback", "fallback_allowance_usd", "fallback_spent_usd", "served_by")
     BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     LIMIT_USD_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +373,11 @@ class Budget(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     ALERT_THRESHOLDS_CROSSED_FIELD_NUMBER: _ClassVar[int]
     ALERT_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_SHARED_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_ALLOWANCE_USD_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_SPENT_USD_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     budget_key: str
     period: str
     limit_usd: float
@@ -377,7 +392,12 @@ class Budget(_message.Message):
     time_zone: str
     alert_thresholds_crossed: _containers.RepeatedScalarFieldContainer[float]
     alert_thresholds: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, budget_key: _Optional[str] = ..., period: _Optional[str] = ..., limit_usd: _Optional[float] = ..., spent_usd: _Optional[float] = ..., reserved_usd: _Optional[float] = ..., period_start_unix_ms: _Optional[int] = ..., period_end_unix_ms: _Optional[int] = ..., pacing_multiplier: _Optional[float] = ..., state: _Optional[_Union[BudgetState, str]] = ..., on_cap: _Optional[str] = ..., previous_period_spent_usd: _Optional[float] = ..., time_zone: _Optional[str] = ..., alert_thresholds_crossed: _Optional[_Iterable[float]] = ..., alert_thresholds: _Optional[_Iterable[float]] = ...) -> None: ...
+    cluster_shared: bool
+    fallback: bool
+    fallback_allowance_usd: float
+    fallback_spent_usd: float
+    served_by: str
+    def __init__(self, budget_key: _Optional[str] = ..., period: _Optional[str] = ..., limit_usd: _Optional[float] = ..., spent_usd: _Optional[float] = ..., reserved_usd: _Optional[float] = ..., period_start_unix_ms: _Optional[int] = ..., period_end_unix_ms: _Optional[int] = ..., pacing_multiplier: _Optional[float] = ..., state: _Optional[_Union[BudgetState, str]] = ..., on_cap: _Optional[str] = ..., previous_period_spent_usd: _Optional[float] = ..., time_zone: _Optional[str] = ..., alert_thresholds_crossed: _Optional[_Iterable[float]] = ..., alert_thresholds: _Optional[_Iterable[float]] = ..., cluster_shared: bool = ..., fallback: bool = ..., fallback_allowance_usd: _Optional[float] = ..., fallback_spent_usd: _Optional[float] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class GetBudgetsResponse(_message.Message):
     __slots__ = ("budgets",)
