@@ -3,7 +3,9 @@
 //! The built-in default (`default_config.toml`, printed by `switchyard config print-default`) goes
 //! through the very same validation.
 
+pub mod classifier;
 mod defaults;
+pub mod prompt;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -103,6 +105,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[auth]`: API keys and tenants; `None` = every RPC is open (loopback development).
     pub auth: Option<crate::auth::AuthConfig>,
+    /// `[classifier]`: the prompt rules for Route without a task class; `None` = not configured.
+    pub classifier: Option<crate::prompt::classify::Classifier>,
 }
 
 /// `[server]`'s transport security and shutdown settings.
@@ -249,6 +253,8 @@ pub struct ModelConfig {
     pub latency_ms: f64,
     pub latency_p95_ms: f64,
     pub success_rate: f64,
+    /// How Route counts a prompt for this model (`tokenizer`, else implied by the id).
+    pub tokenizer: crate::prompt::tokens::Tokenizer,
 }
 
 impl ModelConfig {
@@ -280,6 +286,8 @@ pub struct TaskClassConfig {
     pub value_usd_per_quality: Option<f64>,
     /// USD one second of latency costs.
     pub value_usd_per_second: Option<f64>,
+    /// `max_output_tokens = { default, cap }`: output-length governance; `None` = none.
+    pub output_limit: Option<prompt::OutputLimit>,
 }
 
 impl TaskClassConfig {

@@ -99,6 +99,12 @@ pub struct StoredDecision {
     /// The quality target the decision was made under (`min_cost` classes).
     #[prost(double, optional, tag = "35")]
     pub quality_target: Option<f64>,
+    /// The output-length limit returned to the caller (the class's governance).
+    #[prost(uint64, optional, tag = "50")]
+    pub max_output_tokens: Option<u64>,
+    /// The classifier rule that chose the task class (the rule's name, never the prompt).
+    #[prost(string, optional, tag = "51")]
+    pub classified_by: Option<String>,
 }
 
 /// The key of a decision: creation time (big-endian ms, so the log trims by range) and the id.
@@ -294,6 +300,8 @@ impl StoredDecision {
         self.assumed_output_tokens = d.output_tokens;
         self.replayed = d.replayed;
         self.quality_target = d.quality_target;
+        self.max_output_tokens = d.max_output_tokens;
+        self.classified_by = d.classified_by.clone();
         self.request_id = p.request_id.clone();
         self.outcomes = names.ids(&p.outcomes);
         self.failed = names.ids(&p.failed);
@@ -415,6 +423,8 @@ impl StoredDecision {
             output_tokens: self.assumed_output_tokens,
             replayed: self.replayed,
             quality_target: self.quality_target,
+            max_output_tokens: self.max_output_tokens,
+            classified_by: self.classified_by.clone(),
         };
         Ok(Some(PendingDecision {
             decision,
