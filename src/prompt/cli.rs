@@ -52,8 +52,8 @@ impl Split {
     pub fn keeps(self, line: usize) -> bool {
         match self {
             Split::All => true,
-            Split::Dev => line % 2 == 0,
-            Split::Test => line % 2 == 1,
+            Split::Dev => line.is_multiple_of(2),
+            Split::Test => !line.is_multiple_of(2),
         }
     }
 }
