@@ -12,6 +12,8 @@ use common::TestServer;
 use switchyard::auth::hash_key_hex;
 use switchyard::config::Config;
 use switchyard::proto;
+use switchyard::proto::route_client::RouteClient;
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 /// Price of every model, USD per million input / output tokens.
@@ -42,7 +44,7 @@ fn config_text(auth: bool) -> String {
     t += "[task_classes.qa]\nmodels = [\"gpt-4o-mini\"]\n";
     t += "[task_classes.code]\nmodels = [\"gpt-4.1\"]\n";
     t += &model("gpt-4.1", "");
-    t += "[task_classes.summarize]\nmodels = [\"gpt-4o-mini\"]\n";
+    t += "[task_classes.summarize]\nmodels = [\"gpt-4o-mini\"]\nmax_output_tokens = { default = 128, cap = 512 }\n";
     t += "[task_classes.governed]\nmodels = [\"gpt-4o-mini\"]\nbudget = \"ops\"\nmax_output_tokens = { default = 256, cap = 1024 }\n";
     t += "[budgets.ops]\nperiod = \"monthly\"\nlimit_usd = 1000.0\n";
     t += r#"
@@ -80,6 +82,14 @@ fn prompt_req(class: &str, prompt: &str) -> proto::RouteRequest {
         prompt: prompt.into(),
         ..Default::default()
     }
+}
+
+/// Routes `req`, which must succeed.
+async fn route(
+    client: &mut RouteClient<Channel>,
+    req: impl tonic::IntoRequest<proto::RouteRequest>,
+) -> proto::RouteResponse {
+    client.route(req).await.unwrap().into_inner()
 }
 
 struct Fixture {
@@ -120,11 +130,7 @@ async fn counted_tokens_match_an_independent_tokenizer_within_one_percent() {
             "cl100k_base" => "cl100k",
             other => panic!("fixture encoding {other}"),
         };
-        let r = client
-            .route(prompt_req(class, &f.text))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = route(&mut client, prompt_req(class, &f.text)).await;
         let got = r.input_tokens as f64;
         let want = f.count as f64;
         let err = (got - want).abs() / want;
@@ -146,27 +152,16 @@ async fn counted_tokens_match_an_independent_tokenizer_within_one_percent() {
         .iter()
         .find(|f| f.encoding == "o200k_base" && f.count > 100)
         .unwrap();
-    let r = client
-        .route(prompt_req("configured", &f.text))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = route(&mut client, prompt_req("configured", &f.text)).await;
     assert_eq!(r.input_tokens as u64, f.count);
 
     // The request's own count wins over the prompt's.
     let mut req = prompt_req("o200k", &f.text);
     req.input_tokens = 7;
-    assert_eq!(
-        client.route(req).await.unwrap().into_inner().input_tokens,
-        7
-    );
+    assert_eq!(route(&mut client, req).await.input_tokens, 7);
 
     // Without a prompt or a count, the class's typical size (500 by default).
-    let r = client
-        .route(prompt_req("o200k", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = route(&mut client, prompt_req("o200k", "")).await;
     assert_eq!(r.input_tokens, 500);
     server.stop().await;
 }
@@ -183,16 +178,12 @@ async fn a_class_mixing_tokenizers_assumes_the_largest_count() {
         .unwrap();
     let estimate = (f.text.chars().count() as u64).div_ceil(4);
     assert!(estimate > f.count, "the fixture should favour the estimate");
-    let r = client
-        .route(prompt_req("mixed", &f.text))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = route(&mut client, prompt_req("mixed", &f.text)).await;
     assert_eq!(r.input_tokens as u64, estimate);
     // Restricted to the OpenAI model, its own count.
     let mut req = prompt_req("mixed", &f.text);
     req.candidates = vec!["gpt-4o-mini".into()];
-    let r = client.route(req).await.unwrap().into_inner();
+    let r = route(&mut client, req).await;
     assert_eq!(r.input_tokens as u64, f.count);
     server.stop().await;
 }
@@ -208,7 +199,7 @@ async fn output_tokens_are_governed_per_class_and_reserved() {
     for (asked, governed) in [(0i64, 256i64), (100, 100), (5000, 1024)] {
         let mut req = prompt_req("governed", &f.text);
         req.max_output_tokens = asked;
-        let r = client.route(req).await.unwrap().into_inner();
+        let r = route(&mut client, req).await;
         assert_eq!(r.max_output_tokens, governed, "asked {asked}");
         assert_eq!(r.input_tokens as u64, f.count);
         assert_eq!(r.budget_key, "ops");
@@ -241,11 +232,7 @@ async fn output_tokens_are_governed_per_class_and_reserved() {
         );
     }
     // A class without governance returns no limit.
-    let r = client
-        .route(prompt_req("o200k", "hi"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = route(&mut client, prompt_req("o200k", "hi")).await;
     assert_eq!(r.max_output_tokens, 0);
     server.stop().await;
 }
@@ -268,11 +255,7 @@ async fn requests_without_a_class_are_classified_by_the_rules() {
         ("What is the capital of Australia?", "qa", "default"),
     ];
     for (prompt, class, rule) in cases {
-        let r = client
-            .route(prompt_req("", prompt))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = route(&mut client, prompt_req("", prompt)).await;
         assert_eq!(
             (r.task_class.as_str(), r.classified_by.as_str()),
             (class, rule),
@@ -284,11 +267,7 @@ async fn requests_without_a_class_are_classified_by_the_rules() {
         .into_iter()
         .find(|f| f.encoding == "o200k_base" && f.count >= 400 && !f.text.contains("```"))
         .unwrap();
-    let r = client
-        .route(prompt_req("", &long.text))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = route(&mut client, prompt_req("", &long.text)).await;
     assert_eq!(
         (r.task_class.as_str(), r.classified_by.as_str()),
         ("summarize", "long")
@@ -307,18 +286,14 @@ async fn requests_without_a_class_are_classified_by_the_rules() {
         ],
         ..Default::default()
     };
-    let r = client.route(req).await.unwrap().into_inner();
+    let r = route(&mut client, req).await;
     assert_eq!(
         (r.task_class.as_str(), r.classified_by.as_str()),
         ("summarize", "summarize-request")
     );
     assert!(r.input_tokens > 0);
     // A request naming its class is not classified.
-    let r = client
-        .route(prompt_req("qa", "```\ncode\n```"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = route(&mut client, prompt_req("qa", "```\ncode\n```")).await;
     assert_eq!(
         (r.task_class.as_str(), r.classified_by.as_str()),
         ("qa", "")
@@ -347,23 +322,16 @@ async fn the_classifier_keeps_to_the_tenants_classes() {
         r
     };
     // The code rule matches, but the tenant may not use `code`: the next rule, then the default.
-    let r = client
-        .route(keyed(prompt_req("", "```\nfn main() {}\n```")))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = route(&mut client, keyed(prompt_req("", "```\nfn main() {}\n```"))).await;
     assert_eq!(
         (r.task_class.as_str(), r.classified_by.as_str()),
         ("qa", "default")
     );
-    let r = client
-        .route(keyed(prompt_req(
-            "",
-            "summarize this:\n```\nfn main() {}\n```",
-        )))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = route(
+        &mut client,
+        keyed(prompt_req("", "summarize this:\n```\nfn main() {}\n```")),
+    )
+    .await;
     assert_eq!(r.task_class, "summarize");
     // Naming a class the tenant may not use is still refused.
     let e = client
@@ -408,11 +376,7 @@ async fn the_built_in_config_classifies_code_and_summaries() {
         ),
         ("Who painted the Mona Lisa?", "qa"),
     ] {
-        let r = client
-            .route(prompt_req("", prompt))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = route(&mut client, prompt_req("", prompt)).await;
         assert_eq!(r.task_class, class, "{prompt}");
         assert!(!r.classified_by.is_empty());
     }
@@ -504,4 +468,86 @@ fn classify_cli_scores_the_routerarena_test_split() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("classifier.rules[0].regex"));
+}
+
+/// The service with a data dir, in this process; stopped gracefully by the returned sender.
+async fn start_stored(
+    data: &std::path::Path,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), switchyard::server::ServeError>>,
+) {
+    use switchyard::server::{self, ServeOptions};
+    let store = std::sync::Arc::new(switchyard::store::Store::open_with(data, 8).unwrap());
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        store: Some(store),
+        ..Default::default()
+    };
+    let handle = tokio::spawn(server::serve_with(
+        config(false),
+        options,
+        listener,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    (addr, tx, handle)
+}
+
+async fn connect(addr: std::net::SocketAddr) -> RouteClient<Channel> {
+    let url = format!("http://{addr}");
+    for _ in 0..250 {
+        if let Ok(c) = RouteClient::connect(url.clone()).await {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("server at {url} did not accept connections");
+}
+
+#[tokio::test]
+async fn a_classified_decision_keeps_its_rule_counts_and_limit_across_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let mut req = prompt_req(
+        "",
+        "Please summarize: the quarterly numbers rose by a tenth.",
+    );
+    req.request_id = "restart-1".into();
+    let (addr, stop, handle) = start_stored(data.path()).await;
+    let mut client = connect(addr).await;
+    let first = route(&mut client, req.clone()).await;
+    assert_eq!(
+        (first.task_class.as_str(), first.classified_by.as_str()),
+        ("summarize", "summarize-request")
+    );
+    assert_eq!(first.max_output_tokens, 128);
+    assert!(first.input_tokens > 0);
+    drop(client);
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+
+    let (addr, stop, handle) = start_stored(data.path()).await;
+    let mut client = connect(addr).await;
+    let again = route(&mut client, req).await;
+    assert!(again.replayed, "the pending decision was restored");
+    assert_eq!(again.decision_id, first.decision_id);
+    assert_eq!(
+        (
+            again.classified_by.as_str(),
+            again.max_output_tokens,
+            again.input_tokens
+        ),
+        (
+            first.classified_by.as_str(),
+            first.max_output_tokens,
+            first.input_tokens
+        )
+    );
+    drop(client);
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
 }
