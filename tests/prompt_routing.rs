@@ -479,7 +479,7 @@ async fn start_stored(
     tokio::task::JoinHandle<Result<(), switchyard::server::ServeError>>,
 ) {
     use switchyard::server::{self, ServeOptions};
-    let store = std::sync::Arc::new(switchyard::store::Store::open_with(data, 8).unwrap());
+    let store = switchyard::store::Store::open_with(data, 8).unwrap();
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -76,7 +76,10 @@ async fn reflection_lists_and_describes_the_services() {
             "GetArmStats",
             "GetBudgets",
             "ResetArms",
-            "Reload"
+            "Reload",
+            "GetAbReport",
+            "InvalidateCache",
+            "Backup"
         ]
     );
     server.stop().await;

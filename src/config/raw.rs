@@ -42,6 +42,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     auth: Option<crate::auth::AuthConfig>,
     classifier: Option<super::classifier::RawClassifier>,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -147,6 +148,7 @@ struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     tls: Option<RawTls>,
+    metrics_tls: Option<RawTls>,
     allow_plaintext: Option<bool>,
     drain_secs: Option<f64>,
     idle_timeout_secs: Option<f64>,
@@ -223,6 +225,9 @@ struct RawTaskClass {
     value_usd_per_quality: Option<f64>,
     value_usd_per_second: Option<f64>,
     max_output_tokens: Option<super::prompt::RawOutputLimit>,
+    shadow: Option<super::experiment::RawShadow>,
+    experiment: Option<super::experiment::RawExperiment>,
+    cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -305,6 +310,7 @@ impl RawConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let security = security(
             self.server.tls,
+            self.server.metrics_tls,
             self.server.allow_plaintext,
             self.server.drain_secs,
         )?;
@@ -442,6 +448,7 @@ impl RawConfig {
             security,
             auth: self.auth,
             classifier,
+            cluster: self.cluster.map(|c| c.validate()).transpose()?,
         })
         .and_then(Config::check_auth)
     }
@@ -450,6 +457,7 @@ impl RawConfig {
 /// `[server]`'s TLS, plaintext and drain settings.
 fn security(
     tls: Option<RawTls>,
+    metrics_tls: Option<RawTls>,
     allow_plaintext: Option<bool>,
     drain_secs: Option<f64>,
 ) -> Result<SecurityConfig, ConfigError> {
@@ -460,12 +468,14 @@ fn security(
             format!("must be between 0 and 3600 seconds, got {drain_secs}"),
         ));
     }
+    let tls_config = |t: RawTls| TlsConfig {
+        cert: t.cert,
+        key: t.key,
+        client_ca: t.client_ca,
+    };
     Ok(SecurityConfig {
-        tls: tls.map(|t| TlsConfig {
-            cert: t.cert,
-            key: t.key,
-            client_ca: t.client_ca,
-        }),
+        tls: tls.map(tls_config),
+        metrics_tls: metrics_tls.map(tls_config),
         allow_plaintext: allow_plaintext.unwrap_or(false),
         drain_secs,
     })
@@ -959,7 +969,11 @@ impl RawTaskClass {
             0.0,
             false,
         )?;
+        let (shadow, experiment) =
+            super::experiment::validate_traffic(key, &self.models, self.shadow, self.experiment)?;
         Ok(TaskClassConfig {
+            shadow,
+            experiment,
             name,
             models: self.models,
             weights,
@@ -977,6 +991,7 @@ impl RawTaskClass {
                 .max_output_tokens
                 .map(|l| l.validate(key))
                 .transpose()?,
+            cache: super::cache::RawCache::validate_in(self.cache, key)?,
         })
     }
 

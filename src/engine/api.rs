@@ -32,6 +32,8 @@ pub struct RouteInput {
     /// The task classes the caller may use (its tenant's), which the classifier keeps to;
     /// `None` = every class.
     pub allowed_classes: Option<std::collections::BTreeSet<String>>,
+    /// The prompt's embedding for a semantic response cache (empty when not sent).
+    pub embedding: Vec<f32>,
 }
 
 /// One message of a chat prompt.
@@ -114,6 +116,16 @@ pub struct Decision {
     /// The classifier rule that chose the task class of a request sent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classified_by: Option<String>,
+    /// Shadow traffic: the model the caller runs off the user's path on this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ModelRef>,
+    /// The A/B experiment group, when the class runs an experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_group: Option<ExperimentGroup>,
+    /// The stored response that answered the request (reason `cache_hit`): in memory only, like
+    /// the cache (a decision read back after a restart has none).
+    #[serde(skip)]
+    pub cache_hit: Option<crate::cache::Hit>,
 }
 
 /// A Feedback report. `None` means the field was absent.
@@ -128,11 +140,16 @@ pub struct FeedbackInput {
     pub output_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
     pub quality: Option<f64>,
+    /// Reports the decision's shadow call (its `model` may be empty).
+    pub shadow: bool,
 }
 
 /// What Feedback did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedbackResult {
+    /// What this feedback charged to its budget, USD (`None`: nothing), for the cluster's
+    /// shared ledger.
+    pub settled_usd: Option<f64>,
     /// Everything reported was already counted; nothing changed.
     pub duplicate: bool,
     pub arm: ArmSummary,

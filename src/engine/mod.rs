@@ -13,7 +13,10 @@
 
 mod api;
 mod budgeting;
+mod cache_hit;
+mod cluster;
 mod error;
+mod experiment;
 mod feedback;
 mod gate;
 mod pending;
@@ -21,7 +24,11 @@ mod prompted;
 mod reason;
 mod reload;
 mod route;
+mod shadow;
+#[cfg(test)]
+mod shadow_tests;
 mod stats;
+mod tenant;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -41,14 +48,19 @@ pub use crate::time::format_ms;
 use crate::validation::echo;
 pub use api::*;
 pub use budgeting::*;
+pub use cache_hit::HitFeedback;
 pub use error::*;
+pub use experiment::{stable_unit, ExperimentGroup};
 use gate::*;
 pub use pending::*;
 pub use prompted::count_prompt;
 pub use reason::Reason;
 pub use reload::Reconfigured;
 use route::Chosen;
+pub use shadow::{shadow_reservation_id, PairSides, PairStats, PairedSummary, Side};
+use shadow::{Pairs, ShadowAsk};
 pub use stats::*;
+pub use tenant::DecisionOwner;
 use validate::*;
 
 /// Learned state of one task class: one arm per configured model, in config order.
@@ -87,6 +99,8 @@ pub struct Engine {
     /// Arms of models a reload removed from their class, by (task class, model): kept so that
     /// re-adding the model brings its history back.
     retired: BTreeMap<(String, String), Arm>,
+    /// Shadow traffic's paired comparisons (recomputed from the decision log on restart).
+    pairs: Pairs,
 }
 
 /// One class's objective states, by quality target in basis points.
@@ -198,6 +212,7 @@ impl Engine {
             log_events: false,
             events: Vec::new(),
             retired: BTreeMap::new(),
+            pairs: Pairs::new(),
         }
     }
 
@@ -456,6 +471,7 @@ impl Engine {
                     .chain(d.fallbacks.iter().map(|f| f.model.clone()))
                     .collect();
                 l.bury(b, &d.id, &d.task_class, models, limits, now_ms);
+                l.release(b, &shadow_reservation_id(&d.id), now_ms);
             }
         }
     }
