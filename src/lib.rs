@@ -22,6 +22,7 @@
 //! - [`logging`]: the one tracing setup every subcommand uses.
 //! - [`time`]: Unix-ms instants rendered as RFC 3339 for messages.
 //! - [`validation`]: the typed error a settings type's `validate` returns (field and message).
+//! - [`prompt`]: pure prompt reading: token counts per tokenizer and the rule-based classifier.
 //! - [`auth`]: API keys (stored as SHA-256 hashes), roles per RPC and tenant scopes; pure checks.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
@@ -37,6 +38,7 @@ pub mod grpc_code;
 pub mod interval;
 pub mod logging;
 pub mod policy;
+pub mod prompt;
 pub mod record;
 pub mod server;
 pub mod sim;

@@ -1,5 +1,5 @@
 //! The `switchyard` command: `serve` the router, `stats` of a running one, `bench` (load a
-//! running server), `simulate`, `tune`, `trace`, `state` and `config` tools.
+//! running server), `simulate`, `tune`, `trace`, `classify`, `state` and `config` tools.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +72,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Classify prompts (JSONL) with a [classifier] rules file: each prompt's class and rule,
+    /// and with labels the accuracy and confusion matrix.
+    Classify(switchyard::prompt::cli::ClassifyArgs),
     /// Check a running service with grpc.health.v1: exit 0 when SERVING, 1 otherwise.
     Health(switchyard::tools::health::HealthArgs),
     /// Reports over the decision log: `ab` (an experiment's control vs router).
@@ -229,6 +232,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => switchyard::tools::load::bench(args),
         Command::Stats(args) => switchyard::tools::stats::run(args),
         Command::Health(args) => switchyard::tools::health::run(args),
+        Command::Classify(args) => switchyard::prompt::cli::run(args),
         Command::Report {
             command: switchyard::tools::ab::ReportCommand::Ab(args),
         } => switchyard::tools::ab::run(args),

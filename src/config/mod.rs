@@ -4,9 +4,11 @@
 //! through the very same validation.
 
 mod cache;
+pub mod classifier;
 mod cluster;
 mod defaults;
 pub mod experiment;
+pub mod prompt;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -108,6 +110,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[auth]`: API keys and tenants; `None` = every RPC is open (loopback development).
     pub auth: Option<crate::auth::AuthConfig>,
+    /// `[classifier]`: the prompt rules for Route without a task class; `None` = not configured.
+    pub classifier: Option<crate::prompt::classify::Classifier>,
     /// `[cluster]`: replicas sharing state through Redis; `None` = a single node.
     pub cluster: Option<ClusterConfig>,
 }
@@ -258,6 +262,8 @@ pub struct ModelConfig {
     pub latency_ms: f64,
     pub latency_p95_ms: f64,
     pub success_rate: f64,
+    /// How Route counts a prompt for this model (`tokenizer`, else implied by the id).
+    pub tokenizer: crate::prompt::tokens::Tokenizer,
 }
 
 impl ModelConfig {
@@ -289,6 +295,8 @@ pub struct TaskClassConfig {
     pub value_usd_per_quality: Option<f64>,
     /// USD one second of latency costs.
     pub value_usd_per_second: Option<f64>,
+    /// `max_output_tokens = { default, cap }`: output-length governance; `None` = none.
+    pub output_limit: Option<prompt::OutputLimit>,
     /// Shadow traffic and the A/B experiment (`experiment.rs`).
     pub shadow: Option<experiment::ShadowConfig>,
     pub experiment: Option<experiment::ExperimentConfig>,

@@ -41,6 +41,7 @@ pub(super) struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     auth: Option<crate::auth::AuthConfig>,
+    classifier: Option<super::classifier::RawClassifier>,
     cluster: Option<super::cluster::RawCluster>,
 }
 
@@ -203,6 +204,7 @@ struct RawModel {
     latency_ms: Option<f64>,
     latency_p95_ms: Option<f64>,
     success_rate: Option<f64>,
+    tokenizer: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +224,7 @@ struct RawTaskClass {
     quality_target: Option<f64>,
     value_usd_per_quality: Option<f64>,
     value_usd_per_second: Option<f64>,
+    max_output_tokens: Option<super::prompt::RawOutputLimit>,
     shadow: Option<super::experiment::RawShadow>,
     experiment: Option<super::experiment::RawExperiment>,
     cache: Option<super::cache::RawCache>,
@@ -424,6 +427,10 @@ impl RawConfig {
             health_probes.insert(provider.clone(), p.validate(&key, provider)?);
         }
 
+        let classifier = self
+            .classifier
+            .map(|c| c.validate(Some(&task_classes)))
+            .transpose()?;
         Ok(Config {
             listen,
             data_dir,
@@ -440,6 +447,7 @@ impl RawConfig {
             storage,
             security,
             auth: self.auth,
+            classifier,
             cluster: self.cluster.map(|c| c.validate()).transpose()?,
         })
         .and_then(Config::check_auth)
@@ -852,6 +860,7 @@ impl RawModel {
                 &format!("{key}.success_rate"),
                 self.success_rate.unwrap_or(DEFAULT_SUCCESS_RATE),
             )?,
+            tokenizer: super::prompt::tokenizer(key, &id, self.tokenizer.as_deref())?,
             provider: self.provider,
             id,
         })
@@ -978,6 +987,10 @@ impl RawTaskClass {
             objective,
             value_usd_per_quality,
             value_usd_per_second,
+            output_limit: self
+                .max_output_tokens
+                .map(|l| l.validate(key))
+                .transpose()?,
             cache: super::cache::RawCache::validate_in(self.cache, key)?,
         })
     }

@@ -26,6 +26,12 @@ pub struct RouteInput {
     /// The prompt as plain text (empty when not sent); see [`ChatMessage`] for chat prompts.
     pub prompt: String,
     pub messages: Vec<ChatMessage>,
+    /// The prompt's size under every tokenizer, when the caller counted it already (the server
+    /// does, before it takes the engine's lock); else Route counts when it needs to.
+    pub prompt_tokens: Option<crate::prompt::tokens::PromptTokens>,
+    /// The task classes the caller may use (its tenant's), which the classifier keeps to;
+    /// `None` = every class.
+    pub allowed_classes: Option<std::collections::BTreeSet<String>>,
     /// The prompt's embedding for a semantic response cache (empty when not sent).
     pub embedding: Vec<f32>,
 }
@@ -103,6 +109,13 @@ pub struct Decision {
     /// model's outcome and score enter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_target: Option<f64>,
+    /// The output-length limit the caller is to apply (the class's `max_output_tokens`
+    /// governance); `None` when the class has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// The classifier rule that chose the task class of a request sent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classified_by: Option<String>,
     /// Shadow traffic: the model the caller runs off the user's path on this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ModelRef>,

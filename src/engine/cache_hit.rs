@@ -30,7 +30,7 @@ impl Engine {
     ) -> Result<Decision, EngineError> {
         let class = self.class(&input.task_class)?.clone();
         check_id("request_id", &input.request_id)?;
-        if let Some(replay) = self.replay(input, now_ms)? {
+        if let Some(replay) = self.replay(input, &class.name, now_ms)? {
             return Ok(replay);
         }
         // A request Route would refuse is refused on a hit too.
@@ -68,6 +68,8 @@ impl Engine {
             shadow: None,
             experiment_group: None,
             cache_hit: Some(hit),
+            max_output_tokens: None,
+            classified_by: None,
         };
         let evicted = self.pending.insert(
             PendingDecision {

@@ -19,13 +19,17 @@ impl Engine {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<Decision, EngineError> {
-        let class = self.class(&input.task_class)?.clone();
+        let prompt = prompted::prompt_of(input)?;
+        let mut counted = prompted::Counted::new(prompt, input.prompt_tokens);
+        let resolved = self.resolve_class(input, prompt, &mut counted)?;
+        let class = self.class(&resolved.class)?.clone();
         check_id("request_id", &input.request_id)?;
         self.dirty_classes.insert(class.name.clone());
-        if let Some(replay) = self.replay(input, now_ms)? {
+        if let Some(replay) = self.replay(input, &class.name, now_ms)? {
             return Ok(replay);
         }
-        let prepared = self.prepare(&class, input, now_ms)?;
+        let mut prepared = self.prepare(&class, input, &mut counted, now_ms)?;
+        prepared.classified_by = resolved.classified_by;
         self.refresh_arms(&class.name, &prepared.requested, now_ms, rng)?;
         let picked = self.pick(&class, input, &prepared, now_ms, rng)?;
         self.take_arm(&class.name, &picked, now_ms);
@@ -49,14 +53,24 @@ impl Engine {
         &mut self,
         class: &TaskClassConfig,
         input: &RouteInput,
+        counted: &mut prompted::Counted<'_>,
         now_ms: u64,
     ) -> Result<Prepared, EngineError> {
         let unpaced = self.request_scoring(class, input)?;
-        let input_tokens =
-            tokens("input_tokens", input.input_tokens)?.unwrap_or(class.typical_input_tokens);
-        let output_tokens = tokens("max_output_tokens", input.max_output_tokens)?
-            .unwrap_or(class.typical_output_tokens);
         let requested = self.candidate_indices(class, &input.candidates)?;
+        let input_tokens = match tokens("input_tokens", input.input_tokens)? {
+            Some(n) => n,
+            None => counted
+                .input_tokens(
+                    requested
+                        .iter()
+                        .filter_map(|&i| self.config.models.get(&class.models[i]))
+                        .map(|m| m.tokenizer),
+                )
+                .unwrap_or(class.typical_input_tokens),
+        };
+        let (output_tokens, max_output_tokens) =
+            prompted::output_tokens(class, tokens("max_output_tokens", input.max_output_tokens)?);
         let gate = self.breaker_gate(class, &requested, now_ms)?;
         let eligible = gate.eligible();
         let budget = budget_for(&self.config, class, &input.budget_key)?;
@@ -93,6 +107,8 @@ impl Engine {
             },
             input_tokens,
             output_tokens,
+            max_output_tokens,
+            classified_by: None,
             requested,
             gate,
             eligible,
@@ -254,7 +270,7 @@ impl Engine {
                     unpaced: &p.unpaced,
                     input_tokens: p.input_tokens,
                     output_tokens: p.output_tokens,
-                    max_output_given: input.max_output_tokens > 0,
+                    max_output_given: p.max_output_tokens.is_some() || input.max_output_tokens > 0,
                     now_ms,
                     probs: &probs,
                 },
@@ -346,6 +362,8 @@ impl Engine {
             output_tokens: prepared.output_tokens,
             replayed: false,
             quality_target: prepared.quality_target,
+            max_output_tokens: prepared.max_output_tokens,
+            classified_by: prepared.classified_by,
             shadow,
             experiment_group: picked.experiment_group,
             cache_hit: None,
@@ -374,6 +392,7 @@ impl Engine {
     pub(super) fn replay(
         &self,
         input: &RouteInput,
+        task_class: &str,
         now_ms: u64,
     ) -> Result<Option<Decision>, EngineError> {
         if input.request_id.is_empty() {
@@ -390,11 +409,11 @@ impl Engine {
         if p.decision.expires_ms <= now_ms {
             return Ok(None);
         }
-        if p.decision.task_class != input.task_class {
+        if p.decision.task_class != task_class {
             return Err(EngineError::FailedPrecondition(format!(
                 "request_id {:?} already names a pending decision of task_class {:?}; use a new \
                  request_id for a request of task_class {:?}",
-                input.request_id, p.decision.task_class, input.task_class
+                input.request_id, p.decision.task_class, task_class
             )));
         }
         let mut d = p.decision.clone();
@@ -486,6 +505,10 @@ struct Prepared {
     /// Token counts the decision assumes (the request's, else the class's typical ones).
     input_tokens: u64,
     output_tokens: u64,
+    /// The output limit the class governs, returned for the caller to apply.
+    max_output_tokens: Option<u64>,
+    /// The classifier rule that chose the class (set by Route after the class is resolved).
+    classified_by: Option<String>,
     /// The requested models (indices into the class's models).
     requested: Vec<usize>,
     gate: Gate,

@@ -81,6 +81,8 @@ impl From<proto::RouteRequest> for RouteInput {
                     content: m.content,
                 })
                 .collect(),
+            prompt_tokens: None,
+            allowed_classes: None,
             embedding: r.embedding,
         }
     }
@@ -161,6 +163,9 @@ impl From<Decision> for proto::RouteResponse {
             replayed: d.replayed,
             expires_at_unix_ms: to_i64(d.expires_ms),
             budget_key: d.budget_key.unwrap_or_default(),
+            input_tokens: to_i64(d.input_tokens),
+            max_output_tokens: d.max_output_tokens.map_or(0, to_i64),
+            classified_by: d.classified_by.unwrap_or_default(),
             shadow: d.shadow.map(model_ref),
             experiment_group: d
                 .experiment_group

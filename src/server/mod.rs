@@ -498,12 +498,19 @@ impl RouteService {
         let mut input = RouteInput::from(request.into_inner());
         otel::record_class(&input.task_class);
         if let Some(p) = &caller {
-            p.check_class(&input.task_class)
-                .map_err(convert::auth_status)?;
+            if input.task_class.is_empty() {
+                // Classified from the prompt, among the tenant's classes only.
+                input.allowed_classes = p.tenant.as_ref().and_then(|t| t.task_classes.clone());
+            } else {
+                p.check_class(&input.task_class)
+                    .map_err(convert::auth_status)?;
+            }
             input.budget_key = p
                 .budget_key_for(&input.budget_key)
                 .map_err(convert::auth_status)?;
         }
+        // Counted here, outside the engine's lock: tokenizing a long prompt takes milliseconds.
+        input.prompt_tokens = crate::engine::count_prompt(&input);
         let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
         let tenant = tenant.map(|t| t.name.as_str());
         let (query, hit) = self.shared.cache_lookup(&input, tenant.unwrap_or(""))?;

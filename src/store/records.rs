@@ -101,6 +101,12 @@ pub struct StoredDecision {
     /// The quality target the decision was made under (`min_cost` classes).
     #[prost(double, optional, tag = "35")]
     pub quality_target: Option<f64>,
+    /// The output-length limit returned to the caller (the class's governance).
+    #[prost(uint64, optional, tag = "50")]
+    pub max_output_tokens: Option<u64>,
+    /// The classifier rule that chose the task class (the rule's name, never the prompt).
+    #[prost(string, optional, tag = "51")]
+    pub classified_by: Option<String>,
     /// The tenant the decision was made under (name id; 0 = none), for Feedback scoping.
     #[prost(uint32, tag = "65")]
     pub tenant: u32,
@@ -314,6 +320,8 @@ impl StoredDecision {
         self.assumed_output_tokens = d.output_tokens;
         self.replayed = d.replayed;
         self.quality_target = d.quality_target;
+        self.max_output_tokens = d.max_output_tokens;
+        self.classified_by = d.classified_by.clone();
         self.experiment_group = names.opt(d.experiment_group.map(|g| g.as_str()));
         self.shadow_model = d.shadow.as_ref().map_or_else(Vec::new, |s| {
             vec![names.id(&s.model), names.id(&s.provider)]
@@ -458,6 +466,8 @@ impl StoredDecision {
             output_tokens: self.assumed_output_tokens,
             replayed: self.replayed,
             quality_target: self.quality_target,
+            max_output_tokens: self.max_output_tokens,
+            classified_by: self.classified_by.clone(),
             shadow: self.shadow_ref(names),
             experiment_group: ExperimentGroup::parse(names.name(self.experiment_group)),
             cache_hit: None,

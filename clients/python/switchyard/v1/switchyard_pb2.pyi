@@ -128,7 +128,7 @@ class Expected(_message.Message):
     def __init__(self, cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., quality: _Optional[float] = ..., success_rate: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key", "shadow", "experiment_group", "cache_hit")
+    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key", "input_tokens", "max_output_tokens", "classified_by", "shadow", "experiment_group", "cache_hit")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,9 @@ class RouteResponse(_message.Message):
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIED_BY_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_GROUP_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
@@ -156,10 +159,13 @@ class RouteResponse(_message.Message):
     replayed: bool
     expires_at_unix_ms: int
     budget_key: str
+    input_tokens: int
+    max_output_tokens: int
+    classified_by: str
     shadow: ModelRef
     experiment_group: str
     cache_hit: CacheHit
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ..., shadow: _Optional[_Union[ModelRef, _Mapping]] = ..., experiment_group: _Optional[str] = ..., cache_hit: _Optional[_Union[CacheHit, _Mapping]] = ...) -> None: ...
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., classified_by: _Optional[str] = ..., shadow: _Optional[_Union[ModelRef, _Mapping]] = ..., experiment_group: _Optional[str] = ..., cache_hit: _Optional[_Union[CacheHit, _Mapping]] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality", "shadow", "response")
