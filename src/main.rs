@@ -69,11 +69,22 @@ enum Command {
     },
     /// Check a running service with grpc.health.v1: exit 0 when SERVING, 1 otherwise.
     Health(switchyard::tools::health::HealthArgs),
+    /// Reports: `report spend` (settled spend grouped by day, model, budget, tag, ...).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// API key tools.
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Settled spend, requests, tokens and mean cost from the persisted rollup, grouped.
+    Spend(switchyard::tools::spend_report::SpendReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -169,6 +180,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => switchyard::tools::load::bench(args),
         Command::Stats(args) => switchyard::tools::stats::run(args),
         Command::Health(args) => switchyard::tools::health::run(args),
+        Command::Report {
+            command: ReportCommand::Spend(args),
+        } => switchyard::tools::spend_report::run(args),
         Command::Auth {
             command: AuthCommand::HashKey { key },
         } => hash_key(key),

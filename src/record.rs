@@ -86,7 +86,7 @@ impl DecisionRecord {
             output_tokens: None,
             experiment_group: None,
             shadow: false,
-            tags: BTreeMap::new(),
+            tags: d.tags.clone(),
         }
     }
 

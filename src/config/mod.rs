@@ -3,6 +3,7 @@
 //! The built-in default (`default_config.toml`, printed by `switchyard config print-default`) goes
 //! through the very same validation.
 
+pub mod anomaly;
 mod defaults;
 mod raw;
 #[cfg(test)]
@@ -18,6 +19,7 @@ use crate::budget::BudgetConfig;
 use crate::policy::objective::{Objective, Valuation};
 use crate::policy::{ArmPrior, PolicySettings, Weights};
 
+pub use anomaly::AnomalyConfig;
 pub use defaults::*;
 use raw::RawConfig;
 
@@ -103,6 +105,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[auth]`: API keys and tenants; `None` = every RPC is open (loopback development).
     pub auth: Option<crate::auth::AuthConfig>,
+    /// `[anomaly]`: cost anomaly alerts.
+    pub anomaly: AnomalyConfig,
 }
 
 /// `[server]`'s transport security and shutdown settings.

@@ -41,6 +41,8 @@ pub(super) struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     auth: Option<crate::auth::AuthConfig>,
+    #[serde(default)]
+    anomaly: AnomalyConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -434,6 +436,7 @@ impl RawConfig {
             storage,
             security,
             auth: self.auth,
+            anomaly: self.anomaly.validate().map_err(|e| field_err("anomaly", e))?,
         })
         .and_then(Config::check_auth)
     }

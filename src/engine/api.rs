@@ -26,6 +26,8 @@ pub struct RouteInput {
     /// The prompt as plain text (empty when not sent); see [`ChatMessage`] for chat prompts.
     pub prompt: String,
     pub messages: Vec<ChatMessage>,
+    /// Labels for spend reports (bounded: `crate::spend::tags`).
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// One message of a chat prompt.
@@ -101,6 +103,9 @@ pub struct Decision {
     /// model's outcome and score enter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_target: Option<f64>,
+    /// The request's tags (a Feedback's tags are merged in).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A Feedback report. `None` means the field was absent.
@@ -115,6 +120,8 @@ pub struct FeedbackInput {
     pub output_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
     pub quality: Option<f64>,
+    /// Labels merged into the decision's tags (the Feedback's value wins).
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// What Feedback did.

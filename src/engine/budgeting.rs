@@ -60,7 +60,8 @@ impl Engine {
     /// Charges one model call of decision `decision_id` to budget `key`: the first settlement
     /// replaces the decision's reservation; later ones (fallback models reported under the same
     /// decision) add their cost. `actual_usd` is the reported or price-table cost; when unknown, the
-    /// live reservation, else `estimate_usd`. Returns the alert thresholds crossed and the overrun.
+    /// live reservation, else `estimate_usd`. Returns the alert thresholds crossed, the overrun and
+    /// the amount the ledger recorded.
     pub(super) fn settle_budget(
         &mut self,
         key: &str,
@@ -68,11 +69,11 @@ impl Engine {
         actual_usd: Option<f64>,
         estimate_usd: f64,
         now_ms: u64,
-    ) -> (Vec<BudgetAlert>, f64) {
+    ) -> (Vec<BudgetAlert>, f64, Option<f64>) {
         let (Some(budget), Some(ledger)) =
             (self.config.budgets.get(key), self.ledgers.get_mut(key))
         else {
-            return (Vec::new(), 0.0);
+            return (Vec::new(), 0.0, None);
         };
         let actual = actual_usd
             .or_else(|| ledger.reservation_usd(decision_id))
@@ -81,6 +82,7 @@ impl Engine {
         (
             alerts_of(key, budget, ledger, settlement.crossed, now_ms),
             settlement.overrun_usd,
+            Some(settlement.recorded_usd),
         )
     }
 
@@ -151,6 +153,7 @@ impl Engine {
         };
         let alerts = alerts_of(&key, budget, ledger, late.settlement.crossed, now_ms);
         let overrun_usd = late.settlement.overrun_usd;
+        let recorded_usd = late.settlement.recorded_usd;
         let class = self.class(&t.task_class)?.clone();
         let arm_index = class
             .models
@@ -158,6 +161,19 @@ impl Engine {
             .position(|m| *m == model_id)
             .ok_or_else(|| invalid("model", format!("model {model_id:?} left the class")))?;
         let arm = self.summary(&class.name, arm_index, now_ms)?;
+        // The tombstone keeps no tags: the late Feedback's own label the spend.
+        self.account_spend(
+            spending::SpendOf {
+                model: &model_id,
+                task_class: &class.name,
+                budget_key: Some(&key),
+                tags: &input.tags,
+                usd: recorded_usd,
+                input_tokens,
+                output_tokens,
+            },
+            now_ms,
+        );
         Ok(Some(FeedbackResult {
             duplicate: false,
             arm,

@@ -20,6 +20,7 @@ mod pending;
 mod reason;
 mod reload;
 mod route;
+mod spending;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -85,6 +86,10 @@ pub struct Engine {
     /// Arms of models a reload removed from their class, by (task class, model): kept so that
     /// re-adding the model brings its history back.
     retired: BTreeMap<(String, String), Arm>,
+    /// The spend rollup and cost anomaly baselines (`spending.rs`).
+    spend: crate::spend::SpendState,
+    /// Cost anomalies not yet taken by the caller.
+    spikes: Vec<crate::spend::Spike>,
 }
 
 /// One class's objective states, by quality target in basis points.
@@ -109,11 +114,16 @@ pub struct Changes {
     pub events: Vec<Logged>,
     /// The objective states of changed classes.
     pub objectives: Vec<(String, Targets)>,
+    /// Changed spend rollup rows and anomaly baselines.
+    pub spend: crate::spend::SpendChanges,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.arms.is_empty() && self.pending.is_empty() && self.events.is_empty()
+        self.arms.is_empty()
+            && self.pending.is_empty()
+            && self.events.is_empty()
+            && self.spend.is_empty()
     }
 }
 
@@ -145,6 +155,8 @@ pub struct Restored {
     pub ledgers: BTreeMap<String, Ledger>,
     /// Objective states by task class.
     pub objectives: BTreeMap<String, Targets>,
+    /// The spend rollup and anomaly baselines.
+    pub spend: crate::spend::SpendState,
 }
 
 impl Engine {
@@ -196,6 +208,8 @@ impl Engine {
             log_events: false,
             events: Vec::new(),
             retired: BTreeMap::new(),
+            spend: Default::default(),
+            spikes: Vec::new(),
         }
     }
 
@@ -244,6 +258,7 @@ impl Engine {
                 ));
             }
         }
+        engine.spend = parts.spend;
         let mut pending = parts.pending;
         pending.sort_by(|a, b| {
             (a.decision.created_ms, &a.decision.id).cmp(&(b.decision.created_ms, &b.decision.id))
@@ -279,7 +294,11 @@ impl Engine {
 
     /// Copies out what changed since the last call (for the store) and starts tracking afresh.
     pub fn take_changes(&mut self) -> Changes {
-        if self.dirty_classes.is_empty() && self.pending.dirty.is_empty() && self.events.is_empty()
+        let spend = self.spend.take_changes();
+        if self.dirty_classes.is_empty()
+            && self.pending.dirty.is_empty()
+            && self.events.is_empty()
+            && spend.is_empty()
         {
             return Changes::default();
         }
@@ -314,6 +333,7 @@ impl Engine {
                 .collect(),
             events: std::mem::take(&mut self.events),
             objectives,
+            spend,
         }
     }
 
@@ -327,6 +347,7 @@ impl Engine {
         self.dirty_classes.clear();
         self.pending.dirty.clear();
         self.events.clear();
+        self.spend.clear_changes();
     }
 
     /// Logs an event, when logging is on.
@@ -439,6 +460,7 @@ impl Engine {
                 l.trim_tombstones(limits, now_ms);
             }
         }
+        self.spend.trim(now_ms);
         n
     }
 

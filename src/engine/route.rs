@@ -62,6 +62,7 @@ impl Engine {
             }
             None => class.quality_target(),
         };
+        crate::spend::tags::check(&input.tags).map_err(|e| invalid("tags", e.0))?;
         let money = request_money(input)?;
         let pace = pacing_multiplier(&self.ledgers, budget, now_ms);
         let mut scoring = unpaced;
@@ -308,6 +309,7 @@ impl Engine {
             output_tokens: prepared.output_tokens,
             replayed: false,
             quality_target: prepared.quality_target,
+            tags: input.tags.clone(),
         };
         let evicted = self.pending.insert(
             PendingDecision {

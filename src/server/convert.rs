@@ -80,6 +80,7 @@ impl From<proto::RouteRequest> for RouteInput {
                     content: m.content,
                 })
                 .collect(),
+            tags: r.tags.into_iter().collect(),
         }
     }
 }
@@ -111,6 +112,7 @@ impl TryFrom<proto::FeedbackRequest> for FeedbackInput {
             output_tokens: r.output_tokens,
             cost_usd: r.cost_usd,
             quality: r.quality,
+            tags: r.tags.into_iter().collect(),
         })
     }
 }

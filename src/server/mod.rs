@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod persist;
 pub mod probes;
 pub mod security;
+mod spend;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -160,6 +161,18 @@ impl Shared {
         }
     }
 
+    /// Counts, logs and queues cost anomalies; never waits.
+    fn publish_anomalies(&self, spikes: &[crate::spend::Spike]) {
+        if spikes.is_empty() {
+            return;
+        }
+        self.metrics.cost_anomalies(spikes);
+        match &self.alerts {
+            Some(sender) => sender.publish_anomalies(spikes),
+            None => spikes.iter().for_each(alerts::log_anomaly),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Core> {
         lock_core(&self.core)
     }
@@ -168,7 +181,7 @@ impl Shared {
     /// it (when there is a data dir). Logs breaker transitions after the lock is released.
     pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng) -> T) -> T {
         let asked = Instant::now();
-        let (out, transitions, got) = {
+        let (out, transitions, got, spikes) = {
             let mut core = self.lock();
             let got = Instant::now();
             let Core { engine, rng } = &mut *core;
@@ -177,8 +190,9 @@ impl Shared {
                 // Nothing persists: drop the change set the engine tracked.
                 engine.discard_changes();
             }
-            (out, engine.take_transitions(), got)
+            (out, engine.take_transitions(), got, engine.take_spikes())
         };
+        self.publish_anomalies(&spikes);
         self.metrics.engine_lock(got - asked, got.elapsed());
         for t in transitions {
             let tr = &t.transition;
@@ -343,6 +357,14 @@ impl proto::route_server::Route for RouteService {
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         self.timed(Method::Reload, self.reload_impl(request)).await
+    }
+
+    async fn get_spend(
+        &self,
+        request: Request<proto::GetSpendRequest>,
+    ) -> Result<Response<proto::GetSpendResponse>, Status> {
+        self.timed(Method::GetSpend, self.get_spend_impl(request))
+            .await
     }
 }
 

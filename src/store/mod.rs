@@ -15,6 +15,7 @@
 
 mod legacy;
 pub mod records;
+mod spend;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use serde::Serialize;
 
 use crate::engine::{Changes, Logged, Restored};
 use crate::record::{DecisionRecord, Event};
-use records::{decision_key, id_bytes, key_ms, DecisionKey, Names, StoredDecision};
+use records::{decision_key, id_bytes, key_ms, show_key, DecisionKey, Names, StoredDecision};
 
 /// Version of the on-disk layout. 1 and 2 (JSON pending records and a JSON event log) are
 /// migrated at open; another version is refused.
@@ -96,6 +97,7 @@ pub struct Batch {
     breakers: sled::Batch,
     ledgers: sled::Batch,
     objectives: sled::Batch,
+    spend: sled::Batch,
     /// Changes of the decision log's count and bytes.
     count_delta: i64,
     bytes_delta: i64,
@@ -132,6 +134,8 @@ pub struct Store {
     ledgers: sled::Tree,
     /// The `min_cost` objective states per task class (key class).
     objectives: sled::Tree,
+    /// The spend rollup and anomaly baselines (`spend.rs`).
+    spend: sled::Tree,
     names: Mutex<Names>,
     /// Creation time of each pending decision by id (locates its record for Feedback).
     index: Mutex<HashMap<[u8; 16], u64>>,
@@ -262,6 +266,7 @@ impl Store {
             breakers: tree("breakers")?,
             ledgers: tree("ledgers")?,
             objectives: tree("objectives")?,
+            spend: tree("spend")?,
             meta,
             names: Mutex::new(Names::default()),
             index: Mutex::new(HashMap::new()),
@@ -479,6 +484,7 @@ impl Store {
             b.objectives
                 .insert(class.as_bytes(), self.encode(t, "objective", class)?);
         }
+        b.spend = self.encode_spend(&changes.spend)?;
         Ok(b)
     }
 
@@ -493,6 +499,7 @@ impl Store {
             (&self.breakers, &batch.breakers),
             (&self.ledgers, &batch.ledgers),
             (&self.objectives, &batch.objectives),
+            (&self.spend, &batch.spend),
         ] {
             tree.apply_batch(part.clone()).map_err(|e| self.io(e))?;
         }
@@ -545,6 +552,7 @@ impl Store {
             r.objectives
                 .insert(String::from_utf8_lossy(&k).into_owned(), t);
         }
+        r.spend = self.load_spend()?;
         let names = lock(&self.names);
         let mut index = lock(&self.index);
         index.clear();
@@ -697,15 +705,6 @@ fn apply_delta(counter: &AtomicU64, delta: i64) -> u64 {
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
         .unwrap_or_else(|v| v);
     step(old).unwrap_or(old)
-}
-
-fn show_key(k: &[u8]) -> String {
-    if k.len() == 24 {
-        let id: String = k[8..].iter().map(|b| format!("{b:02x}")).collect();
-        format!("decision {id} (made at unix ms {})", key_ms(k))
-    } else {
-        format!("{:?}", String::from_utf8_lossy(k))
-    }
 }
 
 #[cfg(test)]

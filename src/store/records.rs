@@ -147,6 +147,16 @@ pub fn key_ms(k: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// A key as an error message names it.
+pub(super) fn show_key(k: &[u8]) -> String {
+    if k.len() == 24 {
+        let id: String = k[8..].iter().map(|b| format!("{b:02x}")).collect();
+        format!("decision {id} (made at unix ms {})", key_ms(k))
+    } else {
+        format!("{:?}", String::from_utf8_lossy(k))
+    }
+}
+
 fn key_id(k: &[u8]) -> String {
     k.iter().skip(8).map(|b| format!("{b:02x}")).collect()
 }
@@ -298,6 +308,7 @@ impl StoredDecision {
         self.outcomes = names.ids(&p.outcomes);
         self.failed = names.ids(&p.failed);
         self.qualities = names.ids(&p.qualities);
+        self.tags = d.tags.clone();
         self.has_pending = true;
         Ok(())
     }
@@ -415,6 +426,7 @@ impl StoredDecision {
             output_tokens: self.assumed_output_tokens,
             replayed: self.replayed,
             quality_target: self.quality_target,
+            tags: self.tags.clone(),
         };
         Ok(Some(PendingDecision {
             decision,

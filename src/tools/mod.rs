@@ -4,9 +4,12 @@
 //! - [`stats`]: `switchyard stats`, a running service's arm statistics and budgets as tables.
 //! - [`load`]: `switchyard bench`, a gRPC load tool measuring a running server against tonic's floor.
 //! - [`health`]: `switchyard health`, a grpc.health.v1 check for container health checks.
+//! - [`spend_report`]: `switchyard report spend`, spend from the rollup (GetSpend, or offline from
+//!   a data dir).
 //! - [`client`]: what the tools share: the service's address as a gRPC endpoint.
 
 pub mod client;
 pub mod health;
 pub mod load;
+pub mod spend_report;
 pub mod stats;
