@@ -50,6 +50,15 @@ enum Command {
     Simulate(switchyard::sim::cli::SimulateArgs),
     /// Search policy settings on a scenario or trace; write the best as a config fragment.
     Tune(switchyard::sim::cli::TuneArgs),
+    /// The cost anomaly scenario in simulated time: a quiet month, then a traffic and a price spike;
+    /// prints each spike's alarms with their delay, and every false alarm.
+    SimulateAnomaly {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Trace tools: import RouterArena, generate a trace from a scenario.
     Trace(switchyard::sim::cli::TraceArgs),
     /// Load a running server over gRPC: throughput and latency of Route, Route+Feedback pairs and
@@ -177,6 +186,23 @@ fn main() -> ExitCode {
         Command::Simulate(args) => switchyard::sim::cli::simulate(args),
         Command::Tune(args) => switchyard::sim::cli::tune(args),
         Command::Trace(args) => switchyard::sim::cli::trace(args),
+        Command::SimulateAnomaly { seed, json } => {
+            use switchyard::sim::anomaly;
+            match anomaly::run(&anomaly::AnomalyScenario::standard(seed)) {
+                Ok(r) if json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    print!("{}", anomaly::render(&r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchyard simulate-anomaly: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Bench(args) => switchyard::tools::load::bench(args),
         Command::Stats(args) => switchyard::tools::stats::run(args),
         Command::Health(args) => switchyard::tools::health::run(args),

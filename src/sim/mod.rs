@@ -20,6 +20,7 @@
 //!   each with its effective sample size and a confidence interval.
 //! - [`report`]: the terminal table, CSV and JSON; [`plot`]: SVG plots.
 //! - [`tune`]: grid search over policy settings, writing a `[policy]` config fragment.
+//! - [`anomaly`]: the cost anomaly scenario (a quiet month, then a traffic and a price spike).
 //! - [`cli`]: the `simulate`, `tune` and `trace` subcommands.
 
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod offpolicy;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod anomaly;
 pub mod scenario;
 pub mod trace;
 pub mod truth;
