@@ -159,8 +159,15 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
         .collect();
     for (key, spent) in &ledgers {
         assert!(*spent > 0.0, "{key}: the workload charged it");
-        assert_eq!(cents(rollup[key]), cents(*spent), "{key}: {rollup:?} vs {ledgers:?}");
-        assert!((rollup[key] - spent).abs() < 1e-6, "{key}: {rollup:?} vs {ledgers:?}");
+        assert_eq!(
+            cents(rollup[key]),
+            cents(*spent),
+            "{key}: {rollup:?} vs {ledgers:?}"
+        );
+        assert!(
+            (rollup[key] - spent).abs() < 1e-6,
+            "{key}: {rollup:?} vs {ledgers:?}"
+        );
     }
     assert!(rollup["(none)"] > 0.0, "unbudgeted spend is counted too");
 
@@ -170,7 +177,10 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
     let by_user = spend(&mut c, &["tag:user", "model"]).await;
     let users: std::collections::BTreeSet<&str> =
         by_user.rows.iter().map(|r| r.key[0].as_str()).collect();
-    assert_eq!(users.into_iter().collect::<Vec<_>>(), ["alice", "bob", "carol"]);
+    assert_eq!(
+        users.into_iter().collect::<Vec<_>>(),
+        ["alice", "bob", "carol"]
+    );
     let sum: u64 = by_user.rows.iter().map(|r| r.spend_nusd).sum();
     assert_eq!(sum, total.spend_nusd);
     let by_feature = spend(&mut c, &["tag:feature"]).await;
@@ -187,7 +197,10 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("tags") && err.message().contains("at most 8"), "{err:?}");
+    assert!(
+        err.message().contains("tags") && err.message().contains("at most 8"),
+        "{err:?}"
+    );
     let err = c
         .get_spend(proto::GetSpendRequest {
             group_by: vec!["hour".into()],
@@ -206,11 +219,22 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
         .args(["--by", "budget_key", "--format", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     for (key, spent) in &ledgers {
-        let row = rows.iter().find(|r| r["budget_key"] == key.as_str()).unwrap();
-        assert_eq!(cents(row["spend_usd"].as_f64().unwrap()), cents(*spent), "{key}");
+        let row = rows
+            .iter()
+            .find(|r| r["budget_key"] == key.as_str())
+            .unwrap();
+        assert_eq!(
+            cents(row["spend_usd"].as_f64().unwrap()),
+            cents(*spent),
+            "{key}"
+        );
     }
     let csv = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["report", "spend", "--data-dir"])
@@ -220,10 +244,16 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
         .unwrap();
     let csv = String::from_utf8(csv.stdout).unwrap();
     assert!(
-        csv.starts_with("month,tag:user,spend_usd,requests,input_tokens,output_tokens,mean_cost_usd\n"),
+        csv.starts_with(
+            "month,tag:user,spend_usd,requests,input_tokens,output_tokens,mean_cost_usd\n"
+        ),
         "{csv}"
     );
-    assert_eq!(csv.lines().count(), 4, "a header and one line per user: {csv}");
+    assert_eq!(
+        csv.lines().count(),
+        4,
+        "a header and one line per user: {csv}"
+    );
 
     // Restarted on the same data dir, the rollup is back as it was.
     let served = ServedBinary::start_with(&data, &["--config", cfg_arg]);
@@ -273,13 +303,19 @@ async fn a_cost_anomaly_reaches_the_webhook_the_log_and_the_metric() {
         .filter(|b| b["kind"] == "cost_anomaly")
         .map(|b| {
             assert_eq!(b["hour_usd"], 0.5, "{b}");
-            (b["scope"].as_str().unwrap().into(), b["name"].as_str().unwrap().into())
+            (
+                b["scope"].as_str().unwrap().into(),
+                b["name"].as_str().unwrap().into(),
+            )
         })
         .collect();
     scopes.sort();
     assert_eq!(
         scopes,
-        [("budget_key".into(), "team".into()), ("model".into(), "m0".into())]
+        [
+            ("budget_key".into(), "team".into()),
+            ("model".into(), "m0".into())
+        ]
     );
     let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
     assert!(
@@ -304,8 +340,11 @@ fn metric_names(expr: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grafana_dashboard_queries_only_metrics_the_binary_serves() {
     let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/switchyard.json"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/switchyard.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let mut exprs = Vec::new();
@@ -324,23 +363,34 @@ async fn the_grafana_dashboard_queries_only_metrics_the_binary_serves() {
         "grpc_server_handling_seconds_bucket",
         "switchyard_breaker_state",
     ] {
-        assert!(names.contains(needed), "the dashboard shows {needed}: {names:?}");
+        assert!(
+            names.contains(needed),
+            "the dashboard shows {needed}: {names:?}"
+        );
     }
 
+    // Traffic that gives every queried family a series: a decision and its Feedback, a budget
+    // threshold crossed, a cost anomaly (no warm-up) and a breaker transition.
     let dir = tempfile::tempdir().unwrap();
-    let served = ServedBinary::start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let cfg = dir.path().join("switchyard.toml");
+    let text = CONFIG.replace(
+        "limit_usd = 1000.0",
+        "limit_usd = 0.02\nalert_thresholds = [0.5]",
+    ) + "[anomaly]\nwarmup_hours = 0\nmin_usd = 0.0001\n";
+    std::fs::write(&cfg, text).unwrap();
+    let served = ServedBinary::start_with(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
     let mut c = client(&served.addr).await;
-    let class = c
-        .get_arm_stats(proto::GetArmStatsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .arms[0]
-        .task_class
-        .clone();
     let d = c
         .route(RouteRequest {
-            task_class: class,
+            task_class: "chat".into(),
             ..Default::default()
         })
         .await
@@ -350,7 +400,15 @@ async fn the_grafana_dashboard_queries_only_metrics_the_binary_serves() {
         decision_id: d.decision_id,
         outcome: Outcome::Success as i32,
         latency_ms: Some(100.0),
-        cost_usd: Some(0.01),
+        cost_usd: Some(0.015),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.report_health(proto::ReportHealthRequest {
+        model: "large".into(),
+        state: proto::HealthState::Down as i32,
+        reason: "dashboard test".into(),
         ..Default::default()
     })
     .await

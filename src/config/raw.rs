@@ -436,7 +436,10 @@ impl RawConfig {
             storage,
             security,
             auth: self.auth,
-            anomaly: self.anomaly.validate().map_err(|e| field_err("anomaly", e))?,
+            anomaly: self
+                .anomaly
+                .validate()
+                .map_err(|e| field_err("anomaly", e))?,
         })
         .and_then(Config::check_auth)
     }

@@ -306,7 +306,10 @@ mod tests {
         };
         let v = serde_json::to_value(Payload::of(&Alert::CostAnomaly(s))).unwrap();
         assert_eq!(v["kind"], "cost_anomaly");
-        assert_eq!((v["scope"].as_str(), v["name"].as_str()), (Some("model"), Some("gpt")));
+        assert_eq!(
+            (v["scope"].as_str(), v["name"].as_str()),
+            (Some("model"), Some("gpt"))
+        );
         assert_eq!(v["hour_usd"], 90.0);
         let b = BudgetAlert {
             budget_key: "team".into(),

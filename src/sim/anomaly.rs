@@ -204,9 +204,7 @@ pub fn run(s: &AnomalyScenario) -> Result<AnomalyReport, String> {
                 quality: Some((quality + rng.random_range(-0.1..0.1f64)).clamp(0.0, 1.0)),
                 ..FeedbackInput::default()
             };
-            engine
-                .feedback(&fb, now + 500)
-                .map_err(|e| e.to_string())?;
+            engine.feedback(&fb, now + 500).map_err(|e| e.to_string())?;
             requests += 1;
             spend += price * factor;
             spikes.extend(engine.take_spikes());
@@ -225,9 +223,9 @@ pub fn run(s: &AnomalyScenario) -> Result<AnomalyReport, String> {
             scope: sp.scope.as_str(),
             name: sp.name.clone(),
             at_hour,
-            delay_min: hit.and_then(|i| s.spikes.get(i)).map(|i| {
-                (at_ms - i.start_hour * HOUR_MS) as f64 / 60_000.0
-            }),
+            delay_min: hit
+                .and_then(|i| s.spikes.get(i))
+                .map(|i| (at_ms - i.start_hour * HOUR_MS) as f64 / 60_000.0),
             hour_usd: sp.hour_usd,
             baseline_usd: sp.baseline_usd,
             sigmas: sp.sigmas,
@@ -238,7 +236,10 @@ pub fn run(s: &AnomalyScenario) -> Result<AnomalyReport, String> {
         }
     }
     let quiet_end = (s.quiet_days * 24) as f64;
-    let quiet_false_alarms = false_alarms.iter().filter(|d| d.at_hour < quiet_end).count();
+    let quiet_false_alarms = false_alarms
+        .iter()
+        .filter(|d| d.at_hour < quiet_end)
+        .count();
     Ok(AnomalyReport {
         scenario: s.clone(),
         requests,
@@ -317,7 +318,11 @@ mod tests {
             assert_eq!(r.false_alarms.len(), 0, "seed {seed}\n{text}");
             for dets in &r.per_spike {
                 let budget: Vec<_> = dets.iter().filter(|d| d.scope == "budget_key").collect();
-                assert_eq!(budget.len(), 1, "seed {seed}: the budget fires once\n{text}");
+                assert_eq!(
+                    budget.len(),
+                    1,
+                    "seed {seed}: the budget fires once\n{text}"
+                );
                 let mut scopes: Vec<_> = dets.iter().map(|d| (d.scope, &d.name)).collect();
                 scopes.sort();
                 let n = scopes.len();

@@ -23,6 +23,7 @@
 //! - [`anomaly`]: the cost anomaly scenario (a quiet month, then a traffic and a price spike).
 //! - [`cli`]: the `simulate`, `tune` and `trace` subcommands.
 
+pub mod anomaly;
 pub mod cli;
 pub mod frontier;
 pub mod metrics;
@@ -30,7 +31,6 @@ pub mod offpolicy;
 pub mod plot;
 pub mod report;
 pub mod run;
-pub mod anomaly;
 pub mod scenario;
 pub mod trace;
 pub mod truth;

@@ -85,7 +85,10 @@ pub struct Baseline {
 impl Baseline {
     /// The effective sigma (with the floor).
     pub fn sigma(&self) -> f64 {
-        self.var.max(0.0).sqrt().max(MIN_SIGMA_FRACTION * self.level)
+        self.var
+            .max(0.0)
+            .sqrt()
+            .max(MIN_SIGMA_FRACTION * self.level)
     }
 
     fn limit(&self, cfg: &AnomalyConfig) -> f64 {
@@ -166,7 +169,11 @@ impl Baseline {
             hour_usd: self.hour_usd,
             baseline_usd: self.level,
             sigma_usd: sigma,
-            sigmas: if sigma > 0.0 { excess / sigma } else { f64::INFINITY },
+            sigmas: if sigma > 0.0 {
+                excess / sigma
+            } else {
+                f64::INFINITY
+            },
         })
     }
 }
@@ -279,14 +286,24 @@ mod tests {
         for h in 0..48 {
             b.add(Scope::Model, "m", 0.01, &c, h * HOUR_MS);
         }
-        assert!(b.add(Scope::Model, "m", 0.5, &c, 48 * HOUR_MS).is_none(), "below min_usd");
+        assert!(
+            b.add(Scope::Model, "m", 0.5, &c, 48 * HOUR_MS).is_none(),
+            "below min_usd"
+        );
         c.min_usd = 0.1;
-        assert!(b.add(Scope::Model, "m", 0.5, &c, 48 * HOUR_MS + 1).is_some());
-        assert!(b.add(Scope::Model, "m", 5.0, &c, 49 * HOUR_MS).is_none(), "still alarmed");
+        assert!(b
+            .add(Scope::Model, "m", 0.5, &c, 48 * HOUR_MS + 1)
+            .is_some());
+        assert!(
+            b.add(Scope::Model, "m", 5.0, &c, 49 * HOUR_MS).is_none(),
+            "still alarmed"
+        );
         b.add(Scope::Model, "m", 0.01, &c, 50 * HOUR_MS);
         b.add(Scope::Model, "m", 0.01, &c, 51 * HOUR_MS);
         assert!(!b.alarmed);
-        assert!(b.add(Scope::Model, "m", 5.0, &c, 51 * HOUR_MS + 1).is_some());
+        assert!(b
+            .add(Scope::Model, "m", 5.0, &c, 51 * HOUR_MS + 1)
+            .is_some());
     }
 
     #[test]

@@ -78,12 +78,18 @@ impl SpendState {
         let mut spikes = Vec::new();
         if cfg.enabled {
             if !s.budget_key.is_empty() {
-                spikes.extend(
-                    self.detectors
-                        .add(Scope::BudgetKey, s.budget_key, s.usd, cfg, now_ms),
-                );
+                spikes.extend(self.detectors.add(
+                    Scope::BudgetKey,
+                    s.budget_key,
+                    s.usd,
+                    cfg,
+                    now_ms,
+                ));
             }
-            spikes.extend(self.detectors.add(Scope::Model, s.model, s.usd, cfg, now_ms));
+            spikes.extend(
+                self.detectors
+                    .add(Scope::Model, s.model, s.usd, cfg, now_ms),
+            );
         }
         spikes
     }

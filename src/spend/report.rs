@@ -179,11 +179,7 @@ pub fn render(columns: &[String], groups: &[SpendGroup], format: Format) -> Stri
     match format {
         Format::Csv => {
             let mut s = String::new();
-            let head: Vec<&str> = columns
-                .iter()
-                .map(String::as_str)
-                .chain(FIGURES)
-                .collect();
+            let head: Vec<&str> = columns.iter().map(String::as_str).chain(FIGURES).collect();
             let _ = writeln!(s, "{}", head.join(","));
             for g in groups {
                 let cells: Vec<String> = g
@@ -262,7 +258,7 @@ mod tests {
     #[test]
     fn groups_by_calendar_units_and_tags_and_every_grouping_sums_the_same() {
         // 2026-11-29 is day 20_786, a Sunday; 2026-11-30 a Monday, 2026-12-01 a Tuesday.
-        let rows = vec![
+        let rows = [
             (key(20_786, "a", Some("u1")), totals(1_000_000_000)),
             (key(20_787, "a", None), totals(250_000_000)),
             (key(20_788, "b", Some("u1")), totals(5)),
@@ -274,7 +270,11 @@ mod tests {
         let by_month = group(it(), &[GroupBy::Month, GroupBy::Tag("user".into())]);
         let keys: Vec<_> = by_month.iter().map(|g| g.key.join("/")).collect();
         assert_eq!(keys, ["2026-11/(none)", "2026-11/u1", "2026-12/u1"]);
-        for by in [vec![], vec![GroupBy::Day], vec![GroupBy::Model, GroupBy::Provider]] {
+        for by in [
+            vec![],
+            vec![GroupBy::Day],
+            vec![GroupBy::Model, GroupBy::Provider],
+        ] {
             let sum: u64 = group(it(), &by).iter().map(|g| g.totals.spend_nusd).sum();
             assert_eq!(sum, 1_250_000_005, "{by:?}");
         }
@@ -299,6 +299,9 @@ mod tests {
             serde_json::from_str(&render(&cols, &g, Format::Json)).unwrap();
         assert_eq!(json[0]["spend_nusd"], 1_500_000_000u64);
         let table = render(&cols, &g, Format::Table);
-        assert!(table.contains("TOTAL") && table.contains("1.5000"), "{table}");
+        assert!(
+            table.contains("TOTAL") && table.contains("1.5000"),
+            "{table}"
+        );
     }
 }

@@ -81,10 +81,16 @@ mod tests {
             .map(|i| (format!("k{i}"), "v".to_string()))
             .collect();
         assert!(check(&many).unwrap_err().0.contains("at most 8"));
-        assert!(check(&map(&[("bad key", "v")])).unwrap_err().0.contains("letters, digits"));
+        assert!(check(&map(&[("bad key", "v")]))
+            .unwrap_err()
+            .0
+            .contains("letters, digits"));
         assert!(check(&map(&[("", "v")])).is_err());
         let long = "x".repeat(MAX_TAG_VALUE_CHARS + 1);
-        assert!(check(&map(&[("user", &long)])).unwrap_err().0.contains("at most 128"));
+        assert!(check(&map(&[("user", &long)]))
+            .unwrap_err()
+            .0
+            .contains("at most 128"));
         assert!(check(&map(&[("user", "a\nb")])).is_err());
         let long_key = "k".repeat(MAX_TAG_KEY_CHARS + 1);
         assert!(check(&map(&[(&long_key, "v")])).is_err());
@@ -92,8 +98,11 @@ mod tests {
 
     #[test]
     fn feedback_tags_override_and_extend_the_routes() {
-        let m = merged(&map(&[("user", "a"), ("team", "x")]), &map(&[("user", "b"), ("f", "y")]))
-            .unwrap();
+        let m = merged(
+            &map(&[("user", "a"), ("team", "x")]),
+            &map(&[("user", "b"), ("f", "y")]),
+        )
+        .unwrap();
         assert_eq!(m, map(&[("f", "y"), ("team", "x"), ("user", "b")]));
         let full: BTreeMap<String, String> = (0..MAX_TAGS)
             .map(|i| (format!("k{i}"), "v".to_string()))

@@ -15,18 +15,19 @@ const ROW: u8 = b'r';
 const BASELINE: u8 = b'a';
 
 /// The dimensions of a row after its day, in key order.
-type RowRest = (String, String, String, String, std::collections::BTreeMap<String, String>);
+type RowRest = (
+    String,
+    String,
+    String,
+    String,
+    std::collections::BTreeMap<String, String>,
+);
 
 fn row_key(k: &SpendKey) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = vec![ROW];
     out.extend_from_slice(&k.day.to_be_bytes());
-    let rest: (&str, &str, &str, &str, &_) = (
-        &k.model,
-        &k.provider,
-        &k.task_class,
-        &k.budget_key,
-        &k.tags,
-    );
+    let rest: (&str, &str, &str, &str, &_) =
+        (&k.model, &k.provider, &k.task_class, &k.budget_key, &k.tags);
     out.extend(serde_json::to_vec(&rest)?);
     Ok(out)
 }
@@ -67,7 +68,10 @@ impl Store {
         for ((scope, name), base) in &c.baselines {
             let mut key = vec![BASELINE];
             key.extend(serde_json::to_vec(&(scope, name)).map_err(|e| bad("baseline key", e))?);
-            b.insert(key, serde_json::to_vec(base).map_err(|e| bad("baseline", e))?);
+            b.insert(
+                key,
+                serde_json::to_vec(base).map_err(|e| bad("baseline", e))?,
+            );
         }
         Ok(b)
     }
@@ -106,7 +110,8 @@ impl Store {
             let (k, v) = kv.map_err(|e| self.io(e))?;
             let id: (Scope, String) =
                 serde_json::from_slice(&k[1..]).map_err(|e| self.corrupt("spend", &k, e))?;
-            let b: Baseline = serde_json::from_slice(&v).map_err(|e| self.corrupt("spend", &k, e))?;
+            let b: Baseline =
+                serde_json::from_slice(&v).map_err(|e| self.corrupt("spend", &k, e))?;
             baselines.push((id, b));
         }
         Ok(SpendState {

@@ -121,7 +121,10 @@ fn fetch(
     if let Some(b) = args.client.bearer()? {
         req.metadata_mut().insert("authorization", b);
     }
-    let ep = args.client.endpoint(addr).map_err(|e| format!("--addr {addr:?}: {e}"))?;
+    let ep = args
+        .client
+        .endpoint(addr)
+        .map_err(|e| format!("--addr {addr:?}: {e}"))?;
     let response = runtime.block_on(async {
         let channel = ep
             .connect()

@@ -58,4 +58,3 @@ pub async fn webhook() -> (String, Received) {
     });
     (url, received)
 }
-
