@@ -1,6 +1,10 @@
 //! The GetSpend handler (role client): the engine's spend rollup grouped as asked, scoped to what
 //! the caller may see. A tenant's key sees its own budget's rows only (not even spend charged to
 //! no budget); other keys see everything, or one budget key when asked.
+//!
+//! The grouping runs under the engine lock over the rows of the asked days: a year of
+//! high-cardinality tags holds Route for its duration, so on a busy service ask for narrow ranges,
+//! or run the offline report on a backup of the data dir.
 
 use tonic::{Request, Response, Status};
 

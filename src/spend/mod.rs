@@ -18,6 +18,12 @@
 //! only rows and baselines changed since the last cycle are rewritten. A restart reads them back,
 //! so reports continue exactly and a baseline does not have to relearn (no warm-up after restart).
 //!
+//! # Memory
+//! The engine holds the rollup's rows in memory (restored at start-up): one row per day and
+//! distinct (model, provider, class, budget key, tag set) that settled spend. High-cardinality
+//! tags (a user id on every request) add a row per user, model and day; the tag limits bound a
+//! row's size, not the number of rows.
+//!
 //! # Cluster mode (future)
 //! The rollup is shared: replicas add their settlements to the shared figures (the rows are sums,
 //! so adds from replicas commute), and reports read the shared rows. The anomaly baselines are shared
