@@ -76,7 +76,8 @@ async fn reflection_lists_and_describes_the_services() {
             "GetArmStats",
             "GetBudgets",
             "ResetArms",
-            "Reload"
+            "Reload",
+            "GetSpend"
         ]
     );
     server.stop().await;
