@@ -20,6 +20,7 @@ log() { printf 'test.sh: %s\n' "$*" >&2; }
 SYSTEM_NEEDS=(
   "python3:python3"
   "openssl:openssl"  # test certificates for the Python client's TLS test
+  "redis-server:redis-server"  # tests/cluster.rs: replicas sharing state through Redis
 )
 
 apt_updated=0

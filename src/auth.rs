@@ -3,9 +3,9 @@
 //! The `[auth]` config holds only SHA-256 hashes of the keys (`switchyard auth hash-key` prints
 //! one), so neither a config file nor a log line can leak a usable key; callers send the key itself
 //! as `authorization: Bearer <key>` metadata. Each key has a [`Role`]: `client` may Route, send
-//! Feedback and read GetArmStats, GetBudgets and GetSpend; `admin` may also ReportHealth, ResetArms and
-//! Reload. A client key may belong to a tenant, which fixes the budget it charges and the task
-//! classes it may use, so one team cannot spend another's budget.
+//! Feedback and read GetArmStats, GetBudgets and GetSpend; `admin` may also ReportHealth, ResetArms,
+//! Reload, InvalidateCache and Backup. A client key may belong to a tenant, which fixes the budget it
+//! charges and the task classes it may use, so one team cannot spend another's budget.
 //!
 //! Everything here is pure: [`KeyTable::authorize`] takes the RPC's path and the metadata value and
 //! returns a [`Principal`] or an [`AuthError`] (UNAUTHENTICATED or PERMISSION_DENIED at the gRPC
@@ -105,7 +105,7 @@ impl Role {
 
 /// The role each `switchyard.v1.Route` RPC needs. An RPC missing here needs `admin` (a unit test
 /// fails when the proto gains an RPC that is not listed, so each new RPC states its role).
-pub const RPC_ROLES: [(&str, Role); 8] = [
+pub const RPC_ROLES: [(&str, Role); 11] = [
     ("Route", Role::Client),
     ("Feedback", Role::Client),
     ("GetArmStats", Role::Client),
@@ -114,6 +114,9 @@ pub const RPC_ROLES: [(&str, Role); 8] = [
     ("ReportHealth", Role::Admin),
     ("ResetArms", Role::Admin),
     ("Reload", Role::Admin),
+    ("GetAbReport", Role::Client),
+    ("InvalidateCache", Role::Admin),
+    ("Backup", Role::Admin),
 ];
 
 /// The role needed to call `method` of `switchyard.v1.Route`; unknown methods need admin.

@@ -6,6 +6,7 @@
 //! - [`breaker`]: pure circuit-breaker state machine per model (time passed in).
 //! - [`config`]: TOML configuration, validated into runtime types; the built-in default.
 //! - [`policy`]: pure decision maths: posteriors, Thompson sampling, UCB, baselines, decay.
+//! - [`cache`]: the response cache (exact and semantic), in memory per process; pure.
 //! - [`budget`]: pure spend ledgers per budget key: reservations, rollover, pacing, alerts.
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
 //! - [`server`]: the tonic service over the engine, with health, reflection and metrics.
@@ -16,6 +17,9 @@
 //! - [`tools`]: the command-line tools that only talk gRPC: `switchyard stats` (arm statistics and
 //!   budgets as tables), `switchyard bench` (a load tool measuring a running server against
 //!   tonic's floor) and the address parsing they share.
+//! - [`ab_report`]: the A/B report of an experiment (control vs router) from logged decisions.
+//! - [`interval`]: means with 95% intervals (Welford, Student's t, Welch) for paired shadow
+//!   comparisons and A/B reports.
 //! - [`grpc_code`]: gRPC status codes by name, for the server's metrics and the tools' reports.
 //! - [`logging`]: the one tracing setup every subcommand uses.
 //! - [`time`]: Unix-ms instants rendered as RFC 3339 for messages.
@@ -23,12 +27,16 @@
 //! - [`auth`]: API keys (stored as SHA-256 hashes), roles per RPC and tenant scopes; pure checks.
 //! - [`proto`]: the generated API types (`proto/switchyard/v1/switchyard.proto`).
 
+pub mod ab_report;
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod grpc_code;
+pub mod interval;
 pub mod logging;
 pub mod policy;
 pub mod record;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::config::{Config, DEFAULT_CONFIG_TOML};
-use switchyard::logging::{init_logging, LogFormat};
+use switchyard::logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,11 @@ enum Command {
         /// Log format (the level comes from RUST_LOG, default info).
         #[arg(long, value_enum, default_value = "pretty")]
         log_format: LogFormat,
+        /// Export each RPC as an OpenTelemetry span (task class, model, reason) over OTLP/HTTP
+        /// to this collector URL, e.g. http://127.0.0.1:4318 (`/v1/traces` is added when the URL
+        /// has no path); off when absent.
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
     },
     /// Simulate policies over a scenario, a full-information trace or logged traffic.
     Simulate(switchyard::sim::cli::SimulateArgs),
@@ -94,6 +99,8 @@ enum Command {
 enum ReportCommand {
     /// Settled spend, requests, tokens and mean cost from the persisted rollup, grouped.
     Spend(switchyard::tools::spend_report::SpendReportArgs),
+    /// A/B report of an experiment: control vs router, with 95% intervals.
+    Ab(switchyard::tools::ab::AbArgs),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +128,37 @@ enum StateCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Verify a data dir fully: every tree scanned and compared with the manifest of the last
+    /// flush; exits non-zero naming the file when something is missing or damaged.
+    Check {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Back up a running service's data dir (admin RPC `Backup`): the service writes a consistent
+    /// copy into DIR, a new directory on its own host.
+    Backup {
+        /// Directory for the copy (on the service's host); must not exist or be empty.
+        #[arg(long)]
+        to: PathBuf,
+        /// Address of the service: host:port or http://host:port.
+        #[arg(long, default_value = switchyard::tools::stats::DEFAULT_ADDR)]
+        addr: String,
+        #[command(flatten)]
+        client: switchyard::tools::client::ClientArgs,
+    },
+    /// Restore a backup (offline): verify it against its manifest and copy it into a new data dir.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Drop every record that does not decode (bad ledgers, decisions, breakers, arms) and rebuild
+    /// the manifest; prints what it dropped.
+    Repair {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Reset the arms of a task class (or one model of it) to their priors.
     Reset {
         #[arg(long)]
@@ -142,8 +180,20 @@ fn main() -> ExitCode {
             metrics_listen,
             allow_plaintext,
             log_format,
+            otlp_endpoint,
         } => {
-            init_logging(log_format, "info");
+            // Dropped when this arm ends, after the server stopped: flushes the queued spans.
+            let _otel = match switchyard::server::otel::init(
+                log_format,
+                "info",
+                otlp_endpoint.as_deref(),
+            ) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("switchyard: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let loaded = Config::load_layered(&config);
             let mut cfg = match loaded {
                 Ok(c) => c,
@@ -209,9 +259,21 @@ fn main() -> ExitCode {
         Command::Report {
             command: ReportCommand::Spend(args),
         } => switchyard::tools::spend_report::run(args),
+        Command::Report {
+            command: ReportCommand::Ab(args),
+        } => switchyard::tools::ab::run(args),
         Command::Auth {
             command: AuthCommand::HashKey { key },
         } => hash_key(key),
+        Command::State {
+            command: StateCommand::Backup { to, addr, client },
+        } => match backup(&to, &addr, &client) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard state backup: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::State { command } => match state(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -282,6 +344,47 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
                 println!("event time range (unix ms): {a} .. {b}");
             }
         }
+        StateCommand::Check { data_dir } => {
+            let v = Store::check(&data_dir)?;
+            println!("data dir: {}", data_dir.display());
+            println!("schema: {}", switchyard::store::SCHEMA_VERSION);
+            println!("generation: {}", v.generation);
+            let names = switchyard::store::manifest::TREES;
+            for (name, t) in names.iter().zip(v.trees.0.iter()) {
+                println!("tree {name}: {} records, digest {:016x}", t.count, t.sum);
+            }
+            match v.manifest_generation {
+                Some(_) if v.compared => println!("ok: every tree matches the manifest"),
+                Some(m) => println!(
+                    "ok: the db holds writes newer than its manifest (generation {m}; stopped \
+                     without a final flush), kept unverified; the manifest is rewritten"
+                ),
+                None => println!("ok: no manifest yet (written now)"),
+            }
+        }
+        StateCommand::Restore { from, data_dir } => {
+            let c = Store::restore(&from, &data_dir)?;
+            println!(
+                "restored {} records (generation {}) from {} into {}",
+                c.records,
+                c.generation,
+                from.display(),
+                data_dir.display()
+            );
+        }
+        StateCommand::Repair { data_dir } => {
+            let report = Store::repair(&data_dir)?;
+            for line in &report {
+                println!("{line}");
+            }
+            println!(
+                "repaired {}: {} change(s)",
+                data_dir.display(),
+                report.len()
+            );
+        }
+        // Handled by `backup` (it talks to a running service).
+        StateCommand::Backup { .. } => {}
         StateCommand::Reset {
             data_dir,
             task_class,
@@ -294,6 +397,49 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
     Ok(())
 }
 
+/// `state backup`: asks the running service at `addr` for a copy of its data dir in `to`.
+fn backup(
+    to: &std::path::Path,
+    addr: &str,
+    client: &switchyard::tools::client::ClientArgs,
+) -> Result<(), String> {
+    use switchyard::proto::route_client::RouteClient;
+    let to_dir = to
+        .to_str()
+        .ok_or_else(|| format!("--to {} is not UTF-8", to.display()))?
+        .to_string();
+    let bearer = client.bearer()?;
+    let ep = client
+        .endpoint(addr)
+        .map_err(|e| format!("invalid address {addr:?}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let channel = ep
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach switchyard at {addr}: {e}"))?;
+        let mut request = tonic::Request::new(switchyard::proto::BackupRequest { to_dir });
+        if let Some(b) = bearer {
+            request.metadata_mut().insert("authorization", b);
+        }
+        let r = RouteClient::new(channel)
+            .backup(request)
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        println!(
+            "backed up {} records (generation {}) into {}",
+            r.records,
+            r.generation,
+            to.display()
+        );
+        Ok(())
+    })
+}
+
 fn run_server(
     cfg: Config,
     metrics_listen: Option<SocketAddr>,
@@ -301,10 +447,10 @@ fn run_server(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = match cfg.storage.durability {
         switchyard::config::Durability::Memory => None,
-        _ => Some(std::sync::Arc::new(switchyard::store::Store::open_with(
+        _ => Some(switchyard::store::Store::open_with(
             &cfg.data_dir,
             cfg.storage.cache_mb,
-        )?)),
+        )?),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -340,25 +486,38 @@ fn run_server(
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: serving starts (and "listening on" is printed) before the server polls
+/// it, and a SIGTERM in between would otherwise kill the process without a drain or a final flush.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (int, term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => {},
+                _ = wait(term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown signal received; draining");
     }
-    tracing::info!("shutdown signal received; draining");
 }

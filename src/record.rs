@@ -61,6 +61,22 @@ pub struct DecisionRecord {
     /// Free-form labels (small).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// The shadow call the decision issued (shadow traffic) and what it reported: evidence for
+    /// its own arm, kept apart from the decision's outcome above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_call: Option<ShadowRecord>,
+}
+
+/// A decision's shadow call: the model run off the user's path on the same request, and its
+/// outcome, latency, charged cost and quality once reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowRecord {
+    pub model: String,
+    pub outcome: Option<Outcome>,
+    pub latency_ms: Option<f64>,
+    pub charged_usd: Option<f64>,
+    pub quality: Option<f64>,
 }
 
 impl DecisionRecord {
@@ -84,16 +100,29 @@ impl DecisionRecord {
             failure_cost_usd: None,
             input_tokens: None,
             output_tokens: None,
-            experiment_group: None,
+            experiment_group: d.experiment_group.map(|g| g.as_str().to_string()),
             shadow: false,
             tags: d.tags.clone(),
+            shadow_call: d.shadow.as_ref().map(|m| ShadowRecord {
+                model: m.model.clone(),
+                outcome: None,
+                latency_ms: None,
+                charged_usd: None,
+                quality: None,
+            }),
         }
     }
 
     /// Folds a model's outcome in when it is the decided model's own: a fallback's outcome says
     /// nothing about the decision's choice, so crediting it would bias off-policy estimates.
     fn apply_outcome(&mut self, o: &OutcomeRecord) {
-        if o.model == self.model {
+        if o.shadow {
+            if let Some(s) = self.shadow_call.as_mut().filter(|s| s.model == o.model) {
+                s.outcome = Some(o.outcome);
+                s.latency_ms = o.latency_ms;
+                s.charged_usd = o.charged_usd;
+            }
+        } else if o.model == self.model {
             self.outcome = Some(o.outcome);
             self.latency_ms = o.latency_ms;
             self.cost_usd = o.cost_usd;
@@ -105,7 +134,11 @@ impl DecisionRecord {
 
     /// Folds a quality score in, the decided model's only, as outcomes.
     fn apply_quality(&mut self, q: &QualityRecord) {
-        if q.model == self.model {
+        if q.shadow {
+            if let Some(s) = self.shadow_call.as_mut().filter(|s| s.model == q.model) {
+                s.quality = Some(q.quality);
+            }
+        } else if q.model == self.model {
             self.quality = Some(q.quality);
         }
     }
@@ -128,6 +161,9 @@ pub struct OutcomeRecord {
     pub input_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// The decision's shadow call, not the decision's own outcome.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// The first quality score of one model's answer under a decision.
@@ -137,6 +173,9 @@ pub struct QualityRecord {
     pub t_ms: u64,
     pub model: String,
     pub quality: f64,
+    /// The decision's shadow call, not the decision's own answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// One entry of the event log.
@@ -221,6 +260,7 @@ mod tests {
                 charged_usd: None,
                 input_tokens: None,
                 output_tokens: None,
+                shadow: false,
             }),
             Event::Outcome(OutcomeRecord {
                 decision_id: "d1".into(),
@@ -232,18 +272,21 @@ mod tests {
                 charged_usd: Some(0.25),
                 input_tokens: Some(10),
                 output_tokens: Some(20),
+                shadow: false,
             }),
             Event::Quality(QualityRecord {
                 decision_id: "d1".into(),
                 t_ms: 8,
                 model: "a".into(),
                 quality: 0.75,
+                shadow: false,
             }),
             Event::Quality(QualityRecord {
                 decision_id: "other".into(),
                 t_ms: 8,
                 model: "a".into(),
                 quality: 0.1,
+                shadow: false,
             }),
         ];
         for e in &events {

@@ -61,13 +61,17 @@ struct Served {
 
 impl Served {
     async fn start(config: Config, bind: &str, reload: ReloadSource) -> Served {
-        let listener = server::bind(bind.parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
         let options = ServeOptions {
             reload,
             ..Default::default()
         };
+        Served::start_with(config, bind, options).await
+    }
+
+    async fn start_with(config: Config, bind: &str, options: ServeOptions) -> Served {
+        let listener = server::bind(bind.parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server::serve_with(config, options, listener, async {
             let _ = rx.await;
         }));
@@ -135,6 +139,8 @@ fn feedback_req(decision: &proto::RouteResponse, cost: f64) -> proto::FeedbackRe
 struct Pki {
     dir: tempfile::TempDir,
     ca_pem: String,
+    server_cert: String,
+    server_key: String,
     client_cert: String,
     client_key: String,
 }
@@ -159,11 +165,13 @@ fn pki() -> Pki {
     let (client_cert, client_key) = leaf(vec!["client.test".into()]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
-    std::fs::write(dir.path().join("server.pem"), server_cert).unwrap();
-    std::fs::write(dir.path().join("server.key"), server_key).unwrap();
+    std::fs::write(dir.path().join("server.pem"), &server_cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), &server_key).unwrap();
     Pki {
         dir,
         ca_pem: ca_cert.pem(),
+        server_cert,
+        server_key,
         client_cert,
         client_key,
     }
@@ -729,4 +737,574 @@ async fn tools_send_the_api_key_and_verify_tls_with_the_given_ca() {
     }
     assert_eq!(status, Some(ServingStatus::Serving));
     s.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificate rotation, metrics TLS.
+
+/// The certificate the server at `addr` presents to a client trusting only `ca_pem`; `None` when
+/// the handshake fails (the client does not trust it).
+async fn peer_certificate(addr: SocketAddr, ca_pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.ok()?;
+    let certs = tls.get_ref().1.peer_certificates()?;
+    Some(certs[0].as_ref().to_vec())
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_rotates_the_certificate_for_new_connections_and_keeps_old_ones() {
+    let (old, new) = (pki(), pki());
+    let dir = old.dir.path();
+    let path = dir.join("switchyard.toml");
+    let text = format!(
+        "[server]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n{}{}",
+        dir.join("server.pem").display(),
+        dir.join("server.key").display(),
+        models(&["m1"]),
+        class("qa", &["m1"])
+    );
+    write(&path, &text);
+    let source = ReloadSource {
+        paths: vec![path.clone()],
+        ..Default::default()
+    };
+    let s = Served::start(source.load().unwrap(), "127.0.0.1:0", source).await;
+    // A connection made before the rotation, trusting only the old CA: if it were re-established
+    // after the rotation, its handshake would fail.
+    let mut before = RouteClient::new(connect(tls_endpoint(s.addr, &old, false)).await);
+    assert!(before.route(route_req("qa", "")).await.is_ok());
+    assert_eq!(
+        peer_certificate(s.addr, &old.ca_pem).await,
+        Some(der(&old.server_cert))
+    );
+
+    // The renewed certificate (from another CA, so each side can tell) replaces the files.
+    write(&dir.join("server.pem"), &new.server_cert);
+    write(&dir.join("server.key"), &new.server_key);
+    let mut admin = RouteClient::new(connect(tls_endpoint(s.addr, &old, false)).await);
+    admin.reload(proto::ReloadRequest {}).await.unwrap();
+    assert_eq!(
+        peer_certificate(s.addr, &new.ca_pem).await,
+        Some(der(&new.server_cert)),
+        "a new connection did not see the new certificate"
+    );
+    assert_eq!(peer_certificate(s.addr, &old.ca_pem).await, None);
+    for _ in 0..3 {
+        before
+            .route(route_req("qa", ""))
+            .await
+            .expect("a connection made before the rotation stopped working");
+    }
+    let mut after = RouteClient::new(connect(tls_endpoint(s.addr, &new, false)).await);
+    assert!(after.route(route_req("qa", "")).await.is_ok());
+
+    // A key file that does not parse changes nothing: the new certificate keeps serving.
+    write(&dir.join("server.key"), "not a key\n");
+    let st = after.reload(proto::ReloadRequest {}).await.unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument, "{}", st.message());
+    assert!(
+        st.message().contains("server.tls.key") && st.message().contains("nothing changed"),
+        "{}",
+        st.message()
+    );
+    assert_eq!(
+        peer_certificate(s.addr, &new.ca_pem).await,
+        Some(der(&new.server_cert))
+    );
+    // Turning TLS off is a listener change: refused, naming the key.
+    write(
+        &path,
+        &format!("{}{}", models(&["m1"]), class("qa", &["m1"])),
+    );
+    let st = after.reload(proto::ReloadRequest {}).await.unwrap_err();
+    assert_eq!(st.code(), Code::FailedPrecondition);
+    assert!(st.message().contains("server.tls"), "{}", st.message());
+    s.stop().await;
+}
+
+fn metrics_config(dir: Option<&Path>) -> Config {
+    let tls = dir.map_or(String::new(), |d| {
+        format!(
+            "[server]\nmetrics_tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        )
+    });
+    let text = format!("{tls}{}{}", models(&["m1"]), class("qa", &["m1"]));
+    Config::from_toml_str(&text, "metrics test").unwrap()
+}
+
+#[tokio::test]
+async fn metrics_listener_serves_tls_and_refuses_plaintext_off_loopback() {
+    let pki = pki();
+    // Plaintext metrics on a non-loopback address are refused, naming the key that fixes it.
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let options = ServeOptions {
+        metrics: Some(server::bind("0.0.0.0:0".parse().unwrap()).await.unwrap()),
+        ..Default::default()
+    };
+    let err = server::serve_with(metrics_config(None), options, listener, async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metrics") && err.contains("server.metrics_tls"),
+        "{err}"
+    );
+
+    // With server.metrics_tls, the same address serves over TLS.
+    let metrics = server::bind("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    let port = metrics.local_addr().unwrap().port();
+    let options = ServeOptions {
+        metrics: Some(metrics),
+        ..Default::default()
+    };
+    let s = Served::start_with(metrics_config(Some(pki.dir.path())), "127.0.0.1:0", options).await;
+    let mut c = RouteClient::new(s.channel().await);
+    c.route(route_req("qa", "")).await.unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/metrics");
+    let mut body = None;
+    for _ in 0..250 {
+        if let Ok(r) = client.get(&url).send().await {
+            assert!(r.status().is_success(), "{}", r.status());
+            body = Some(r.text().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = body.expect("metrics endpoint never answered over TLS");
+    assert!(
+        body.contains("switchyard_decisions_total") || body.contains("grpc_server_handled_total"),
+        "{body}"
+    );
+    // A client that does not trust the CA, or speaks plaintext, gets nothing.
+    let untrusting = reqwest::Client::builder().build().unwrap();
+    assert!(untrusting.get(&url).send().await.is_err());
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await;
+    assert!(
+        plain.map_or(true, |r| !r.status().is_success()),
+        "plaintext scrape of a TLS metrics listener succeeded"
+    );
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reload: keys, budgets, probes, restart-only settings.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_keys_and_budgets_and_refuses_restart_only_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    write(&path, &reload_text(&["m1"], budgets_toml()));
+    let source = ReloadSource {
+        paths: vec![path.clone()],
+        ..Default::default()
+    };
+    let s = Served::start(source.load().unwrap(), "127.0.0.1:0", source).await;
+    let mut c = RouteClient::new(s.channel().await);
+    assert_eq!(
+        code(c.route(with_key(route_req("qa", ""), Some(FREE))).await),
+        Code::Ok
+    );
+    // `batch` (FREE) is revoked and a new key is issued; a new budget appears.
+    const ISSUED: &str = "sk-issued-test-4";
+    let swapped = reload_text(&["m1"], budgets_toml())
+        .replace(&hash_key_hex(FREE), &hash_key_hex(ISSUED))
+        + "[budgets.team-c]\nperiod = \"daily\"\nlimit_usd = 5.0\n";
+    write(&path, &swapped);
+    let r = c
+        .reload(with_key(proto::ReloadRequest {}, Some(ADMIN)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.keys, 3);
+    assert_eq!(
+        code(c.route(with_key(route_req("qa", ""), Some(FREE))).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(c.route(with_key(route_req("qa", ""), Some(ISSUED))).await),
+        Code::Ok
+    );
+    let budgets = c
+        .get_budgets(with_key(proto::GetBudgetsRequest::default(), Some(ADMIN)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(budgets.budgets.iter().any(|b| b.budget_key == "team-c"));
+
+    // Settings that need a restart are refused, naming the key; nothing changes.
+    let restart_only = [
+        ("[server]\ndata_dir = \"/elsewhere\"\n", "server.data_dir"),
+        ("[storage]\ndurability = \"memory\"\n", "storage"),
+        (
+            "[server]\nallow_plaintext = true\n",
+            "server.allow_plaintext",
+        ),
+        (
+            "[server]\nmetrics_tls = { cert = \"c.pem\", key = \"k.pem\" }\n",
+            "server.metrics_tls",
+        ),
+    ];
+    for (extra, key) in restart_only {
+        write(&path, &format!("{extra}{swapped}"));
+        let st = c
+            .reload(with_key(proto::ReloadRequest {}, Some(ADMIN)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            st.code(),
+            Code::FailedPrecondition,
+            "{key}: {}",
+            st.message()
+        );
+        assert!(st.message().contains(key), "{key}: {}", st.message());
+        assert_eq!(
+            code(c.route(with_key(route_req("qa", ""), Some(ISSUED))).await),
+            Code::Ok
+        );
+    }
+    s.stop().await;
+}
+
+/// A stand-in provider health endpoint that counts the probes it receives.
+async fn probe_target() -> (SocketAddr, Arc<AtomicU64>) {
+    let hits = Arc::new(AtomicU64::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_restarts_health_probes_at_their_new_url() {
+    let (a, a_hits) = probe_target().await;
+    let (b, b_hits) = probe_target().await;
+    let probe = |addr: SocketAddr| {
+        format!("[health_probes.p-m1]\nurl = \"http://{addr}/health\"\ninterval_secs = 0.05\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    write(&path, &reload_text(&["m1"], &probe(a)));
+    let source = ReloadSource {
+        paths: vec![path.clone()],
+        ..Default::default()
+    };
+    let s = Served::start(source.load().unwrap(), "127.0.0.1:0", source).await;
+    wait_until("probes of the first URL", || {
+        a_hits.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert_eq!(b_hits.load(Ordering::SeqCst), 0);
+
+    write(&path, &reload_text(&["m1"], &probe(b)));
+    let mut c = RouteClient::new(s.channel().await);
+    c.reload(with_key(proto::ReloadRequest {}, Some(ADMIN)))
+        .await
+        .unwrap();
+    wait_until("a probe of the new URL", || {
+        b_hits.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let a_after = a_hits.load(Ordering::SeqCst);
+    let b_now = b_hits.load(Ordering::SeqCst);
+    wait_until("more probes of the new URL", || {
+        b_hits.load(Ordering::SeqCst) >= b_now + 3
+    })
+    .await;
+    assert_eq!(
+        a_hits.load(Ordering::SeqCst),
+        a_after,
+        "the old probe kept running after the reload"
+    );
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant scope of Feedback.
+
+const TEAM_B: &str = "sk-team-b-test-5";
+
+/// Two tenants sharing one budget: the budget key cannot tell their decisions apart.
+fn shared_budget_toml() -> String {
+    format!(
+        "{}{}[budgets.shared]\nperiod = \"monthly\"\nlimit_usd = 100.0\n\
+         [auth.keys.ops]\nsha256 = \"{}\"\nrole = \"admin\"\n\
+         [auth.keys.a-bot]\nsha256 = \"{}\"\nrole = \"client\"\ntenant = \"team-a\"\n\
+         [auth.keys.b-bot]\nsha256 = \"{}\"\nrole = \"client\"\ntenant = \"team-b\"\n\
+         [auth.tenants.team-a]\nbudget_key = \"shared\"\n\
+         [auth.tenants.team-b]\nbudget_key = \"shared\"\n",
+        models(&["m1", "m2"]),
+        class("qa", &["m1", "m2"]),
+        hash_key_hex(ADMIN),
+        hash_key_hex(TEAM_A),
+        hash_key_hex(TEAM_B)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_is_scoped_to_the_tenant_a_decision_was_made_under_across_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    let config = Config::from_toml_str(&shared_budget_toml(), "tenants").unwrap();
+    let start = |config: Config| {
+        let store = switchyard::store::Store::open_with(data.path(), 16).unwrap();
+        let options = ServeOptions {
+            store: Some(store),
+            ..Default::default()
+        };
+        Served::start_with(config, "127.0.0.1:0", options)
+    };
+    let s = start(config.clone()).await;
+    let mut c = RouteClient::new(s.channel().await);
+    let mut req = route_req("qa", "");
+    req.request_id = "req-of-team-a".into();
+    let d = c
+        .route(with_key(req.clone(), Some(TEAM_A)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.budget_key, "shared");
+    // Same budget, other tenant: refused, and the decision is still open for its own tenant.
+    let st = c
+        .feedback(with_key(feedback_req(&d, 0.5), Some(TEAM_B)))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{}", st.message());
+    assert!(st.message().contains("team-b"), "{}", st.message());
+    // Replaying team-a's request_id does not hand its decision to team-b.
+    assert_eq!(
+        code(c.route(with_key(req.clone(), Some(TEAM_B))).await),
+        Code::PermissionDenied
+    );
+    let replay = c
+        .route(with_key(req, Some(TEAM_A)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.decision_id, d.decision_id);
+    c.feedback(with_key(feedback_req(&d, 0.5), Some(TEAM_A)))
+        .await
+        .unwrap();
+
+    // The tenant is stored with the decision: it still holds after a restart.
+    let pending = c
+        .route(with_key(route_req("qa", ""), Some(TEAM_B)))
+        .await
+        .unwrap()
+        .into_inner();
+    s.stop().await;
+    let s = start(config).await;
+    let mut c = RouteClient::new(s.channel().await);
+    assert_eq!(
+        code(
+            c.feedback(with_key(feedback_req(&pending, 0.5), Some(TEAM_A)))
+                .await
+        ),
+        Code::PermissionDenied
+    );
+    let r = c
+        .feedback(with_key(feedback_req(&pending, 0.5), Some(TEAM_B)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.accepted && !r.duplicate);
+    // A key without a tenant (the operator's) may report on any decision.
+    let admin_made = c
+        .route(with_key(route_req("qa", "shared"), Some(ADMIN)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        code(
+            c.feedback(with_key(feedback_req(&admin_made, 0.1), Some(TEAM_A)))
+                .await
+        ),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(
+            c.feedback(with_key(feedback_req(&admin_made, 0.1), Some(ADMIN)))
+                .await
+        ),
+        Code::Ok
+    );
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenTelemetry export.
+
+/// A local OTLP/HTTP receiver: keeps every span it is sent.
+async fn otlp_receiver() -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+) {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+    let spans = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).unwrap();
+                for rs in req.resource_spans {
+                    for ss in rs.scope_spans {
+                        kept.lock().unwrap().extend(ss.spans);
+                    }
+                }
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, spans)
+}
+
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_export_carries_a_route_span_with_class_model_and_reason() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let (collector, spans) = otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    write(
+        &path,
+        &format!(
+            "[server]\ndrain_secs = 0\n[storage]\ndurability = \"memory\"\n{}{}",
+            models(&["m1", "m2"]),
+            class("qa", &["m1", "m2"])
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .arg("--otlp-endpoint")
+        .arg(format!("http://{collector}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let ch = connect(Endpoint::from_shared(format!("http://{addr}")).unwrap()).await;
+    let d = RouteClient::new(ch)
+        .route(route_req("qa", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    // SIGTERM: the server drains, stops and flushes the queued spans on its way out.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut exited = false;
+    for _ in 0..500 {
+        if child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !exited {
+        child.kill().unwrap();
+        panic!("serve did not stop after SIGTERM");
+    }
+    let route = |spans: &[opentelemetry_proto::tonic::trace::v1::Span]| {
+        spans
+            .iter()
+            .find(|s| s.name == "switchyard.v1.Route/Route")
+            .cloned()
+    };
+    wait_until("the Route span at the collector", || {
+        route(&spans.lock().unwrap()).is_some()
+    })
+    .await;
+    let span = route(&spans.lock().unwrap()).unwrap();
+    assert_eq!(
+        attribute(&span, "switchyard.task_class").as_deref(),
+        Some("qa")
+    );
+    assert_eq!(
+        attribute(&span, "switchyard.model").as_deref(),
+        Some(d.model.as_str())
+    );
+    assert_eq!(
+        attribute(&span, "switchyard.reason").as_deref(),
+        Some(d.reason.as_str())
+    );
+    assert_eq!(attribute(&span, "rpc.method").as_deref(), Some("Route"));
 }

@@ -163,15 +163,7 @@ async fn successes(c: &mut RouteClient<Channel>) -> u64 {
 
 /// Starts, records `n` successes, stops gracefully: a data dir with state to lose.
 async fn data_dir_with_state(config: &Path, data: &Path, n: usize) {
-    let svc = Started::running(config, data);
-    let mut c = svc.client().await;
-    for _ in 0..n {
-        let id = route(&mut c).await.unwrap();
-        feedback(&mut c, &id).await.unwrap();
-    }
-    assert_eq!(successes(&mut c).await, n as u64);
-    drop(c);
-    assert!(svc.terminate().await.success());
+    assert_eq!(add_state(config, data, n).await, n as u64);
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -308,8 +300,6 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "sled keeps its first I/O error (ENOSPC) for good: after space is freed every flush \
-            still fails, so recovering needs the store to reopen sled"]
 async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
@@ -359,6 +349,7 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
         }
     }
     assert_eq!(refused, 1, "the disk never filled after {acked} Feedbacks");
+    println!("disk full after {acked} acknowledged Feedbacks");
     wait_for("Store health NOT_SERVING", || {
         let mut h = h.clone();
         async move { store_health(&mut h).await == Some(ServingStatus::NotServing as i32) }
@@ -393,4 +384,263 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
     assert_eq!(restored, in_memory, "memory and disk disagree");
     drop(c);
     assert!(svc.terminate().await.success());
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(log.contains("cannot persist engine state"), "{log}");
+    assert!(log.contains("storage writer recovered"), "{log}");
+}
+
+fn state_cmd(cmd: &str, data: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["state", cmd, "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+/// Starts, routes and settles `n` more decisions, stops gracefully; returns the successes the
+/// service counted before stopping.
+async fn add_state(config: &Path, data: &Path, n: usize) -> u64 {
+    let svc = Started::running(config, data);
+    let mut c = svc.client().await;
+    for _ in 0..n {
+        let id = route(&mut c).await.unwrap();
+        feedback(&mut c, &id).await.unwrap();
+    }
+    let counted = successes(&mut c).await;
+    drop(c);
+    assert!(svc.terminate().await.success());
+    counted
+}
+
+fn copy_files(from: &Path, to: &Path, skip: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap();
+        if p.is_file() && name != skip {
+            std::fs::copy(&p, to.join(name)).unwrap();
+        }
+    }
+}
+
+/// Asserts `serve` and `state check` both refuse `data`, naming `file` and saying `why` and what
+/// to do, without a panic.
+fn refused(cfg: &Path, data: &Path, file: &Path, why: &str) {
+    let mut s = spawn(cfg, data, Stdio::piped());
+    assert!(s.addr.is_none(), "started on a damaged data dir");
+    let status = s.child.wait().unwrap();
+    let err = s.stderr();
+    assert!(!status.success(), "{err}");
+    assert_ne!(status.code(), Some(101), "panicked: {err}");
+    for want in [&file.display().to_string(), why, "restore a backup"] {
+        assert!(err.contains(want), "no {want:?} in {err}");
+    }
+    let out = state_cmd("check", data);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(why), "{err}");
+}
+
+/// The manifest: `state check` verifies every tree of a cleanly stopped data dir; a db rolled back
+/// to an older copy under a newer manifest, and a deleted db beside its manifest, are refused at
+/// start and by `state check`, naming the file, never opened with state missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_refuses_a_rolled_back_or_deleted_db() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = write_config(tmp.path());
+    data_dir_with_state(&cfg, &data, 5).await;
+    let out = state_cmd("check", &data);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok: every tree matches the manifest"),
+        "{text}"
+    );
+    assert!(text.contains("tree decisions: 5 records"), "{text}");
+
+    // An older copy of the db (everything but the manifest), then more acknowledged state.
+    let old = tmp.path().join("old");
+    copy_files(&data, &old, "manifest");
+    assert_eq!(add_state(&cfg, &data, 4).await, 9);
+    let out = state_cmd("check", &data);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tree decisions: 9 records"));
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() && p.file_name().unwrap() != "manifest" {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    copy_files(&old, &data, "manifest");
+    refused(&cfg, &data, &data.join("db"), "flushed writes are missing");
+
+    // The db deleted (sled's conf too): the manifest says there was one.
+    std::fs::remove_file(data.join("db")).unwrap();
+    std::fs::remove_file(data.join("conf")).unwrap();
+    refused(
+        &cfg,
+        &data,
+        &data.join("db"),
+        "the db file is missing but the data dir has a manifest",
+    );
+    assert!(!data.join("db").exists(), "a new empty db was created");
+}
+
+/// Writes `value` at `key` of `tree` with sled directly (as a build that stored a bad value would)
+/// and drops the manifest, so that the record, not the edit, is what start meets.
+fn poke(data: &Path, tree: &str, key: &[u8], value: &[u8]) {
+    let mut last = String::new();
+    for _ in 0..250 {
+        match sled::open(data) {
+            Ok(db) => {
+                db.open_tree(tree).unwrap().insert(key, value).unwrap();
+                db.flush().unwrap();
+                drop(db);
+                std::fs::remove_file(data.join("manifest")).unwrap();
+                return;
+            }
+            // A stopped server's lock goes with its process.
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("cannot open {}: {last}", data.display());
+}
+
+fn backup_cmd(to: &Path, addr: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["state", "backup", "--to"])
+        .arg(to)
+        .args(["--addr", addr])
+        .output()
+        .unwrap()
+}
+
+fn first_key(data: &Path, tree: &str) -> Vec<u8> {
+    let db = sled::open(data).unwrap();
+    let k = db
+        .open_tree(tree)
+        .unwrap()
+        .first()
+        .unwrap()
+        .unwrap()
+        .0
+        .to_vec();
+    drop(db);
+    k
+}
+
+/// A backup made while serving (the admin RPC, through `state backup`) holds what was
+/// acknowledged before it and nothing after; `state restore` makes a data dir of it that starts
+/// with exactly that. On the restored dir: a bad arm record is skipped at start (logged naming
+/// it); a bad ledger record refuses start naming it until `state repair` drops it (and says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_until_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = write_config(tmp.path());
+    let svc = Started::running(&cfg, &data);
+    let mut c = svc.client().await;
+    for _ in 0..6 {
+        let id = route(&mut c).await.unwrap();
+        feedback(&mut c, &id).await.unwrap();
+    }
+    let backup = tmp.path().join("backup");
+    let out = backup_cmd(&backup, svc.addr.as_ref().unwrap());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("backed up"), "{text}");
+    // A second backup into the same (now full) directory is refused, saying why.
+    let out = backup_cmd(&backup, svc.addr.as_ref().unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("not empty"),
+        "{err}"
+    );
+    for _ in 0..3 {
+        let id = route(&mut c).await.unwrap();
+        feedback(&mut c, &id).await.unwrap();
+    }
+    assert_eq!(successes(&mut c).await, 9);
+    drop(c);
+    assert!(svc.terminate().await.success());
+
+    let restored = tmp.path().join("restored");
+    let out = Command::new(BIN)
+        .args(["state", "restore", "--from"])
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = state_cmd("check", &restored);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc = Started::running(&cfg, &restored);
+    let mut c = svc.client().await;
+    assert_eq!(
+        successes(&mut c).await,
+        6,
+        "the backup holds what preceded it"
+    );
+    drop(c);
+    assert!(svc.terminate().await.success());
+
+    // A bad arm record: skipped, named in the log; the service starts.
+    let arm = first_key(&restored, "arms");
+    poke(&restored, "arms", &arm, b"null");
+    let svc = Started::running(&cfg, &restored);
+    assert!(svc.terminate().await.success());
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(log.contains("skipped a bad arm record"), "{log}");
+    let class =
+        String::from_utf8_lossy(&arm[..arm.iter().position(|&b| b == 0).unwrap()]).into_owned();
+    assert!(log.contains(&class), "{log}");
+
+    // A bad ledger record: start refused naming it, until repaired.
+    poke(&restored, "ledgers", b"team", b"null");
+    let mut s = spawn(&cfg, &restored, Stdio::piped());
+    assert!(s.addr.is_none(), "started with a bad ledger");
+    let status = s.child.wait().unwrap();
+    let err = s.stderr();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("tree ledgers, key \"team\""), "{err}");
+    assert!(
+        err.contains("state repair") || err.contains("restore a backup"),
+        "{err}"
+    );
+    let out = state_cmd("repair", &restored);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("dropped tree ledgers, key \"team\""),
+        "{text}"
+    );
+    let out = state_cmd("check", &restored);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc = Started::running(&cfg, &restored);
+    let status = svc.terminate().await;
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
 }

@@ -330,6 +330,10 @@ async fn scrape_after_traffic_finds_every_documented_series_with_its_count() {
         "{text}"
     );
     assert_eq!(sum(&s, "switchyard_store_write_errors_total", &[]), 0.0);
+    assert_eq!(
+        sum(&s, "switchyard_store_skipped_arm_records_total", &[]),
+        0.0
+    );
 
     // Pending decisions (feedback does not end a decision: late quality may follow) and memory.
     assert_eq!(sum(&s, "switchyard_pending_decisions", &[]), 40.0);
@@ -340,5 +344,71 @@ async fn scrape_after_traffic_finds_every_documented_series_with_its_count() {
         .await
         .unwrap();
     assert_eq!(other.status(), 404);
+    server.stop().await;
+}
+
+/// The budget series that stay absent in quiet traffic, driven to known values: a decision evicted
+/// by `limits.max_pending = 1` still settles late (its tombstone charges the ledger), crossing the
+/// 50% alert; a second settlement pushes spend past the limit (an overrun of exactly the excess)
+/// and crosses the 80% and 100% alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_settlements_alerts_and_overruns_are_counted() {
+    let class_extra = "budget = \"team\"\n[budgets.team]\nperiod = \"daily\"\nlimit_usd = 1.0\n\
+                       [limits]\nmax_pending = 1\n";
+    let cfg = config(&[spec("alpha", "p1")], class_extra, "kind = \"thompson\"");
+    let (server, url) = TestServer::start_with_metrics(cfg).await;
+    let mut c = server.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let d = c
+            .route(RouteRequest {
+                task_class: "bench".into(),
+                input_tokens: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(d.decision_id);
+    }
+    let settle = |id: &str| FeedbackRequest {
+        decision_id: id.to_string(),
+        outcome: Outcome::Success as i32,
+        latency_ms: Some(300.0),
+        cost_usd: Some(0.6),
+        ..Default::default()
+    };
+    // The first decision was evicted by the second: charged late, not NOT_FOUND.
+    let r = c.feedback(settle(&ids[0])).await.unwrap().into_inner();
+    assert!(r.late, "{r:?}");
+    let r = c.feedback(settle(&ids[1])).await.unwrap().into_inner();
+    assert!(!r.late, "{r:?}");
+
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let s = parse(&text);
+    let team = [("budget_key", "team")];
+    let spent = sum(&s, "switchyard_budget_spent_usd", &team);
+    assert!((spent - 1.2).abs() < 1e-9, "spent {spent}\n{text}");
+    assert_eq!(
+        sum(&s, "switchyard_late_feedback_total", &team),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&s, "switchyard_budget_overruns_total", &team),
+        1.0,
+        "{text}"
+    );
+    let overrun = sum(&s, "switchyard_budget_overrun_usd_total", &team);
+    assert!((overrun - 0.2).abs() < 1e-9, "overrun {overrun}\n{text}");
+    for t in ["0.5", "0.8", "1"] {
+        let alerts = sum(
+            &s,
+            "switchyard_budget_alerts_total",
+            &[("budget_key", "team"), ("threshold", t)],
+        );
+        assert_eq!(alerts, 1.0, "threshold {t}\n{text}");
+    }
+    assert_eq!(sum(&s, "switchyard_budget_alerts_total", &[]), 3.0);
     server.stop().await;
 }

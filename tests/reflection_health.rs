@@ -77,7 +77,10 @@ async fn reflection_lists_and_describes_the_services() {
             "GetBudgets",
             "ResetArms",
             "Reload",
-            "GetSpend"
+            "GetSpend",
+            "GetAbReport",
+            "InvalidateCache",
+            "Backup"
         ]
     );
     server.stop().await;

@@ -135,7 +135,7 @@ impl BudgetConfig {
     }
 
     /// The valid alert thresholds, ascending and deduplicated.
-    pub(super) fn sorted_thresholds(&self) -> Vec<f64> {
+    pub fn sorted_thresholds(&self) -> Vec<f64> {
         let mut v: Vec<f64> = self
             .alert_thresholds
             .iter()

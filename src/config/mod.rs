@@ -4,7 +4,10 @@
 //! through the very same validation.
 
 pub mod anomaly;
+mod cache;
+mod cluster;
 mod defaults;
+pub mod experiment;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -20,6 +23,8 @@ use crate::policy::objective::{Objective, Valuation};
 use crate::policy::{ArmPrior, PolicySettings, Weights};
 
 pub use anomaly::AnomalyConfig;
+pub use cache::*;
+pub use cluster::*;
 pub use defaults::*;
 use raw::RawConfig;
 
@@ -107,6 +112,8 @@ pub struct Config {
     pub auth: Option<crate::auth::AuthConfig>,
     /// `[anomaly]`: cost anomaly alerts.
     pub anomaly: AnomalyConfig,
+    /// `[cluster]`: replicas sharing state through Redis; `None` = a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[server]`'s transport security and shutdown settings.
@@ -114,6 +121,8 @@ pub struct Config {
 pub struct SecurityConfig {
     /// `server.tls`; `None` = plaintext.
     pub tls: Option<TlsConfig>,
+    /// `server.metrics_tls`: TLS for the metrics listener; `None` = plaintext.
+    pub metrics_tls: Option<TlsConfig>,
     /// `server.allow_plaintext`: serve plaintext on a non-loopback address (behind a TLS-terminating
     /// proxy, say).
     pub allow_plaintext: bool,
@@ -284,6 +293,11 @@ pub struct TaskClassConfig {
     pub value_usd_per_quality: Option<f64>,
     /// USD one second of latency costs.
     pub value_usd_per_second: Option<f64>,
+    /// Shadow traffic and the A/B experiment (`experiment.rs`).
+    pub shadow: Option<experiment::ShadowConfig>,
+    pub experiment: Option<experiment::ExperimentConfig>,
+    /// The class's response cache; `None` = no caching.
+    pub cache: Option<CacheConfig>,
 }
 
 impl TaskClassConfig {
@@ -373,9 +387,11 @@ impl Config {
             Some("server.data_dir")
         } else if self.storage != other.storage {
             Some("storage")
-        } else if self.security.tls != other.security.tls {
-            // tonic's TLS acceptor is built once at start.
+        } else if self.security.tls.is_some() != other.security.tls.is_some() {
+            // Turning TLS on or off changes the listener; its files rotate on reload.
             Some("server.tls")
+        } else if self.security.metrics_tls.is_some() != other.security.metrics_tls.is_some() {
+            Some("server.metrics_tls")
         } else if self.security.allow_plaintext != other.security.allow_plaintext {
             Some("server.allow_plaintext")
         } else {

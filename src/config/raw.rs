@@ -43,6 +43,7 @@ pub(super) struct RawConfig {
     auth: Option<crate::auth::AuthConfig>,
     #[serde(default)]
     anomaly: AnomalyConfig,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -148,6 +149,7 @@ struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     tls: Option<RawTls>,
+    metrics_tls: Option<RawTls>,
     allow_plaintext: Option<bool>,
     drain_secs: Option<f64>,
     idle_timeout_secs: Option<f64>,
@@ -222,6 +224,9 @@ struct RawTaskClass {
     quality_target: Option<f64>,
     value_usd_per_quality: Option<f64>,
     value_usd_per_second: Option<f64>,
+    shadow: Option<super::experiment::RawShadow>,
+    experiment: Option<super::experiment::RawExperiment>,
+    cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -304,6 +309,7 @@ impl RawConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let security = security(
             self.server.tls,
+            self.server.metrics_tls,
             self.server.allow_plaintext,
             self.server.drain_secs,
         )?;
@@ -440,6 +446,7 @@ impl RawConfig {
                 .anomaly
                 .validate()
                 .map_err(|e| field_err("anomaly", e))?,
+            cluster: self.cluster.map(|c| c.validate()).transpose()?,
         })
         .and_then(Config::check_auth)
     }
@@ -448,6 +455,7 @@ impl RawConfig {
 /// `[server]`'s TLS, plaintext and drain settings.
 fn security(
     tls: Option<RawTls>,
+    metrics_tls: Option<RawTls>,
     allow_plaintext: Option<bool>,
     drain_secs: Option<f64>,
 ) -> Result<SecurityConfig, ConfigError> {
@@ -458,12 +466,14 @@ fn security(
             format!("must be between 0 and 3600 seconds, got {drain_secs}"),
         ));
     }
+    let tls_config = |t: RawTls| TlsConfig {
+        cert: t.cert,
+        key: t.key,
+        client_ca: t.client_ca,
+    };
     Ok(SecurityConfig {
-        tls: tls.map(|t| TlsConfig {
-            cert: t.cert,
-            key: t.key,
-            client_ca: t.client_ca,
-        }),
+        tls: tls.map(tls_config),
+        metrics_tls: metrics_tls.map(tls_config),
         allow_plaintext: allow_plaintext.unwrap_or(false),
         drain_secs,
     })
@@ -956,7 +966,11 @@ impl RawTaskClass {
             0.0,
             false,
         )?;
+        let (shadow, experiment) =
+            super::experiment::validate_traffic(key, &self.models, self.shadow, self.experiment)?;
         Ok(TaskClassConfig {
+            shadow,
+            experiment,
             name,
             models: self.models,
             weights,
@@ -970,6 +984,7 @@ impl RawTaskClass {
             objective,
             value_usd_per_quality,
             value_usd_per_second,
+            cache: super::cache::RawCache::validate_in(self.cache, key)?,
         })
     }
 

@@ -28,6 +28,8 @@ pub struct RouteInput {
     pub messages: Vec<ChatMessage>,
     /// Labels for spend reports (bounded: `crate::spend::tags`).
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The prompt's embedding for a semantic response cache (empty when not sent).
+    pub embedding: Vec<f32>,
 }
 
 /// One message of a chat prompt.
@@ -106,6 +108,16 @@ pub struct Decision {
     /// The request's tags (a Feedback's tags are merged in).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Shadow traffic: the model the caller runs off the user's path on this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ModelRef>,
+    /// The A/B experiment group, when the class runs an experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_group: Option<ExperimentGroup>,
+    /// The stored response that answered the request (reason `cache_hit`): in memory only, like
+    /// the cache (a decision read back after a restart has none).
+    #[serde(skip)]
+    pub cache_hit: Option<crate::cache::Hit>,
 }
 
 /// A Feedback report. `None` means the field was absent.
@@ -122,11 +134,16 @@ pub struct FeedbackInput {
     pub quality: Option<f64>,
     /// Labels merged into the decision's tags (the Feedback's value wins).
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Reports the decision's shadow call (its `model` may be empty).
+    pub shadow: bool,
 }
 
 /// What Feedback did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedbackResult {
+    /// What this feedback charged to its budget, USD (`None`: nothing), for the cluster's
+    /// shared ledger.
+    pub settled_usd: Option<f64>,
     /// Everything reported was already counted; nothing changed.
     pub duplicate: bool,
     pub arm: ArmSummary,

@@ -60,8 +60,8 @@ impl Engine {
     /// Charges one model call of decision `decision_id` to budget `key`: the first settlement
     /// replaces the decision's reservation; later ones (fallback models reported under the same
     /// decision) add their cost. `actual_usd` is the reported or price-table cost; when unknown, the
-    /// live reservation, else `estimate_usd`. Returns the alert thresholds crossed, the overrun and
-    /// the amount the ledger recorded.
+    /// live reservation, else `estimate_usd`. Returns the alert thresholds crossed, the overrun
+    /// and the amount charged (`None` when the budget is not configured).
     pub(super) fn settle_budget(
         &mut self,
         key: &str,
@@ -154,6 +154,7 @@ impl Engine {
         let alerts = alerts_of(&key, budget, ledger, late.settlement.crossed, now_ms);
         let overrun_usd = late.settlement.overrun_usd;
         let recorded_usd = late.settlement.recorded_usd;
+        let settled_usd = Some(recorded_usd);
         let class = self.class(&t.task_class)?.clone();
         let arm_index = class
             .models
@@ -182,6 +183,7 @@ impl Engine {
             late: true,
             overrun_usd,
             budget_key: Some(key),
+            settled_usd,
         }))
     }
 

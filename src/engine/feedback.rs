@@ -32,6 +32,8 @@ struct Report {
     quality_target: Option<f64>,
     /// The decision's tags with the Feedback's merged in.
     tags: std::collections::BTreeMap<String, String>,
+    /// The report is of the decision's shadow call.
+    shadow: bool,
 }
 
 impl Engine {
@@ -49,6 +51,13 @@ impl Engine {
         if !live && !input.decision_id.is_empty() {
             check_id("decision_id", &input.decision_id)?;
             crate::spend::tags::check(&input.tags).map_err(|e| invalid("tags", e.0))?;
+            if input.shadow {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "decision_id {:?} is unknown or expired; a shadow call is reported while its \
+                     decision accepts feedback ({} s), and its reservation is released at expiry",
+                    input.decision_id, self.config.limits.pending_ttl_secs
+                )));
+            }
             // Bury what expired since the last sweep, so its tombstone is found.
             self.expire(now_ms);
             if let Some(late) = self.settle_late(input, now_ms)? {
@@ -61,7 +70,18 @@ impl Engine {
         self.observe(input, &r, now_ms)?;
         self.account_objective(input, &r, now_ms);
         self.mark_pending(input, &r);
-        let (alerts, overrun_usd) = self.settle(input, &r, now_ms);
+        self.record_sides(
+            &input.decision_id,
+            &r.model.id,
+            r.shadow,
+            Side {
+                outcome: input.outcome.filter(|_| r.outcome_new),
+                latency_ms: r.latency_ms,
+                cost_usd: r.cost_usd,
+                quality: r.quality.filter(|_| r.quality_new),
+            },
+        );
+        let (alerts, overrun_usd, settled_usd) = self.settle(input, &r, now_ms);
         self.log_feedback(input, &r, now_ms);
         let arm = self.summary(&r.class.name, r.arm_index, now_ms)?;
         let counted = Counted {
@@ -78,6 +98,7 @@ impl Engine {
             late: false,
             overrun_usd,
             budget_key: r.budget_key.clone(),
+            settled_usd,
         })
     }
 
@@ -103,15 +124,45 @@ impl Engine {
                 ))
             })?;
         let class = self.class(&pending.decision.task_class)?.clone();
-        let model_id = if input.model.is_empty() {
-            &pending.decision.model
-        } else {
-            &input.model
+        let model_id = match (&pending.decision.shadow, input.shadow) {
+            (Some(s), true) if input.model.is_empty() || input.model == s.model => &s.model,
+            (Some(s), true) => {
+                return Err(invalid(
+                    "model",
+                    format!(
+                        "the shadow call of decision {:?} is model {:?}, not {}; report it with \
+                         that model (or an empty model)",
+                        input.decision_id,
+                        s.model,
+                        echo(&input.model)
+                    ),
+                ))
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "shadow",
+                    format!(
+                        "decision {:?} issued no shadow call (RouteResponse.shadow was unset); \
+                         report its own model with shadow = false",
+                        input.decision_id
+                    ),
+                ))
+            }
+            _ if input.model.is_empty() => &pending.decision.model,
+            _ => &input.model,
         };
-        // Only the chosen model or one of its listed fallbacks can have been called for this
-        // decision; anything else would charge spend and credit an arm the decision never offered.
+        // Only the chosen model, one of its listed fallbacks or its shadow (reported as such) can
+        // have been called for this decision; anything else would charge spend and credit an
+        // arm the decision never offered.
+        let shadow_offered = pending
+            .decision
+            .shadow
+            .as_ref()
+            .map(|s| &s.model)
+            .filter(|_| input.shadow);
         let offered = std::iter::once(&pending.decision.model)
-            .chain(pending.decision.fallbacks.iter().map(|f| &f.model));
+            .chain(pending.decision.fallbacks.iter().map(|f| &f.model))
+            .chain(shadow_offered);
         let arm_index = match offered
             .clone()
             .any(|m| m == model_id)
@@ -178,7 +229,27 @@ impl Engine {
                 ));
             }
         }
-        if quality.is_some() && input.outcome.is_none() && pending.failed.contains(model_id) {
+        let failed = if input.shadow {
+            pending
+                .sides
+                .shadow
+                .outcome
+                .is_some_and(|o| !o.is_success())
+        } else {
+            pending.failed.contains(model_id)
+        };
+        let (outcome_seen, quality_seen) = if input.shadow {
+            (
+                pending.sides.shadow.outcome.is_some(),
+                pending.sides.shadow.quality.is_some(),
+            )
+        } else {
+            (
+                pending.outcomes.contains(model_id),
+                pending.qualities.contains(model_id),
+            )
+        };
+        if quality.is_some() && input.outcome.is_none() && failed {
             return Err(EngineError::FailedPrecondition(format!(
                 "model {model_id:?} failed on decision {:?}; a quality score rates a successful \
                  answer",
@@ -194,17 +265,19 @@ impl Engine {
             .map_err(|e| invalid("tags", e.0))?;
         Ok(Report {
             tags,
-            outcome_new: input.outcome.is_some() && !pending.outcomes.contains(model_id),
-            quality_new: quality.is_some() && !pending.qualities.contains(model_id),
+            outcome_new: input.outcome.is_some() && !outcome_seen,
+            quality_new: quality.is_some() && !quality_seen,
             decided_tokens: (
                 pending.decision.input_tokens,
                 pending.decision.output_tokens,
             ),
             budget_key: pending.decision.budget_key.clone(),
+            // A shadow outcome never counts toward the class's achieved quality.
             quality_target: pending
                 .decision
                 .quality_target
-                .filter(|_| *model_id == pending.decision.model),
+                .filter(|_| *model_id == pending.decision.model && !input.shadow),
+            shadow: input.shadow,
             class,
             model,
             arm_index,
@@ -308,6 +381,9 @@ impl Engine {
 
     /// Notes on the pending decision which models' outcome, failure and quality were reported.
     fn mark_pending(&mut self, input: &FeedbackInput, r: &Report) {
+        if r.shadow {
+            return; // kept in the pending record's sides (`record_sides`)
+        }
         if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
             let p = Arc::make_mut(p);
             if p.decision.tags != r.tags {
@@ -332,9 +408,9 @@ impl Engine {
         input: &FeedbackInput,
         r: &Report,
         now_ms: u64,
-    ) -> (Vec<BudgetAlert>, f64) {
+    ) -> (Vec<BudgetAlert>, f64, Option<f64>) {
         let (Some(outcome), true) = (input.outcome, r.outcome_new) else {
-            return (Vec::new(), 0.0);
+            return (Vec::new(), 0.0, None);
         };
         let estimate = if outcome == Outcome::RateLimited {
             0.0 // a rate-limited call is refused before any tokens are billed
@@ -342,7 +418,14 @@ impl Engine {
             r.model.cost_usd(r.decided_tokens.0, r.decided_tokens.1)
         };
         let (alerts, overrun, recorded) = match &r.budget_key {
-            Some(key) => self.settle_budget(key, &input.decision_id, r.cost_usd, estimate, now_ms),
+            Some(key) => {
+                let id = if r.shadow {
+                    shadow_reservation_id(&input.decision_id)
+                } else {
+                    input.decision_id.clone()
+                };
+                self.settle_budget(key, &id, r.cost_usd, estimate, now_ms)
+            }
             None => (Vec::new(), 0.0, None),
         };
         self.account_spend(
@@ -357,7 +440,7 @@ impl Engine {
             },
             now_ms,
         );
-        (alerts, overrun)
+        (alerts, overrun, recorded)
     }
 
     /// Logs the new outcome and quality score.
@@ -374,6 +457,7 @@ impl Engine {
                     charged_usd: r.cost_usd,
                     input_tokens: r.input_tokens,
                     output_tokens: r.output_tokens,
+                    shadow: r.shadow,
                 }))
             });
         }
@@ -384,6 +468,7 @@ impl Engine {
                     t_ms: now_ms,
                     model: r.model.id.clone(),
                     quality,
+                    shadow: r.shadow,
                 }))
             });
         }

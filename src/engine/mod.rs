@@ -13,15 +13,22 @@
 
 mod api;
 mod budgeting;
+mod cache_hit;
+mod cluster;
 mod error;
+mod experiment;
 mod feedback;
 mod gate;
 mod pending;
 mod reason;
 mod reload;
 mod route;
+mod shadow;
+#[cfg(test)]
+mod shadow_tests;
 mod spending;
 mod stats;
+mod tenant;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -41,13 +48,18 @@ pub use crate::time::format_ms;
 use crate::validation::echo;
 pub use api::*;
 pub use budgeting::*;
+pub use cache_hit::HitFeedback;
 pub use error::*;
+pub use experiment::{stable_unit, ExperimentGroup};
 use gate::*;
 pub use pending::*;
 pub use reason::Reason;
 pub use reload::Reconfigured;
 use route::Chosen;
+pub use shadow::{shadow_reservation_id, PairSides, PairStats, PairedSummary, Side};
+use shadow::{Pairs, ShadowAsk};
 pub use stats::*;
+pub use tenant::DecisionOwner;
 use validate::*;
 
 /// Learned state of one task class: one arm per configured model, in config order.
@@ -90,6 +102,8 @@ pub struct Engine {
     spend: crate::spend::SpendState,
     /// Cost anomalies not yet taken by the caller.
     spikes: Vec<crate::spend::Spike>,
+    /// Shadow traffic's paired comparisons (recomputed from the decision log on restart).
+    pairs: Pairs,
 }
 
 /// One class's objective states, by quality target in basis points.
@@ -210,6 +224,7 @@ impl Engine {
             retired: BTreeMap::new(),
             spend: Default::default(),
             spikes: Vec::new(),
+            pairs: Pairs::new(),
         }
     }
 
@@ -476,6 +491,7 @@ impl Engine {
                     .chain(d.fallbacks.iter().map(|f| f.model.clone()))
                     .collect();
                 l.bury(b, &d.id, &d.task_class, models, limits, now_ms);
+                l.release(b, &shadow_reservation_id(&d.id), now_ms);
             }
         }
     }

@@ -19,6 +19,12 @@ pub struct PendingDecision {
     pub failed: Vec<String>,
     /// Models whose quality was reported.
     pub qualities: Vec<String>,
+    /// The tenant of the key that made the decision (see `tenant.rs`); `None` = no tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// A shadowed decision's two calls, as reported so far (shadow traffic: `shadow.rs`).
+    #[serde(default)]
+    pub sides: PairSides,
 }
 
 /// Pending decisions, bounded by TTL and count, with the request_id index.

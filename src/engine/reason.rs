@@ -42,11 +42,13 @@ pub enum Reason {
     ExplorationFloor,
     /// The simulator's oracle (the best model in hindsight), in simulated logged traffic.
     Oracle,
+    /// The response cache answered with a stored response; no model is called.
+    CacheHit,
 }
 
 impl Reason {
     /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Sampled,
         Reason::AdaptiveSampled,
         Reason::Explore,
@@ -66,6 +68,7 @@ impl Reason {
         Reason::BudgetPacing,
         Reason::ExplorationFloor,
         Reason::Oracle,
+        Reason::CacheHit,
     ];
 
     /// The wire name (proto `reason`, logged traffic, metrics label).
@@ -90,6 +93,7 @@ impl Reason {
             Reason::BudgetPacing => "budget_pacing",
             Reason::ExplorationFloor => "exploration_floor",
             Reason::Oracle => "oracle",
+            Reason::CacheHit => "cache_hit",
         }
     }
 
@@ -110,6 +114,7 @@ impl Reason {
                 | Reason::BudgetExhausted
                 | Reason::BudgetPacing
                 | Reason::Oracle
+                | Reason::CacheHit
         )
     }
 }

@@ -29,7 +29,18 @@ impl Engine {
         self.refresh_arms(&class.name, &prepared.requested, now_ms, rng)?;
         let picked = self.pick(&class, input, &prepared, now_ms, rng)?;
         self.take_arm(&class.name, &picked, now_ms);
-        Ok(self.remember(&class, input, prepared, picked, now_ms))
+        let ask = ShadowAsk {
+            decision_id: &picked.id,
+            chosen: picked.arm_index,
+            closed: &prepared.gate.closed,
+            budget_key: prepared.budget_key.as_deref(),
+            pace: prepared.pace,
+            input_tokens: prepared.input_tokens,
+            output_tokens: prepared.output_tokens,
+            max_output_given: input.max_output_tokens > 0,
+        };
+        let shadow = self.pick_shadow(&class, &ask, now_ms, rng);
+        Ok(self.remember(&class, input, prepared, picked, shadow, now_ms))
     }
 
     /// Validates the request and settles everything the policy needs: the scoring (paced by the
@@ -192,7 +203,7 @@ impl Engine {
             scoring: p.scoring,
             valuation: paced(valuation, p.pace),
         };
-        let (choice, probs) = match p.gate.forced {
+        let (choice, probs, experiment_group) = match p.gate.forced {
             Some((_, reason)) => (
                 Chosen {
                     index: 0,
@@ -200,6 +211,11 @@ impl Engine {
                     reason,
                 },
                 one_hot(candidates.len(), 0),
+                // Forced by the breakers whatever the group; still counted in its group.
+                class
+                    .experiment
+                    .as_ref()
+                    .map(|e| experiment::assign(e.fraction, &input.request_id, rng)),
             ),
             None => {
                 let requested: Vec<Candidate<'_>> = if p.requested.len() > p.eligible.len() {
@@ -207,7 +223,23 @@ impl Engine {
                 } else {
                     Vec::new()
                 };
-                policy_choice(config, &candidates, &requested, p, &rs, rng)
+                let router = policy_choice(config, &candidates, &requested, p, &rs, rng);
+                match &class.experiment {
+                    Some(e) => {
+                        let (c, probs, g) = experiment::under_experiment(
+                            e,
+                            &config.policy.settings,
+                            &input.request_id,
+                            &candidates,
+                            &models,
+                            &rs,
+                            router,
+                            rng,
+                        );
+                        (c, probs, Some(g))
+                    }
+                    None => (router.0, router.1, None),
+                }
             }
         };
         let id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
@@ -266,6 +298,7 @@ impl Engine {
             expected: Expected::from(chosen.arm.means(chosen.cost_scale)),
             fallbacks,
             eligible: models.iter().map(|m| m.id.clone()).collect(),
+            experiment_group,
         })
     }
 
@@ -288,9 +321,14 @@ impl Engine {
         input: &RouteInput,
         prepared: Prepared,
         picked: Picked,
+        shadow: Option<ModelRef>,
         now_ms: u64,
     ) -> Decision {
         let ttl_ms = (self.config.limits.pending_ttl_secs * 1000.0) as u64;
+        let policy = match (picked.experiment_group, &class.experiment) {
+            (Some(ExperimentGroup::Control), Some(e)) => e.control.label(),
+            _ => self.config.policy.settings.kind.as_str().to_string(),
+        };
         let decision = Decision {
             id: picked.id,
             task_class: class.name.clone(),
@@ -300,7 +338,7 @@ impl Engine {
             propensity: picked.propensity,
             expected: picked.expected,
             reason: picked.reason,
-            policy: self.config.policy.settings.kind.as_str().to_string(),
+            policy,
             eligible: picked.eligible,
             created_ms: now_ms,
             expires_ms: now_ms.saturating_add(ttl_ms),
@@ -310,6 +348,9 @@ impl Engine {
             replayed: false,
             quality_target: prepared.quality_target,
             tags: input.tags.clone(),
+            shadow,
+            experiment_group: picked.experiment_group,
+            cache_hit: None,
         };
         let evicted = self.pending.insert(
             PendingDecision {
@@ -318,6 +359,8 @@ impl Engine {
                 outcomes: Vec::new(),
                 failed: Vec::new(),
                 qualities: Vec::new(),
+                tenant: None,
+                sides: PairSides::default(),
             },
             self.config.limits.max_pending,
         );
@@ -330,7 +373,11 @@ impl Engine {
     }
 
     /// The pending decision for a repeated request_id, if any.
-    fn replay(&self, input: &RouteInput, now_ms: u64) -> Result<Option<Decision>, EngineError> {
+    pub(super) fn replay(
+        &self,
+        input: &RouteInput,
+        now_ms: u64,
+    ) -> Result<Option<Decision>, EngineError> {
         if input.request_id.is_empty() {
             return Ok(None);
         }
@@ -357,7 +404,7 @@ impl Engine {
         Ok(Some(d))
     }
 
-    fn request_scoring(
+    pub(super) fn request_scoring(
         &self,
         class: &TaskClassConfig,
         input: &RouteInput,
@@ -396,7 +443,7 @@ impl Engine {
     }
 
     /// Indices (into the class's models) of the request's candidates, deduplicated, in class order.
-    fn candidate_indices(
+    pub(super) fn candidate_indices(
         &self,
         class: &TaskClassConfig,
         candidates: &[String],
@@ -460,6 +507,7 @@ struct Picked {
     expected: Expected,
     fallbacks: Vec<ModelRef>,
     eligible: Vec<String>,
+    experiment_group: Option<ExperimentGroup>,
 }
 
 /// A choice among the eligible candidates, with its reason.
@@ -546,7 +594,7 @@ fn no_state(class: &str) -> EngineError {
 /// The request's own money valuation, when it sends one: `value_usd_per_quality` (and optionally
 /// `value_usd_per_second`), each finite and in [0, 1e6]; not together with `weights` or
 /// `quality_target`, which state the trade-off another way.
-fn request_money(input: &RouteInput) -> Result<Option<Valuation>, EngineError> {
+pub(super) fn request_money(input: &RouteInput) -> Result<Option<Valuation>, EngineError> {
     let check = |field: &str, v: Option<f64>| -> Result<Option<f64>, EngineError> {
         match v {
             Some(x) if !(x.is_finite() && (0.0..=MAX_WEIGHT).contains(&x)) => Err(invalid(

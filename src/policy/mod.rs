@@ -19,6 +19,7 @@ pub mod cheapest;
 pub mod epsilon_greedy;
 pub mod floor;
 pub mod lowest_latency;
+pub mod merge;
 pub mod objective;
 pub mod pool;
 pub mod posterior;

@@ -6,6 +6,7 @@ use super::security::ReloadError;
 use crate::auth::AuthError;
 use crate::breaker::BreakerState;
 use crate::budget::{BudgetState, OnCap, Period};
+use crate::engine::PairedSummary;
 use crate::engine::{
     ArmSummary, BudgetSummary, ChatMessage, Decision, EngineError, FeedbackInput, HealthInput,
     HealthSignal, ModelRef, ObjectiveSummary, RouteInput,
@@ -43,7 +44,7 @@ pub fn auth_status(e: AuthError) -> Status {
 /// Maps a refused reload to its gRPC status.
 pub fn reload_status(e: ReloadError) -> Status {
     let code = match &e {
-        ReloadError::Invalid(_) => Code::InvalidArgument,
+        ReloadError::Invalid(_) | ReloadError::Tls(_) => Code::InvalidArgument,
         ReloadError::RestartNeeded(_) => Code::FailedPrecondition,
     };
     Status::new(code, e.to_string())
@@ -81,6 +82,7 @@ impl From<proto::RouteRequest> for RouteInput {
                 })
                 .collect(),
             tags: r.tags.into_iter().collect(),
+            embedding: r.embedding,
         }
     }
 }
@@ -113,6 +115,7 @@ impl TryFrom<proto::FeedbackRequest> for FeedbackInput {
             cost_usd: r.cost_usd,
             quality: r.quality,
             tags: r.tags.into_iter().collect(),
+            shadow: r.shadow,
         })
     }
 }
@@ -126,10 +129,25 @@ fn model_ref(m: ModelRef) -> proto::ModelRef {
 
 impl From<Decision> for proto::RouteResponse {
     fn from(d: Decision) -> Self {
+        // A cache hit names no model to call: the one that produced the answer is in `cache_hit`.
+        let (model, provider) = match &d.cache_hit {
+            Some(_) => (String::new(), String::new()),
+            None => (d.model, d.provider),
+        };
         proto::RouteResponse {
+            cache_hit: d.cache_hit.map(|h| proto::CacheHit {
+                response: h.response.to_string(),
+                model: h.model,
+                provider: h.provider,
+                age_ms: to_i64(h.age_ms),
+                source_decision_id: h.source_decision_id,
+                similarity: h.similarity,
+                saved_cost_usd: h.saved_cost_usd,
+                saved_latency_ms: h.saved_latency_ms,
+            }),
             decision_id: d.id,
-            model: d.model,
-            provider: d.provider,
+            model,
+            provider,
             fallbacks: d.fallbacks.into_iter().map(model_ref).collect(),
             propensity: d.propensity,
             expected: Some(proto::Expected {
@@ -145,6 +163,24 @@ impl From<Decision> for proto::RouteResponse {
             replayed: d.replayed,
             expires_at_unix_ms: to_i64(d.expires_ms),
             budget_key: d.budget_key.unwrap_or_default(),
+            shadow: d.shadow.map(model_ref),
+            experiment_group: d
+                .experiment_group
+                .map(|g| g.as_str().to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl From<PairedSummary> for proto::PairedComparison {
+    fn from(p: PairedSummary) -> Self {
+        proto::PairedComparison {
+            task_class: p.task_class,
+            model: p.model,
+            shadow_model: p.shadow_model,
+            quality_diff: Some(p.stats.quality.interval().into()),
+            cost_diff_usd: Some(p.stats.cost_usd.interval().into()),
+            latency_diff_ms: Some(p.stats.latency_ms.interval().into()),
         }
     }
 }
@@ -185,6 +221,11 @@ impl From<ArmSummary> for proto::ArmStats {
             latency_p95_ms: a.latency_p95_ms,
             cost_mean_usd: a.cost_mean_usd,
             traffic_share: a.traffic_share,
+            // Cluster fields are filled by the handler (the engine does not know the cluster).
+            served_by: String::new(),
+            cluster_wide: false,
+            cluster_synced_unix_ms: 0,
+            live_replicas: 0,
             breaker_state: match a.breaker.state {
                 BreakerState::Closed => proto::BreakerState::Closed,
                 BreakerState::Open => proto::BreakerState::Open,
@@ -274,6 +315,33 @@ impl From<BudgetSummary> for proto::Budget {
             time_zone: b.time_zone,
             alert_thresholds_crossed: b.alert_thresholds_crossed,
             alert_thresholds: b.alert_thresholds,
+            // Cluster fields are filled by the handler.
+            cluster_shared: false,
+            fallback: false,
+            fallback_allowance_usd: 0.0,
+            fallback_spent_usd: 0.0,
+            served_by: String::new(),
+        }
+    }
+}
+
+impl From<crate::cache::CacheStats> for proto::CacheStats {
+    fn from(s: crate::cache::CacheStats) -> Self {
+        proto::CacheStats {
+            hit_rate: s.hit_rate(),
+            task_class: s.task_class,
+            mode: s.mode.to_string(),
+            entries: s.entries,
+            max_entries: s.max_entries,
+            lookups: s.lookups,
+            hits: s.hits,
+            saved_cost_usd: s.saved_cost_usd,
+            saved_latency_ms: s.saved_latency_ms,
+            stored: s.stored,
+            evicted: s.evicted,
+            expired: s.expired,
+            invalidated: s.invalidated,
+            bytes: s.bytes,
         }
     }
 }

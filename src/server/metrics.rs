@@ -33,6 +33,9 @@ pub enum Method {
     ResetArms,
     Reload,
     GetSpend,
+    GetAbReport,
+    InvalidateCache,
+    Backup,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,8 +128,11 @@ pub struct Metrics {
     pending: Gauge,
     resident_memory: Gauge,
     store_errors: Counter,
+    skipped_arms: Counter,
     lock_wait: Histogram,
     lock_hold: Histogram,
+    /// The response cache's series.
+    pub cache: super::cache::CacheMetrics,
 }
 
 fn handling_histogram() -> Histogram {
@@ -303,6 +309,12 @@ impl Metrics {
                 "Writer cycles whose write or flush to the data dir failed",
                 Counter::default(),
             ),
+            skipped_arms: register(
+                &mut r,
+                "switchyard_store_skipped_arm_records",
+                "Bad arm records skipped at start (each arm restarts at its priors; logged naming it)",
+                Counter::default(),
+            ),
             lock_wait: register(
                 &mut r,
                 "switchyard_engine_lock_wait_seconds",
@@ -315,6 +327,7 @@ impl Metrics {
                 "Time a request held the engine lock (the engine call itself)",
                 lock_histogram(),
             ),
+            cache: super::cache::CacheMetrics::register(&mut r),
             registry: r,
         }
     }
@@ -396,6 +409,11 @@ impl Metrics {
     /// A failed writer cycle.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Bad arm records skipped by the restore at start.
+    pub fn skipped_arms(&self, n: u64) {
+        self.skipped_arms.inc_by(n);
     }
 
     /// Budget alert thresholds crossed.

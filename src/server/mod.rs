@@ -5,13 +5,18 @@
 //! and never across an `.await`; the clock is read here, not in the engine.
 
 pub mod alerts;
+pub mod cache;
 pub mod convert;
+mod experiments;
 pub mod limits;
+mod listeners;
 pub mod metrics;
+pub mod otel;
 pub mod persist;
 pub mod probes;
 pub mod security;
 mod spend;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,13 +34,15 @@ use crate::config::{Config, Durability};
 use crate::engine::{ArmFilter, BudgetAlert, Engine, FeedbackInput, HealthInput, RouteInput};
 use crate::proto;
 use crate::proto::route_server::RouteServer;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Store, StoreError, StoreSlot};
 use convert::status;
 use metrics::Method;
 
 /// How often expired pending decisions are swept.
 /// The grpc.health.v1 service name of the data dir's write path.
 pub const STORE_HEALTH_SERVICE: &str = "switchyard.v1.Store";
+/// The grpc.health.v1 service name of the cluster's shared store (Redis), in cluster mode.
+pub const CLUSTER_HEALTH_SERVICE: &str = "switchyard.v1.Cluster";
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::time::now_ms;
@@ -60,14 +67,18 @@ pub struct Shared {
     core: Arc<Mutex<Core>>,
     /// Where budget alerts go; `None` = only logged.
     alerts: Option<alerts::AlertSender>,
-    /// The data dir, when persistence is on.
-    store: Option<Arc<Store>>,
+    /// The data dir, when persistence is on (reopened in place by the writer after a failure).
+    store: Option<Arc<StoreSlot>>,
     /// The data dir's writer, when persistence is on.
     writer: Option<persist::Writer>,
     /// `sync` durability: Feedback and ResetArms wait for the writer.
     sync: bool,
     /// Prometheus series (the writer counts its failures).
     metrics: Arc<metrics::Metrics>,
+    /// The response cache (its own lock, never held with the engine's).
+    cache: Mutex<crate::cache::ResponseCache>,
+    /// `[cluster]`: the shared store, when replicas share state.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -78,6 +89,7 @@ impl Shared {
             None => SmallRng::from_os_rng(),
         };
         Shared {
+            cache: cache::new_cache(&config),
             core: Arc::new(Mutex::new(Core {
                 engine: Engine::new(config, now_ms()),
                 rng,
@@ -87,6 +99,7 @@ impl Shared {
             writer: None,
             sync: false,
             metrics: Arc::new(metrics::Metrics::new()),
+            cluster: None,
         }
     }
 
@@ -94,24 +107,35 @@ impl Shared {
     /// items the config no longer has. Starts the data dir's writer thread.
     pub fn with_store(
         config: Config,
-        store: Arc<Store>,
+        store: Arc<StoreSlot>,
         sender: Option<alerts::AlertSender>,
     ) -> Result<(Self, Vec<String>), StoreError> {
         let base = Shared::new(config.clone());
-        let restored = store.load(now_ms(), config.limits.max_pending)?;
+        let restored = store.with(|s| s.load(now_ms(), config.limits.max_pending))?;
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
+        if engine
+            .config()
+            .task_classes
+            .values()
+            .any(|c| c.shadow.is_some())
+        {
+            // Paired shadow comparisons are recomputed from the decision log (shadow.rs).
+            engine.restore_pairs(&store.with(|s| s.export(0, u64::MAX))?);
+        }
         engine.log_events();
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
+        let cache = cache::new_cache(engine.config());
         let core = Arc::new(Mutex::new(Core { engine, rng }));
         let take: persist::TakeChanges = {
             let core = Arc::clone(&core);
             Box::new(move || lock_core(&core).engine.take_changes())
         };
         // Expiry at restore dropped some pending decisions: persist that now.
-        persist::cycle(&store, &take, &mut persist::Queue::new(), true)?;
+        persist::cycle(&store, &take, &mut persist::Backlog::default(), true)?;
         let metrics = Arc::new(metrics::Metrics::new());
+        metrics.skipped_arms(store.with(|s| Ok(s.skipped_arms()))?);
         let counted = Arc::clone(&metrics);
         let writer = persist::Writer::start(
             Arc::clone(&store),
@@ -130,6 +154,8 @@ impl Shared {
             writer: Some(writer),
             sync,
             metrics,
+            cache,
+            cluster: None,
         };
         Ok((shared, warnings))
     }
@@ -140,6 +166,11 @@ impl Shared {
             alerts: Some(sender),
             ..Shared::new(config)
         }
+    }
+
+    /// Delivers alerts the cluster fired (once across replicas).
+    pub fn publish_alerts(&self, crossed: &[BudgetAlert]) {
+        self.publish(crossed);
     }
 
     /// Logs and queues crossed budget thresholds; never waits.
@@ -190,7 +221,16 @@ impl Shared {
                 // Nothing persists: drop the change set the engine tracked.
                 engine.discard_changes();
             }
-            (out, engine.take_transitions(), got, engine.take_spikes())
+            let transitions = engine.take_transitions();
+            if let Some(c) = &self.cluster {
+                for t in &transitions {
+                    let until = engine
+                        .breaker(&t.model)
+                        .and_then(|b| b.open_until_ms(now_ms()));
+                    crate::cluster::glue::on_transition(c, &t.model, &t.transition, until);
+                }
+            }
+            (out, transitions, got, engine.take_spikes())
         };
         self.publish_anomalies(&spikes);
         self.metrics.engine_lock(got - asked, got.elapsed());
@@ -215,7 +255,43 @@ impl Shared {
             let core = self.lock();
             self.metrics.refresh(&core.engine, now_ms());
         }
-        self.metrics.encode()
+        self.metrics.cache.refresh(&self.cache_stats());
+        let text = self.metrics.encode();
+        match (&self.cluster, text.rfind("# EOF")) {
+            (Some(c), Some(at)) => format!("{}{}{}", &text[..at], c.metrics_lines(), &text[at..]),
+            _ => text,
+        }
+    }
+
+    /// A Feedback's durability and its budget alerts: in `sync` mode waits until its writes are
+    /// flushed; the alerts are published only once the write holding their spend is committed
+    /// (a task waits for it when the write fails or is not awaited; at once without a data dir).
+    /// An alert whose write never commits (the server stops first) is logged, not published.
+    async fn settle(self: &Arc<Self>, alerts: Vec<BudgetAlert>) -> Result<(), Status> {
+        let Some(w) = &self.writer else {
+            self.publish(&alerts);
+            return Ok(());
+        };
+        if alerts.is_empty() {
+            return self.durable().await;
+        }
+        let ticket = w.ticket()?;
+        let committed = w.committed(ticket);
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            if committed.await {
+                shared.publish(&alerts);
+            } else {
+                for a in &alerts {
+                    tracing::error!(
+                        budget_key = %a.budget_key,
+                        threshold = a.threshold,
+                        "budget alert not published: the spend that crossed it was never persisted"
+                    );
+                }
+            }
+        });
+        self.durable().await
     }
 
     /// Waits for the durability rule of a Feedback: in `sync` mode, until its writes are flushed.
@@ -242,7 +318,9 @@ impl Shared {
             }
         };
         let store = Arc::clone(store);
-        match tokio::task::spawn_blocking(move || store.trim_events(now_ms(), &bounds)).await {
+        match tokio::task::spawn_blocking(move || store.with(|s| s.trim_events(now_ms(), &bounds)))
+            .await
+        {
             Ok(Ok(n)) if n > 0 => tracing::debug!(dropped = n, "trimmed decision log"),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot trim decision log"),
@@ -253,6 +331,7 @@ impl Shared {
     /// Drops expired pending decisions and applies time-driven breaker changes; returns how many
     /// decisions expired.
     pub fn tick(&self) -> usize {
+        self.cache().expire(now_ms());
         self.with_engine(|engine, _| {
             let now = now_ms();
             engine.poll_breakers(now);
@@ -265,7 +344,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct RouteService {
     shared: Arc<Shared>,
-    keys: Arc<security::Keys>,
+    edge: Arc<security::Edge>,
     reload: Arc<security::ReloadSource>,
 }
 
@@ -274,7 +353,7 @@ impl RouteService {
     pub fn new(shared: Arc<Shared>) -> Self {
         RouteService {
             shared,
-            keys: Arc::default(),
+            edge: Arc::new(security::Edge::plain()),
             reload: Arc::default(),
         }
     }
@@ -286,18 +365,22 @@ impl RouteService {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<Principal>, Status> {
         let path = format!("/{}/{method:?}", crate::auth::ROUTE_SERVICE);
-        self.keys.check(&path, metadata)
+        self.edge.keys.check(&path, metadata)
     }
 
-    /// Runs one handler, then counts it and its handling time.
+    /// Runs one handler inside its RPC span (when traces are exported), then counts it and its
+    /// handling time.
     async fn timed<T>(
         &self,
         method: Method,
         handler: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
+        use tracing::Instrument;
         let start = Instant::now();
-        let result = handler.await;
+        let span = otel::rpc_span(method);
+        let result = handler.instrument(span.clone()).await;
         let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
+        otel::record_status(&span, code);
         self.shared.metrics.rpc(method, code, start.elapsed());
         result
     }
@@ -366,6 +449,65 @@ impl proto::route_server::Route for RouteService {
         self.timed(Method::GetSpend, self.get_spend_impl(request))
             .await
     }
+    async fn get_ab_report(
+        &self,
+        request: Request<proto::GetAbReportRequest>,
+    ) -> Result<Response<proto::GetAbReportResponse>, Status> {
+        self.timed(Method::GetAbReport, self.get_ab_report_impl(request))
+            .await
+    }
+
+    async fn invalidate_cache(
+        &self,
+        request: Request<proto::InvalidateCacheRequest>,
+    ) -> Result<Response<proto::InvalidateCacheResponse>, Status> {
+        self.timed(Method::InvalidateCache, self.invalidate_cache_impl(request))
+            .await
+    }
+
+    async fn backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        self.timed(Method::Backup, self.backup_impl(request)).await
+    }
+}
+
+impl RouteService {
+    /// A consistent copy of the data dir into a new directory (see [`store`]'s backup module).
+    async fn backup_impl(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::BackupResponse>, Status> {
+        self.caller(Method::Backup, request.metadata())?;
+        let to = request.into_inner().to_dir;
+        if to.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "to_dir is empty; give a new directory on the service's host",
+            ));
+        }
+        let Some(slot) = self.shared.store.clone() else {
+            return Err(Status::failed_precondition(
+                "no data dir to back up: storage.durability is memory",
+            ));
+        };
+        let dir = std::path::PathBuf::from(&to);
+        let copied = tokio::task::spawn_blocking(move || slot.with(|s| s.backup_to(&dir)))
+            .await
+            .map_err(|e| Status::internal(format!("backup task failed: {e}")))?
+            .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "backup to {} failed: {}",
+                    crate::validation::echo(&to),
+                    crate::validation::echo(&e.to_string())
+                ))
+            })?;
+        info!(to_dir = %crate::validation::echo(&to), generation = copied.generation, records = copied.records, "data dir backed up");
+        Ok(Response::new(proto::BackupResponse {
+            generation: copied.generation,
+            records: copied.records,
+        }))
+    }
 }
 
 impl RouteService {
@@ -375,6 +517,7 @@ impl RouteService {
     ) -> Result<Response<proto::RouteResponse>, Status> {
         let caller = self.caller(Method::Route, request.metadata())?;
         let mut input = RouteInput::from(request.into_inner());
+        otel::record_class(&input.task_class);
         if let Some(p) = &caller {
             p.check_class(&input.task_class)
                 .map_err(convert::auth_status)?;
@@ -382,13 +525,40 @@ impl RouteService {
                 .budget_key_for(&input.budget_key)
                 .map_err(convert::auth_status)?;
         }
-        let decision = self
-            .shared
-            .with_engine(|engine, rng| engine.route(&input, now_ms(), rng));
-        let decision = decision.map_err(status)?;
+        let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
+        let tenant = tenant.map(|t| t.name.as_str());
+        let (query, hit) = self.shared.cache_lookup(&input, tenant.unwrap_or(""))?;
+        let mut decision = self.shared.with_engine(|engine, rng| {
+            let d = match hit {
+                Some(hit) => engine.route_hit(&input, hit, now_ms(), rng),
+                None => engine.route(&input, now_ms(), rng),
+            }
+            .map_err(status)?;
+            // A replayed request_id answers with the decision it named: only to the same tenant.
+            if d.replayed {
+                let made_under = engine.pending(&d.id).and_then(|p| p.tenant.as_deref());
+                if made_under != tenant {
+                    return Err(Status::permission_denied(format!(
+                        "request_id {:?} names a decision made under another tenant; use a new request_id",
+                        crate::validation::echo(&input.request_id)
+                    )));
+                }
+            } else {
+                engine.set_tenant(&d.id, tenant);
+            }
+            Ok(d)
+        })?;
+        otel::record_decision(&decision.model, decision.reason.as_str());
+        if let (Some(c), false) = (
+            &self.shared.cluster,
+            decision.replayed || decision.cache_hit.is_some(),
+        ) {
+            decision = crate::cluster::glue::route(&self.shared, c, decision).await?;
+        }
         if !decision.replayed {
             self.shared.metrics.decision(&decision);
         }
+        self.shared.cache_routed(&decision, query);
         Ok(Response::new(decision.into()))
     }
 
@@ -397,28 +567,31 @@ impl RouteService {
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let caller = self.caller(Method::Feedback, request.metadata())?;
-        let input = FeedbackInput::try_from(request.into_inner())?;
+        let mut request = request.into_inner();
+        let response = std::mem::take(&mut request.response);
+        let input = FeedbackInput::try_from(request)?;
+        if let Some(answer) = self.hit_feedback(caller.as_ref(), &input) {
+            let answer = answer?;
+            self.shared.durable().await?;
+            return Ok(Response::new(answer));
+        }
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::adopt(&self.shared, c, &input.decision_id).await;
+        }
         let result = self.shared.with_engine(|engine, _| {
-            if let (Some(p), Some(pending)) = (&caller, engine.pending(&input.decision_id)) {
-                // A decision is its tenant's when it charged that tenant's budget (a tenant's keys
-                // charge only its budget key).
-                let tenant = p.tenant.as_ref().and_then(|t| {
-                    (pending.decision.budget_key.as_deref() == Some(t.budget_key.as_str()))
-                        .then_some(t.name.as_str())
-                });
-                p.check_decision(tenant).map_err(convert::auth_status)?;
+            if let Some(p) = &caller {
+                security::check_feedback_tenant(p, engine, &input.decision_id)?;
             }
             if let Some(alerts) = engine.retired_feedback(&input, now_ms()) {
                 return Ok(Err(alerts));
             }
             engine.feedback(&input, now_ms()).map(Ok).map_err(status)
         });
-        let result = match result? {
+        let mut result = match result? {
             Ok(r) => r,
             Err(alerts) => {
                 // The model was removed by a reload since the decision: accepted, nothing learned.
-                self.shared.durable().await?;
-                self.shared.publish(&alerts);
+                self.shared.settle(alerts).await?;
                 return Ok(Response::new(proto::FeedbackResponse {
                     accepted: true,
                     duplicate: false,
@@ -427,7 +600,15 @@ impl RouteService {
                 }));
             }
         };
-        self.shared.durable().await?;
+        if let Some(c) = &self.shared.cluster {
+            // Alerts fire once across replicas: the shared ledger's, not this replica's copy.
+            let (alerts, counted_elsewhere) =
+                crate::cluster::glue::settle(&self.shared, c, &input.decision_id, &result).await;
+            result.alerts = alerts;
+            result.duplicate |= counted_elsewhere;
+        }
+        self.shared.settle(result.alerts.clone()).await?;
+        otel::record_arm(&result.arm.task_class, &result.arm.model);
         self.shared.metrics.feedback(
             &result.arm.task_class,
             &result.arm.model,
@@ -439,7 +620,7 @@ impl RouteService {
                 .metrics
                 .budget_settled(key, result.overrun_usd, result.late);
         }
-        self.shared.publish(&result.alerts);
+        self.shared.cache_feedback(&input, &result, response);
         Ok(Response::new(proto::FeedbackResponse {
             accepted: true,
             duplicate: result.duplicate,
@@ -458,6 +639,9 @@ impl RouteService {
             .shared
             .with_engine(|engine, _| engine.report_health(&input, now_ms()))
             .map_err(status)?;
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::on_health(c, &input, &result);
+        }
         info!(
             models = ?result.models,
             state = ?input.state,
@@ -484,18 +668,39 @@ impl RouteService {
             task_class: r.task_class,
             model: r.model,
         };
-        let (mut arms, mut objectives) = {
+        let (mut arms, mut objectives, mut paired) = {
             let shared = self.shared.lock();
             let arms = shared.engine.arm_stats(&filter, now_ms()).map_err(status)?;
-            (arms, shared.engine.objective_stats(&filter.task_class))
+            let paired = shared.engine.paired_stats(&filter.task_class);
+            (
+                arms,
+                shared.engine.objective_stats(&filter.task_class),
+                paired,
+            )
         };
+        let mut cache = self.shared.cache_stats();
+        cache.retain(|c| filter.task_class.is_empty() || c.task_class == filter.task_class);
         if let Some(p) = &caller {
             arms.retain(|a| p.may_use_class(&a.task_class));
             objectives.retain(|o| p.may_use_class(&o.task_class));
+            paired.retain(|o| p.may_use_class(&o.task_class));
+            cache.retain(|c| p.may_use_class(&c.task_class));
+        }
+        if !filter.model.is_empty() {
+            paired.retain(|o| o.model == filter.model || o.shadow_model == filter.model);
+        }
+        let mut arms: Vec<proto::ArmStats> = arms.into_iter().map(Into::into).collect();
+        let mut served_by = String::new();
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::annotate_arms(c, &mut arms);
+            served_by = c.config.replica_id.clone();
         }
         Ok(Response::new(proto::GetArmStatsResponse {
-            arms: arms.into_iter().map(Into::into).collect(),
+            arms,
             objectives: objectives.into_iter().map(Into::into).collect(),
+            paired: paired.into_iter().map(Into::into).collect(),
+            cache: cache.into_iter().map(Into::into).collect(),
+            served_by,
         }))
     }
 
@@ -522,9 +727,11 @@ impl RouteService {
         if let Some(p) = &caller {
             budgets.retain(|b| p.may_see_budget(&b.budget_key));
         }
-        Ok(Response::new(proto::GetBudgetsResponse {
-            budgets: budgets.into_iter().map(Into::into).collect(),
-        }))
+        let mut budgets: Vec<proto::Budget> = budgets.into_iter().map(Into::into).collect();
+        if let Some(c) = &self.shared.cluster {
+            crate::cluster::glue::annotate_budgets(c, &mut budgets);
+        }
+        Ok(Response::new(proto::GetBudgetsResponse { budgets }))
     }
 
     async fn reset_arms_impl(
@@ -552,24 +759,24 @@ impl RouteService {
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         self.caller(Method::Reload, request.metadata())?;
-        let (shared, keys, source) = (
+        let (shared, edge, source) = (
             Arc::clone(&self.shared),
-            Arc::clone(&self.keys),
+            Arc::clone(&self.edge),
             Arc::clone(&self.reload),
         );
         // Reading files blocks: off the async workers.
         let result =
-            tokio::task::spawn_blocking(move || security::reload_logged(&shared, &keys, &source))
+            tokio::task::spawn_blocking(move || security::reload_logged(&shared, &edge, &source))
                 .await
                 .map_err(|e| Status::internal(format!("reload task failed: {e}")))?;
-        let (changed, keys) = result.map_err(convert::reload_status)?;
+        let r = result.map_err(convert::reload_status)?;
         let names =
             |v: Vec<(String, String)>| v.into_iter().map(|(c, m)| format!("{c}/{m}")).collect();
         Ok(Response::new(proto::ReloadResponse {
-            added: names(changed.added),
-            removed: names(changed.removed),
-            repriced: names(changed.repriced),
-            keys: u32::try_from(keys).unwrap_or(u32::MAX),
+            added: names(r.engine.added),
+            removed: names(r.engine.removed),
+            repriced: names(r.engine.repriced),
+            keys: u32::try_from(r.keys).unwrap_or(u32::MAX),
         }))
     }
 }
@@ -592,6 +799,8 @@ pub enum ServeError {
     Security(#[from] security::SecurityError),
     #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -616,8 +825,9 @@ pub async fn serve(
 /// What [`serve_with`] runs beside the gRPC service.
 #[derive(Default)]
 pub struct ServeOptions {
-    /// The data dir; `None` = state lives in memory only.
-    pub store: Option<Arc<Store>>,
+    /// The data dir; `None` = state lives in memory only. The server owns it: after a write
+    /// failure its writer closes and reopens it in place.
+    pub store: Option<Store>,
     /// A bound listener for the Prometheus endpoint (`GET /metrics`); `None` = no endpoint.
     pub metrics: Option<TcpListener>,
     /// Where Reload (and SIGHUP) read the config.
@@ -627,29 +837,6 @@ pub struct ServeOptions {
     /// Called once the data dir is restored, just before serving starts: the binary prints its
     /// `listening on` line here, so whoever waits for that line finds the state ready.
     pub on_ready: Option<Box<dyn FnOnce() + Send>>,
-}
-
-/// Serves the Prometheus endpoint until the task is aborted.
-fn spawn_metrics(shared: Arc<Shared>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let shared = Arc::clone(&shared);
-            async move {
-                let body = shared.metrics_text();
-                (
-                    [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-                    body,
-                )
-            }
-        }),
-    );
-    info!(addr = ?listener.local_addr().ok(), "metrics endpoint serving /metrics");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics endpoint stopped");
-        }
-    })
 }
 
 /// [`serve`] with a data dir and a metrics endpoint as `options` say.
@@ -666,17 +853,19 @@ pub async fn serve_with(
         reload_on_sighup,
         on_ready,
     } = options;
-    let builder = server_builder(&config, &listener, metrics_listener.as_ref())?;
+    let (builder, grpc_tls, metrics_tls) =
+        listeners::server_builder(&config, &listener, metrics_listener.as_ref())?;
     let keys = security::Keys::new(config.key_table()?);
     let probes = config.health_probes.clone();
     let conn = config.connections;
     // The alert task ends by itself once the last handler (and so the last sender) is gone.
     let (alert_sender, _alert_task) = alerts::spawn(config.alerts.clone());
-    let shared = match &store {
+    let cache_mb = config.storage.cache_mb;
+    let shared = match store {
         None => Shared::with_alerts(config, alert_sender),
         Some(store) => {
-            let (shared, warnings) =
-                Shared::with_store(config, Arc::clone(store), Some(alert_sender))?;
+            let slot = Arc::new(StoreSlot::new(store, cache_mb));
+            let (shared, warnings) = Shared::with_store(config, slot, Some(alert_sender))?;
             for w in warnings {
                 tracing::warn!("{w}");
             }
@@ -687,7 +876,21 @@ pub async fn serve_with(
             shared
         }
     };
+    let mut shared = shared;
+    let cluster_config = shared.lock().engine.config().cluster.clone();
+    if let Some(cfg) = cluster_config {
+        let c =
+            crate::cluster::Cluster::new(cfg).map_err(|e| ServeError::Cluster(e.to_string()))?;
+        info!(replica = %c.config.replica_id, "cluster mode: sharing state through redis");
+        shared.cluster = Some(Arc::new(c));
+    }
     let shared = Arc::new(shared);
+    let cluster_task = shared.cluster.as_ref().map(|c| {
+        tokio::spawn(crate::cluster::sync::run(
+            Arc::clone(c),
+            Arc::clone(&shared),
+        ))
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RouteServer<RouteService>>()
@@ -709,6 +912,29 @@ pub async fn serve_with(
                     .await;
                 if healthy.changed().await.is_err() {
                     break;
+                }
+            }
+        })
+    });
+    // `switchyard.v1.Cluster`: SERVING while Redis answers and nothing is queued for it.
+    let cluster_health = shared.cluster.as_ref().map(|c| {
+        let (c, reporter) = (Arc::clone(c), health_reporter.clone());
+        tokio::spawn(async move {
+            let mut last = None;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let up = c.is_up();
+                if last != Some(up) {
+                    let status = if up {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    reporter
+                        .set_service_status(CLUSTER_HEALTH_SERVICE, status)
+                        .await;
+                    last = Some(up);
                 }
             }
         })
@@ -737,10 +963,22 @@ pub async fn serve_with(
         })
     };
 
+    let edge = Arc::new(security::Edge {
+        keys: Arc::clone(&keys),
+        tls: grpc_tls.clone(),
+        metrics_tls: metrics_tls.clone(),
+        probes: std::sync::Mutex::new(probes::Running::start(&shared, probes)),
+    });
     let reload = Arc::new(reload);
-    let sighup = reload_on_sighup.then(|| spawn_sighup(&shared, &keys, &reload));
-    let probe_tasks = probes::spawn(&shared, probes.into_values().collect());
-    let metrics_task = metrics_listener.map(|l| spawn_metrics(Arc::clone(&shared), l));
+    let sighup = reload_on_sighup.then(|| spawn_sighup(&shared, &edge, &reload));
+    let metrics_task = match metrics_listener {
+        Some(l) => Some(listeners::spawn_metrics(
+            Arc::clone(&shared),
+            l,
+            metrics_tls,
+        )?),
+        None => None,
+    };
 
     let addr = listener.local_addr().ok();
     info!(?addr, "switchyard serving");
@@ -750,12 +988,12 @@ pub async fn serve_with(
     use tonic::service::interceptor::InterceptedService as Gated;
     let route = RouteService {
         shared: Arc::clone(&shared),
-        keys: Arc::clone(&keys),
+        edge: Arc::clone(&edge),
         reload,
     };
     let shutdown = drain(shutdown, Arc::clone(&shared), health_reporter);
     let secs = Duration::from_secs_f64;
-    let result = builder
+    let router = builder
         .http2_keepalive_interval(Some(secs(conn.keepalive_interval_secs)))
         .http2_keepalive_timeout(Some(secs(conn.keepalive_timeout_secs)))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
@@ -776,22 +1014,27 @@ pub async fn serve_with(
             reflection_v1alpha,
             security::interceptor(Arc::clone(&keys), crate::auth::REFLECTION_SERVICES[1]),
         ))
-        .add_service(RouteServer::new(route))
-        .serve_with_incoming_shutdown(
-            limits::incoming(listener, conn.max_connections, secs(conn.idle_timeout_secs)),
-            shutdown,
-        )
-        .await;
+        .add_service(RouteServer::new(route));
+    let tcp = limits::incoming(listener, conn.max_connections, secs(conn.idle_timeout_secs));
+    let result = match grpc_tls {
+        Some(t) => {
+            router
+                .serve_with_incoming_shutdown(tls::incoming(tcp, t), shutdown)
+                .await
+        }
+        None => router.serve_with_incoming_shutdown(tcp, shutdown).await,
+    };
     if let Some(t) = sighup {
         t.abort();
     }
     sweeper.abort();
+    for t in [cluster_task, cluster_health].into_iter().flatten() {
+        t.abort();
+    }
     if let Some(t) = store_health {
         t.abort();
     }
-    for t in probe_tasks {
-        t.abort();
-    }
+    edge.stop_probes();
     if let Some(t) = metrics_task {
         t.abort();
     }
@@ -810,32 +1053,11 @@ pub async fn serve_with(
     }
     // A last trim, so a stopped data dir is within its bounds whatever the sweeper's phase was.
     shared.trim_events().await;
-    if let Some(store) = &store {
-        store.flush()?;
+    if let Some(store) = &shared.store {
+        store.with(Store::flush)?;
     }
     info!("switchyard stopped");
     result.map_err(Into::into)
-}
-
-/// The tonic server builder with TLS when configured; refuses plaintext on non-loopback addresses
-/// (the metrics endpoint has no TLS, so it follows the plaintext rule alone).
-fn server_builder(
-    config: &Config,
-    listener: &TcpListener,
-    metrics: Option<&TcpListener>,
-) -> Result<tonic::transport::Server, ServeError> {
-    let sec = &config.security;
-    if let Ok(addr) = listener.local_addr() {
-        security::check_plaintext("gRPC", addr, sec.tls.is_some(), sec)?;
-    }
-    if let Some(addr) = metrics.and_then(|m| m.local_addr().ok()) {
-        security::check_plaintext("metrics", addr, false, sec)?;
-    }
-    let builder = tonic::transport::Server::builder();
-    Ok(match &sec.tls {
-        Some(tls) => builder.tls_config(security::tls_config(tls)?)?,
-        None => builder,
-    })
 }
 
 /// Resolves after `shutdown` and the drain: health turns NOT_SERVING at once, requests are still
@@ -858,10 +1080,10 @@ async fn drain(
 /// Reloads the config on every SIGHUP until aborted.
 fn spawn_sighup(
     shared: &Arc<Shared>,
-    keys: &Arc<security::Keys>,
+    edge: &Arc<security::Edge>,
     source: &Arc<security::ReloadSource>,
 ) -> tokio::task::JoinHandle<()> {
-    let (shared, keys, source) = (Arc::clone(shared), Arc::clone(keys), Arc::clone(source));
+    let (shared, edge, source) = (Arc::clone(shared), Arc::clone(edge), Arc::clone(source));
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -874,16 +1096,16 @@ fn spawn_sighup(
                 }
             };
             while hup.recv().await.is_some() {
-                let (shared, keys, source) =
-                    (Arc::clone(&shared), Arc::clone(&keys), Arc::clone(&source));
+                let (shared, edge, source) =
+                    (Arc::clone(&shared), Arc::clone(&edge), Arc::clone(&source));
                 // Errors are logged inside; a bad file changes nothing.
                 let _ = tokio::task::spawn_blocking(move || {
-                    security::reload_logged(&shared, &keys, &source)
+                    security::reload_logged(&shared, &edge, &source)
                 })
                 .await;
             }
         }
         #[cfg(not(unix))]
-        let _ = (shared, keys, source);
+        let _ = (shared, edge, source);
     })
 }

@@ -6,11 +6,23 @@
 //! it, it applies them to sled and flushes. Under load one cycle covers many requests, so a class's
 //! arms touched by a thousand requests are encoded and written once.
 //!
-//! Durability waits work by generations: a caller bumps `requested` after its engine call, wakes
-//! the writer and waits until a finished cycle covers its number. The writer reads `requested`
-//! before it takes the lock, so every change made before a caller's bump is in the cycle that
-//! satisfies it; concurrent callers share one cycle and one flush.
+//! Durability waits work by generations: a caller takes a *ticket* (bumps `requested`) after its
+//! engine call, wakes the writer and waits until a finished cycle covers its number. The writer
+//! reads `requested` before it takes the lock, so every change made before a caller's bump is in
+//! the cycle that satisfies it; concurrent callers share one cycle and one flush.
+//!
+//! Failures and recovery. A cycle that cannot write keeps everything it had: change sets not yet
+//! encoded, batches not yet committed, and batches committed but not yet flushed (sled loses
+//! those when it is reopened). The writer then retries with exponential backoff (up to
+//! [`MAX_RETRY_DELAY`]); each retry first reopens the data dir ([`StoreSlot::reopen`]), because
+//! sled keeps its first I/O error for good, then commits the kept batches again in order and
+//! flushes. While it fails, `switchyard.v1.Store` health is NOT_SERVING and sync Feedbacks are
+//! answered UNAVAILABLE; their changes stay applied in memory and are persisted by the first
+//! cycle that succeeds (the documented choice: applied, then persisted), so after recovery memory
+//! and disk agree. A writer thread that dies fails every waiting and later caller with
+//! UNAVAILABLE. Nothing here is persisted itself: a restart reads the data dir as last flushed.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -19,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use tonic::Status;
 
-use crate::engine::Changes;
-use crate::store::{Batch, Store, StoreError};
+use crate::engine::Changes as EngineChanges;
+use crate::store::{Batch, StoreError, StoreSlot};
 
 /// How often the writer writes what changed (flushes follow `storage.flush_interval_ms`).
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
@@ -30,6 +42,9 @@ pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 struct Cycle {
     /// Every request numbered up to this is persisted (or failed with `error`).
     upto: u64,
+    /// Every request numbered up to this is committed (and flushed): what a failed cycle leaves
+    /// behind is not, until a later cycle succeeds.
+    committed: u64,
     /// The cycle's error, if its write or flush failed.
     error: Option<Arc<str>>,
 }
@@ -40,7 +55,7 @@ enum Msg {
 }
 
 /// Takes the engine's change set (under the engine lock, which it releases before returning).
-pub type TakeChanges = Box<dyn Fn() -> Changes + Send>;
+pub type TakeChanges = Box<dyn Fn() -> EngineChanges + Send>;
 
 /// Handle to the writer thread. The thread owns the store and a way to take the engine's changes;
 /// it knows nothing of the service, so data flows one way: engine -> changes -> writer -> store.
@@ -56,7 +71,7 @@ impl Writer {
     /// Starts the thread: it writes what `take` hands out every [`WRITE_INTERVAL`] (at once when
     /// woken), flushes at least every `flush_every`, and reports failed cycles to `on_error`.
     pub fn start(
-        store: Arc<Store>,
+        store: Arc<StoreSlot>,
         take: TakeChanges,
         flush_every: Duration,
         on_error: Box<dyn Fn(&StoreError) + Send>,
@@ -93,20 +108,32 @@ impl Writer {
 
     /// Waits until every change made before this call is written and flushed.
     pub async fn wait(&self) -> Result<(), Status> {
-        let target = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let target = self.ticket()?;
         let mut rx = self.done.clone();
-        if self.tx.send(Msg::Wake).is_err() {
-            return Err(Status::unavailable("storage writer stopped"));
-        }
         let cycle = rx
             .wait_for(|c| c.upto >= target)
             .await
-            .map_err(|_| Status::unavailable("storage writer stopped"))?
+            .map_err(|_| stopped())?
             .clone();
         match cycle.error {
             None => Ok(()),
             Some(e) => Err(Status::unavailable(format!("cannot persist state: {e}"))),
         }
+    }
+
+    /// Numbers the changes made so far and wakes the writer: a cycle covering the number writes
+    /// them all.
+    pub fn ticket(&self) -> Result<u64, Status> {
+        let target = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.tx.send(Msg::Wake).map_err(|_| stopped())?;
+        Ok(target)
+    }
+
+    /// Resolves to true once the changes numbered up to `ticket` are committed and flushed, or
+    /// to false when the writer stops first.
+    pub fn committed(&self, ticket: u64) -> impl std::future::Future<Output = bool> + Send {
+        let mut rx = self.done.clone();
+        async move { rx.wait_for(|c| c.committed >= ticket).await.is_ok() }
     }
 
     /// Whether the last cycle reached the disk (false while failed cycles are being retried).
@@ -125,44 +152,90 @@ impl Writer {
     }
 }
 
+fn stopped() -> Status {
+    Status::unavailable("storage writer stopped; the data dir is no longer written")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Batches prepared but not yet committed, oldest first: a failed commit stays here and is
-/// retried (before anything newer) until the disk takes it.
-pub type Queue = std::collections::VecDeque<Batch>;
+/// What the writer holds that is not yet on disk, oldest first (see the module doc).
+#[derive(Default)]
+pub struct Backlog {
+    /// Change sets taken from the engine but not yet encoded (encoding reads the store).
+    unprepared: VecDeque<EngineChanges>,
+    /// Encoded but not yet committed.
+    queue: VecDeque<Batch>,
+    /// Committed but not yet flushed: committed again after a reopen.
+    unflushed: Vec<Batch>,
+    /// The store was reopened and the log's counters need a recount.
+    reopened: bool,
+}
+
+impl Backlog {
+    /// After a reopen: what was committed but not flushed goes first in the queue again.
+    fn requeue(&mut self) {
+        for b in self.unflushed.drain(..).rev() {
+            self.queue.push_front(b);
+        }
+        self.reopened = true;
+    }
+}
 
 /// One writer cycle: take the engine's changes (copies, under its lock); then, without the lock,
-/// encode them, queue them behind any batch a failed cycle left, commit the queue in order, and
+/// encode them, queue them behind anything a failed cycle left, commit the queue in order, and
 /// flush when `flush`.
 pub fn cycle(
-    store: &Store,
+    slot: &StoreSlot,
     take: &TakeChanges,
-    queue: &mut Queue,
+    backlog: &mut Backlog,
     flush: bool,
 ) -> Result<(), StoreError> {
     let started = Instant::now();
     let changes = Some(take()).filter(|c| !c.is_empty());
     let locked = started.elapsed();
     if let Some(c) = changes {
-        queue.push_back(store.prepare(c)?);
+        backlog.unprepared.push_back(c);
     }
-    let encoded = started.elapsed();
-    while let Some(batch) = queue.front() {
-        store.commit(batch)?;
-        queue.pop_front();
-    }
-    if flush {
-        store.flush()?;
-    }
-    tracing::debug!(
-        locked_us = locked.as_micros() as u64,
-        encoded_us = encoded.as_micros() as u64,
-        total_us = started.elapsed().as_micros() as u64,
-        "writer cycle"
-    );
-    Ok(())
+    slot.with(|store| {
+        while let Some(c) = backlog.unprepared.front() {
+            match store.prepare(c) {
+                Ok(b) => backlog.queue.push_back(b),
+                // Freshly reopened and still not encodable: the change set itself is bad (a
+                // value refused before persisting); keeping it would block every later write.
+                Err(e) if backlog.reopened => {
+                    tracing::error!(error = %e, "dropping a change set that cannot be encoded");
+                }
+                Err(e) => return Err(e),
+            }
+            backlog.unprepared.pop_front();
+        }
+        let encoded = started.elapsed();
+        while let Some(batch) = backlog.queue.pop_front() {
+            if let Err(e) = store.commit(&batch) {
+                backlog.queue.push_front(batch);
+                return Err(e);
+            }
+            backlog.unflushed.push(batch);
+        }
+        if flush {
+            store.flush()?;
+            backlog.unflushed.clear();
+            if backlog.reopened {
+                store.recount()?;
+                store.flush()?;
+                backlog.reopened = false;
+            }
+        }
+        tracing::debug!(
+            locked_us = locked.as_micros() as u64,
+            encoded_us = encoded.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "writer cycle"
+        );
+        Ok(())
+    })
 }
 
 /// Longest wait between retries of a failing cycle.
@@ -170,7 +243,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    store: &Store,
+    store: &StoreSlot,
     take: &TakeChanges,
     rx: &mpsc::Receiver<Msg>,
     requested: &AtomicU64,
@@ -180,8 +253,8 @@ fn run(
     on_error: &dyn Fn(&StoreError),
 ) {
     let mut last_flush = Instant::now();
-    let mut done = 0;
-    let mut queue = Queue::new();
+    let (mut done, mut committed) = (0, 0);
+    let mut backlog = Backlog::default();
     // While cycles fail: the delay before the next retry (doubling up to MAX_RETRY_DELAY).
     let mut retry: Option<(Instant, Duration)> = None;
     loop {
@@ -203,7 +276,11 @@ fn run(
                 if upto > done {
                     done = upto;
                     let error = Some(Arc::from("the data dir cannot be written; retrying"));
-                    done_tx.send_replace(Cycle { upto, error });
+                    done_tx.send_replace(Cycle {
+                        upto,
+                        committed,
+                        error,
+                    });
                 }
                 continue;
             }
@@ -212,8 +289,14 @@ fn run(
         if flush {
             last_flush = Instant::now();
         }
-        let error = match cycle(store, take, &mut queue, flush) {
+        let result = match retry {
+            // sled keeps its first I/O error: retry on a freshly opened data dir.
+            Some(_) => store.reopen().map(|()| backlog.requeue()),
+            None => Ok(()),
+        };
+        let error = match result.and_then(|()| cycle(store, take, &mut backlog, flush)) {
             Ok(()) => {
+                committed = upto;
                 if retry.take().is_some() {
                     tracing::info!("storage writer recovered: the data dir is written again");
                     healthy.send_replace(true);
@@ -222,7 +305,7 @@ fn run(
             }
             Err(e) => {
                 let delay = retry.map_or(WRITE_INTERVAL * 2, |(_, d)| (d * 2).min(MAX_RETRY_DELAY));
-                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, queued = queue.len(), "cannot persist engine state");
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, queued = backlog.queue.len() + backlog.unflushed.len(), "cannot persist engine state");
                 on_error(&e);
                 if retry.is_none() {
                     healthy.send_replace(false);
@@ -232,9 +315,43 @@ fn run(
             }
         };
         done = upto;
-        done_tx.send_replace(Cycle { upto, error });
+        done_tx.send_replace(Cycle {
+            upto,
+            committed,
+            error,
+        });
         if stop {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use std::sync::atomic::AtomicBool;
+
+    /// A writer whose thread dies (here: taking the changes panics) fails a waiting caller and
+    /// every later one with UNAVAILABLE instead of leaving them hanging.
+    #[tokio::test]
+    async fn a_dead_writer_fails_waiting_callers_with_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = Arc::new(StoreSlot::new(Store::open_with(dir.path(), 8).unwrap(), 8));
+        let die = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&die);
+        let take: TakeChanges = Box::new(move || {
+            assert!(!flag.load(Ordering::SeqCst), "writer thread dies here");
+            EngineChanges::default()
+        });
+        let writer = Writer::start(slot, take, Duration::from_millis(5), Box::new(|_| {})).unwrap();
+        writer.wait().await.unwrap();
+        die.store(true, Ordering::SeqCst);
+        let err = writer.wait().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("storage writer stopped"), "{err:?}");
+        let err = writer.wait().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(!writer.committed(u64::MAX).await);
     }
 }

@@ -32,7 +32,7 @@ use super::trace::LoggedDecision;
 use super::truth::ClassInfo;
 use super::{mix_seed, SimError};
 use crate::config::Config;
-use crate::engine::{Engine, FeedbackInput, RouteInput};
+use crate::engine::{Engine, FeedbackInput, Reason, RouteInput};
 
 /// A policy to evaluate on logged traffic.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,7 +165,10 @@ pub fn evaluate(
     let mut usable = Vec::new();
     let mut q_sum: BTreeMap<(&str, &str), (f64, f64)> = BTreeMap::new();
     for (i, d) in log.iter().enumerate() {
-        let Some(outcome) = d.outcome else { continue };
+        // A cache hit called no model: it says nothing about any policy's choice.
+        let Some(outcome) = d.outcome.filter(|_| d.reason != Reason::CacheHit) else {
+            continue;
+        };
         let Some(class) = classes.get(d.task_class.as_str()) else {
             return Err(SimError::new(
                 format!("logged decision {} ({})", i + 1, d.decision_id),
@@ -324,6 +327,7 @@ mod tests {
             experiment_group: None,
             shadow: false,
             tags: Default::default(),
+            shadow_call: None,
         }
     }
 

@@ -13,9 +13,16 @@
 //! back (newest first, until one has expired or `limits.max_pending` are found), so a decision is
 //! written once when made and once per Feedback, never as a pending record plus events.
 
+mod backup;
 mod legacy;
+pub mod manifest;
 pub mod records;
+mod recover;
 mod spend;
+
+pub use backup::Copied;
+pub use manifest::{Verified, MANIFEST_FILE};
+pub use recover::StoreSlot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,8 +54,9 @@ pub enum StoreError {
     )]
     Locked(String),
     #[error(
-        "data dir {path} is corrupt: file {file}: {detail}; restore a backup of the data dir, or \
-         start empty with `switchyard state reset --all --data-dir {path}`"
+        "data dir {path} is corrupt: file {file}: {detail}; restore a backup of the data dir \
+         (`switchyard state restore`), drop the bad records with `switchyard state repair \
+         --data-dir {path}`, or start empty with `switchyard state reset --all --data-dir {path}`"
     )]
     Corrupt {
         path: String,
@@ -102,6 +110,8 @@ pub struct Batch {
     count_delta: i64,
     bytes_delta: i64,
     empty: bool,
+    /// What the batch writes, for the manifest's digest.
+    writes: manifest::Writes,
 }
 
 impl Batch {
@@ -142,6 +152,10 @@ pub struct Store {
     log_count: AtomicU64,
     log_bytes: AtomicU64,
     generation: AtomicU64,
+    /// The digest of what is written, for the manifest; its lock orders commits and trims.
+    digest: Mutex<manifest::Running>,
+    /// Bad arm records skipped by loads (see [`backup`]).
+    skipped_arms: AtomicU64,
 }
 
 fn arm_key(class: &str, model: &str) -> Vec<u8> {
@@ -162,7 +176,7 @@ fn be_u64(v: &[u8]) -> Option<u64> {
 impl Store {
     /// Opens an existing data dir (the offline tools): a missing one is an error, never created.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        if !dir.join("db").is_file() {
+        if !dir.join("db").is_file() && !manifest::has_manifest(dir) {
             return Err(StoreError::Missing {
                 path: dir.display().to_string(),
             });
@@ -173,6 +187,11 @@ impl Store {
     /// Opens the data dir `dir`, creating it when it does not exist, with a sled page cache of
     /// `cache_mb`; checks its schema and migrates an older one.
     pub fn open_with(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+        Store::open_verified(dir, cache_mb).map(|(store, _)| store)
+    }
+
+    /// [`Store::open_with`], also returning what the full verification against the manifest found.
+    fn open_verified(dir: &Path, cache_mb: u64) -> Result<(Store, Verified), StoreError> {
         let path = dir.display().to_string();
         let db_file = dir.join("db");
         let corrupt = |detail: String| StoreError::Corrupt {
@@ -186,6 +205,12 @@ impl Store {
             return Err(corrupt(
                 "the db file is missing (the data dir has sled's conf)".into(),
             ));
+        }
+        if !existed && manifest::has_manifest(dir) {
+            return Err(corrupt(format!(
+                "the db file is missing but the data dir has a manifest ({})",
+                manifest::manifest_path(dir).display()
+            )));
         }
         // The server's writer flushes on its own schedule (`storage.flush_interval_ms`), so sled's
         // background flusher is off. sled panics on some garbled files: caught, and reported.
@@ -273,11 +298,14 @@ impl Store {
             log_count: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            digest: Mutex::new(manifest::Running::default()),
+            skipped_arms: AtomicU64::new(0),
             db,
             path: dir.to_path_buf(),
         };
         store.read_meta()?;
-        Ok(store)
+        let verified = store.verify_manifest()?;
+        Ok((store, verified))
     }
 
     /// Reads the name table and the manifest counters (counting the log once if they are absent).
@@ -308,14 +336,7 @@ impl Store {
                 self.log_bytes.store(b, Ordering::Relaxed);
             }
             _ => {
-                let (mut c, mut b) = (0u64, 0u64);
-                for kv in self.decisions.iter() {
-                    let (k, v) = kv.map_err(|e| self.io(e))?;
-                    c += 1;
-                    b += (k.len() + v.len()) as u64;
-                }
-                self.log_count.store(c, Ordering::Relaxed);
-                self.log_bytes.store(b, Ordering::Relaxed);
+                self.count_log()?;
             }
         }
         Ok(())
@@ -352,7 +373,7 @@ impl Store {
 
     /// Writes `changes` (encode, then insert).
     pub fn write(&self, changes: Changes) -> Result<(), StoreError> {
-        let batch = self.prepare(changes)?;
+        let batch = self.prepare(&changes)?;
         self.commit(&batch)
     }
 
@@ -369,7 +390,7 @@ impl Store {
     /// Encodes what changed into a batch of writes. Each decision touched is one record: new
     /// ones from their pending record, others read back and updated (outcome and quality folded
     /// in); removed pending decisions stay in the log (they leave the in-memory index only).
-    pub fn prepare(&self, changes: Changes) -> Result<Batch, StoreError> {
+    pub fn prepare(&self, changes: &Changes) -> Result<Batch, StoreError> {
         let mut b = Batch {
             empty: changes.is_empty(),
             ..Batch::default()
@@ -445,7 +466,7 @@ impl Store {
                 };
                 match e {
                     Event::Outcome(o) => r.set_outcome(o, &mut names),
-                    Event::Quality(q) => r.set_quality(&q.model, q.quality, &mut names),
+                    Event::Quality(q) => r.set_quality(q, &mut names),
                     Event::Decision(d) => {
                         StoredDecision::from_record(d, &mut names).map(|n| *r = n)
                     }
@@ -461,28 +482,35 @@ impl Store {
                 if old == 0 {
                     b.count_delta += 1;
                 }
+                b.writes.insert(manifest::DECISIONS, &key, &v);
                 b.decisions.insert(key.as_slice(), v);
             }
             for (id, name) in &names.fresh {
+                b.writes
+                    .insert(manifest::NAMES, &id.to_be_bytes(), name.as_bytes());
                 b.names.insert(id.to_be_bytes().as_slice(), name.as_bytes());
             }
             b.fresh_names = names.fresh.len();
         }
         for (class, model, arm) in &changes.arms {
-            b.arms
-                .insert(arm_key(class, model), self.encode(arm, "arm", model)?);
+            let (k, v) = (arm_key(class, model), self.encode(arm, "arm", model)?);
+            b.writes.insert(manifest::ARMS, &k, &v);
+            b.arms.insert(k, v);
         }
         for (model, br) in &changes.breakers {
-            b.breakers
-                .insert(model.as_bytes(), self.encode(br, "breaker", model)?);
+            let v = self.encode(br, "breaker", model)?;
+            b.writes.insert(manifest::BREAKERS, model.as_bytes(), &v);
+            b.breakers.insert(model.as_bytes(), v);
         }
         for (key, l) in &changes.ledgers {
-            b.ledgers
-                .insert(key.as_bytes(), self.encode(l, "budget ledger", key)?);
+            let v = self.encode(l, "budget ledger", key)?;
+            b.writes.insert(manifest::LEDGERS, key.as_bytes(), &v);
+            b.ledgers.insert(key.as_bytes(), v);
         }
         for (class, t) in &changes.objectives {
-            b.objectives
-                .insert(class.as_bytes(), self.encode(t, "objective", class)?);
+            let v = self.encode(t, "objective", class)?;
+            b.writes.insert(manifest::OBJECTIVES, class.as_bytes(), &v);
+            b.objectives.insert(class.as_bytes(), v);
         }
         b.spend = self.encode_spend(&changes.spend)?;
         Ok(b)
@@ -492,6 +520,9 @@ impl Store {
     /// prepared (a failed one is retried before later ones). Each tree's part is applied
     /// atomically; names before the records that use them, the manifest last.
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut digest = lock(&self.digest);
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let delta = self.begin_write(generation, &batch.writes, &[])?;
         for (tree, part) in [
             (&self.names_tree, &batch.names),
             (&self.decisions, &batch.decisions),
@@ -506,8 +537,10 @@ impl Store {
         // Atomic adds: trimming subtracts from the same counters on another thread.
         let count = apply_delta(&self.log_count, batch.count_delta);
         let bytes = apply_delta(&self.log_bytes, batch.bytes_delta);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.generation.store(generation, Ordering::Relaxed);
         self.write_manifest(generation, count, bytes)?;
+        manifest::apply(&mut digest.0, &delta);
+        drop(digest);
         let mut names = lock(&self.names);
         let n = batch.fresh_names.min(names.fresh.len());
         names.fresh.drain(..n);
@@ -534,12 +567,8 @@ impl Store {
     /// the pending decisions (the newest `max_pending` decisions not expired).
     pub fn load(&self, now_ms: u64, max_pending: usize) -> Result<Restored, StoreError> {
         let mut r = Restored::default();
-        for (k, arm) in self.read_tree(&self.arms, "arms")? {
-            let mut parts = k.splitn(2, |b| *b == 0);
-            let class = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let model = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            r.arms.insert((class, model), arm);
-        }
+        // A bad arm is skipped (re-learnable); any other bad record refuses the load.
+        r.arms.extend(self.read_arms()?);
         for (k, b) in self.read_tree(&self.breakers, "breakers")? {
             r.breakers
                 .insert(String::from_utf8_lossy(&k).into_owned(), b);
@@ -584,6 +613,7 @@ impl Store {
         let mut count = self.log_count.load(Ordering::Relaxed);
         let mut bytes = self.log_bytes.load(Ordering::Relaxed);
         let mut batch = sled::Batch::default();
+        let mut removed = Vec::new();
         let (mut dropped, mut freed) = (0u64, 0u64);
         for kv in self.decisions.iter() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
@@ -595,6 +625,7 @@ impl Store {
                 break;
             }
             let size = (k.len() + v.len()) as u64;
+            removed.push(k.to_vec());
             batch.remove(k);
             count -= 1;
             bytes = bytes.saturating_sub(size);
@@ -604,13 +635,17 @@ impl Store {
         if dropped == 0 {
             return Ok(0);
         }
+        let mut digest = lock(&self.digest);
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let delta = self.begin_write(generation, &manifest::Writes::default(), &removed)?;
         self.decisions.apply_batch(batch).map_err(|e| self.io(e))?;
         // The writer may have added records meanwhile: subtract rather than store.
         let count = apply_delta(&self.log_count, -(dropped as i64));
         let bytes = apply_delta(&self.log_bytes, -(freed as i64));
         // The manifest's counters follow the trim at once (a stop may come before the next write).
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.generation.store(generation, Ordering::Relaxed);
         self.write_manifest(generation, count, bytes)?;
+        manifest::apply(&mut digest.0, &delta);
         Ok(dropped)
     }
 
@@ -655,6 +690,7 @@ impl Store {
                 n += 1;
             }
         }
+        self.rescan()?;
         self.flush()?;
         Ok(n)
     }
@@ -688,7 +724,9 @@ impl Store {
 
     /// Flushes all writes so far to disk (blocking).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.io(e))
+        let snapshot = self.manifest_snapshot();
+        self.db.flush().map_err(|e| self.io(e))?;
+        self.flushed(snapshot)
     }
 }
 
@@ -708,291 +746,4 @@ fn apply_delta(counter: &AtomicU64, delta: i64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use crate::engine::{Engine, FeedbackInput, RouteInput};
-    use crate::policy::Outcome;
-    use rand::rngs::SmallRng;
-    use rand::{Rng, SeedableRng};
-
-    /// Reopens after a drop: sled's flusher thread lets go of the lock shortly after.
-    fn reopen(dir: &Path) -> Store {
-        for _ in 0..200 {
-            match Store::open_with(dir, 8) {
-                Err(StoreError::Locked(_)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                other => return other.unwrap(),
-            }
-        }
-        panic!("{} stayed locked", dir.display());
-    }
-
-    fn state(e: &Engine) -> serde_json::Value {
-        let mut arms = Vec::new();
-        for class in e.config().task_classes.keys() {
-            for (m, a) in e.class_arms(class) {
-                arms.push((
-                    class.clone(),
-                    m.to_string(),
-                    serde_json::to_value(a).unwrap(),
-                ));
-            }
-        }
-        let mut pending: Vec<_> = e.pending_decisions().cloned().collect();
-        pending.sort_by(|a, b| a.decision.id.cmp(&b.decision.id));
-        serde_json::json!({
-            "arms": arms,
-            "pending": serde_json::to_value(pending).unwrap(),
-            "breakers": serde_json::to_value(e.breakers()).unwrap(),
-            "ledgers": serde_json::to_value(e.ledgers()).unwrap(),
-        })
-    }
-
-    /// Model-based test: random Route / Feedback / Expire / Reset / Restart, applied to an engine
-    /// persisted through the store and to an in-memory reference engine that never restarts.
-    /// After each Restart the restored engine must equal the reference exactly.
-    #[test]
-    fn restored_engine_matches_an_engine_that_never_restarted() {
-        for seed in 0..3u64 {
-            let dir = tempfile::tempdir().unwrap();
-            let config = Config::builtin().unwrap();
-            let classes: Vec<String> = config.task_classes.keys().cloned().collect();
-            let mut now = 1_700_000_000_000u64;
-            let mut reference = Engine::new(config.clone(), now);
-            let mut real = Engine::new(config.clone(), now);
-            let mut store = Store::open_with(dir.path(), 8).unwrap();
-            // Persist the initial state (breakers, ledgers) like the server does.
-            store.write(real.take_changes()).unwrap();
-            let mut ops = SmallRng::seed_from_u64(seed);
-            let mut rng_ref = SmallRng::seed_from_u64(seed + 100);
-            let mut rng_real = rng_ref.clone();
-            let mut ids: Vec<String> = Vec::new();
-            for step in 0..300 {
-                now += ops.random_range(0..5_000);
-                match ops.random_range(0..10) {
-                    0..=4 => {
-                        let input = RouteInput {
-                            task_class: classes[ops.random_range(0..classes.len())].clone(),
-                            ..Default::default()
-                        };
-                        let a = reference.route(&input, now, &mut rng_ref).map(|d| d.id);
-                        let b = real.route(&input, now, &mut rng_real).map(|d| d.id);
-                        assert_eq!(a, b, "seed {seed} step {step}");
-                        if let Ok(id) = a {
-                            ids.push(id);
-                        }
-                    }
-                    5..=7 if !ids.is_empty() => {
-                        let id = ids[ops.random_range(0..ids.len())].clone();
-                        let input = FeedbackInput {
-                            decision_id: id,
-                            outcome: Some(if ops.random_bool(0.8) {
-                                Outcome::Success
-                            } else {
-                                Outcome::Error
-                            }),
-                            latency_ms: Some(ops.random_range(100.0..2000.0)),
-                            quality: Some(ops.random_range(0.0..1.0)),
-                            ..Default::default()
-                        };
-                        let a = reference.feedback(&input, now).map(|r| r.duplicate);
-                        let b = real.feedback(&input, now).map(|r| r.duplicate);
-                        assert_eq!(a.is_ok(), b.is_ok(), "seed {seed} step {step}");
-                    }
-                    8 => {
-                        now += 600_000;
-                        reference.expire(now);
-                        real.expire(now);
-                    }
-                    _ => {
-                        drop(store);
-                        store = reopen(dir.path());
-                        let (restored, warnings) = Engine::restore(
-                            config.clone(),
-                            store.load(now, usize::MAX).unwrap(),
-                            now,
-                        );
-                        assert!(warnings.is_empty(), "{warnings:?}");
-                        real = restored;
-                        // Thompson's draw pools are derived state, redrawn after a restart: the
-                        // reference drops its own at the same moment so both draw alike.
-                        reference.drop_draw_pools();
-                        reference.expire(now);
-                        reference.discard_changes();
-                        assert_eq!(state(&real), state(&reference), "seed {seed} step {step}");
-                    }
-                }
-                store.write(real.take_changes()).unwrap();
-            }
-        }
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused_with_found_and_expected() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open_with(dir.path(), 8).unwrap();
-            let meta = store.db.open_tree("meta").unwrap();
-            meta.insert("schema", &7u32.to_be_bytes()).unwrap();
-            store.flush().unwrap();
-        }
-        let mut err = String::new();
-        for _ in 0..200 {
-            match Store::open(dir.path()) {
-                Err(StoreError::Locked(_)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                Err(e) => {
-                    err = e.to_string();
-                    break;
-                }
-                Ok(_) => panic!("schema 7 accepted"),
-            }
-        }
-        assert!(err.contains("schema version 7"), "{err}");
-        assert!(err.contains(&format!("expects {SCHEMA_VERSION}")), "{err}");
-    }
-
-    /// A log of 100 decisions, one a second, each with an outcome.
-    fn logged_engine(store: &Store) -> Engine {
-        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-        engine.log_events();
-        let mut rng = SmallRng::seed_from_u64(7);
-        for i in 0..100u64 {
-            let input = RouteInput {
-                task_class: "qa".into(),
-                ..Default::default()
-            };
-            let d = engine.route(&input, 1_000 * i, &mut rng).unwrap();
-            let fb = FeedbackInput {
-                decision_id: d.id,
-                outcome: Some(Outcome::Success),
-                latency_ms: Some(100.0 + i as f64),
-                quality: Some(0.5),
-                ..Default::default()
-            };
-            engine.feedback(&fb, 1_000 * i + 10).unwrap();
-            store.write(engine.take_changes()).unwrap();
-        }
-        engine
-    }
-
-    #[test]
-    fn one_record_per_decision_trimmed_by_age_count_and_bytes_and_exported_in_range() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_with(dir.path(), 8).unwrap();
-        logged_engine(&store);
-        let s = store.summary(0).unwrap();
-        assert_eq!(s.decisions, 100);
-        let per = s.decision_bytes / 100;
-        assert!((60..250).contains(&per), "{per} bytes per decision");
-        let part = store.export(10_000, 20_000).unwrap();
-        assert_eq!(part.len(), 10);
-        assert!(part.iter().all(|r| r.outcome == Some(Outcome::Success)));
-        assert_eq!(part[0].latency_ms, Some(110.0));
-        assert_eq!(part[0].quality, Some(0.5));
-        let bounds = |max_age_ms, max_count, max_bytes| LogBounds {
-            max_age_ms,
-            max_count,
-            max_bytes,
-            keep_pending: 0,
-            pending_ttl_ms: 0,
-        };
-        // Age: older than 50 s before t = 99 s goes.
-        assert_eq!(
-            store
-                .trim_events(99_000, &bounds(50_000, 1_000, u64::MAX))
-                .unwrap(),
-            49
-        );
-        // Count: keep the newest 20.
-        assert_eq!(
-            store
-                .trim_events(99_000, &bounds(50_000, 20, u64::MAX))
-                .unwrap(),
-            31
-        );
-        let s = store.summary(u64::MAX).unwrap();
-        assert_eq!((s.decisions, s.first_event_ms), (20, Some(80_000)));
-        // Bytes: keep at most 10 records' worth.
-        let dropped = store
-            .trim_events(99_000, &bounds(50_000, 20, s.decision_bytes / 2))
-            .unwrap();
-        assert_eq!(dropped, 10);
-        // Pending decisions are kept whatever the bounds say.
-        let keep = LogBounds {
-            keep_pending: 5,
-            pending_ttl_ms: 3_600_000,
-            ..bounds(0, 0, 0)
-        };
-        assert_eq!(store.trim_events(99_000, &keep).unwrap(), 5);
-        assert_eq!(store.summary(99_000).unwrap().pending, 5);
-    }
-
-    /// A data dir written in the previous release's encoding (schema 2: JSON pending records and
-    /// a JSON event log) opens migrated: the same restored engine and the same trace export.
-    #[test]
-    fn a_schema_2_data_dir_is_migrated_on_open() {
-        let scratch = tempfile::tempdir().unwrap();
-        let store = Store::open_with(scratch.path(), 8).unwrap();
-        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-        engine.log_events();
-        let mut rng = SmallRng::seed_from_u64(3);
-        let mut all = engine.take_changes();
-        let mut ids = Vec::new();
-        for i in 0..40u64 {
-            let input = RouteInput {
-                task_class: ["qa", "code"][i as usize % 2].into(),
-                request_id: format!("r{i}"),
-                ..Default::default()
-            };
-            ids.push(engine.route(&input, 1_000 * i, &mut rng).unwrap().id);
-        }
-        for (i, id) in ids.iter().enumerate().step_by(3) {
-            let fb = FeedbackInput {
-                decision_id: id.clone(),
-                outcome: Some(if i % 2 == 0 {
-                    Outcome::Success
-                } else {
-                    Outcome::Error
-                }),
-                latency_ms: Some(300.0),
-                input_tokens: Some(100),
-                output_tokens: Some(50),
-                ..Default::default()
-            };
-            engine.feedback(&fb, 50_000).unwrap();
-        }
-        let c = engine.take_changes();
-        all.pending = c.pending;
-        all.events = c.events;
-        all.arms.extend(c.arms);
-        all.breakers = c.breakers;
-        all.ledgers = c.ledgers;
-        let events: Vec<Event> = all.events.iter().cloned().map(Logged::into_event).collect();
-        let expected_export = crate::record::fold(events, u64::MAX);
-        drop(store);
-
-        let dir = tempfile::tempdir().unwrap();
-        legacy::write_v2(dir.path(), all).unwrap();
-        let store = reopen(dir.path());
-        assert_eq!(store.summary(60_000).unwrap().schema, SCHEMA_VERSION);
-        assert_eq!(store.export(0, u64::MAX).unwrap(), expected_export);
-        let now = 60_000;
-        let (restored, warnings) = Engine::restore(
-            Config::builtin().unwrap(),
-            store.load(now, usize::MAX).unwrap(),
-            now,
-        );
-        assert!(warnings.is_empty(), "{warnings:?}");
-        engine.drop_draw_pools();
-        assert_eq!(state(&restored), state(&engine));
-        assert!(!store
-            .db
-            .tree_names()
-            .iter()
-            .any(|t| t.as_ref() == b"events"));
-    }
-}
+mod tests;

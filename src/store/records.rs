@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::engine::{Decision, Expected, ModelRef, PendingDecision};
+use crate::engine::{
+    Decision, Expected, ExperimentGroup, ModelRef, PairSides, PendingDecision, Side,
+};
 use crate::record::DecisionRecord;
 
 /// One decision: what the engine needs to accept its feedback after a restart (the pending
@@ -99,6 +101,21 @@ pub struct StoredDecision {
     /// The quality target the decision was made under (`min_cost` classes).
     #[prost(double, optional, tag = "35")]
     pub quality_target: Option<f64>,
+    /// The tenant the decision was made under (name id; 0 = none), for Feedback scoping.
+    #[prost(uint32, tag = "65")]
+    pub tenant: u32,
+    /// Shadow traffic: the shadow call's model and provider (empty: none), then what it reported
+    /// (kept apart from the decision's own outcome above).
+    #[prost(uint32, repeated, tag = "45")]
+    pub shadow_model: Vec<u32>,
+    #[prost(uint32, tag = "46")]
+    pub shadow_outcome: u32,
+    #[prost(double, optional, tag = "47")]
+    pub shadow_latency_ms: Option<f64>,
+    #[prost(double, optional, tag = "48")]
+    pub shadow_charged_usd: Option<f64>,
+    #[prost(double, optional, tag = "49")]
+    pub shadow_quality: Option<f64>,
 }
 
 /// The key of a decision: creation time (big-endian ms, so the log trims by range) and the id.
@@ -241,6 +258,8 @@ impl Names {
             r.outcome,
             r.quality_model,
             r.experiment_group,
+            r.tenant,
+            r.shadow_outcome,
         ];
         let lists = [
             &r.fallback_models,
@@ -249,6 +268,7 @@ impl Names {
             &r.outcomes,
             &r.failed,
             &r.qualities,
+            &r.shadow_model,
         ];
         let known = self.names.len() as u32;
         let bad = singles
@@ -304,11 +324,16 @@ impl StoredDecision {
         self.assumed_output_tokens = d.output_tokens;
         self.replayed = d.replayed;
         self.quality_target = d.quality_target;
+        self.experiment_group = names.opt(d.experiment_group.map(|g| g.as_str()));
+        self.shadow_model = d.shadow.as_ref().map_or_else(Vec::new, |s| {
+            vec![names.id(&s.model), names.id(&s.provider)]
+        });
         self.request_id = p.request_id.clone();
         self.outcomes = names.ids(&p.outcomes);
         self.failed = names.ids(&p.failed);
         self.qualities = names.ids(&p.qualities);
         self.tags = d.tags.clone();
+        self.tenant = names.opt(p.tenant.as_deref());
         self.has_pending = true;
         Ok(())
     }
@@ -321,7 +346,11 @@ impl StoredDecision {
         names: &mut Names,
     ) -> Result<(), String> {
         let model = names.id(&o.model);
-        if self.outcome == 0 || model == self.model {
+        if o.shadow {
+            self.shadow_outcome = names.variant(&o.outcome);
+            self.shadow_latency_ms = finite_opt("shadow latency_ms", o.latency_ms)?;
+            self.shadow_charged_usd = finite_opt("shadow charged_usd", o.charged_usd)?;
+        } else if self.outcome == 0 || model == self.model {
             self.outcome_model = model;
             self.outcome = names.variant(&o.outcome);
             self.latency_ms = finite_opt("latency_ms", o.latency_ms)?;
@@ -333,11 +362,17 @@ impl StoredDecision {
         Ok(())
     }
 
-    pub fn set_quality(&mut self, model: &str, q: f64, names: &mut Names) -> Result<(), String> {
-        let model = names.id(model);
-        if self.quality.is_none() || model == self.model {
+    pub fn set_quality(
+        &mut self,
+        q: &crate::record::QualityRecord,
+        names: &mut Names,
+    ) -> Result<(), String> {
+        let model = names.id(&q.model);
+        if q.shadow {
+            self.shadow_quality = Some(finite("shadow quality", q.quality)?);
+        } else if self.quality.is_none() || model == self.model {
             self.quality_model = model;
-            self.quality = Some(finite("quality", q)?);
+            self.quality = Some(finite("quality", q.quality)?);
         }
         Ok(())
     }
@@ -363,6 +398,14 @@ impl StoredDecision {
             tags: r.tags.clone(),
             ..Default::default()
         };
+        if let Some(sc) = &r.shadow_call {
+            // The provider is not in a logged-traffic line; the model names it well enough here.
+            s.shadow_model = vec![names.id(&sc.model), 0];
+            s.shadow_outcome = sc.outcome.map_or(0, |o| names.variant(&o));
+            s.shadow_latency_ms = finite_opt("shadow latency_ms", sc.latency_ms)?;
+            s.shadow_charged_usd = finite_opt("shadow charged_usd", sc.charged_usd)?;
+            s.shadow_quality = finite_opt("shadow quality", sc.quality)?;
+        }
         if let Some(o) = r.outcome {
             s.outcome_model = s.model;
             s.outcome = names.variant(&o);
@@ -427,6 +470,27 @@ impl StoredDecision {
             replayed: self.replayed,
             quality_target: self.quality_target,
             tags: self.tags.clone(),
+            shadow: self.shadow_ref(names),
+            experiment_group: ExperimentGroup::parse(names.name(self.experiment_group)),
+            cache_hit: None,
+        };
+        let own = |m: u32| m != 0 && m == self.model;
+        // Only a shadowed decision pairs its calls (`engine::shadow`).
+        let sides = if decision.shadow.is_none() {
+            PairSides::default()
+        } else {
+            PairSides {
+                primary: Side {
+                    outcome: match self.outcome {
+                        o if o != 0 && own(self.outcome_model) => Some(names.variant_of(o)?),
+                        _ => None,
+                    },
+                    latency_ms: self.latency_ms.filter(|_| own(self.outcome_model)),
+                    cost_usd: self.charged_usd.filter(|_| own(self.outcome_model)),
+                    quality: self.quality.filter(|_| own(self.quality_model)),
+                },
+                shadow: self.shadow_side(names)?,
+            }
         };
         Ok(Some(PendingDecision {
             decision,
@@ -434,7 +498,33 @@ impl StoredDecision {
             outcomes: names.list(&self.outcomes),
             failed: names.list(&self.failed),
             qualities: names.list(&self.qualities),
+            tenant: names.name_opt(self.tenant),
+            sides,
         }))
+    }
+
+    /// The shadow call's model and provider, when the decision issued one.
+    fn shadow_ref(&self, names: &Names) -> Option<ModelRef> {
+        match self.shadow_model.as_slice() {
+            [m, p, ..] if *m != 0 => Some(ModelRef {
+                model: names.name(*m).to_string(),
+                provider: names.name(*p).to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// What the shadow call reported.
+    fn shadow_side(&self, names: &Names) -> Result<Side, String> {
+        Ok(Side {
+            outcome: match self.shadow_outcome {
+                0 => None,
+                o => Some(names.variant_of(o)?),
+            },
+            latency_ms: self.shadow_latency_ms,
+            cost_usd: self.shadow_charged_usd,
+            quality: self.shadow_quality,
+        })
     }
 
     /// The logged-traffic line of this decision (`trace export`).
@@ -463,6 +553,19 @@ impl StoredDecision {
             experiment_group: names.name_opt(self.experiment_group),
             shadow: self.shadow,
             tags: self.tags.clone(),
+            shadow_call: match self.shadow_ref(names) {
+                Some(m) => {
+                    let s = self.shadow_side(names)?;
+                    Some(crate::record::ShadowRecord {
+                        model: m.model,
+                        outcome: s.outcome,
+                        latency_ms: s.latency_ms,
+                        charged_usd: s.cost_usd,
+                        quality: s.quality,
+                    })
+                }
+                None => None,
+            },
         })
     }
 }

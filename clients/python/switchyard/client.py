@@ -3,9 +3,13 @@
 Typical use::
 
     with SwitchyardClient("127.0.0.1:50051") as client:
-        with client.call("qa", request_id="req-1") as call:
-            answer = my_model(call.model, prompt)
-            call.tokens(input_tokens=600, output_tokens=280)
+        with client.call("qa", request_id="req-1", prompt=prompt) as call:
+            if call.cache_hit:
+                answer = call.cached_response  # the response cache answered: no model to call
+            else:
+                answer = my_model(call.model, prompt)
+                call.tokens(input_tokens=600, output_tokens=280)
+                call.respond(answer)  # offered to the class's response cache
         # leaving the block sent Feedback: SUCCESS with the measured latency, or ERROR/TIMEOUT
         # if the block raised (the exception still propagates).
 
@@ -106,8 +110,14 @@ class SwitchyardClient:
         input_tokens: int = 0,
         max_output_tokens: int = 0,
         budget_key: str = "",
+        prompt: str = "",
+        messages: Sequence[Union[pb.ChatMessage, tuple]] = (),
+        embedding: Sequence[float] = (),
     ) -> pb.RouteResponse:
-        """Asks which model a request of `task_class` should call (0 / empty = the class default)."""
+        """Asks which model a request of `task_class` should call (0 / empty = the class default).
+        `prompt` / `messages` (ChatMessage or (role, content) pairs) let the service count tokens
+        and answer from its response cache; `embedding` is the prompt's vector for a semantic cache
+        configured with `dimensions`. A response with `cache_hit` set names no model to call."""
         return self._invoke(
             "Route",
             pb.RouteRequest(
@@ -119,6 +129,9 @@ class SwitchyardClient:
                 input_tokens=input_tokens,
                 max_output_tokens=max_output_tokens,
                 budget_key=budget_key,
+                prompt=prompt,
+                messages=[m if isinstance(m, pb.ChatMessage) else pb.ChatMessage(role=m[0], content=m[1]) for m in messages],
+                embedding=list(embedding),
             ),
         )
 
@@ -134,10 +147,12 @@ class SwitchyardClient:
         output_tokens: Optional[int] = None,
         cost_usd: Optional[float] = None,
         quality: Optional[float] = None,
+        response: str = "",
     ) -> pb.FeedbackResponse:
         """Reports what happened for a decision; None leaves a field unset (the service then
         computes cost from its price table). `outcome=pb.OUTCOME_UNSPECIFIED` with only `quality`
-        sends a late quality score."""
+        sends a late quality score. `response` (the answer, or your handle to it) is stored by the
+        class's response cache once the call succeeded with quality >= `cache.min_quality`."""
         fields = dict(
             latency_ms=latency_ms,
             ttft_ms=ttft_ms,
@@ -150,6 +165,7 @@ class SwitchyardClient:
             decision_id=decision_id,
             model=model,
             outcome=outcome,
+            response=response,
             **{k: v for k, v in fields.items() if v is not None},
         )
         return self._invoke("Feedback", request)
@@ -160,17 +176,20 @@ class SwitchyardClient:
     def budgets(self, budget_key: str = "") -> pb.GetBudgetsResponse:
         return self._invoke("GetBudgets", pb.GetBudgetsRequest(budget_key=budget_key))
 
+    def invalidate_cache(self, task_class: str = "", prefix: str = "", tag: str = "") -> int:
+        """Admin: drops response-cache entries (of `task_class`, whose normalised prompt starts with
+        `prefix`, carrying `tag` such as "model:gpt-4o"); returns how many."""
+        request = pb.InvalidateCacheRequest(task_class=task_class, prefix=prefix, tag=tag)
+        return self._invoke("InvalidateCache", request).invalidated
+
     def call(self, task_class: str, **route_fields) -> "Call":
         """Routes now and returns a context manager that times the block and reports on exit."""
         return Call(self, self.route(task_class, **route_fields), self._clock)
 
 
 def _needs_no_model(decision: pb.RouteResponse) -> bool:
-    """True when the service answered without a model to call: a cache hit (a `cache_hit` field,
-    on services that have it) or an empty model. Older services have no such field."""
-    if "cache_hit" in decision.DESCRIPTOR.fields_by_name and getattr(decision, "cache_hit"):
-        return True
-    return not decision.model
+    """True when the service answered without a model to call: a cache hit, or an empty model."""
+    return decision.HasField("cache_hit") or not decision.model
 
 
 class Call:
@@ -178,7 +197,9 @@ class Call:
     `tokens()`, `cost()`, `quality()`. On exit Feedback is sent with the measured latency:
     SUCCESS if the block finished, TIMEOUT for TimeoutError, ERROR for any other exception (which
     propagates). `fallback()` reports the current model as failed and moves to the next one.
-    When the service needed no model (a cache hit), `model` is None and nothing is reported.
+    When the service needed no model (a cache hit), `model` is None, `cached_response` holds the
+    stored answer and nothing is reported on exit (report satisfaction with `satisfaction()`).
+    `respond(text)` offers the model's answer to the response cache with the SUCCESS report.
     """
 
     def __init__(self, client: SwitchyardClient, decision: pb.RouteResponse, clock: Callable[[], float]):
@@ -186,6 +207,9 @@ class Call:
         self.cache_hit = _needs_no_model(decision)
         self.model: Optional[str] = None if self.cache_hit else decision.model
         self.provider: Optional[str] = None if self.cache_hit else decision.provider
+        self.cached_response: Optional[str] = (
+            decision.cache_hit.response if decision.HasField("cache_hit") else None
+        )
         self.response: Optional[pb.FeedbackResponse] = None
         self.responses: list = []
         self._client = client
@@ -210,6 +234,18 @@ class Call:
     def quality(self, score: float) -> None:
         self._fields["quality"] = float(score)
 
+    def respond(self, response: str) -> None:
+        """The model's answer (or a handle to it), sent with the SUCCESS report for the cache."""
+        self._fields["response"] = str(response)
+
+    def satisfaction(self, score: float) -> Optional[pb.FeedbackResponse]:
+        """Reports how good a cached answer was (only for a cache hit; teaches no model)."""
+        if not self.cache_hit:
+            return None
+        response = self._client.feedback(self.decision_id, outcome=pb.SUCCESS, quality=float(score))
+        self.responses.append(response)
+        return response
+
     def _elapsed_ms(self) -> float:
         start = self._started if self._started is not None else self._clock()
         return max(0.0, (self._clock() - start) * 1000.0)
@@ -218,6 +254,7 @@ class Call:
         fields = dict(self._fields)
         if outcome != pb.SUCCESS:
             fields.pop("quality", None)  # the service refuses a quality score for a failed call
+            fields.pop("response", None)  # and a failed call's output is not worth caching
         response = self._client.feedback(
             self.decision_id, outcome=outcome, model=self.model or "", latency_ms=self._elapsed_ms(), **fields
         )

@@ -94,6 +94,24 @@ class AgainstServer(unittest.TestCase):
         self.assertEqual(call.responses, [])
         self.assertIsNone(call.response)
 
+    def test_a_cache_hit_hands_over_the_stored_answer(self):
+        hit = pb.CacheHit(response="Paris", model="m", age_ms=5, similarity=1.0)
+        decision = pb.RouteResponse(decision_id="cached-2", reason="cache_hit", cache_hit=hit)
+        with Call(self.client, decision, StepClock(0.1)) as call:
+            self.assertTrue(call.cache_hit)
+            self.assertIsNone(call.model)
+            self.assertEqual(call.cached_response, "Paris")
+        self.assertEqual(call.responses, [])
+
+    def test_a_prompt_is_routed_and_a_response_offered_to_the_cache(self):
+        # The default config caches nothing: the prompt is accepted, the response ignored.
+        with self.client.call("qa", prompt="What is 2+2?", messages=[("system", "Be brief")]) as call:
+            self.assertFalse(call.cache_hit)
+            self.assertIsNone(call.cached_response)
+            call.respond("4")
+        self.assertTrue(call.response.accepted)
+        self.assertIsNone(call.satisfaction(1.0))
+
     def test_errors_carry_the_status_and_the_services_message(self):
         with self.assertRaises(SwitchyardError) as caught:
             self.client.route("no-such-class")

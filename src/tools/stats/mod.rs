@@ -5,6 +5,8 @@
 //! are passed in through [`View`]), so tests check tables built from hand-made messages. [`run`]
 //! is the subcommand: fetch, render, print, and one line on stderr with exit code 2 on failure.
 
+mod cache;
+pub mod paired;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -17,6 +19,7 @@ use chrono::Utc;
 use tonic::transport::Endpoint;
 use tonic::Code;
 
+pub use cache::render_cache;
 pub use render::{beta_interval_95, render, render_objectives, usd};
 
 use crate::proto;
@@ -92,6 +95,10 @@ pub struct Snapshot {
     pub budgets: Vec<proto::Budget>,
     /// Quality targets under `min_cost`, with what they achieve and their trade-off.
     pub objectives: Vec<proto::ClassObjective>,
+    /// Shadow traffic's paired comparisons.
+    pub paired: Vec<proto::PairedComparison>,
+    /// The response cache of each caching class.
+    pub cache: Vec<proto::CacheStats>,
 }
 
 /// The outside facts a rendering depends on, passed in so [`render`] stays pure.
@@ -178,7 +185,8 @@ pub async fn fetch_with(
             _ => rpc_error("GetArmStats", &shown, &s),
         })?
         .into_inner();
-    let (arms, objectives) = (stats.arms, stats.objectives);
+    let (arms, objectives, paired, cache) =
+        (stats.arms, stats.objectives, stats.paired, stats.cache);
 
     let key = budget_key.unwrap_or_default();
     let budgets = client
@@ -203,6 +211,8 @@ pub async fn fetch_with(
         arms,
         budgets,
         objectives,
+        paired,
+        cache,
     })
 }
 
@@ -273,6 +283,8 @@ pub fn run(args: StatsArgs) -> ExitCode {
         .unwrap_or(DEFAULT_WIDTH);
     let mut text = render(&snapshot.arms, &snapshot.budgets, &View::now(width));
     text.push_str(&render_objectives(&snapshot.objectives));
+    text.push_str(&paired::render_paired(&snapshot.paired));
+    text.push_str(&render_cache(&snapshot.cache));
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,

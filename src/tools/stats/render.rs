@@ -34,7 +34,7 @@ const MIN_INTERVAL_SHAPE: f64 = 1e-12;
 /// are stacked in two-line cells (model over provider, mean over interval, ...) so that a row
 /// still reads across an 80-column terminal.
 pub fn render(arms: &[proto::ArmStats], budgets: &[proto::Budget], view: &View) -> String {
-    let mut out = String::new();
+    let mut out = cluster_note(arms, budgets);
     if arms.is_empty() {
         out.push_str("no arms: the service has no task classes configured\n");
     }
@@ -71,6 +71,36 @@ pub fn render(arms: &[proto::ArmStats], budgets: &[proto::Budget], view: &View) 
             view.width,
             || wide_budgets(&cells),
             || narrow_budgets(&cells),
+        ));
+    }
+    out
+}
+
+/// In cluster mode: which replica answered, whether its figures are cluster-wide, and any budget
+/// on its fallback share while Redis is unreachable. Empty on a single node.
+pub fn cluster_note(arms: &[proto::ArmStats], budgets: &[proto::Budget]) -> String {
+    let mut out = String::new();
+    if let Some(a) = arms.iter().find(|a| !a.served_by.is_empty()) {
+        out.push_str(&format!(
+            "served by replica {} of {} live: {}\n",
+            a.served_by,
+            a.live_replicas,
+            if a.cluster_wide {
+                format!(
+                    "cluster-wide figures (evidence merged at {})",
+                    crate::time::format_ms(u64::try_from(a.cluster_synced_unix_ms).unwrap_or(0))
+                )
+            } else {
+                String::from("this replica's figures only (not merged with the cluster yet)")
+            }
+        ));
+    }
+    for b in budgets.iter().filter(|b| b.fallback) {
+        out.push_str(&format!(
+            "budget {}: Redis unreachable, this replica spends from its fallback share: {} of {}\n",
+            b.budget_key,
+            usd(b.fallback_spent_usd),
+            usd(b.fallback_allowance_usd)
         ));
     }
     out

@@ -461,3 +461,26 @@ fn objectives_show_target_achievement_and_trade_off() {
         "{text}"
     );
 }
+
+#[test]
+fn cluster_note_names_the_replica_and_fallback_shares() {
+    let mut a = arm("qa", "m", (1.0, 1.0), (1.0, 1.0));
+    assert_eq!(cluster_note(&[a.clone()], &[]), "");
+    a.served_by = "r1".into();
+    a.live_replicas = 3;
+    a.cluster_wide = true;
+    a.cluster_synced_unix_ms = 1_700_000_000_000;
+    let mut b = budget();
+    b.fallback = true;
+    b.fallback_allowance_usd = 1.5;
+    b.fallback_spent_usd = 0.25;
+    let note = cluster_note(&[a], &[b.clone()]);
+    assert!(
+        note.starts_with("served by replica r1 of 3 live: cluster-wide"),
+        "{note}"
+    );
+    assert!(
+        note.contains(&format!("budget {}: Redis unreachable", b.budget_key)),
+        "{note}"
+    );
+}

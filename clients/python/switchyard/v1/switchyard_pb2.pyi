@@ -64,7 +64,7 @@ class Weights(_message.Message):
     def __init__(self, quality: _Optional[float] = ..., cost: _Optional[float] = ..., latency: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target", "value_usd_per_quality", "value_usd_per_second", "prompt", "messages", "tags")
+    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target", "value_usd_per_quality", "value_usd_per_second", "prompt", "messages", "tags", "embedding")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class RouteRequest(_message.Message):
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     request_id: str
     candidates: _containers.RepeatedScalarFieldContainer[str]
@@ -102,7 +103,8 @@ class RouteRequest(_message.Message):
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ..., value_usd_per_quality: _Optional[float] = ..., value_usd_per_second: _Optional[float] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ..., value_usd_per_quality: _Optional[float] = ..., value_usd_per_second: _Optional[float] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., tags: _Optional[_Mapping[str, str]] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -135,7 +137,7 @@ class Expected(_message.Message):
     def __init__(self, cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., quality: _Optional[float] = ..., success_rate: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key")
+    __slots__ = ("decision_id", "model", "provider", "fallbacks", "propensity", "expected", "reason", "policy", "task_class", "replayed", "expires_at_unix_ms", "budget_key", "shadow", "experiment_group", "cache_hit")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +150,9 @@ class RouteResponse(_message.Message):
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_GROUP_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     provider: str
@@ -160,10 +165,13 @@ class RouteResponse(_message.Message):
     replayed: bool
     expires_at_unix_ms: int
     budget_key: str
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ...) -> None: ...
+    shadow: ModelRef
+    experiment_group: str
+    cache_hit: CacheHit
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ..., shadow: _Optional[_Union[ModelRef, _Mapping]] = ..., experiment_group: _Optional[str] = ..., cache_hit: _Optional[_Union[CacheHit, _Mapping]] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality", "tags")
+    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality", "tags", "shadow", "response")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +189,8 @@ class FeedbackRequest(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     outcome: Outcome
@@ -191,7 +201,9 @@ class FeedbackRequest(_message.Message):
     cost_usd: float
     quality: float
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    shadow: bool
+    response: str
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., tags: _Optional[_Mapping[str, str]] = ..., shadow: bool = ..., response: _Optional[str] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("accepted", "duplicate", "arm", "late")
@@ -258,7 +270,7 @@ class NormalGammaParams(_message.Message):
     def __init__(self, mu: _Optional[float] = ..., kappa: _Optional[float] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ...) -> None: ...
 
 class ArmStats(_message.Message):
-    __slots__ = ("task_class", "model", "provider", "pulls", "decayed_pulls", "successes", "failures", "success_posterior", "quality_posterior", "latency_posterior", "cost_posterior", "success_rate_mean", "quality_mean", "latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "cost_mean_usd", "traffic_share", "breaker_state", "breaker_until_unix_ms", "breaker_since_unix_ms", "recent_failure_rate", "last_feedback_unix_ms", "quality_reports", "degraded", "failure_cost_mean_usd", "zero_cost_share")
+    __slots__ = ("task_class", "model", "provider", "pulls", "decayed_pulls", "successes", "failures", "success_posterior", "quality_posterior", "latency_posterior", "cost_posterior", "success_rate_mean", "quality_mean", "latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "cost_mean_usd", "traffic_share", "breaker_state", "breaker_until_unix_ms", "breaker_since_unix_ms", "recent_failure_rate", "last_feedback_unix_ms", "quality_reports", "degraded", "failure_cost_mean_usd", "zero_cost_share", "served_by", "cluster_wide", "cluster_synced_unix_ms", "live_replicas")
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +298,10 @@ class ArmStats(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     FAILURE_COST_MEAN_USD_FIELD_NUMBER: _ClassVar[int]
     ZERO_COST_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_WIDE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_SYNCED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     model: str
     provider: str
@@ -313,7 +329,11 @@ class ArmStats(_message.Message):
     degraded: bool
     failure_cost_mean_usd: float
     zero_cost_share: float
-    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., pulls: _Optional[int] = ..., decayed_pulls: _Optional[float] = ..., successes: _Optional[int] = ..., failures: _Optional[int] = ..., success_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., quality_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., latency_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., cost_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., success_rate_mean: _Optional[float] = ..., quality_mean: _Optional[float] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_mean_usd: _Optional[float] = ..., traffic_share: _Optional[float] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., breaker_until_unix_ms: _Optional[int] = ..., breaker_since_unix_ms: _Optional[int] = ..., recent_failure_rate: _Optional[float] = ..., last_feedback_unix_ms: _Optional[int] = ..., quality_reports: _Optional[int] = ..., degraded: bool = ..., failure_cost_mean_usd: _Optional[float] = ..., zero_cost_share: _Optional[float] = ...) -> None: ...
+    served_by: str
+    cluster_wide: bool
+    cluster_synced_unix_ms: int
+    live_replicas: int
+    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., pulls: _Optional[int] = ..., decayed_pulls: _Optional[float] = ..., successes: _Optional[int] = ..., failures: _Optional[int] = ..., success_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., quality_posterior: _Optional[_Union[BetaParams, _Mapping]] = ..., latency_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., cost_posterior: _Optional[_Union[NormalGammaParams, _Mapping]] = ..., success_rate_mean: _Optional[float] = ..., quality_mean: _Optional[float] = ..., latency_mean_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_mean_usd: _Optional[float] = ..., traffic_share: _Optional[float] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., breaker_until_unix_ms: _Optional[int] = ..., breaker_since_unix_ms: _Optional[int] = ..., recent_failure_rate: _Optional[float] = ..., last_feedback_unix_ms: _Optional[int] = ..., quality_reports: _Optional[int] = ..., degraded: bool = ..., failure_cost_mean_usd: _Optional[float] = ..., zero_cost_share: _Optional[float] = ..., served_by: _Optional[str] = ..., cluster_wide: bool = ..., cluster_synced_unix_ms: _Optional[int] = ..., live_replicas: _Optional[int] = ...) -> None: ...
 
 class ClassObjective(_message.Message):
     __slots__ = ("task_class", "objective", "quality_target", "class_target", "achieved_share", "realised_quality", "usd_per_quality", "decisions")
@@ -336,12 +356,18 @@ class ClassObjective(_message.Message):
     def __init__(self, task_class: _Optional[str] = ..., objective: _Optional[str] = ..., quality_target: _Optional[float] = ..., class_target: bool = ..., achieved_share: _Optional[float] = ..., realised_quality: _Optional[float] = ..., usd_per_quality: _Optional[float] = ..., decisions: _Optional[int] = ...) -> None: ...
 
 class GetArmStatsResponse(_message.Message):
-    __slots__ = ("arms", "objectives")
+    __slots__ = ("arms", "objectives", "paired", "cache", "served_by")
     ARMS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[ArmStats]
     objectives: _containers.RepeatedCompositeFieldContainer[ClassObjective]
-    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ...) -> None: ...
+    paired: _containers.RepeatedCompositeFieldContainer[PairedComparison]
+    cache: _containers.RepeatedCompositeFieldContainer[CacheStats]
+    served_by: str
+    def __init__(self, arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ..., objectives: _Optional[_Iterable[_Union[ClassObjective, _Mapping]]] = ..., paired: _Optional[_Iterable[_Union[PairedComparison, _Mapping]]] = ..., cache: _Optional[_Iterable[_Union[CacheStats, _Mapping]]] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class GetBudgetsRequest(_message.Message):
     __slots__ = ("budget_key",)
@@ -350,7 +376,7 @@ class GetBudgetsRequest(_message.Message):
     def __init__(self, budget_key: _Optional[str] = ...) -> None: ...
 
 class Budget(_message.Message):
-    __slots__ = ("budget_key", "period", "limit_usd", "spent_usd", "reserved_usd", "period_start_unix_ms", "period_end_unix_ms", "pacing_multiplier", "state", "on_cap", "previous_period_spent_usd", "time_zone", "alert_thresholds_crossed", "alert_thresholds")
+    __slots__ = ("budget_key", "period", "limit_usd", "spent_usd", "reserved_usd", "period_start_unix_ms", "period_end_unix_ms", "pacing_multiplier", "state", "on_cap", "previous_period_spent_usd", "time_zone", "alert_thresholds_crossed", "alert_thresholds", "cluster_shared", "fallback", "fallback_allowance_usd", "fallback_spent_usd", "served_by")
     BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     LIMIT_USD_FIELD_NUMBER: _ClassVar[int]
@@ -365,6 +391,11 @@ class Budget(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     ALERT_THRESHOLDS_CROSSED_FIELD_NUMBER: _ClassVar[int]
     ALERT_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_SHARED_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_ALLOWANCE_USD_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_SPENT_USD_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     budget_key: str
     period: str
     limit_usd: float
@@ -379,7 +410,12 @@ class Budget(_message.Message):
     time_zone: str
     alert_thresholds_crossed: _containers.RepeatedScalarFieldContainer[float]
     alert_thresholds: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, budget_key: _Optional[str] = ..., period: _Optional[str] = ..., limit_usd: _Optional[float] = ..., spent_usd: _Optional[float] = ..., reserved_usd: _Optional[float] = ..., period_start_unix_ms: _Optional[int] = ..., period_end_unix_ms: _Optional[int] = ..., pacing_multiplier: _Optional[float] = ..., state: _Optional[_Union[BudgetState, str]] = ..., on_cap: _Optional[str] = ..., previous_period_spent_usd: _Optional[float] = ..., time_zone: _Optional[str] = ..., alert_thresholds_crossed: _Optional[_Iterable[float]] = ..., alert_thresholds: _Optional[_Iterable[float]] = ...) -> None: ...
+    cluster_shared: bool
+    fallback: bool
+    fallback_allowance_usd: float
+    fallback_spent_usd: float
+    served_by: str
+    def __init__(self, budget_key: _Optional[str] = ..., period: _Optional[str] = ..., limit_usd: _Optional[float] = ..., spent_usd: _Optional[float] = ..., reserved_usd: _Optional[float] = ..., period_start_unix_ms: _Optional[int] = ..., period_end_unix_ms: _Optional[int] = ..., pacing_multiplier: _Optional[float] = ..., state: _Optional[_Union[BudgetState, str]] = ..., on_cap: _Optional[str] = ..., previous_period_spent_usd: _Optional[float] = ..., time_zone: _Optional[str] = ..., alert_thresholds_crossed: _Optional[_Iterable[float]] = ..., alert_thresholds: _Optional[_Iterable[float]] = ..., cluster_shared: bool = ..., fallback: bool = ..., fallback_allowance_usd: _Optional[float] = ..., fallback_spent_usd: _Optional[float] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class GetBudgetsResponse(_message.Message):
     __slots__ = ("budgets",)
@@ -454,3 +490,171 @@ class GetSpendResponse(_message.Message):
     columns: _containers.RepeatedScalarFieldContainer[str]
     rows: _containers.RepeatedCompositeFieldContainer[SpendRow]
     def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ...) -> None: ...
+
+class MeanInterval(_message.Message):
+    __slots__ = ("n", "mean", "lo", "hi")
+    N_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    n: int
+    mean: float
+    lo: float
+    hi: float
+    def __init__(self, n: _Optional[int] = ..., mean: _Optional[float] = ..., lo: _Optional[float] = ..., hi: _Optional[float] = ...) -> None: ...
+
+class PairedComparison(_message.Message):
+    __slots__ = ("task_class", "model", "shadow_model", "quality_diff", "cost_diff_usd", "latency_diff_ms")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_DIFF_FIELD_NUMBER: _ClassVar[int]
+    COST_DIFF_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_DIFF_MS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    model: str
+    shadow_model: str
+    quality_diff: MeanInterval
+    cost_diff_usd: MeanInterval
+    latency_diff_ms: MeanInterval
+    def __init__(self, task_class: _Optional[str] = ..., model: _Optional[str] = ..., shadow_model: _Optional[str] = ..., quality_diff: _Optional[_Union[MeanInterval, _Mapping]] = ..., cost_diff_usd: _Optional[_Union[MeanInterval, _Mapping]] = ..., latency_diff_ms: _Optional[_Union[MeanInterval, _Mapping]] = ...) -> None: ...
+
+class GetAbReportRequest(_message.Message):
+    __slots__ = ("task_class", "since_unix_ms", "until_unix_ms")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    since_unix_ms: int
+    until_unix_ms: int
+    def __init__(self, task_class: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., until_unix_ms: _Optional[int] = ...) -> None: ...
+
+class AbGroup(_message.Message):
+    __slots__ = ("task_class", "group", "requests", "with_outcome", "quality", "cost_usd", "latency_p50_ms", "latency_p95_ms", "sla_violations", "sla_violation_rate", "latency_ms")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    WITH_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    SLA_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    SLA_VIOLATION_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    group: str
+    requests: int
+    with_outcome: int
+    quality: MeanInterval
+    cost_usd: MeanInterval
+    latency_p50_ms: float
+    latency_p95_ms: float
+    sla_violations: int
+    sla_violation_rate: MeanInterval
+    latency_ms: MeanInterval
+    def __init__(self, task_class: _Optional[str] = ..., group: _Optional[str] = ..., requests: _Optional[int] = ..., with_outcome: _Optional[int] = ..., quality: _Optional[_Union[MeanInterval, _Mapping]] = ..., cost_usd: _Optional[_Union[MeanInterval, _Mapping]] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., sla_violations: _Optional[int] = ..., sla_violation_rate: _Optional[_Union[MeanInterval, _Mapping]] = ..., latency_ms: _Optional[_Union[MeanInterval, _Mapping]] = ...) -> None: ...
+
+class AbDifference(_message.Message):
+    __slots__ = ("task_class", "quality", "cost_usd", "sla_violation_rate", "latency_ms")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SLA_VIOLATION_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    quality: MeanInterval
+    cost_usd: MeanInterval
+    sla_violation_rate: MeanInterval
+    latency_ms: MeanInterval
+    def __init__(self, task_class: _Optional[str] = ..., quality: _Optional[_Union[MeanInterval, _Mapping]] = ..., cost_usd: _Optional[_Union[MeanInterval, _Mapping]] = ..., sla_violation_rate: _Optional[_Union[MeanInterval, _Mapping]] = ..., latency_ms: _Optional[_Union[MeanInterval, _Mapping]] = ...) -> None: ...
+
+class GetAbReportResponse(_message.Message):
+    __slots__ = ("groups", "differences")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[AbGroup]
+    differences: _containers.RepeatedCompositeFieldContainer[AbDifference]
+    def __init__(self, groups: _Optional[_Iterable[_Union[AbGroup, _Mapping]]] = ..., differences: _Optional[_Iterable[_Union[AbDifference, _Mapping]]] = ...) -> None: ...
+
+class CacheHit(_message.Message):
+    __slots__ = ("response", "model", "provider", "age_ms", "source_decision_id", "similarity", "saved_cost_usd", "saved_latency_ms")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SAVED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SAVED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    response: str
+    model: str
+    provider: str
+    age_ms: int
+    source_decision_id: str
+    similarity: float
+    saved_cost_usd: float
+    saved_latency_ms: float
+    def __init__(self, response: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., age_ms: _Optional[int] = ..., source_decision_id: _Optional[str] = ..., similarity: _Optional[float] = ..., saved_cost_usd: _Optional[float] = ..., saved_latency_ms: _Optional[float] = ...) -> None: ...
+
+class InvalidateCacheRequest(_message.Message):
+    __slots__ = ("task_class", "prefix", "tag")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    prefix: str
+    tag: str
+    def __init__(self, task_class: _Optional[str] = ..., prefix: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
+
+class InvalidateCacheResponse(_message.Message):
+    __slots__ = ("invalidated",)
+    INVALIDATED_FIELD_NUMBER: _ClassVar[int]
+    invalidated: int
+    def __init__(self, invalidated: _Optional[int] = ...) -> None: ...
+
+class CacheStats(_message.Message):
+    __slots__ = ("task_class", "mode", "entries", "max_entries", "lookups", "hits", "hit_rate", "saved_cost_usd", "saved_latency_ms", "stored", "evicted", "expired", "invalidated", "bytes")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    SAVED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SAVED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    INVALIDATED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    task_class: str
+    mode: str
+    entries: int
+    max_entries: int
+    lookups: int
+    hits: int
+    hit_rate: float
+    saved_cost_usd: float
+    saved_latency_ms: float
+    stored: int
+    evicted: int
+    expired: int
+    invalidated: int
+    bytes: int
+    def __init__(self, task_class: _Optional[str] = ..., mode: _Optional[str] = ..., entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., saved_cost_usd: _Optional[float] = ..., saved_latency_ms: _Optional[float] = ..., stored: _Optional[int] = ..., evicted: _Optional[int] = ..., expired: _Optional[int] = ..., invalidated: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class BackupRequest(_message.Message):
+    __slots__ = ("to_dir",)
+    TO_DIR_FIELD_NUMBER: _ClassVar[int]
+    to_dir: str
+    def __init__(self, to_dir: _Optional[str] = ...) -> None: ...
+
+class BackupResponse(_message.Message):
+    __slots__ = ("generation", "records")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    records: int
+    def __init__(self, generation: _Optional[int] = ..., records: _Optional[int] = ...) -> None: ...

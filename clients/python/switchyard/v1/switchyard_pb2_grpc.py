@@ -75,6 +75,21 @@ class RouteStub(object):
                 request_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetSpendRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.GetSpendResponse.FromString,
                 _registered_method=True)
+        self.GetAbReport = channel.unary_unary(
+                '/switchyard.v1.Route/GetAbReport',
+                request_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportResponse.FromString,
+                _registered_method=True)
+        self.InvalidateCache = channel.unary_unary(
+                '/switchyard.v1.Route/InvalidateCache',
+                request_serializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.FromString,
+                _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/switchyard.v1.Route/Backup',
+                request_serializer=switchyard_dot_v1_dot_switchyard__pb2.BackupRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.BackupResponse.FromString,
+                _registered_method=True)
 
 
 class RouteServicer(object):
@@ -140,6 +155,33 @@ class RouteServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAbReport(self, request, context):
+        """Experiments
+        Compares an experiment's control and router groups over the service's decision log (needs a
+        data dir): per group requests, quality, cost, latency and SLA violations with 95% intervals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InvalidateCache(self, request, context):
+        """Cache
+        Admin: drops response-cache entries by task class, prompt prefix or tag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Backup(self, request, context):
+        """Integrity
+        Admin: writes a consistent copy of the data dir to a new directory on the service's host while
+        serving (Route keeps deciding; writes wait for the copy). FAILED_PRECONDITION without a data dir
+        or when the directory exists and is not empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +224,21 @@ def add_RouteServicer_to_server(servicer, server):
                     servicer.GetSpend,
                     request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.GetSpendRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetSpendResponse.SerializeToString,
+            ),
+            'GetAbReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAbReport,
+                    request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportResponse.SerializeToString,
+            ),
+            'InvalidateCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvalidateCache,
+                    request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.BackupRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_switchyard__pb2.BackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +458,87 @@ class Route(object):
             '/switchyard.v1.Route/GetSpend',
             switchyard_dot_v1_dot_switchyard__pb2.GetSpendRequest.SerializeToString,
             switchyard_dot_v1_dot_switchyard__pb2.GetSpendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAbReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Route/GetAbReport',
+            switchyard_dot_v1_dot_switchyard__pb2.GetAbReportRequest.SerializeToString,
+            switchyard_dot_v1_dot_switchyard__pb2.GetAbReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvalidateCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Route/InvalidateCache',
+            switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheRequest.SerializeToString,
+            switchyard_dot_v1_dot_switchyard__pb2.InvalidateCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Route/Backup',
+            switchyard_dot_v1_dot_switchyard__pb2.BackupRequest.SerializeToString,
+            switchyard_dot_v1_dot_switchyard__pb2.BackupResponse.FromString,
             options,
             channel_credentials,
             insecure,

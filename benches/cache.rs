@@ -1,0 +1,89 @@
+//! Response-cache lookups at 100,000 entries: exact (a hash map) and semantic (an exhaustive
+//! cosine scan of the built-in 256-dimension lexical embeddings), plus the embedding itself.
+//! `cargo bench --bench cache`; figures in README ("Response cache").
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use switchyard::cache::{embed, Reported, ResponseCache};
+use switchyard::config::Config;
+use switchyard::engine::RouteInput;
+
+const ENTRIES: usize = 100_000;
+
+fn cache(mode: &str) -> ResponseCache {
+    let text = format!(
+        "[models.a]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+         [task_classes.qa]\nmodels = [\"a\"]\ncache = {{ mode = \"{mode}\", max_entries = {ENTRIES} }}\n"
+    );
+    let config = Config::from_toml_str(&text, "bench").unwrap();
+    let mut c = ResponseCache::new(config.task_classes.values(), 60_000, ENTRIES + 1);
+    for i in 0..ENTRIES {
+        let q = c.query(&input(&prompt(i)), "").unwrap().unwrap();
+        let id = format!("d{i}");
+        c.remember(&id, q, 0);
+        c.report(
+            Reported {
+                decision_id: id,
+                model: "a".into(),
+                succeeded: Some(true),
+                response: "an answer of a typical length, a few sentences long".into(),
+                ..Reported::default()
+            },
+            0,
+        );
+    }
+    assert_eq!(c.stats()[0].entries, ENTRIES as u64);
+    c
+}
+
+fn prompt(i: usize) -> String {
+    format!(
+        "Customer {} asks about order {} and the {} policy for item {}",
+        i % 997,
+        i,
+        ["refund", "shipping", "warranty", "exchange"][i % 4],
+        i / 7
+    )
+}
+
+fn input(prompt: &str) -> RouteInput {
+    RouteInput {
+        task_class: "qa".into(),
+        prompt: prompt.into(),
+        ..RouteInput::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let text = prompt(123_456_789);
+    c.bench_function("lexical embedding of a 70-character prompt", |b| {
+        b.iter(|| embed::lexical(black_box(&text)))
+    });
+    for mode in ["exact", "semantic"] {
+        let mut cache = cache(mode);
+        let hit = cache.query(&input(&prompt(4242)), "").unwrap().unwrap();
+        let miss = cache
+            .query(&input("something else entirely"), "")
+            .unwrap()
+            .unwrap();
+        c.bench_function(&format!("{mode} lookup, hit, 100k entries"), |b| {
+            b.iter(|| assert!(cache.lookup(black_box(&hit), 1).is_some()))
+        });
+        c.bench_function(&format!("{mode} lookup, miss, 100k entries"), |b| {
+            b.iter(|| assert!(cache.lookup(black_box(&miss), 1).is_none()))
+        });
+        let s = &cache.stats()[0];
+        eprintln!(
+            "{mode}: {} entries, ~{:.1} MiB",
+            s.entries,
+            s.bytes as f64 / 1048576.0
+        );
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = bench
+}
+criterion_main!(benches);

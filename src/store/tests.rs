@@ -1,0 +1,281 @@
+//! The store's own tests: restore equivalence, schema refusal, log trimming and migration.
+
+use super::*;
+use crate::config::Config;
+use crate::engine::{Engine, FeedbackInput, RouteInput};
+use crate::policy::Outcome;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Reopens after a drop: sled's flusher thread lets go of the lock shortly after.
+fn reopen(dir: &Path) -> Store {
+    for _ in 0..200 {
+        match Store::open_with(dir, 8) {
+            Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", dir.display());
+}
+
+fn state(e: &Engine) -> serde_json::Value {
+    let mut arms = Vec::new();
+    for class in e.config().task_classes.keys() {
+        for (m, a) in e.class_arms(class) {
+            arms.push((
+                class.clone(),
+                m.to_string(),
+                serde_json::to_value(a).unwrap(),
+            ));
+        }
+    }
+    let mut pending: Vec<_> = e.pending_decisions().cloned().collect();
+    pending.sort_by(|a, b| a.decision.id.cmp(&b.decision.id));
+    serde_json::json!({
+        "arms": arms,
+        "pending": serde_json::to_value(pending).unwrap(),
+        "breakers": serde_json::to_value(e.breakers()).unwrap(),
+        "ledgers": serde_json::to_value(e.ledgers()).unwrap(),
+    })
+}
+
+/// Model-based test: random Route / Feedback / Expire / Reset / Restart, applied to an engine
+/// persisted through the store and to an in-memory reference engine that never restarts.
+/// After each Restart the restored engine must equal the reference exactly.
+#[test]
+fn restored_engine_matches_an_engine_that_never_restarted() {
+    for seed in 0..3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::builtin().unwrap();
+        let classes: Vec<String> = config.task_classes.keys().cloned().collect();
+        let mut now = 1_700_000_000_000u64;
+        let mut reference = Engine::new(config.clone(), now);
+        let mut real = Engine::new(config.clone(), now);
+        let mut store = Store::open_with(dir.path(), 8).unwrap();
+        // Persist the initial state (breakers, ledgers) like the server does.
+        store.write(real.take_changes()).unwrap();
+        let mut ops = SmallRng::seed_from_u64(seed);
+        let mut rng_ref = SmallRng::seed_from_u64(seed + 100);
+        let mut rng_real = rng_ref.clone();
+        let mut ids: Vec<String> = Vec::new();
+        for step in 0..300 {
+            now += ops.random_range(0..5_000);
+            match ops.random_range(0..10) {
+                0..=4 => {
+                    let input = RouteInput {
+                        task_class: classes[ops.random_range(0..classes.len())].clone(),
+                        ..Default::default()
+                    };
+                    let a = reference.route(&input, now, &mut rng_ref).map(|d| d.id);
+                    let b = real.route(&input, now, &mut rng_real).map(|d| d.id);
+                    assert_eq!(a, b, "seed {seed} step {step}");
+                    if let Ok(id) = a {
+                        ids.push(id);
+                    }
+                }
+                5..=7 if !ids.is_empty() => {
+                    let id = ids[ops.random_range(0..ids.len())].clone();
+                    let input = FeedbackInput {
+                        decision_id: id,
+                        outcome: Some(if ops.random_bool(0.8) {
+                            Outcome::Success
+                        } else {
+                            Outcome::Error
+                        }),
+                        latency_ms: Some(ops.random_range(100.0..2000.0)),
+                        quality: Some(ops.random_range(0.0..1.0)),
+                        ..Default::default()
+                    };
+                    let a = reference.feedback(&input, now).map(|r| r.duplicate);
+                    let b = real.feedback(&input, now).map(|r| r.duplicate);
+                    assert_eq!(a.is_ok(), b.is_ok(), "seed {seed} step {step}");
+                }
+                8 => {
+                    now += 600_000;
+                    reference.expire(now);
+                    real.expire(now);
+                }
+                _ => {
+                    drop(store);
+                    store = reopen(dir.path());
+                    let (restored, warnings) =
+                        Engine::restore(config.clone(), store.load(now, usize::MAX).unwrap(), now);
+                    assert!(warnings.is_empty(), "{warnings:?}");
+                    real = restored;
+                    // Thompson's draw pools are derived state, redrawn after a restart: the
+                    // reference drops its own at the same moment so both draw alike.
+                    reference.drop_draw_pools();
+                    reference.expire(now);
+                    reference.discard_changes();
+                    assert_eq!(state(&real), state(&reference), "seed {seed} step {step}");
+                }
+            }
+            store.write(real.take_changes()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_found_and_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), 8).unwrap();
+        let meta = store.db.open_tree("meta").unwrap();
+        meta.insert("schema", &7u32.to_be_bytes()).unwrap();
+        store.flush().unwrap();
+    }
+    let mut err = String::new();
+    for _ in 0..200 {
+        match Store::open(dir.path()) {
+            Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => {
+                err = e.to_string();
+                break;
+            }
+            Ok(_) => panic!("schema 7 accepted"),
+        }
+    }
+    assert!(err.contains("schema version 7"), "{err}");
+    assert!(err.contains(&format!("expects {SCHEMA_VERSION}")), "{err}");
+}
+
+/// A log of 100 decisions, one a second, each with an outcome.
+fn logged_engine(store: &Store) -> Engine {
+    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
+    engine.log_events();
+    let mut rng = SmallRng::seed_from_u64(7);
+    for i in 0..100u64 {
+        let input = RouteInput {
+            task_class: "qa".into(),
+            ..Default::default()
+        };
+        let d = engine.route(&input, 1_000 * i, &mut rng).unwrap();
+        let fb = FeedbackInput {
+            decision_id: d.id,
+            outcome: Some(Outcome::Success),
+            latency_ms: Some(100.0 + i as f64),
+            quality: Some(0.5),
+            ..Default::default()
+        };
+        engine.feedback(&fb, 1_000 * i + 10).unwrap();
+        store.write(engine.take_changes()).unwrap();
+    }
+    engine
+}
+
+#[test]
+fn one_record_per_decision_trimmed_by_age_count_and_bytes_and_exported_in_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 8).unwrap();
+    logged_engine(&store);
+    let s = store.summary(0).unwrap();
+    assert_eq!(s.decisions, 100);
+    let per = s.decision_bytes / 100;
+    assert!((60..250).contains(&per), "{per} bytes per decision");
+    let part = store.export(10_000, 20_000).unwrap();
+    assert_eq!(part.len(), 10);
+    assert!(part.iter().all(|r| r.outcome == Some(Outcome::Success)));
+    assert_eq!(part[0].latency_ms, Some(110.0));
+    assert_eq!(part[0].quality, Some(0.5));
+    let bounds = |max_age_ms, max_count, max_bytes| LogBounds {
+        max_age_ms,
+        max_count,
+        max_bytes,
+        keep_pending: 0,
+        pending_ttl_ms: 0,
+    };
+    // Age: older than 50 s before t = 99 s goes.
+    assert_eq!(
+        store
+            .trim_events(99_000, &bounds(50_000, 1_000, u64::MAX))
+            .unwrap(),
+        49
+    );
+    // Count: keep the newest 20.
+    assert_eq!(
+        store
+            .trim_events(99_000, &bounds(50_000, 20, u64::MAX))
+            .unwrap(),
+        31
+    );
+    let s = store.summary(u64::MAX).unwrap();
+    assert_eq!((s.decisions, s.first_event_ms), (20, Some(80_000)));
+    // Bytes: keep at most 10 records' worth.
+    let dropped = store
+        .trim_events(99_000, &bounds(50_000, 20, s.decision_bytes / 2))
+        .unwrap();
+    assert_eq!(dropped, 10);
+    // Pending decisions are kept whatever the bounds say.
+    let keep = LogBounds {
+        keep_pending: 5,
+        pending_ttl_ms: 3_600_000,
+        ..bounds(0, 0, 0)
+    };
+    assert_eq!(store.trim_events(99_000, &keep).unwrap(), 5);
+    assert_eq!(store.summary(99_000).unwrap().pending, 5);
+}
+
+/// A data dir written in the previous release's encoding (schema 2: JSON pending records and
+/// a JSON event log) opens migrated: the same restored engine and the same trace export.
+#[test]
+fn a_schema_2_data_dir_is_migrated_on_open() {
+    let scratch = tempfile::tempdir().unwrap();
+    let store = Store::open_with(scratch.path(), 8).unwrap();
+    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
+    engine.log_events();
+    let mut rng = SmallRng::seed_from_u64(3);
+    let mut all = engine.take_changes();
+    let mut ids = Vec::new();
+    for i in 0..40u64 {
+        let input = RouteInput {
+            task_class: ["qa", "code"][i as usize % 2].into(),
+            request_id: format!("r{i}"),
+            ..Default::default()
+        };
+        ids.push(engine.route(&input, 1_000 * i, &mut rng).unwrap().id);
+    }
+    for (i, id) in ids.iter().enumerate().step_by(3) {
+        let fb = FeedbackInput {
+            decision_id: id.clone(),
+            outcome: Some(if i % 2 == 0 {
+                Outcome::Success
+            } else {
+                Outcome::Error
+            }),
+            latency_ms: Some(300.0),
+            input_tokens: Some(100),
+            output_tokens: Some(50),
+            ..Default::default()
+        };
+        engine.feedback(&fb, 50_000).unwrap();
+    }
+    let c = engine.take_changes();
+    all.pending = c.pending;
+    all.events = c.events;
+    all.arms.extend(c.arms);
+    all.breakers = c.breakers;
+    all.ledgers = c.ledgers;
+    let events: Vec<Event> = all.events.iter().cloned().map(Logged::into_event).collect();
+    let expected_export = crate::record::fold(events, u64::MAX);
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    legacy::write_v2(dir.path(), all).unwrap();
+    let store = reopen(dir.path());
+    assert_eq!(store.summary(60_000).unwrap().schema, SCHEMA_VERSION);
+    assert_eq!(store.export(0, u64::MAX).unwrap(), expected_export);
+    let now = 60_000;
+    let (restored, warnings) = Engine::restore(
+        Config::builtin().unwrap(),
+        store.load(now, usize::MAX).unwrap(),
+        now,
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    engine.drop_draw_pools();
+    assert_eq!(state(&restored), state(&engine));
+    assert!(!store
+        .db
+        .tree_names()
+        .iter()
+        .any(|t| t.as_ref() == b"events"));
+}

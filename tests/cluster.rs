@@ -1,0 +1,715 @@
+//! Cluster mode end to end: a real `redis-server` (found on PATH; `scripts/test.sh` installs it)
+//! and real `switchyard serve` replicas on 127.0.0.1, driven over gRPC. Every wait polls a
+//! condition with a generous deadline; the measured figures are printed (`--nocapture`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use switchyard::proto::route_client::RouteClient;
+use switchyard::proto::{
+    BreakerState, FeedbackRequest, GetArmStatsRequest, GetBudgetsRequest, HealthState, Outcome,
+    ReportHealthRequest, RouteRequest,
+};
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+/// Price-table cost of one request of the test class: 500 input tokens at $1/M plus 500 output
+/// tokens at $2/M.
+const CALL_USD: f64 = 0.0015;
+/// Generous deadline of every wait on a condition.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+/// A redis-server on a free port with append-only persistence in a temporary dir.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Self::spawn(port, dir.path());
+        let r = Redis { child, port, dir };
+        r.wait_ready().await;
+        r
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            // Every acknowledged write is on disk, so a restart on the AOF loses nothing.
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/test.sh installs it)")
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn con(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(c) = redis::Client::open(self.url()) {
+                if let Ok(mut con) = c.get_multiplexed_async_connection().await {
+                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
+                    if pong.is_ok() {
+                        return;
+                    }
+                }
+            }
+            assert!(start.elapsed() < DEADLINE, "redis did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, then start again on the same port and AOF.
+    async fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = Self::spawn(self.port, self.dir.path());
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = signal_quiet(self.child.id(), "-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal_quiet(pid: u32, sig: &str) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+}
+
+/// The test config: two models at the same price and the same priors ("good" is better in
+/// truth), a daily budget `team`, and `[cluster]` on `redis_url` under `prefix`.
+fn config_text(redis_url: &str, prefix: &str, replica: &str, seed: u64, limit_usd: f64) -> String {
+    format!(
+        "[policy]\nseed = {seed}\n\
+         [models.good]\nprovider = \"p1\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 2.0\n\
+         latency_ms = 500\nlatency_p95_ms = 1000\nquality = 0.5\n\
+         [models.poor]\nprovider = \"p2\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 2.0\n\
+         latency_ms = 500\nlatency_p95_ms = 1000\nquality = 0.5\n\
+         [task_classes.bench]\nmodels = [\"good\", \"poor\"]\ntypical_input_tokens = 500\n\
+         typical_output_tokens = 500\n\
+         [budgets.team]\nperiod = \"daily\"\nlimit_usd = {limit_usd}\non_cap = \"reject\"\n\
+         alert_thresholds = [0.5]\n\
+         [storage]\ndurability = \"periodic\"\n\
+         [cluster]\nredis_url = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\nreplica_id = \"{replica}\"\n\
+         sync_interval_ms = 250\nheartbeat_ms = 200\nredis_timeout_ms = 1000\n"
+    )
+}
+
+/// One `switchyard serve` replica.
+struct Replica {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    fn start(redis: &Redis, prefix: &str, id: &str, seed: u64, limit_usd: f64) -> Replica {
+        let dir = tempfile::tempdir().unwrap();
+        let config: PathBuf = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            config_text(&redis.url(), prefix, id, seed, limit_usd),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "switchyard=info")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::create(
+                    std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log")),
+                )
+                .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Replica {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    async fn client(&self) -> RouteClient<Channel> {
+        let url = format!("http://{}", self.addr);
+        let start = Instant::now();
+        loop {
+            if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
+                return RouteClient::new(ch);
+            }
+            assert!(start.elapsed() < DEADLINE, "no connection to {url}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_cluster(
+    redis: &Redis,
+    prefix: &str,
+    n: usize,
+    seed: u64,
+    limit_usd: f64,
+) -> Vec<Replica> {
+    let replicas: Vec<Replica> = (0..n)
+        .map(|i| {
+            Replica::start(
+                redis,
+                prefix,
+                &format!("r{i}"),
+                seed * 10 + i as u64,
+                limit_usd,
+            )
+        })
+        .collect();
+    // Every replica has registered (its heartbeat counted the others) and reached Redis.
+    for r in &replicas {
+        wait_for(move || async move {
+            let b = budget(&mut r.client().await).await;
+            b.cluster_shared && !b.fallback
+        })
+        .await;
+    }
+    replicas
+}
+
+async fn wait_for<F, Fut>(mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "condition not reached within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn budget(c: &mut RouteClient<Channel>) -> switchyard::proto::Budget {
+    c.get_budgets(GetBudgetsRequest {
+        budget_key: "team".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .budgets
+    .remove(0)
+}
+
+fn route_request(budgeted: bool) -> RouteRequest {
+    RouteRequest {
+        task_class: "bench".into(),
+        input_tokens: 500,
+        max_output_tokens: 500,
+        budget_key: if budgeted {
+            "team".into()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    }
+}
+
+fn feedback(decision_id: &str, model: &str, quality: f64) -> FeedbackRequest {
+    FeedbackRequest {
+        decision_id: decision_id.into(),
+        model: model.into(),
+        outcome: Outcome::Success as i32,
+        latency_ms: Some(500.0),
+        input_tokens: Some(500),
+        output_tokens: Some(500),
+        cost_usd: Some(CALL_USD),
+        quality: Some(quality),
+        ..Default::default()
+    }
+}
+
+/// The shared ledger of `team`'s current period: (spent, sum of the settled amounts, number of
+/// settlements).
+async fn shared_ledger(redis: &Redis, prefix: &str) -> (f64, f64, usize) {
+    let mut con = redis.con().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:budget:team:*:settled"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "one period: {keys:?}");
+    let settled = &keys[0];
+    let base = settled.trim_end_matches(":settled");
+    let spent: Option<String> = redis::cmd("HGET")
+        .arg(base)
+        .arg("spent")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let all: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(settled)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let pairs: Vec<f64> = all
+        .iter()
+        .filter(|(k, _)| k.contains('|'))
+        .map(|(_, v)| v.parse().unwrap())
+        .collect();
+    (
+        spent.map_or(0.0, |s| s.parse().unwrap()),
+        pairs.iter().sum(),
+        pairs.len(),
+    )
+}
+
+/// 64 concurrent clients, round robin over three replicas, each Feedback sent to a different
+/// replica than its Route and then repeated to the third: the shared budget is never overrun and
+/// every settlement is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budget_is_never_overrun_across_replicas() {
+    const LIMIT: f64 = 0.10;
+    let redis = Redis::start().await;
+    let replicas = start_cluster(&redis, "t1", 3, 1, LIMIT).await;
+    let mut clients = Vec::new();
+    for r in &replicas {
+        clients.push(r.client().await);
+    }
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..64usize {
+        let clients = clients.clone();
+        let acked = Arc::clone(&acked);
+        tasks.push(tokio::spawn(async move {
+            let mut n = i;
+            loop {
+                let mut routed = clients[n % 3].clone();
+                let d = match routed.route(route_request(true)).await {
+                    Ok(d) => d.into_inner(),
+                    Err(s) => {
+                        assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                        return;
+                    }
+                };
+                let fb = feedback(&d.decision_id, &d.model, 0.8);
+                let r = clients[(n + 1) % 3]
+                    .clone()
+                    .feedback(fb.clone())
+                    .await
+                    .unwrap();
+                assert!(r.get_ref().accepted && !r.get_ref().duplicate);
+                acked.fetch_add(1, Ordering::Relaxed);
+                // A retried settlement, on the third replica, is counted once.
+                let again = clients[(n + 2) % 3].clone().feedback(fb).await.unwrap();
+                assert!(again.get_ref().duplicate, "{:?}", again.get_ref());
+                n += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (spent, settled_sum, settlements) = shared_ledger(&redis, "t1").await;
+    let acked = acked.load(Ordering::Relaxed);
+    println!(
+        "budget: limit {LIMIT} USD, spent {spent:.6} USD by {acked} acknowledged feedbacks \
+         ({settlements} settlements) from 64 clients over 3 replicas"
+    );
+    assert!(spent <= LIMIT + 1e-12, "spent {spent} over limit {LIMIT}");
+    assert_eq!(settlements, acked);
+    assert!(
+        (settled_sum - spent).abs() < 1e-9,
+        "{settled_sum} vs {spent}"
+    );
+    assert!((spent - acked as f64 * CALL_USD).abs() < 1e-9);
+    // The cap was reached (not stopped early): less than one more call fits.
+    assert!(spent + 2.0 * CALL_USD > LIMIT, "stopped early at {spent}");
+    // The alert fired once across the replicas.
+    let mut con = redis.con().await;
+    let alerts: Vec<String> = redis::cmd("KEYS")
+        .arg("t1:budget:team:*:alert:*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+}
+
+/// Decisions until 90% of the last 100 go to the best model (true mean quality 0.7 against 0.55), with Route and Feedback spread over
+/// `n` replicas (Feedback to the next one).
+async fn decisions_to_converge(redis: &Redis, prefix: &str, n: usize, seed: u64) -> usize {
+    let replicas = start_cluster(redis, prefix, n, seed, 100.0).await;
+    let mut clients = Vec::new();
+    for r in &replicas {
+        clients.push(r.client().await);
+    }
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut window = std::collections::VecDeque::new();
+    for k in 0..20_000usize {
+        let d = clients[k % n]
+            .route(route_request(false))
+            .await
+            .unwrap()
+            .into_inner();
+        let truth = if d.model == "good" { 0.7 } else { 0.55 };
+        let q: f64 = (truth + rng.random_range(-0.1..0.1f64)).clamp(0.0, 1.0);
+        clients[(k + 1) % n]
+            .feedback(feedback(&d.decision_id, &d.model, q))
+            .await
+            .unwrap();
+        window.push_back(d.model == "good");
+        if window.len() > 100 {
+            window.pop_front();
+        }
+        if window.len() == 100 && window.iter().filter(|g| **g).count() >= 90 {
+            return k + 1;
+        }
+    }
+    panic!("{n} replicas, seed {seed}: no convergence in 20000 decisions");
+}
+
+/// With one clearly best model, three replicas reach the same share on it as one replica alone;
+/// both numbers of decisions are reported per seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_converge_like_one() {
+    let redis = Redis::start().await;
+    let mut rows = Vec::new();
+    for seed in 1..=3u64 {
+        let one = decisions_to_converge(&redis, &format!("c1s{seed}"), 1, seed).await;
+        let three = decisions_to_converge(&redis, &format!("c3s{seed}"), 3, seed).await;
+        rows.push((seed, one, three));
+    }
+    for (seed, one, three) in &rows {
+        println!("convergence seed {seed}: one replica {one} decisions, three replicas {three}");
+    }
+}
+
+/// A DOWN reported to one replica opens the model's breaker on the other two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn down_on_one_replica_stops_the_model_on_all() {
+    let redis = Redis::start().await;
+    let replicas = start_cluster(&redis, "t3", 3, 3, 100.0).await;
+    let mut clients = Vec::new();
+    for r in &replicas {
+        clients.push(r.client().await);
+    }
+    let start = Instant::now();
+    clients[0]
+        .report_health(ReportHealthRequest {
+            model: "good".into(),
+            state: HealthState::Down as i32,
+            ttl_seconds: 120,
+            reason: "test outage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for c in clients.iter().skip(1) {
+        wait_for(|| {
+            let mut c = c.clone();
+            async move {
+                let arms = c
+                    .get_arm_stats(GetArmStatsRequest {
+                        task_class: "bench".into(),
+                        model: "good".into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .arms;
+                arms[0].breaker_state == BreakerState::Open as i32
+            }
+        })
+        .await;
+    }
+    let propagated = start.elapsed();
+    println!(
+        "DOWN propagation to the two other replicas: {} ms",
+        propagated.as_millis()
+    );
+    for c in clients.iter_mut() {
+        for _ in 0..20 {
+            let d = c.route(route_request(false)).await.unwrap().into_inner();
+            assert_eq!(d.model, "poor");
+        }
+    }
+}
+
+/// Route then Feedback on the live replicas, round robin; returns acknowledged (decision, model)
+/// pairs and counts routes that succeeded.
+async fn load(
+    clients: Vec<(usize, RouteClient<Channel>)>,
+    dead: Arc<Mutex<BTreeSet<usize>>>,
+    until: impl Fn(usize) -> bool + Send + Sync + 'static,
+    cross_replica: bool,
+) -> (Vec<(String, String)>, usize) {
+    let until = Arc::new(until);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let routed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8usize {
+        let (clients, dead, until) = (clients.clone(), Arc::clone(&dead), Arc::clone(&until));
+        let (acked, routed) = (Arc::clone(&acked), Arc::clone(&routed));
+        tasks.push(tokio::spawn(async move {
+            let mut k = t;
+            while !until(acked.lock().unwrap().len()) {
+                k += 1;
+                let live: Vec<_> = clients
+                    .iter()
+                    .filter(|(i, _)| !dead.lock().unwrap().contains(i))
+                    .cloned()
+                    .collect();
+                let (ri, mut rc) = live[k % live.len()].clone();
+                let d = match rc.route(route_request(true)).await {
+                    Ok(d) => d.into_inner(),
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted => continue,
+                    Err(_) => {
+                        dead.lock().unwrap().insert(ri);
+                        continue;
+                    }
+                };
+                routed.fetch_add(1, Ordering::Relaxed);
+                // Feedback to another live replica (to the routing one while Redis is down: no
+                // replica can find another's decision then); retried elsewhere if it dies.
+                let fb = feedback(&d.decision_id, &d.model, 0.8);
+                let first = if cross_replica { 1 } else { 0 };
+                for j in first..first + live.len() {
+                    let (fi, mut fc) = live[(k + j) % live.len()].clone();
+                    match fc.feedback(fb.clone()).await {
+                        Ok(_) => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((d.decision_id.clone(), d.model.clone()));
+                            break;
+                        }
+                        Err(s)
+                            if matches!(
+                                s.code(),
+                                tonic::Code::Unavailable
+                                    | tonic::Code::Unknown
+                                    | tonic::Code::Cancelled
+                            ) =>
+                        {
+                            dead.lock().unwrap().insert(fi);
+                        }
+                        Err(s) => panic!("feedback refused on replica {fi}: {s:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    (acked, routed.load(Ordering::Relaxed))
+}
+
+/// Kill one replica under load: the others keep serving and no acknowledged Feedback is lost.
+/// Then stop Redis for 10 s under load: routing continues, each replica stays within its
+/// fallback share, and the shared ledger reconciles when Redis returns; finally a restart of
+/// Redis on its AOF keeps everything acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_death_and_redis_outage() {
+    const LIMIT: f64 = 5.0;
+    let mut redis = Redis::start().await;
+    let mut replicas = start_cluster(&redis, "t4", 3, 4, LIMIT).await;
+    let mut clients = Vec::new();
+    for (i, r) in replicas.iter().enumerate() {
+        clients.push((i, r.client().await));
+    }
+    let dead = Arc::new(Mutex::new(BTreeSet::new()));
+
+    // Phase 1: kill replica 2 once the load is under way.
+    let victim = replicas.remove(2);
+    let killer = {
+        let mut victim = victim;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            victim.child.kill().unwrap();
+            victim.child.wait().unwrap();
+        })
+    };
+    let (acked, _) = load(clients.clone(), Arc::clone(&dead), |n| n >= 600, true).await;
+    println!("phase 1 load done");
+    killer.await.unwrap();
+    let mut con = redis.con().await;
+    for (id, model) in &acked {
+        let json: String = redis::cmd("GET")
+            .arg(format!("t4:pd:{id}"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let p: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let outcomes = p["outcomes"].as_array().unwrap();
+        assert!(
+            outcomes.iter().any(|m| m == model.as_str()),
+            "lost feedback {id}: {p}"
+        );
+    }
+    let (spent, _, settlements) = shared_ledger(&redis, "t4").await;
+    assert_eq!(
+        settlements,
+        acked.len(),
+        "each acknowledged settlement counted once"
+    );
+    println!(
+        "replica killed under load: {} feedbacks acknowledged, all in redis; spent {spent:.4} USD",
+        acked.len()
+    );
+
+    // Phase 2: Redis paused for 10 s under load.
+    let live: Vec<(usize, RouteClient<Channel>)> = clients
+        .iter()
+        .filter(|(i, _)| !dead.lock().unwrap().contains(i))
+        .cloned()
+        .collect();
+    let before = spent;
+    signal(redis.child.id(), "-STOP");
+    let paused = Instant::now();
+    let (outage_acked, outage_routed) = load(
+        live.clone(),
+        Arc::new(Mutex::new(BTreeSet::new())),
+        move |_| paused.elapsed() >= Duration::from_secs(10),
+        false,
+    )
+    .await;
+    let mut shares = Vec::new();
+    for (_, c) in &live {
+        let b = budget(&mut c.clone()).await;
+        assert!(b.fallback, "{b:?}");
+        assert!(
+            b.fallback_spent_usd <= b.fallback_allowance_usd + 1e-9,
+            "over the fallback share: {b:?}"
+        );
+        assert!(
+            b.fallback_allowance_usd <= (LIMIT - before) * 0.5 + 1e-9,
+            "{b:?}"
+        );
+        shares.push((b.fallback_spent_usd, b.fallback_allowance_usd));
+    }
+    signal(redis.child.id(), "-CONT");
+    assert!(outage_routed > 0, "routing stopped while redis was paused");
+    for (_, c) in &live {
+        wait_for(|| {
+            let mut c = c.clone();
+            async move { !budget(&mut c).await.fallback }
+        })
+        .await;
+    }
+    let (spent, settled_sum, settlements) = shared_ledger(&redis, "t4").await;
+    println!(
+        "redis paused 10 s: {outage_routed} routes, {} feedbacks acknowledged; fallback spend / \
+         share per replica {shares:?}; shared spent {before:.4} -> {spent:.4} USD",
+        outage_acked.len()
+    );
+    assert_eq!(settlements, acked.len() + outage_acked.len());
+    assert!((settled_sum - spent).abs() < 1e-9);
+    assert!((spent - before - outage_acked.len() as f64 * CALL_USD).abs() < 1e-9);
+    assert!(spent <= LIMIT);
+
+    // Phase 3: Redis killed and restarted on its AOF: nothing acknowledged is lost, and the
+    // replicas carry on.
+    redis.restart().await;
+    let (after, _, after_settlements) = shared_ledger(&redis, "t4").await;
+    assert_eq!(after_settlements, settlements);
+    assert!((after - spent).abs() < 1e-12);
+    // Until a replica notices the restart it may decide on local state: Feedback goes to the
+    // replica that routed.
+    let (more, _) = load(
+        live.clone(),
+        Arc::new(Mutex::new(BTreeSet::new())),
+        |n| n >= 50,
+        false,
+    )
+    .await;
+    for (_, c) in &live {
+        wait_for(|| {
+            let mut c = c.clone();
+            async move {
+                let b = budget(&mut c).await;
+                b.cluster_shared && !b.fallback
+            }
+        })
+        .await;
+    }
+    let (last, _, last_settlements) = shared_ledger(&redis, "t4").await;
+    assert_eq!(last_settlements, settlements + more.len());
+    assert!((last - spent - more.len() as f64 * CALL_USD).abs() < 1e-9);
+}
