@@ -3,7 +3,7 @@
 //! The `[auth]` config holds only SHA-256 hashes of the keys (`switchyard auth hash-key` prints
 //! one), so neither a config file nor a log line can leak a usable key; callers send the key itself
 //! as `authorization: Bearer <key>` metadata. Each key has a [`Role`]: `client` may Route, send
-//! Feedback and read GetArmStats and GetBudgets; `admin` may also ReportHealth, ResetArms,
+//! Feedback and read GetArmStats, GetBudgets and GetSpend; `admin` may also ReportHealth, ResetArms,
 //! Reload, InvalidateCache and Backup. A client key may belong to a tenant, which fixes the budget it
 //! charges and the task classes it may use, so one team cannot spend another's budget.
 //!
@@ -88,7 +88,7 @@ pub struct TenantConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Route, Feedback, GetArmStats, GetBudgets.
+    /// Route, Feedback, GetArmStats, GetBudgets, GetSpend.
     Client,
     /// Everything a client may, plus the operator RPCs.
     Admin,
@@ -105,11 +105,12 @@ impl Role {
 
 /// The role each `switchyard.v1.Route` RPC needs. An RPC missing here needs `admin` (a unit test
 /// fails when the proto gains an RPC that is not listed, so each new RPC states its role).
-pub const RPC_ROLES: [(&str, Role); 10] = [
+pub const RPC_ROLES: [(&str, Role); 11] = [
     ("Route", Role::Client),
     ("Feedback", Role::Client),
     ("GetArmStats", Role::Client),
     ("GetBudgets", Role::Client),
+    ("GetSpend", Role::Client),
     ("ReportHealth", Role::Admin),
     ("ResetArms", Role::Admin),
     ("Reload", Role::Admin),

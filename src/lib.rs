@@ -11,6 +11,8 @@
 //! - [`engine`]: the router core (arms, policy, pending decisions); sync, no I/O, time passed in.
 //! - [`server`]: the tonic service over the engine, with health, reflection and metrics.
 //! - [`store`]: sled persistence of engine state and the event log (schema-versioned).
+//! - [`spend`]: pure spend accounting: tags, the persisted per-day spend rollup and its reports,
+//!   cost anomaly detection per budget key and model.
 //! - [`sim`]: the offline simulator: scenarios, traces, off-policy evaluation, tuning, reports.
 //! - [`tools`]: the command-line tools that only talk gRPC: `switchyard stats` (arm statistics and
 //!   budgets as tables), `switchyard bench` (a load tool measuring a running server against
@@ -42,6 +44,7 @@ pub mod prompt;
 pub mod record;
 pub mod server;
 pub mod sim;
+pub mod spend;
 pub mod store;
 pub mod time;
 pub mod tools;

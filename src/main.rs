@@ -55,6 +55,15 @@ enum Command {
     Simulate(switchyard::sim::cli::SimulateArgs),
     /// Search policy settings on a scenario or trace; write the best as a config fragment.
     Tune(switchyard::sim::cli::TuneArgs),
+    /// The cost anomaly scenario in simulated time: a quiet month, then a traffic and a price spike;
+    /// prints each spike's alarms with their delay, and every false alarm.
+    SimulateAnomaly {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Trace tools: import RouterArena, generate a trace from a scenario.
     Trace(switchyard::sim::cli::TraceArgs),
     /// Load a running server over gRPC: throughput and latency of Route, Route+Feedback pairs and
@@ -77,16 +86,24 @@ enum Command {
     Classify(switchyard::prompt::cli::ClassifyArgs),
     /// Check a running service with grpc.health.v1: exit 0 when SERVING, 1 otherwise.
     Health(switchyard::tools::health::HealthArgs),
-    /// Reports over the decision log: `ab` (an experiment's control vs router).
+    /// Reports: `report spend` (settled spend grouped by day, model, budget, tag, ...).
     Report {
         #[command(subcommand)]
-        command: switchyard::tools::ab::ReportCommand,
+        command: ReportCommand,
     },
     /// API key tools.
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Settled spend, requests, tokens and mean cost from the persisted rollup, grouped.
+    Spend(switchyard::tools::spend_report::SpendReportArgs),
+    /// A/B report of an experiment: control vs router, with 95% intervals.
+    Ab(switchyard::tools::ab::AbArgs),
 }
 
 #[derive(Subcommand)]
@@ -229,12 +246,32 @@ fn main() -> ExitCode {
         Command::Simulate(args) => switchyard::sim::cli::simulate(args),
         Command::Tune(args) => switchyard::sim::cli::tune(args),
         Command::Trace(args) => switchyard::sim::cli::trace(args),
+        Command::SimulateAnomaly { seed, json } => {
+            use switchyard::sim::anomaly;
+            match anomaly::run(&anomaly::AnomalyScenario::standard(seed)) {
+                Ok(r) if json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    print!("{}", anomaly::render(&r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchyard simulate-anomaly: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Bench(args) => switchyard::tools::load::bench(args),
         Command::Stats(args) => switchyard::tools::stats::run(args),
         Command::Health(args) => switchyard::tools::health::run(args),
         Command::Classify(args) => switchyard::prompt::cli::run(args),
         Command::Report {
-            command: switchyard::tools::ab::ReportCommand::Ab(args),
+            command: ReportCommand::Spend(args),
+        } => switchyard::tools::spend_report::run(args),
+        Command::Report {
+            command: ReportCommand::Ab(args),
         } => switchyard::tools::ab::run(args),
         Command::Auth {
             command: AuthCommand::HashKey { key },

@@ -102,7 +102,7 @@ impl DecisionRecord {
             output_tokens: None,
             experiment_group: d.experiment_group.map(|g| g.as_str().to_string()),
             shadow: false,
-            tags: BTreeMap::new(),
+            tags: d.tags.clone(),
             shadow_call: d.shadow.as_ref().map(|m| ShadowRecord {
                 model: m.model.clone(),
                 outcome: None,

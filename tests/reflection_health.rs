@@ -77,6 +77,7 @@ async fn reflection_lists_and_describes_the_services() {
             "GetBudgets",
             "ResetArms",
             "Reload",
+            "GetSpend",
             "GetAbReport",
             "InvalidateCache",
             "Backup"

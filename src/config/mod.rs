@@ -3,6 +3,7 @@
 //! The built-in default (`default_config.toml`, printed by `switchyard config print-default`) goes
 //! through the very same validation.
 
+pub mod anomaly;
 mod cache;
 pub mod classifier;
 mod cluster;
@@ -23,6 +24,7 @@ use crate::budget::BudgetConfig;
 use crate::policy::objective::{Objective, Valuation};
 use crate::policy::{ArmPrior, PolicySettings, Weights};
 
+pub use anomaly::AnomalyConfig;
 pub use cache::*;
 pub use cluster::*;
 pub use defaults::*;
@@ -112,6 +114,8 @@ pub struct Config {
     pub auth: Option<crate::auth::AuthConfig>,
     /// `[classifier]`: the prompt rules for Route without a task class; `None` = not configured.
     pub classifier: Option<crate::prompt::classify::Classifier>,
+    /// `[anomaly]`: cost anomaly alerts.
+    pub anomaly: AnomalyConfig,
     /// `[cluster]`: replicas sharing state through Redis; `None` = a single node.
     pub cluster: Option<ClusterConfig>,
 }

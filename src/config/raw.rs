@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     auth: Option<crate::auth::AuthConfig>,
     classifier: Option<super::classifier::RawClassifier>,
+    #[serde(default)]
+    anomaly: AnomalyConfig,
     cluster: Option<super::cluster::RawCluster>,
 }
 
@@ -448,6 +450,10 @@ impl RawConfig {
             security,
             auth: self.auth,
             classifier,
+            anomaly: self
+                .anomaly
+                .validate()
+                .map_err(|e| field_err("anomaly", e))?,
             cluster: self.cluster.map(|c| c.validate()).transpose()?,
         })
         .and_then(Config::check_auth)

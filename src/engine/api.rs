@@ -32,6 +32,8 @@ pub struct RouteInput {
     /// The task classes the caller may use (its tenant's), which the classifier keeps to;
     /// `None` = every class.
     pub allowed_classes: Option<std::collections::BTreeSet<String>>,
+    /// Labels for spend reports (bounded: `crate::spend::tags`).
+    pub tags: std::collections::BTreeMap<String, String>,
     /// The prompt's embedding for a semantic response cache (empty when not sent).
     pub embedding: Vec<f32>,
 }
@@ -116,6 +118,9 @@ pub struct Decision {
     /// The classifier rule that chose the task class of a request sent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classified_by: Option<String>,
+    /// The request's tags (a Feedback's tags are merged in).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
     /// Shadow traffic: the model the caller runs off the user's path on this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ModelRef>,
@@ -140,6 +145,8 @@ pub struct FeedbackInput {
     pub output_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
     pub quality: Option<f64>,
+    /// Labels merged into the decision's tags (the Feedback's value wins).
+    pub tags: std::collections::BTreeMap<String, String>,
     /// Reports the decision's shadow call (its `model` may be empty).
     pub shadow: bool,
 }

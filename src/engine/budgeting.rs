@@ -153,7 +153,8 @@ impl Engine {
         };
         let alerts = alerts_of(&key, budget, ledger, late.settlement.crossed, now_ms);
         let overrun_usd = late.settlement.overrun_usd;
-        let settled_usd = Some(late.settlement.recorded_usd);
+        let recorded_usd = late.settlement.recorded_usd;
+        let settled_usd = Some(recorded_usd);
         let class = self.class(&t.task_class)?.clone();
         let arm_index = class
             .models
@@ -161,6 +162,19 @@ impl Engine {
             .position(|m| *m == model_id)
             .ok_or_else(|| invalid("model", format!("model {model_id:?} left the class")))?;
         let arm = self.summary(&class.name, arm_index, now_ms)?;
+        // The tombstone keeps no tags: the late Feedback's own label the spend.
+        self.account_spend(
+            spending::SpendOf {
+                model: &model_id,
+                task_class: &class.name,
+                budget_key: Some(&key),
+                tags: &input.tags,
+                usd: recorded_usd,
+                input_tokens,
+                output_tokens,
+            },
+            now_ms,
+        );
         Ok(Some(FeedbackResult {
             duplicate: false,
             arm,

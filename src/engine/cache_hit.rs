@@ -70,6 +70,7 @@ impl Engine {
             cache_hit: Some(hit),
             max_output_tokens: None,
             classified_by: None,
+            tags: input.tags.clone(),
         };
         let evicted = self.pending.insert(
             PendingDecision {

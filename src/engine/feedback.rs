@@ -30,6 +30,8 @@ struct Report {
     /// The decision's `min_cost` target, when the report is about the decided model itself (a
     /// fallback's result says nothing about the choice).
     quality_target: Option<f64>,
+    /// The decision's tags with the Feedback's merged in.
+    tags: std::collections::BTreeMap<String, String>,
     /// The report is of the decision's shadow call.
     shadow: bool,
 }
@@ -48,6 +50,7 @@ impl Engine {
             .is_some_and(|p| p.decision.expires_ms > now_ms);
         if !live && !input.decision_id.is_empty() {
             check_id("decision_id", &input.decision_id)?;
+            crate::spend::tags::check(&input.tags).map_err(|e| invalid("tags", e.0))?;
             if input.shadow {
                 return Err(EngineError::FailedPrecondition(format!(
                     "decision_id {:?} is unknown or expired; a shadow call is reported while its \
@@ -258,7 +261,10 @@ impl Engine {
             (input_tokens.is_some() || output_tokens.is_some())
                 .then(|| model.cost_usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0)))
         });
+        let tags = crate::spend::tags::merged(&pending.decision.tags, &input.tags)
+            .map_err(|e| invalid("tags", e.0))?;
         Ok(Report {
+            tags,
             outcome_new: input.outcome.is_some() && !outcome_seen,
             quality_new: quality.is_some() && !quality_seen,
             decided_tokens: (
@@ -380,6 +386,9 @@ impl Engine {
         }
         if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
             let p = Arc::make_mut(p);
+            if p.decision.tags != r.tags {
+                p.decision.tags = r.tags.clone();
+            }
             if r.outcome_new {
                 p.outcomes.push(r.model.id.clone());
                 if input.outcome.is_some_and(|o| !o.is_success()) {
@@ -392,20 +401,24 @@ impl Engine {
         }
     }
 
-    /// Budget hook: the first outcome of each model settles its spend.
+    /// Budget hook: the first outcome of each model settles its spend, in its budget's ledger and
+    /// in the spend rollup (the amount the ledger recorded; without a budget, the same rule).
     fn settle(
         &mut self,
         input: &FeedbackInput,
         r: &Report,
         now_ms: u64,
     ) -> (Vec<BudgetAlert>, f64, Option<f64>) {
-        match (&r.budget_key, input.outcome) {
-            (Some(key), Some(outcome)) if r.outcome_new => {
-                let estimate = if outcome == Outcome::RateLimited {
-                    0.0 // a rate-limited call is refused before any tokens are billed
-                } else {
-                    r.model.cost_usd(r.decided_tokens.0, r.decided_tokens.1)
-                };
+        let (Some(outcome), true) = (input.outcome, r.outcome_new) else {
+            return (Vec::new(), 0.0, None);
+        };
+        let estimate = if outcome == Outcome::RateLimited {
+            0.0 // a rate-limited call is refused before any tokens are billed
+        } else {
+            r.model.cost_usd(r.decided_tokens.0, r.decided_tokens.1)
+        };
+        let (alerts, overrun, recorded) = match &r.budget_key {
+            Some(key) => {
                 let id = if r.shadow {
                     shadow_reservation_id(&input.decision_id)
                 } else {
@@ -413,8 +426,21 @@ impl Engine {
                 };
                 self.settle_budget(key, &id, r.cost_usd, estimate, now_ms)
             }
-            _ => (Vec::new(), 0.0, None),
-        }
+            None => (Vec::new(), 0.0, None),
+        };
+        self.account_spend(
+            spending::SpendOf {
+                model: &r.model.id,
+                task_class: &r.class.name,
+                budget_key: r.budget_key.as_deref(),
+                tags: &r.tags,
+                usd: recorded.unwrap_or_else(|| r.cost_usd.unwrap_or(estimate)),
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+            },
+            now_ms,
+        );
+        (alerts, overrun, recorded)
     }
 
     /// Logs the new outcome and quality score.

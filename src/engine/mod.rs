@@ -27,6 +27,7 @@ mod route;
 mod shadow;
 #[cfg(test)]
 mod shadow_tests;
+mod spending;
 mod stats;
 mod tenant;
 #[cfg(test)]
@@ -99,6 +100,10 @@ pub struct Engine {
     /// Arms of models a reload removed from their class, by (task class, model): kept so that
     /// re-adding the model brings its history back.
     retired: BTreeMap<(String, String), Arm>,
+    /// The spend rollup and cost anomaly baselines (`spending.rs`).
+    spend: crate::spend::SpendState,
+    /// Cost anomalies not yet taken by the caller.
+    spikes: Vec<crate::spend::Spike>,
     /// Shadow traffic's paired comparisons (recomputed from the decision log on restart).
     pairs: Pairs,
 }
@@ -125,11 +130,16 @@ pub struct Changes {
     pub events: Vec<Logged>,
     /// The objective states of changed classes.
     pub objectives: Vec<(String, Targets)>,
+    /// Changed spend rollup rows and anomaly baselines.
+    pub spend: crate::spend::SpendChanges,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.arms.is_empty() && self.pending.is_empty() && self.events.is_empty()
+        self.arms.is_empty()
+            && self.pending.is_empty()
+            && self.events.is_empty()
+            && self.spend.is_empty()
     }
 }
 
@@ -161,6 +171,8 @@ pub struct Restored {
     pub ledgers: BTreeMap<String, Ledger>,
     /// Objective states by task class.
     pub objectives: BTreeMap<String, Targets>,
+    /// The spend rollup and anomaly baselines.
+    pub spend: crate::spend::SpendState,
 }
 
 impl Engine {
@@ -212,6 +224,8 @@ impl Engine {
             log_events: false,
             events: Vec::new(),
             retired: BTreeMap::new(),
+            spend: Default::default(),
+            spikes: Vec::new(),
             pairs: Pairs::new(),
         }
     }
@@ -261,6 +275,7 @@ impl Engine {
                 ));
             }
         }
+        engine.spend = parts.spend;
         let mut pending = parts.pending;
         pending.sort_by(|a, b| {
             (a.decision.created_ms, &a.decision.id).cmp(&(b.decision.created_ms, &b.decision.id))
@@ -296,7 +311,11 @@ impl Engine {
 
     /// Copies out what changed since the last call (for the store) and starts tracking afresh.
     pub fn take_changes(&mut self) -> Changes {
-        if self.dirty_classes.is_empty() && self.pending.dirty.is_empty() && self.events.is_empty()
+        let spend = self.spend.take_changes();
+        if self.dirty_classes.is_empty()
+            && self.pending.dirty.is_empty()
+            && self.events.is_empty()
+            && spend.is_empty()
         {
             return Changes::default();
         }
@@ -331,6 +350,7 @@ impl Engine {
                 .collect(),
             events: std::mem::take(&mut self.events),
             objectives,
+            spend,
         }
     }
 
@@ -350,6 +370,7 @@ impl Engine {
         self.dirty_classes.clear();
         self.pending.dirty.clear();
         self.events.clear();
+        self.spend.clear_changes();
     }
 
     /// Logs an event, when logging is on.
@@ -462,6 +483,7 @@ impl Engine {
                 l.trim_tombstones(limits, now_ms);
             }
         }
+        self.spend.trim(now_ms);
         n
     }
 

@@ -129,9 +129,24 @@ impl Engine {
                 .and_then(|l| l.reservation_usd(&input.decision_id))
                 .filter(|_| outcome != crate::policy::Outcome::RateLimited)
                 .unwrap_or(0.0);
-            alerts = self
-                .settle_budget(&key, &input.decision_id, input.cost_usd, estimate, now_ms)
-                .0;
+            let (crossed, _, recorded) =
+                self.settle_budget(&key, &input.decision_id, input.cost_usd, estimate, now_ms);
+            alerts = crossed;
+            if let (Some(usd), Some(p)) = (recorded, self.pending_shared(&input.decision_id)) {
+                let d = &p.decision;
+                self.account_spend(
+                    spending::SpendOf {
+                        model: &model,
+                        task_class: &d.task_class,
+                        budget_key: Some(&key),
+                        tags: &d.tags,
+                        usd,
+                        input_tokens: None,
+                        output_tokens: None,
+                    },
+                    now_ms,
+                );
+            }
         }
         if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
             if input.outcome.is_some() && new_outcome {

@@ -87,6 +87,7 @@ impl Engine {
             }
             None => class.quality_target(),
         };
+        crate::spend::tags::check(&input.tags).map_err(|e| invalid("tags", e.0))?;
         let money = request_money(input)?;
         let pace = pacing_multiplier(&self.ledgers, budget, now_ms);
         let mut scoring = unpaced;
@@ -364,6 +365,7 @@ impl Engine {
             quality_target: prepared.quality_target,
             max_output_tokens: prepared.max_output_tokens,
             classified_by: prepared.classified_by,
+            tags: input.tags.clone(),
             shadow,
             experiment_group: picked.experiment_group,
             cache_hit: None,

@@ -1,6 +1,7 @@
-//! Budget alert delivery: handlers hand crossed thresholds to a bounded queue without waiting; one
-//! task drains it and POSTs each alert as JSON to the configured webhook, retrying with exponential
-//! backoff. Every crossing is also a `tracing` warning, webhook or not.
+//! Alert delivery: handlers hand crossed budget thresholds and cost anomalies to a bounded queue
+//! without waiting; one task drains it and POSTs each alert as JSON to the configured webhook,
+//! retrying with exponential backoff. Every alert is also a `tracing` warning, webhook or not.
+//! A cost anomaly's body carries `"kind": "cost_anomaly"`; a budget alert's body is unchanged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,6 +12,87 @@ use tokio::task::JoinHandle;
 
 use crate::config::AlertsConfig;
 use crate::engine::BudgetAlert;
+use crate::spend::Spike;
+
+/// One alert to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Alert {
+    Budget(BudgetAlert),
+    CostAnomaly(Spike),
+}
+
+/// A cost anomaly's webhook body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnomalyPayload {
+    /// Always `cost_anomaly`.
+    pub kind: &'static str,
+    /// `budget_key` or `model`.
+    pub scope: &'static str,
+    /// The budget key or model.
+    pub name: String,
+    pub hour_start_unix_ms: u64,
+    pub at_unix_ms: u64,
+    /// The hour's spend so far, and the baseline's level and spread, USD per hour.
+    pub hour_usd: f64,
+    pub baseline_usd: f64,
+    pub sigma_usd: f64,
+    pub sigmas: f64,
+}
+
+impl From<&Spike> for AnomalyPayload {
+    fn from(s: &Spike) -> Self {
+        AnomalyPayload {
+            kind: "cost_anomaly",
+            scope: s.scope.as_str(),
+            name: s.name.clone(),
+            hour_start_unix_ms: s.hour_start_ms,
+            at_unix_ms: s.at_ms,
+            hour_usd: s.hour_usd,
+            baseline_usd: s.baseline_usd,
+            sigma_usd: s.sigma_usd,
+            sigmas: s.sigmas,
+        }
+    }
+}
+
+/// A webhook body of either kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Payload {
+    Budget(AlertPayload),
+    CostAnomaly(AnomalyPayload),
+}
+
+impl Payload {
+    fn of(a: &Alert) -> Payload {
+        match a {
+            Alert::Budget(b) => Payload::Budget(b.into()),
+            Alert::CostAnomaly(s) => Payload::CostAnomaly(s.into()),
+        }
+    }
+
+    /// What the log lines name: the budget key and threshold, or the anomaly's scope and name.
+    fn subject(&self) -> String {
+        match self {
+            Payload::Budget(b) => format!("budget {} threshold {}", b.budget_key, b.threshold),
+            Payload::CostAnomaly(a) => format!("cost anomaly of {} {}", a.scope, a.name),
+        }
+    }
+}
+
+/// Logs a cost anomaly (the same line whether or not a webhook is configured).
+pub fn log_anomaly(s: &Spike) {
+    tracing::warn!(
+        scope = s.scope.as_str(),
+        name = %s.name,
+        hour_usd = s.hour_usd,
+        baseline_usd = s.baseline_usd,
+        sigma_usd = s.sigma_usd,
+        sigmas = s.sigmas,
+        hour_start_unix_ms = s.hour_start_ms,
+        "cost anomaly: hourly spend far above its baseline"
+    );
+}
 
 /// Capacity of the alert queue: alerts fire at most a few times per budget and period, so 1024
 /// only fills if the webhook is down while very many budgets cross thresholds at once.
@@ -50,7 +132,7 @@ impl From<&BudgetAlert> for AlertPayload {
 /// The sending side, held by the handlers.
 #[derive(Debug)]
 pub struct AlertSender {
-    tx: mpsc::Sender<BudgetAlert>,
+    tx: mpsc::Sender<Alert>,
     dropped: AtomicU64,
 }
 
@@ -67,20 +149,31 @@ impl AlertSender {
                 period_end_unix_ms = a.period_end_ms,
                 "budget alert threshold crossed"
             );
-            match self.tx.try_send(a.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(
-                        budget_key = %a.budget_key,
-                        threshold = a.threshold,
-                        dropped_total = n,
-                        "alert queue full; webhook delivery of this alert dropped"
-                    );
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    tracing::debug!("alert task stopped; webhook delivery skipped");
-                }
+            self.queue(Alert::Budget(a.clone()));
+        }
+    }
+
+    /// Logs each cost anomaly and queues it for the webhook, like [`AlertSender::publish`].
+    pub fn publish_anomalies(&self, spikes: &[Spike]) {
+        for s in spikes {
+            log_anomaly(s);
+            self.queue(Alert::CostAnomaly(s.clone()));
+        }
+    }
+
+    fn queue(&self, a: Alert) {
+        match self.tx.try_send(a) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(a)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    alert = %Payload::of(&a).subject(),
+                    dropped_total = n,
+                    "alert queue full; webhook delivery of this alert dropped"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("alert task stopped; webhook delivery skipped");
             }
         }
     }
@@ -93,7 +186,7 @@ impl AlertSender {
 
 /// Starts the delivery task; it ends when every [`AlertSender`] is gone and the queue is drained.
 pub fn spawn(config: AlertsConfig) -> (AlertSender, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<BudgetAlert>(ALERT_QUEUE_CAPACITY);
+    let (tx, mut rx) = mpsc::channel::<Alert>(ALERT_QUEUE_CAPACITY);
     let handle = tokio::spawn(async move {
         let client = match &config.webhook_url {
             None => None,
@@ -114,7 +207,7 @@ pub fn spawn(config: AlertsConfig) -> (AlertSender, JoinHandle<()>) {
                 tokio::spawn(deliver(
                     client.clone(),
                     url.clone(),
-                    AlertPayload::from(&alert),
+                    Payload::of(&alert),
                     config.max_retries,
                 ));
             }
@@ -137,33 +230,29 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// POSTs one alert, retrying failures (transport errors and non-2xx answers).
-async fn deliver(client: reqwest::Client, url: String, payload: AlertPayload, max_retries: u32) {
+async fn deliver(client: reqwest::Client, url: String, payload: Payload, max_retries: u32) {
+    let subject = payload.subject();
     for attempt in 0..=max_retries {
         if attempt > 0 {
             tokio::time::sleep(backoff(attempt)).await;
         }
         let error = match client.post(&url).json(&payload).send().await {
             Ok(r) if r.status().is_success() => {
-                tracing::debug!(budget_key = %payload.budget_key, threshold = payload.threshold, "alert delivered");
+                tracing::debug!(alert = %subject, "alert delivered");
                 return;
             }
             Ok(r) => format!("HTTP {}", r.status()),
             Err(e) => e.to_string(),
         };
         tracing::warn!(
-            budget_key = %payload.budget_key,
-            threshold = payload.threshold,
+            alert = %subject,
             attempt,
             max_retries,
             error = %error,
             "alert webhook POST failed"
         );
     }
-    tracing::error!(
-        budget_key = %payload.budget_key,
-        threshold = payload.threshold,
-        "alert webhook delivery gave up"
-    );
+    tracing::error!(alert = %subject, "alert webhook delivery gave up");
 }
 
 #[cfg(test)]
@@ -201,5 +290,38 @@ mod tests {
         assert_eq!(v["threshold"], 0.8);
         assert_eq!(v["period_end_unix_ms"], 2);
         assert_eq!(v["at_unix_ms"], 3);
+    }
+
+    #[test]
+    fn an_anomaly_body_says_its_kind_and_a_budget_body_is_unchanged() {
+        let s = Spike {
+            scope: crate::spend::Scope::Model,
+            name: "gpt".into(),
+            hour_start_ms: 3_600_000,
+            at_ms: 3_700_000,
+            hour_usd: 90.0,
+            baseline_usd: 20.0,
+            sigma_usd: 5.0,
+            sigmas: 14.0,
+        };
+        let v = serde_json::to_value(Payload::of(&Alert::CostAnomaly(s))).unwrap();
+        assert_eq!(v["kind"], "cost_anomaly");
+        assert_eq!(
+            (v["scope"].as_str(), v["name"].as_str()),
+            (Some("model"), Some("gpt"))
+        );
+        assert_eq!(v["hour_usd"], 90.0);
+        let b = BudgetAlert {
+            budget_key: "team".into(),
+            threshold: 0.5,
+            spent_usd: 5.0,
+            limit_usd: 10.0,
+            period_start_ms: 1,
+            period_end_ms: 2,
+            at_ms: 3,
+        };
+        let v = serde_json::to_value(Payload::of(&Alert::Budget(b))).unwrap();
+        assert!(v.get("kind").is_none(), "{v}");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(7));
     }
 }

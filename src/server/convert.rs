@@ -83,6 +83,7 @@ impl From<proto::RouteRequest> for RouteInput {
                 .collect(),
             prompt_tokens: None,
             allowed_classes: None,
+            tags: r.tags.into_iter().collect(),
             embedding: r.embedding,
         }
     }
@@ -115,6 +116,7 @@ impl TryFrom<proto::FeedbackRequest> for FeedbackInput {
             output_tokens: r.output_tokens,
             cost_usd: r.cost_usd,
             quality: r.quality,
+            tags: r.tags.into_iter().collect(),
             shadow: r.shadow,
         })
     }

@@ -17,6 +17,7 @@ use prometheus_client::registry::{Metric, Registry};
 
 use crate::breaker::BreakerState;
 use crate::engine::{BudgetAlert, Counted, Decision, Engine};
+use crate::spend::Spike;
 
 /// The gRPC service name, as the `grpc_service` label gives it.
 pub const SERVICE: &str = "switchyard.v1.Route";
@@ -31,6 +32,7 @@ pub enum Method {
     GetBudgets,
     ResetArms,
     Reload,
+    GetSpend,
     GetAbReport,
     InvalidateCache,
     Backup,
@@ -87,6 +89,12 @@ struct BudgetLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnomalyLabels {
+    scope: &'static str,
+    name: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabels {
     budget_key: String,
     threshold: String,
@@ -116,6 +124,7 @@ pub struct Metrics {
     budget_overrun: Family<BudgetLabels, FloatCounter>,
     budget_overruns: Family<BudgetLabels, Counter>,
     late_feedback: Family<BudgetLabels, Counter>,
+    cost_anomalies: Family<AnomalyLabels, Counter>,
     pending: Gauge,
     resident_memory: Gauge,
     store_errors: Counter,
@@ -276,6 +285,12 @@ impl Metrics {
                 "Feedback for a budgeted decision that had expired or been evicted, charged from its tombstone",
                 Family::<BudgetLabels, Counter>::default(),
             ),
+            cost_anomalies: register(
+                &mut r,
+                "switchyard_cost_anomalies",
+                "Cost anomalies fired (an hour's spend far above its baseline), by scope and name",
+                Family::default(),
+            ),
             pending: register(
                 &mut r,
                 "switchyard_pending_decisions",
@@ -408,6 +423,18 @@ impl Metrics {
                 .get_or_create(&AlertLabels {
                     budget_key: a.budget_key.clone(),
                     threshold: a.threshold.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Cost anomalies fired.
+    pub fn cost_anomalies(&self, spikes: &[Spike]) {
+        for s in spikes {
+            self.cost_anomalies
+                .get_or_create(&AnomalyLabels {
+                    scope: s.scope.as_str(),
+                    name: s.name.clone(),
                 })
                 .inc();
         }

@@ -15,6 +15,7 @@ pub mod otel;
 pub mod persist;
 pub mod probes;
 pub mod security;
+mod spend;
 pub mod tls;
 
 use std::future::Future;
@@ -191,6 +192,18 @@ impl Shared {
         }
     }
 
+    /// Counts, logs and queues cost anomalies; never waits.
+    fn publish_anomalies(&self, spikes: &[crate::spend::Spike]) {
+        if spikes.is_empty() {
+            return;
+        }
+        self.metrics.cost_anomalies(spikes);
+        match &self.alerts {
+            Some(sender) => sender.publish_anomalies(spikes),
+            None => spikes.iter().for_each(alerts::log_anomaly),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Core> {
         lock_core(&self.core)
     }
@@ -199,7 +212,7 @@ impl Shared {
     /// it (when there is a data dir). Logs breaker transitions after the lock is released.
     pub fn with_engine<T>(&self, f: impl FnOnce(&mut Engine, &mut SmallRng) -> T) -> T {
         let asked = Instant::now();
-        let (out, transitions, got) = {
+        let (out, transitions, got, spikes) = {
             let mut core = self.lock();
             let got = Instant::now();
             let Core { engine, rng } = &mut *core;
@@ -217,8 +230,9 @@ impl Shared {
                     crate::cluster::glue::on_transition(c, &t.model, &t.transition, until);
                 }
             }
-            (out, transitions, got)
+            (out, transitions, got, engine.take_spikes())
         };
+        self.publish_anomalies(&spikes);
         self.metrics.engine_lock(got - asked, got.elapsed());
         for t in transitions {
             let tr = &t.transition;
@@ -428,6 +442,13 @@ impl proto::route_server::Route for RouteService {
         self.timed(Method::Reload, self.reload_impl(request)).await
     }
 
+    async fn get_spend(
+        &self,
+        request: Request<proto::GetSpendRequest>,
+    ) -> Result<Response<proto::GetSpendResponse>, Status> {
+        self.timed(Method::GetSpend, self.get_spend_impl(request))
+            .await
+    }
     async fn get_ab_report(
         &self,
         request: Request<proto::GetAbReportRequest>,

@@ -20,8 +20,10 @@
 //!   each with its effective sample size and a confidence interval.
 //! - [`report`]: the terminal table, CSV and JSON; [`plot`]: SVG plots.
 //! - [`tune`]: grid search over policy settings, writing a `[policy]` config fragment.
+//! - [`anomaly`]: the cost anomaly scenario (a quiet month, then a traffic and a price spike).
 //! - [`cli`]: the `simulate`, `tune` and `trace` subcommands.
 
+pub mod anomaly;
 pub mod cli;
 pub mod frontier;
 pub mod metrics;

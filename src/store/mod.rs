@@ -18,6 +18,7 @@ mod legacy;
 pub mod manifest;
 pub mod records;
 mod recover;
+mod spend;
 
 pub use backup::Copied;
 pub use manifest::{Verified, MANIFEST_FILE};
@@ -33,7 +34,7 @@ use serde::Serialize;
 
 use crate::engine::{Changes, Logged, Restored};
 use crate::record::{DecisionRecord, Event};
-use records::{decision_key, id_bytes, key_ms, DecisionKey, Names, StoredDecision};
+use records::{decision_key, id_bytes, key_ms, show_key, DecisionKey, Names, StoredDecision};
 
 /// Version of the on-disk layout. 1 and 2 (JSON pending records and a JSON event log) are
 /// migrated at open; another version is refused.
@@ -108,6 +109,7 @@ pub struct Batch {
     breakers: sled::Batch,
     ledgers: sled::Batch,
     objectives: sled::Batch,
+    spend: sled::Batch,
     /// Changes of the decision log's count and bytes.
     count_delta: i64,
     bytes_delta: i64,
@@ -146,6 +148,8 @@ pub struct Store {
     ledgers: sled::Tree,
     /// The `min_cost` objective states per task class (key class).
     objectives: sled::Tree,
+    /// The spend rollup and anomaly baselines (`spend.rs`).
+    spend: sled::Tree,
     names: Mutex<Names>,
     /// Creation time of each pending decision by id (locates its record for Feedback).
     index: Mutex<HashMap<[u8; 16], u64>>,
@@ -291,6 +295,7 @@ impl Store {
             breakers: tree("breakers")?,
             ledgers: tree("ledgers")?,
             objectives: tree("objectives")?,
+            spend: tree("spend")?,
             meta,
             names: Mutex::new(Names::default()),
             index: Mutex::new(HashMap::new()),
@@ -511,6 +516,7 @@ impl Store {
             b.writes.insert(manifest::OBJECTIVES, class.as_bytes(), &v);
             b.objectives.insert(class.as_bytes(), v);
         }
+        b.spend = self.encode_spend(&changes.spend)?;
         Ok(b)
     }
 
@@ -528,6 +534,7 @@ impl Store {
             (&self.breakers, &batch.breakers),
             (&self.ledgers, &batch.ledgers),
             (&self.objectives, &batch.objectives),
+            (&self.spend, &batch.spend),
         ] {
             tree.apply_batch(part.clone()).map_err(|e| self.io(e))?;
         }
@@ -578,6 +585,7 @@ impl Store {
             r.objectives
                 .insert(String::from_utf8_lossy(&k).into_owned(), t);
         }
+        r.spend = self.load_spend()?;
         let names = lock(&self.names);
         let mut index = lock(&self.index);
         index.clear();
@@ -739,15 +747,6 @@ fn apply_delta(counter: &AtomicU64, delta: i64) -> u64 {
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
         .unwrap_or_else(|v| v);
     step(old).unwrap_or(old)
-}
-
-fn show_key(k: &[u8]) -> String {
-    if k.len() == 24 {
-        let id: String = k[8..].iter().map(|b| format!("{b:02x}")).collect();
-        format!("decision {id} (made at unix ms {})", key_ms(k))
-    } else {
-        format!("{:?}", String::from_utf8_lossy(k))
-    }
 }
 
 #[cfg(test)]

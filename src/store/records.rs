@@ -170,6 +170,16 @@ pub fn key_ms(k: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// A key as an error message names it.
+pub(super) fn show_key(k: &[u8]) -> String {
+    if k.len() == 24 {
+        let id: String = k[8..].iter().map(|b| format!("{b:02x}")).collect();
+        format!("decision {id} (made at unix ms {})", key_ms(k))
+    } else {
+        format!("{:?}", String::from_utf8_lossy(k))
+    }
+}
+
 fn key_id(k: &[u8]) -> String {
     k.iter().skip(8).map(|b| format!("{b:02x}")).collect()
 }
@@ -330,6 +340,7 @@ impl StoredDecision {
         self.outcomes = names.ids(&p.outcomes);
         self.failed = names.ids(&p.failed);
         self.qualities = names.ids(&p.qualities);
+        self.tags = d.tags.clone();
         self.tenant = names.opt(p.tenant.as_deref());
         self.has_pending = true;
         Ok(())
@@ -468,6 +479,7 @@ impl StoredDecision {
             quality_target: self.quality_target,
             max_output_tokens: self.max_output_tokens,
             classified_by: self.classified_by.clone(),
+            tags: self.tags.clone(),
             shadow: self.shadow_ref(names),
             experiment_group: ExperimentGroup::parse(names.name(self.experiment_group)),
             cache_hit: None,

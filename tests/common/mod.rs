@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod served;
+pub mod webhook;
 
 use std::net::SocketAddr;
 

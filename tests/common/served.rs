@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 
 pub struct ServedBinary {
     pub addr: String,
+    /// The `/metrics` URL, when started with `--metrics-listen`.
+    pub metrics: Option<String>,
     child: Child,
     _data: Option<tempfile::TempDir>,
 }
@@ -23,24 +25,39 @@ impl ServedBinary {
     /// `switchyard serve` on the built-in default config with the caller's data dir `data` (for
     /// restarts on the same state).
     pub fn start_in(data: &std::path::Path) -> ServedBinary {
+        Self::start_with(data, &[])
+    }
+
+    /// `switchyard serve` on 127.0.0.1 port 0 with data dir `data` and `extra` arguments (a
+    /// `--config`, `--metrics-listen`); with `--metrics-listen`, `metrics` is the scrape URL.
+    pub fn start_with(data: &std::path::Path, extra: &[&str]) -> ServedBinary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
+        let metrics = extra.contains(&"--metrics-listen").then(|| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("metrics on ")
+                .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+                .to_string()
+        });
         ServedBinary {
             addr,
+            metrics,
             child,
             _data: None,
         }

@@ -64,7 +64,14 @@ class Weights(_message.Message):
     def __init__(self, quality: _Optional[float] = ..., cost: _Optional[float] = ..., latency: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target", "value_usd_per_quality", "value_usd_per_second", "prompt", "messages", "embedding")
+    __slots__ = ("task_class", "request_id", "candidates", "max_latency_ms", "max_cost_usd", "input_tokens", "max_output_tokens", "budget_key", "weights", "quality_target", "value_usd_per_quality", "value_usd_per_second", "prompt", "messages", "tags", "embedding")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +86,7 @@ class RouteRequest(_message.Message):
     VALUE_USD_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     request_id: str
@@ -94,8 +102,9 @@ class RouteRequest(_message.Message):
     value_usd_per_second: float
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    tags: _containers.ScalarMap[str, str]
     embedding: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ..., value_usd_per_quality: _Optional[float] = ..., value_usd_per_second: _Optional[float] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, task_class: _Optional[str] = ..., request_id: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., budget_key: _Optional[str] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., quality_target: _Optional[float] = ..., value_usd_per_quality: _Optional[float] = ..., value_usd_per_second: _Optional[float] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., tags: _Optional[_Mapping[str, str]] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -168,7 +177,14 @@ class RouteResponse(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., propensity: _Optional[float] = ..., expected: _Optional[_Union[Expected, _Mapping]] = ..., reason: _Optional[str] = ..., policy: _Optional[str] = ..., task_class: _Optional[str] = ..., replayed: bool = ..., expires_at_unix_ms: _Optional[int] = ..., budget_key: _Optional[str] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., classified_by: _Optional[str] = ..., shadow: _Optional[_Union[ModelRef, _Mapping]] = ..., experiment_group: _Optional[str] = ..., cache_hit: _Optional[_Union[CacheHit, _Mapping]] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality", "shadow", "response")
+    __slots__ = ("decision_id", "model", "outcome", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "quality", "tags", "shadow", "response")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +194,7 @@ class FeedbackRequest(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
@@ -189,9 +206,10 @@ class FeedbackRequest(_message.Message):
     output_tokens: int
     cost_usd: float
     quality: float
+    tags: _containers.ScalarMap[str, str]
     shadow: bool
     response: str
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., shadow: bool = ..., response: _Optional[str] = ...) -> None: ...
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., tags: _Optional[_Mapping[str, str]] = ..., shadow: bool = ..., response: _Optional[str] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("accepted", "duplicate", "arm", "late")
@@ -440,6 +458,44 @@ class ReloadResponse(_message.Message):
     repriced: _containers.RepeatedScalarFieldContainer[str]
     keys: int
     def __init__(self, added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., repriced: _Optional[_Iterable[str]] = ..., keys: _Optional[int] = ...) -> None: ...
+
+class GetSpendRequest(_message.Message):
+    __slots__ = ("since_unix_ms", "until_unix_ms", "group_by", "budget_key")
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_KEY_FIELD_NUMBER: _ClassVar[int]
+    since_unix_ms: int
+    until_unix_ms: int
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    budget_key: str
+    def __init__(self, since_unix_ms: _Optional[int] = ..., until_unix_ms: _Optional[int] = ..., group_by: _Optional[_Iterable[str]] = ..., budget_key: _Optional[str] = ...) -> None: ...
+
+class SpendRow(_message.Message):
+    __slots__ = ("key", "spend_usd", "spend_nusd", "requests", "input_tokens", "output_tokens", "mean_cost_usd")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SPEND_USD_FIELD_NUMBER: _ClassVar[int]
+    SPEND_NUSD_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    key: _containers.RepeatedScalarFieldContainer[str]
+    spend_usd: float
+    spend_nusd: int
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    mean_cost_usd: float
+    def __init__(self, key: _Optional[_Iterable[str]] = ..., spend_usd: _Optional[float] = ..., spend_nusd: _Optional[int] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., mean_cost_usd: _Optional[float] = ...) -> None: ...
+
+class GetSpendResponse(_message.Message):
+    __slots__ = ("columns", "rows")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    rows: _containers.RepeatedCompositeFieldContainer[SpendRow]
+    def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ...) -> None: ...
 
 class MeanInterval(_message.Message):
     __slots__ = ("n", "mean", "lo", "hi")

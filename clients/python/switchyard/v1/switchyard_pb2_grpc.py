@@ -70,6 +70,11 @@ class RouteStub(object):
                 request_serializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.FromString,
                 _registered_method=True)
+        self.GetSpend = channel.unary_unary(
+                '/switchyard.v1.Route/GetSpend',
+                request_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetSpendRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_switchyard__pb2.GetSpendResponse.FromString,
+                _registered_method=True)
         self.GetAbReport = channel.unary_unary(
                 '/switchyard.v1.Route/GetAbReport',
                 request_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetAbReportRequest.SerializeToString,
@@ -142,6 +147,14 @@ class RouteServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSpend(self, request, context):
+        """Spend: settled spend from the persisted rollup, grouped (role client; a tenant's key sees its
+        own budget's spend only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAbReport(self, request, context):
         """Experiments
         Compares an experiment's control and router groups over the service's decision log (needs a
@@ -206,6 +219,11 @@ def add_RouteServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.SerializeToString,
+            ),
+            'GetSpend': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpend,
+                    request_deserializer=switchyard_dot_v1_dot_switchyard__pb2.GetSpendRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_switchyard__pb2.GetSpendResponse.SerializeToString,
             ),
             'GetAbReport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAbReport,
@@ -413,6 +431,33 @@ class Route(object):
             '/switchyard.v1.Route/Reload',
             switchyard_dot_v1_dot_switchyard__pb2.ReloadRequest.SerializeToString,
             switchyard_dot_v1_dot_switchyard__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Route/GetSpend',
+            switchyard_dot_v1_dot_switchyard__pb2.GetSpendRequest.SerializeToString,
+            switchyard_dot_v1_dot_switchyard__pb2.GetSpendResponse.FromString,
             options,
             channel_credentials,
             insecure,
