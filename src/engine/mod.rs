@@ -27,6 +27,8 @@ mod route;
 mod shadow;
 #[cfg(test)]
 mod shadow_tests;
+#[cfg(test)]
+mod bounds_tests;
 mod spending;
 mod stats;
 mod tenant;

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use super::{metrics, security, tls, ServeError, Shared};
+use std::net::SocketAddr;
+
+use super::{metrics, security, tls, Shared};
+use crate::store::StoreError;
 use crate::config::Config;
 
 /// Serves the Prometheus endpoint (over TLS when `tls` is set) until the task is aborted.
@@ -92,4 +95,33 @@ pub(super) fn server_builder(
         _ => None,
     };
     Ok((tonic::transport::Server::builder(), grpc_tls, metrics_tls))
+}
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Security(#[from] security::SecurityError),
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cluster: {0}")]
+    Cluster(String),
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }

@@ -7,9 +7,11 @@
 pub mod alerts;
 pub mod cache;
 pub mod convert;
+mod admin;
 mod experiments;
 pub mod limits;
 mod listeners;
+pub use listeners::{bind, ServeError};
 pub mod metrics;
 pub mod otel;
 pub mod persist;
@@ -474,43 +476,6 @@ impl proto::route_server::Route for RouteService {
 }
 
 impl RouteService {
-    /// A consistent copy of the data dir into a new directory (see [`store`]'s backup module).
-    async fn backup_impl(
-        &self,
-        request: Request<proto::BackupRequest>,
-    ) -> Result<Response<proto::BackupResponse>, Status> {
-        self.caller(Method::Backup, request.metadata())?;
-        let to = request.into_inner().to_dir;
-        if to.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "to_dir is empty; give a new directory on the service's host",
-            ));
-        }
-        let Some(slot) = self.shared.store.clone() else {
-            return Err(Status::failed_precondition(
-                "no data dir to back up: storage.durability is memory",
-            ));
-        };
-        let dir = std::path::PathBuf::from(&to);
-        let copied = tokio::task::spawn_blocking(move || slot.with(|s| s.backup_to(&dir)))
-            .await
-            .map_err(|e| Status::internal(format!("backup task failed: {e}")))?
-            .map_err(|e| {
-                Status::failed_precondition(format!(
-                    "backup to {} failed: {}",
-                    crate::validation::echo(&to),
-                    crate::validation::echo(&e.to_string())
-                ))
-            })?;
-        info!(to_dir = %crate::validation::echo(&to), generation = copied.generation, records = copied.records, "data dir backed up");
-        Ok(Response::new(proto::BackupResponse {
-            generation: copied.generation,
-            records: copied.records,
-        }))
-    }
-}
-
-impl RouteService {
     async fn route_impl(
         &self,
         request: Request<proto::RouteRequest>,
@@ -765,63 +730,6 @@ impl RouteService {
     }
 }
 
-impl RouteService {
-    async fn reload_impl(
-        &self,
-        request: Request<proto::ReloadRequest>,
-    ) -> Result<Response<proto::ReloadResponse>, Status> {
-        self.caller(Method::Reload, request.metadata())?;
-        let (shared, edge, source) = (
-            Arc::clone(&self.shared),
-            Arc::clone(&self.edge),
-            Arc::clone(&self.reload),
-        );
-        // Reading files blocks: off the async workers.
-        let result =
-            tokio::task::spawn_blocking(move || security::reload_logged(&shared, &edge, &source))
-                .await
-                .map_err(|e| Status::internal(format!("reload task failed: {e}")))?;
-        let r = result.map_err(convert::reload_status)?;
-        let names =
-            |v: Vec<(String, String)>| v.into_iter().map(|(c, m)| format!("{c}/{m}")).collect();
-        Ok(Response::new(proto::ReloadResponse {
-            added: names(r.engine.added),
-            removed: names(r.engine.removed),
-            repriced: names(r.engine.repriced),
-            keys: u32::try_from(r.keys).unwrap_or(u32::MAX),
-        }))
-    }
-}
-
-/// Errors that stop the server.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Security(#[from] security::SecurityError),
-    #[error("config: {0}")]
-    Config(#[from] crate::config::ConfigError),
-    #[error("cluster: {0}")]
-    Cluster(String),
-}
-
-/// Binds `addr` (port 0 picks a free port).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })
-}
-
 /// Accepted connections with TCP_NODELAY set: small unary RPCs must not wait out Nagle's algorithm
 /// against the peer's delayed ACK (~40 ms per exchange).
 /// Serves `switchyard.v1.Route`, health and reflection on `listener` until `shutdown` resolves, then
@@ -982,7 +890,7 @@ pub async fn serve_with(
         probes: std::sync::Mutex::new(probes::Running::start(&shared, probes)),
     });
     let reload = Arc::new(reload);
-    let sighup = reload_on_sighup.then(|| spawn_sighup(&shared, &edge, &reload));
+    let sighup = reload_on_sighup.then(|| admin::spawn_sighup(&shared, &edge, &reload));
     let metrics_task = match metrics_listener {
         Some(l) => Some(listeners::spawn_metrics(
             Arc::clone(&shared),
@@ -1087,37 +995,4 @@ async fn drain(
     let secs = shared.lock().engine.config().security.drain_secs;
     info!(drain_secs = secs, "health NOT_SERVING; draining");
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-}
-
-/// Reloads the config on every SIGHUP until aborted.
-fn spawn_sighup(
-    shared: &Arc<Shared>,
-    edge: &Arc<security::Edge>,
-    source: &Arc<security::ReloadSource>,
-) -> tokio::task::JoinHandle<()> {
-    let (shared, edge, source) = (Arc::clone(shared), Arc::clone(edge), Arc::clone(source));
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut hup = match signal(SignalKind::hangup()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGHUP; reload only by RPC");
-                    return;
-                }
-            };
-            while hup.recv().await.is_some() {
-                let (shared, edge, source) =
-                    (Arc::clone(&shared), Arc::clone(&edge), Arc::clone(&source));
-                // Errors are logged inside; a bad file changes nothing.
-                let _ = tokio::task::spawn_blocking(move || {
-                    security::reload_logged(&shared, &edge, &source)
-                })
-                .await;
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = (shared, edge, source);
-    })
 }
