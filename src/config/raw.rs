@@ -14,8 +14,8 @@ use crate::budget::{self, BudgetConfig, OnCap, Period};
 use crate::policy::{PolicyKind, PolicySettings, Weights};
 use crate::validation::FieldError;
 
-mod budget;
-use budget::{RawAlerts, RawBudget};
+mod budgets;
+use budgets::{RawAlerts, RawBudget};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,6 @@
 //! for offered models, late and evicted settlement, closed periods and rollovers.
 use super::tests::*;
 use super::*;
-use crate::budget::BudgetState;
 use crate::policy::Outcome;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -12,6 +12,8 @@
 //! `stats.rs` the read models, `reason.rs` the decision reasons.
 
 mod api;
+#[cfg(test)]
+mod bounds_tests;
 mod budgeting;
 mod cache_hit;
 mod cluster;
@@ -27,8 +29,6 @@ mod route;
 mod shadow;
 #[cfg(test)]
 mod shadow_tests;
-#[cfg(test)]
-mod bounds_tests;
 mod spending;
 mod stats;
 mod tenant;

@@ -13,7 +13,7 @@ use crate::proto;
 
 impl RouteService {
     /// A consistent copy of the data dir into a new directory (see [`store`]'s backup module).
-    async fn backup_impl(
+    pub(super) async fn backup_impl(
         &self,
         request: Request<proto::BackupRequest>,
     ) -> Result<Response<proto::BackupResponse>, Status> {
@@ -49,7 +49,7 @@ impl RouteService {
 }
 
 impl RouteService {
-    async fn reload_impl(
+    pub(super) async fn reload_impl(
         &self,
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {

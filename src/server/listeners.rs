@@ -10,8 +10,8 @@ use tracing::info;
 use std::net::SocketAddr;
 
 use super::{metrics, security, tls, Shared};
-use crate::store::StoreError;
 use crate::config::Config;
+use crate::store::StoreError;
 
 /// Serves the Prometheus endpoint (over TLS when `tls` is set) until the task is aborted.
 pub(super) fn spawn_metrics(

@@ -4,10 +4,10 @@
 //! The engine sits behind one `std::sync::Mutex` that is held only for the synchronous engine call
 //! and never across an `.await`; the clock is read here, not in the engine.
 
+mod admin;
 pub mod alerts;
 pub mod cache;
 pub mod convert;
-mod admin;
 mod experiments;
 pub mod limits;
 mod listeners;
@@ -21,7 +21,6 @@ mod spend;
 pub mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
