@@ -1176,6 +1176,37 @@ async fn feedback_is_scoped_to_the_tenant_a_decision_was_made_under_across_resta
     s.stop().await;
 }
 
+/// An evicted decision's late Feedback is scoped by the tenant its tombstone recorded, not by
+/// the budget key both tenants share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_feedback_is_scoped_to_the_tenant_the_tombstone_recorded() {
+    let text = format!("{}[limits]\nmax_pending = 1\n", shared_budget_toml());
+    let config = Config::from_toml_str(&text, "tenants").unwrap();
+    let s = Served::start(config, "127.0.0.1:0", ReloadSource::default()).await;
+    let mut c = RouteClient::new(s.channel().await);
+    let first = c
+        .route(with_key(route_req("qa", ""), Some(TEAM_A)))
+        .await
+        .unwrap()
+        .into_inner();
+    // A second decision evicts the first (max_pending = 1): its reservation becomes a tombstone.
+    c.route(with_key(route_req("qa", ""), Some(TEAM_B)))
+        .await
+        .unwrap();
+    let st = c
+        .feedback(with_key(feedback_req(&first, 0.5), Some(TEAM_B)))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{}", st.message());
+    let r = c
+        .feedback(with_key(feedback_req(&first, 0.5), Some(TEAM_A)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.accepted && r.late, "{r:?}");
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // OpenTelemetry export.
 

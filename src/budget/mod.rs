@@ -153,6 +153,10 @@ pub struct Tombstone {
     pub period_start_ms: u64,
     /// When the decision was buried.
     pub buried_ms: u64,
+    /// Whose decision it was, for Feedback scoping: `Some(None)` = made without a tenant; `None`
+    /// = not recorded (a tombstone written before tenants were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Option<String>>,
 }
 
 /// How long and how many [`Tombstone`]s a ledger keeps.
@@ -529,6 +533,7 @@ impl Ledger {
                     reserved_usd: r.amount_usd,
                     period_start_ms: r.period_start_ms.unwrap_or(self.period_start_ms),
                     buried_ms: now_ms,
+                    tenant: None,
                 },
             );
         }
@@ -556,6 +561,13 @@ impl Ledger {
     /// The tombstone of decision `id`, if kept.
     pub fn tombstone(&self, id: &str) -> Option<&Tombstone> {
         self.tombstones.get(id)
+    }
+
+    /// Records whose decision tombstone `id` was (no-op without one).
+    pub fn set_tombstone_tenant(&mut self, id: &str, tenant: Option<String>) {
+        if let Some(t) = self.tombstones.get_mut(id) {
+            t.tenant = Some(tenant);
+        }
     }
 
     /// Number of tombstones kept.

@@ -501,6 +501,7 @@ impl Engine {
                     .chain(d.fallbacks.iter().map(|f| f.model.clone()))
                     .collect();
                 l.bury(b, &d.id, &d.task_class, models, limits, now_ms);
+                l.set_tombstone_tenant(&d.id, p.tenant.clone());
                 l.release(b, &shadow_reservation_id(&d.id), now_ms);
             }
         }

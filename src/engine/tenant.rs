@@ -16,8 +16,12 @@ use super::Engine;
 pub enum DecisionOwner<'a> {
     /// Pending: made under this tenant (`None` = without one).
     Pending(Option<&'a str>),
-    /// Expired or evicted with a reservation: only its budget is known (late settlement).
-    Late { budget_key: &'a str },
+    /// Expired or evicted with a reservation (late settlement): its budget, and the tenant it
+    /// was made under when the tombstone recorded it (`Some(None)` = without a tenant).
+    Late {
+        budget_key: &'a str,
+        tenant: Option<Option<&'a str>>,
+    },
     /// Not known here: Feedback answers NOT_FOUND by itself.
     Unknown,
 }
@@ -40,9 +44,10 @@ impl Engine {
         }
         self.ledgers
             .iter()
-            .find(|(_, l)| l.tombstone(decision_id).is_some())
-            .map_or(DecisionOwner::Unknown, |(key, _)| DecisionOwner::Late {
+            .find_map(|(key, l)| Some((key, l.tombstone(decision_id)?)))
+            .map_or(DecisionOwner::Unknown, |(key, t)| DecisionOwner::Late {
                 budget_key: key.as_str(),
+                tenant: t.tenant.as_ref().map(Option::as_deref),
             })
     }
 }

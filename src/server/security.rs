@@ -271,7 +271,15 @@ pub fn check_feedback_tenant(
 ) -> Result<(), Status> {
     let made_under = match engine.decision_owner(decision_id) {
         DecisionOwner::Pending(tenant) => tenant,
-        DecisionOwner::Late { budget_key } => caller
+        DecisionOwner::Late {
+            tenant: Some(tenant),
+            ..
+        } => tenant,
+        // A tombstone from before tenants were recorded: a tenant's keys charge only its budget.
+        DecisionOwner::Late {
+            budget_key,
+            tenant: None,
+        } => caller
             .tenant
             .as_ref()
             .filter(|t| t.budget_key == budget_key)
