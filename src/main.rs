@@ -86,7 +86,8 @@ enum Command {
     Classify(switchyard::prompt::cli::ClassifyArgs),
     /// Check a running service with grpc.health.v1: exit 0 when SERVING, 1 otherwise.
     Health(switchyard::tools::health::HealthArgs),
-    /// Reports: `report spend` (settled spend grouped by day, model, budget, tag, ...).
+    /// Reports: `report spend` (settled spend grouped by day, model, budget, tag, ...) and
+    /// `report ab` (an experiment's control vs router).
     Report {
         #[command(subcommand)]
         command: ReportCommand,

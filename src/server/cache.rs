@@ -192,8 +192,7 @@ struct ClassLabels {
     task_class: String,
 }
 
-type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
-type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+use super::metrics::{FloatCounter, FloatGauge};
 
 /// The response cache's series (README, "Response cache").
 pub struct CacheMetrics {

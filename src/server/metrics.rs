@@ -100,8 +100,8 @@ struct AlertLabels {
     threshold: String,
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
-type FloatCounter = Counter<f64, AtomicU64>;
+pub(super) type FloatGauge = Gauge<f64, AtomicU64>;
+pub(super) type FloatCounter = Counter<f64, AtomicU64>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every series the service exports.

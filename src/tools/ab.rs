@@ -42,13 +42,6 @@ pub struct AbArgs {
     pub client: ClientArgs,
 }
 
-/// `report` subcommands of this module.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum ReportCommand {
-    /// A/B report of an experiment: control vs router, with 95% intervals.
-    Ab(AbArgs),
-}
-
 /// Runs `report ab`: one line on stderr and exit code 2 on failure.
 pub fn run(args: AbArgs) -> ExitCode {
     let report = match (&args.data_dir, &args.addr) {
