@@ -157,6 +157,10 @@ pub struct Tombstone {
     /// = not recorded (a tombstone written before tenants were kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<Option<String>>,
+    /// The decision's tags, so late spend is reported under them (bounded by
+    /// `crate::spend::tags`: at most 8 short labels; omitted when empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// How long and how many [`Tombstone`]s a ledger keeps.
@@ -534,6 +538,7 @@ impl Ledger {
                     period_start_ms: r.period_start_ms.unwrap_or(self.period_start_ms),
                     buried_ms: now_ms,
                     tenant: None,
+                    tags: BTreeMap::new(),
                 },
             );
         }
@@ -567,6 +572,13 @@ impl Ledger {
     pub fn set_tombstone_tenant(&mut self, id: &str, tenant: Option<String>) {
         if let Some(t) = self.tombstones.get_mut(id) {
             t.tenant = Some(tenant);
+        }
+    }
+
+    /// Records the tags of buried decision `id` (no-op without its tombstone).
+    pub fn set_tombstone_tags(&mut self, id: &str, tags: &BTreeMap<String, String>) {
+        if let Some(t) = self.tombstones.get_mut(id) {
+            t.tags.clone_from(tags);
         }
     }
 

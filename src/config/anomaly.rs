@@ -14,6 +14,20 @@ pub const DEFAULT_MIN_USD: f64 = 1.0;
 pub const DEFAULT_HALF_LIFE_HOURS: f64 = 72.0;
 /// Hours of history before a baseline may fire: a day, so the spread is estimated first.
 pub const DEFAULT_WARMUP_HOURS: u32 = 24;
+/// Half-life of an hour-of-day factor, in days (occurrences of that hour): a week, so a weekday
+/// pattern that shifts is followed within days while one odd day barely moves it.
+pub const DEFAULT_SEASONAL_HALF_LIFE_DAYS: f64 = 7.0;
+
+/// `anomaly.seasonality`: whether the baseline expects a daily cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seasonality {
+    /// A level x hour-of-day (UTC) factor model: a quiet night is judged against nights, a busy
+    /// afternoon against afternoons.
+    Daily,
+    /// One level for every hour: the daily cycle counts as spread.
+    None,
+}
 
 /// The detector's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -26,6 +40,10 @@ pub struct AnomalyConfig {
     pub min_usd: f64,
     pub half_life_hours: f64,
     pub warmup_hours: u32,
+    /// `anomaly.seasonality`: `"daily"` (default) or `"none"`.
+    pub seasonality: Seasonality,
+    /// `anomaly.seasonal_half_life_days`: how fast an hour-of-day factor follows change.
+    pub seasonal_half_life_days: f64,
 }
 
 impl Default for AnomalyConfig {
@@ -36,6 +54,8 @@ impl Default for AnomalyConfig {
             min_usd: DEFAULT_MIN_USD,
             half_life_hours: DEFAULT_HALF_LIFE_HOURS,
             warmup_hours: DEFAULT_WARMUP_HOURS,
+            seasonality: Seasonality::Daily,
+            seasonal_half_life_days: DEFAULT_SEASONAL_HALF_LIFE_DAYS,
         }
     }
 }
@@ -59,6 +79,17 @@ impl AnomalyConfig {
             return Err(FieldError::new(
                 "half_life_hours",
                 format!("must be in [1, 8760] hours, got {}", self.half_life_hours),
+            ));
+        }
+        if !(self.seasonal_half_life_days.is_finite()
+            && (1.0..=365.0).contains(&self.seasonal_half_life_days))
+        {
+            return Err(FieldError::new(
+                "seasonal_half_life_days",
+                format!(
+                    "must be in [1, 365] days, got {}",
+                    self.seasonal_half_life_days
+                ),
             ));
         }
         if self.warmup_hours > 8760 {

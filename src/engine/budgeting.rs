@@ -124,6 +124,10 @@ impl Engine {
                 ),
             ));
         }
+        // The decision's tags (kept in its tombstone) with the late Feedback's merged in, as for
+        // a live Feedback; checked before anything is charged.
+        let tags =
+            crate::spend::tags::merged(&t.tags, &input.tags).map_err(|e| invalid("tags", e.0))?;
         let model = self
             .config
             .models
@@ -162,13 +166,12 @@ impl Engine {
             .position(|m| *m == model_id)
             .ok_or_else(|| invalid("model", format!("model {model_id:?} left the class")))?;
         let arm = self.summary(&class.name, arm_index, now_ms)?;
-        // The tombstone keeps no tags: the late Feedback's own label the spend.
         self.account_spend(
             spending::SpendOf {
                 model: &model_id,
                 task_class: &class.name,
                 budget_key: Some(&key),
-                tags: &input.tags,
+                tags: &tags,
                 usd: recorded_usd,
                 input_tokens,
                 output_tokens,

@@ -502,6 +502,7 @@ impl Engine {
                     .collect();
                 l.bury(b, &d.id, &d.task_class, models, limits, now_ms);
                 l.set_tombstone_tenant(&d.id, p.tenant.clone());
+                l.set_tombstone_tags(&d.id, &d.tags);
                 l.release(b, &shadow_reservation_id(&d.id), now_ms);
             }
         }
