@@ -60,6 +60,12 @@ enum Command {
     SimulateAnomaly {
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The detector's daily seasonality: daily or none.
+        #[arg(long, default_value = "daily")]
+        seasonality: String,
+        /// Amplitude of the traffic's daily cycle, a fraction of the mean (0 to 0.95).
+        #[arg(long, default_value_t = 0.3)]
+        amplitude: f64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -247,9 +253,17 @@ fn main() -> ExitCode {
         Command::Simulate(args) => switchyard::sim::cli::simulate(args),
         Command::Tune(args) => switchyard::sim::cli::tune(args),
         Command::Trace(args) => switchyard::sim::cli::trace(args),
-        Command::SimulateAnomaly { seed, json } => {
+        Command::SimulateAnomaly {
+            seed,
+            seasonality,
+            amplitude,
+            json,
+        } => {
             use switchyard::sim::anomaly;
-            match anomaly::run(&anomaly::AnomalyScenario::standard(seed)) {
+            let scenario = anomaly::AnomalyScenario::standard(seed)
+                .with_cycle(&seasonality, amplitude)
+                .and_then(|s| anomaly::run(&s));
+            match scenario {
                 Ok(r) if json => {
                     println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
                     ExitCode::SUCCESS

@@ -439,3 +439,53 @@ async fn the_grafana_dashboard_queries_only_metrics_the_binary_serves() {
         );
     }
 }
+
+/// A decision evicted before its Feedback keeps its tags in its tombstone: the late spend is
+/// reported under them (with the late Feedback's own merged in), not under the Feedback's only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spend_is_reported_under_the_decisions_tags() {
+    let text = format!("{CONFIG}[limits]\nmax_pending = 1\n");
+    let server =
+        TestServer::start(switchyard::config::Config::from_toml_str(&text, "test").unwrap()).await;
+    let mut c = server.client().await;
+    let route = |user: &str| RouteRequest {
+        task_class: "chat".into(),
+        tags: tags(&[("user", user), ("team", "ml")]),
+        ..Default::default()
+    };
+    let first = c.route(route("dora")).await.unwrap().into_inner();
+    // max_pending = 1: the next decision evicts the first, which is buried with its reservation.
+    c.route(route("eve")).await.unwrap();
+    let r = c
+        .feedback(FeedbackRequest {
+            decision_id: first.decision_id,
+            outcome: Outcome::Success as i32,
+            cost_usd: Some(0.2),
+            tags: tags(&[("feature", "search")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.accepted && r.late, "{r:?}");
+    let got = spend(
+        &mut c,
+        &["tag:user", "tag:team", "tag:feature", "budget_key"],
+    )
+    .await;
+    let rows: Vec<_> = got
+        .rows
+        .iter()
+        .map(|r| (r.key.clone(), r.spend_nusd, r.requests))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(
+            vec!["dora".into(), "ml".into(), "search".into(), "team-a".into()],
+            200_000_000,
+            1
+        )],
+        "{got:?}"
+    );
+    server.stop().await;
+}

@@ -31,6 +31,7 @@ pub mod budget;
 pub mod evidence;
 pub mod glue;
 pub mod health;
+pub mod spend;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -125,6 +126,8 @@ pub struct Cluster {
     state: Mutex<State>,
     pub counters: Counters,
     scripts: budget::Scripts,
+    /// The shared spend rollup and anomaly detectors ([`spend`]).
+    spend: spend::SharedSpend,
 }
 
 impl Cluster {
@@ -150,6 +153,7 @@ impl Cluster {
             }),
             counters: Counters::default(),
             scripts: budget::Scripts::new(),
+            spend: spend::SharedSpend::default(),
         })
     }
 
@@ -306,6 +310,7 @@ impl Cluster {
                 ));
             }
         }
+        out.push_str(&self.spend.metrics_lines());
         out
     }
 }

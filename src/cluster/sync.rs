@@ -88,6 +88,9 @@ pub async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>) {
                 tracing::debug!(error = %e, "evidence sync failed");
             }
             let _ = cluster.refresh_budgets(budget_asks(&shared)).await;
+            if let Err(e) = super::spend::sync(&cluster, &shared).await {
+                tracing::debug!(error = %e, "spend sync failed");
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::spend::report::{self, GroupBy, SpendGroup};
-use crate::spend::{Settled, SpendState, Spike};
+use crate::spend::{Deltas, Settled, SpendState, Spike};
 
 use super::*;
 
@@ -47,6 +47,21 @@ impl Engine {
     /// I/O).
     pub fn take_spikes(&mut self) -> Vec<Spike> {
         std::mem::take(&mut self.spikes)
+    }
+
+    /// Cluster mode: from now on settlements are also collected for the shared figures
+    /// ([`Engine::take_spend_deltas`]) and the local detectors stay idle.
+    pub fn share_spend(&mut self) {
+        self.spend.shared.get_or_insert_with(Deltas::default);
+    }
+
+    /// What was settled since the last call (cluster mode; empty otherwise).
+    pub fn take_spend_deltas(&mut self) -> Deltas {
+        self.spend
+            .shared
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The spend rollup and anomaly baselines.

@@ -194,7 +194,7 @@ impl Shared {
     }
 
     /// Counts, logs and queues cost anomalies; never waits.
-    fn publish_anomalies(&self, spikes: &[crate::spend::Spike]) {
+    pub fn publish_anomalies(&self, spikes: &[crate::spend::Spike]) {
         if spikes.is_empty() {
             return;
         }
@@ -801,6 +801,7 @@ pub async fn serve_with(
         let c =
             crate::cluster::Cluster::new(cfg).map_err(|e| ServeError::Cluster(e.to_string()))?;
         info!(replica = %c.config.replica_id, "cluster mode: sharing state through redis");
+        shared.lock().engine.share_spend();
         shared.cluster = Some(Arc::new(c));
     }
     let shared = Arc::new(shared);
@@ -949,6 +950,9 @@ pub async fn serve_with(
     sweeper.abort();
     for t in [cluster_task, cluster_health].into_iter().flatten() {
         t.abort();
+    }
+    if let Some(c) = &shared.cluster {
+        crate::cluster::spend::flush_on_stop(c, &shared).await;
     }
     if let Some(t) = store_health {
         t.abort();

@@ -60,12 +60,26 @@ impl RouteService {
             (r.budget_key.is_empty() || key == r.budget_key)
                 && caller.as_ref().is_none_or(|p| p.may_see_budget(key))
         };
-        let groups = self
-            .shared
-            .lock()
-            .engine
-            .spend_report(since, until, &by, visible);
+        let (groups, cluster_wide, served_by, detail) = match &self.shared.cluster {
+            Some(c) => {
+                let a = crate::cluster::spend::report(c, &self.shared, since, until, &by, visible)
+                    .await;
+                let id = c.config.replica_id.clone();
+                (a.groups, a.cluster_wide, id, a.detail)
+            }
+            None => {
+                let g = self
+                    .shared
+                    .lock()
+                    .engine
+                    .spend_report(since, until, &by, visible);
+                (g, false, String::new(), String::new())
+            }
+        };
         Ok(Response::new(proto::GetSpendResponse {
+            cluster_wide,
+            served_by,
+            detail,
             columns: by.iter().map(GroupBy::column).collect(),
             rows: groups
                 .into_iter()

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Poisson};
 use serde::Serialize;
 
+use crate::config::anomaly::Seasonality;
 use crate::config::Config;
 use crate::engine::{Engine, FeedbackInput, RouteInput};
 use crate::policy::Outcome;
@@ -82,6 +83,8 @@ pub struct AnomalyScenario {
     /// Mean requests per hour, and the amplitude of the daily cycle (a fraction of the mean).
     pub requests_per_hour: f64,
     pub daily_amplitude: f64,
+    /// The detector's `anomaly.seasonality`.
+    pub seasonality: Seasonality,
     pub spikes: Vec<Injected>,
 }
 
@@ -95,6 +98,7 @@ impl AnomalyScenario {
             days: 40,
             requests_per_hour: 200.0,
             daily_amplitude: 0.3,
+            seasonality: Seasonality::Daily,
             spikes: vec![
                 Injected {
                     kind: SpikeKind::Traffic,
@@ -110,6 +114,28 @@ impl AnomalyScenario {
                 },
             ],
         }
+    }
+
+    /// This scenario with detector seasonality `seasonality` (`daily` or `none`) and a daily cycle
+    /// of `amplitude`.
+    pub fn with_cycle(mut self, seasonality: &str, amplitude: f64) -> Result<Self, String> {
+        self.seasonality = match seasonality {
+            "daily" => Seasonality::Daily,
+            "none" => Seasonality::None,
+            other => {
+                return Err(format!(
+                    "--seasonality {}: use daily or none",
+                    crate::validation::echo(other)
+                ))
+            }
+        };
+        if !(0.0..=0.95).contains(&amplitude) {
+            return Err(format!(
+                "--amplitude {amplitude}: use a fraction of the mean in [0, 0.95]"
+            ));
+        }
+        self.daily_amplitude = amplitude;
+        Ok(self)
     }
 
     fn factor(&self, kind: SpikeKind, hour: u64) -> f64 {
@@ -155,7 +181,12 @@ const GRACE_HOURS: u64 = 2;
 
 /// Runs the scenario.
 pub fn run(s: &AnomalyScenario) -> Result<AnomalyReport, String> {
-    let config = Config::from_toml_str(SERVICE, "anomaly scenario").map_err(|e| e.to_string())?;
+    let seasonality = match s.seasonality {
+        Seasonality::Daily => "daily",
+        Seasonality::None => "none",
+    };
+    let text = format!("{SERVICE}[anomaly]\nseasonality = \"{seasonality}\"\n");
+    let config = Config::from_toml_str(&text, "anomaly scenario").map_err(|e| e.to_string())?;
     let mut engine = Engine::new(config, SIM_EPOCH_MS);
     let mut rng = SmallRng::seed_from_u64(s.seed);
     let (mut requests, mut spend) = (0u64, 0.0);
@@ -256,12 +287,13 @@ pub fn render(r: &AnomalyReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "cost anomaly scenario (seed {}): {} days, {:.0} requests/h (daily cycle +-{:.0}%), {} \
-         requests, ${:.2} spent",
+        "cost anomaly scenario (seed {}): {} days, {:.0} requests/h (daily cycle +-{:.0}%), \
+         seasonality {:?}, {} requests, ${:.2} spent",
         s.seed,
         s.days,
         s.requests_per_hour,
         s.daily_amplitude * 100.0,
+        s.seasonality,
         r.requests,
         r.spend_usd
     );

@@ -157,7 +157,10 @@ impl Baseline {
     /// The expected spend of hour `hour` and its limit, USD.
     fn expected(&self, hour: u64, cfg: &AnomalyConfig) -> (f64, f64) {
         let f = self.factor(hour, cfg);
-        (f * self.level, f * (self.level + cfg.threshold * self.sigma()))
+        (
+            f * self.level,
+            f * (self.level + cfg.threshold * self.sigma()),
+        )
     }
 
     fn warm(&self, cfg: &AnomalyConfig) -> bool {
@@ -270,7 +273,13 @@ impl Baseline {
     }
 
     /// Whether the current hour is a spike not yet fired.
-    fn check(&mut self, scope: Scope, name: &str, cfg: &AnomalyConfig, at_ms: u64) -> Option<Spike> {
+    fn check(
+        &mut self,
+        scope: Scope,
+        name: &str,
+        cfg: &AnomalyConfig,
+        at_ms: u64,
+    ) -> Option<Spike> {
         let (expected, limit) = self.expected(self.hour, cfg);
         let excess = self.hour_usd - expected;
         if self.alarmed || !self.warm(cfg) || self.hour_usd <= limit || excess < cfg.min_usd {
@@ -493,9 +502,16 @@ mod tests {
         for seed in [3, 4] {
             let daily = night_spike(Seasonality::Daily, seed);
             assert_eq!(daily.len(), 1, "seed {seed}: {daily:?}");
-            assert_eq!(daily[0].0, 24 * 28 + 2, "seed {seed}: in the spike's first hour");
+            assert_eq!(
+                daily[0].0,
+                24 * 28 + 2,
+                "seed {seed}: in the spike's first hour"
+            );
             let flat = night_spike(Seasonality::None, seed);
-            assert!(flat.is_empty(), "seed {seed}: the daily cycle hides it: {flat:?}");
+            assert!(
+                flat.is_empty(),
+                "seed {seed}: the daily cycle hides it: {flat:?}"
+            );
         }
     }
 

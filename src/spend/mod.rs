@@ -24,11 +24,14 @@
 //! tags (a user id on every request) add a row per user, model and day; the tag limits bound a
 //! row's size, not the number of rows.
 //!
-//! # Cluster mode (future)
-//! The rollup is shared: replicas add their settlements to the shared figures (the rows are sums,
-//! so adds from replicas commute), and reports read the shared rows. The anomaly baselines are shared
-//! too and evaluated by one replica (the leader), so an alert fires once per spike, not once per
-//! replica; a replica's own detectors only see its share of traffic and would misjudge the level.
+//! # Cluster mode
+//! The rollup is shared: each replica also collects what it settled as [`Deltas`] (rows and
+//! per-hour spend per scope), which `crate::cluster::spend` adds to Redis every sync interval
+//! (the rows are sums, so adds from replicas commute), and reports read the shared rows. The
+//! anomaly detectors then run on the cluster-wide hourly totals, not on this replica's
+//! settlements (its share of traffic would misjudge the level), and a spike is claimed in Redis
+//! so it fires once; the local detectors stay idle. The replica's own rollup (and data dir) still
+//! holds what it settled.
 
 pub mod anomaly;
 pub mod report;
@@ -45,6 +48,39 @@ pub use rollup::{Rollup, SpendKey, SpendTotals};
 pub struct SpendState {
     pub rollup: Rollup,
     pub detectors: Detectors,
+    /// In cluster mode: what was settled since the cluster last took it (in memory only).
+    pub shared: Option<Deltas>,
+}
+
+/// Spend settled on this replica and not yet added to the cluster's shared figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deltas {
+    pub rows: std::collections::BTreeMap<SpendKey, SpendTotals>,
+    /// Nano-USD per (hour since the epoch, scope, name): what the shared detectors judge.
+    pub hours: std::collections::BTreeMap<(u64, Scope, String), u64>,
+}
+
+impl Deltas {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.hours.is_empty()
+    }
+
+    fn add(&mut self, s: &Settled<'_>, now_ms: u64) {
+        let (key, totals) = rollup::row_of(s, now_ms);
+        self.rows.entry(key).or_default().add(&totals);
+        let hour = now_ms / anomaly::HOUR_MS;
+        let mut hour_add = |scope, name: &str| {
+            let v = self
+                .hours
+                .entry((hour, scope, name.to_string()))
+                .or_default();
+            *v = v.saturating_add(totals.spend_nusd);
+        };
+        if !s.budget_key.is_empty() {
+            hour_add(Scope::BudgetKey, s.budget_key);
+        }
+        hour_add(Scope::Model, s.model);
+    }
 }
 
 /// What changed since the last [`SpendState::take_changes`]: rows (`None`: trimmed) and baselines.
@@ -82,6 +118,11 @@ impl SpendState {
     pub fn settle(&mut self, s: &Settled<'_>, cfg: &AnomalyConfig, now_ms: u64) -> Vec<Spike> {
         self.rollup.add(s, now_ms);
         let mut spikes = Vec::new();
+        if let Some(d) = &mut self.shared {
+            // The cluster's detectors judge the shared totals these deltas join.
+            d.add(s, now_ms);
+            return spikes;
+        }
         if cfg.enabled {
             if !s.budget_key.is_empty() {
                 spikes.extend(self.detectors.add(

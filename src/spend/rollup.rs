@@ -48,6 +48,38 @@ pub struct SpendKey {
     pub tags: BTreeMap<String, String>,
 }
 
+/// The dimensions of a row after its day, in key order: how the store and the cluster's shared
+/// rollup name a row.
+type Dims = (String, String, String, String, BTreeMap<String, String>);
+
+impl SpendKey {
+    /// The row's dimensions after its day, as JSON.
+    pub fn dims_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let dims: (&str, &str, &str, &str, &_) = (
+            &self.model,
+            &self.provider,
+            &self.task_class,
+            &self.budget_key,
+            &self.tags,
+        );
+        serde_json::to_vec(&dims)
+    }
+
+    /// The key of day `day` and the dimensions [`SpendKey::dims_json`] wrote.
+    pub fn from_dims(day: u32, json: &[u8]) -> Result<SpendKey, String> {
+        let (model, provider, task_class, budget_key, tags): Dims =
+            serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        Ok(SpendKey {
+            day,
+            model,
+            provider,
+            task_class,
+            budget_key,
+            tags,
+        })
+    }
+}
+
 /// One row's sums.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpendTotals {
@@ -81,6 +113,25 @@ impl SpendTotals {
     }
 }
 
+/// The row one settled call at `now_ms` adds to.
+pub fn row_of(s: &Settled<'_>, now_ms: u64) -> (SpendKey, SpendTotals) {
+    let key = SpendKey {
+        day: day_of(now_ms),
+        model: s.model.to_string(),
+        provider: s.provider.to_string(),
+        task_class: s.task_class.to_string(),
+        budget_key: s.budget_key.to_string(),
+        tags: s.tags.clone(),
+    };
+    let totals = SpendTotals {
+        spend_nusd: nanos(s.usd),
+        requests: 1,
+        input_tokens: s.input_tokens,
+        output_tokens: s.output_tokens,
+    };
+    (key, totals)
+}
+
 /// The rows, with the keys changed since the store last took them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollup {
@@ -99,20 +150,8 @@ impl Rollup {
 
     /// Adds one settled call on the UTC day of `now_ms`.
     pub fn add(&mut self, s: &Settled<'_>, now_ms: u64) {
-        let key = SpendKey {
-            day: day_of(now_ms),
-            model: s.model.to_string(),
-            provider: s.provider.to_string(),
-            task_class: s.task_class.to_string(),
-            budget_key: s.budget_key.to_string(),
-            tags: s.tags.clone(),
-        };
-        self.rows.entry(key.clone()).or_default().add(&SpendTotals {
-            spend_nusd: nanos(s.usd),
-            requests: 1,
-            input_tokens: s.input_tokens,
-            output_tokens: s.output_tokens,
-        });
+        let (key, totals) = row_of(s, now_ms);
+        self.rows.entry(key.clone()).or_default().add(&totals);
         self.dirty.insert(key);
     }
 

@@ -14,21 +14,10 @@ use super::{Store, StoreError};
 const ROW: u8 = b'r';
 const BASELINE: u8 = b'a';
 
-/// The dimensions of a row after its day, in key order.
-type RowRest = (
-    String,
-    String,
-    String,
-    String,
-    std::collections::BTreeMap<String, String>,
-);
-
 fn row_key(k: &SpendKey) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = vec![ROW];
     out.extend_from_slice(&k.day.to_be_bytes());
-    let rest: (&str, &str, &str, &str, &_) =
-        (&k.model, &k.provider, &k.task_class, &k.budget_key, &k.tags);
-    out.extend(serde_json::to_vec(&rest)?);
+    out.extend(k.dims_json()?);
     Ok(out)
 }
 
@@ -38,16 +27,7 @@ fn parse_row_key(k: &[u8]) -> Result<SpendKey, String> {
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_be_bytes)
         .ok_or("row key shorter than its day")?;
-    let (model, provider, task_class, budget_key, tags): RowRest =
-        serde_json::from_slice(&k[5..]).map_err(|e| e.to_string())?;
-    Ok(SpendKey {
-        day,
-        model,
-        provider,
-        task_class,
-        budget_key,
-        tags,
-    })
+    SpendKey::from_dims(day, &k[5..])
 }
 
 impl Store {
@@ -117,6 +97,7 @@ impl Store {
         Ok(SpendState {
             rollup: Rollup::restore(rows),
             detectors: Detectors::restore(baselines),
+            shared: None,
         })
     }
 }

@@ -490,12 +490,18 @@ class SpendRow(_message.Message):
     def __init__(self, key: _Optional[_Iterable[str]] = ..., spend_usd: _Optional[float] = ..., spend_nusd: _Optional[int] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., mean_cost_usd: _Optional[float] = ...) -> None: ...
 
 class GetSpendResponse(_message.Message):
-    __slots__ = ("columns", "rows")
+    __slots__ = ("columns", "rows", "cluster_wide", "served_by", "detail")
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_WIDE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     columns: _containers.RepeatedScalarFieldContainer[str]
     rows: _containers.RepeatedCompositeFieldContainer[SpendRow]
-    def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ...) -> None: ...
+    cluster_wide: bool
+    served_by: str
+    detail: str
+    def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ..., cluster_wide: bool = ..., served_by: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class MeanInterval(_message.Message):
     __slots__ = ("n", "mean", "lo", "hi")
