@@ -418,8 +418,11 @@ pub async fn sync(cluster: &Cluster, shared: &Shared) -> Result<(), ClusterError
     Ok(())
 }
 
-/// At a stop: adds what is pending (best effort, bounded by the Redis timeout).
-pub async fn flush_on_stop(cluster: &Cluster, shared: &Shared) {
+/// At a stop in cluster mode: adds what is pending (best effort, bounded by the Redis timeout).
+pub async fn flush_on_stop(shared: &Shared) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
     if let Err(e) = cluster.flush_spend(shared).await {
         tracing::warn!(error = %e, "spend settled since the last sync was not added to the shared figures");
     }

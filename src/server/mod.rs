@@ -79,7 +79,7 @@ pub struct Shared {
     /// The response cache (its own lock, never held with the engine's).
     cache: Mutex<crate::cache::ResponseCache>,
     /// `[cluster]`: the shared store, when replicas share state.
-    cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -951,9 +951,7 @@ pub async fn serve_with(
     for t in [cluster_task, cluster_health].into_iter().flatten() {
         t.abort();
     }
-    if let Some(c) = &shared.cluster {
-        crate::cluster::spend::flush_on_stop(c, &shared).await;
-    }
+    crate::cluster::spend::flush_on_stop(&shared).await;
     if let Some(t) = store_health {
         t.abort();
     }

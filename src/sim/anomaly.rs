@@ -372,4 +372,29 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn on_a_strong_daily_cycle_seasonality_catches_the_night_spike_one_level_misses() {
+        let with = |s: &str| {
+            let scenario = AnomalyScenario::standard(1).with_cycle(s, 0.7).unwrap();
+            run(&scenario).unwrap()
+        };
+        let (daily, none) = (with("daily"), with("none"));
+        let text = format!("{}{}", render(&daily), render(&none));
+        assert!(
+            daily.per_spike[1].iter().any(|d| d.name == "small"),
+            "{text}"
+        );
+        assert!(none.per_spike[1].is_empty(), "{text}");
+        assert_eq!(
+            daily.quiet_false_alarms + none.quiet_false_alarms,
+            0,
+            "{text}"
+        );
+        let bad = AnomalyScenario::standard(1).with_cycle("weekly", 0.3);
+        assert!(bad.is_err_and(|e| e.contains("daily or none")));
+        assert!(AnomalyScenario::standard(1)
+            .with_cycle("none", 1.5)
+            .is_err());
+    }
 }

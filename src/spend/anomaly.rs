@@ -22,6 +22,7 @@
 //!   `1/(n+1)` for the n-th time the slot is seen (so the first day sets it directly), floored at
 //!   [`MIN_SEASONAL_FACTOR`]; once every slot was seen, the factors are rescaled to mean 1 so the
 //!   level stays the mean hourly spend.
+//!
 //! With `"none"` every factor is 1 and the model is the level/spread one above.
 //!
 //! The current hour fires as soon as its running sum exceeds `level + threshold*sigma` by at least
