@@ -5,7 +5,9 @@
 //! `/metrics` is scraped, so they are exact at scrape time and cost nothing per request. Every
 //! series is documented in README.md ("Metrics").
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -16,7 +18,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 
 use crate::breaker::BreakerState;
-use crate::engine::{BudgetAlert, Counted, Decision, Engine};
+use crate::engine::{BudgetAlert, Counted, Decision, Engine, Reason};
 use crate::spend::Spike;
 
 /// The gRPC service name, as the `grpc_service` label gives it.
@@ -100,6 +102,9 @@ struct AlertLabels {
     threshold: String,
 }
 
+/// Counters of `switchyard_decisions` by task class, then model, then reason.
+type DecisionSeries = HashMap<String, HashMap<String, Vec<(Reason, Counter)>>>;
+
 pub(super) type FloatGauge = Gauge<f64, AtomicU64>;
 pub(super) type FloatCounter = Counter<f64, AtomicU64>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -131,6 +136,12 @@ pub struct Metrics {
     skipped_arms: Counter,
     lock_wait: Histogram,
     lock_hold: Histogram,
+    /// Handles of the series every successful RPC records, by method: the same series as the
+    /// families', without hashing a label set under the family's lock per request.
+    ok_series: [OnceLock<(Counter, Histogram)>; 16],
+    /// Handles of `decisions` by task class, model and reason (looked up by `&str`, where the
+    /// family's lookup needs its labels as owned strings: three allocations per Route).
+    decision_series: RwLock<DecisionSeries>,
     /// The response cache's series.
     pub cache: super::cache::CacheMetrics,
 }
@@ -327,6 +338,8 @@ impl Metrics {
                 "Time a request held the engine lock (the engine call itself)",
                 lock_histogram(),
             ),
+            ok_series: std::array::from_fn(|_| OnceLock::new()),
+            decision_series: RwLock::default(),
             cache: super::cache::CacheMetrics::register(&mut r),
             registry: r,
         }
@@ -334,6 +347,34 @@ impl Metrics {
 
     /// One completed RPC: its status code and handling time.
     pub fn rpc(&self, method: Method, code: tonic::Code, elapsed: Duration) {
+        let ok = match self.ok_series.get(method as usize) {
+            Some(slot) if code == tonic::Code::Ok => slot,
+            _ => return self.rpc_labelled(method, code, elapsed),
+        };
+        let (handled, handling) = ok.get_or_init(|| {
+            let handled = self
+                .handled
+                .get_or_create(&HandledLabels {
+                    grpc_service: SERVICE,
+                    grpc_method: method,
+                    grpc_code: crate::grpc_code::code_name(code),
+                })
+                .clone();
+            let handling = self
+                .handling
+                .get_or_create(&HandlingLabels {
+                    grpc_service: SERVICE,
+                    grpc_method: method,
+                })
+                .clone();
+            (handled, handling)
+        });
+        handled.inc();
+        handling.observe(elapsed.as_secs_f64());
+    }
+
+    /// [`Metrics::rpc`] through the families' label lookups.
+    fn rpc_labelled(&self, method: Method, code: tonic::Code, elapsed: Duration) {
         let grpc_code = crate::grpc_code::code_name(code);
         self.handled
             .get_or_create(&HandledLabels {
@@ -352,13 +393,41 @@ impl Metrics {
 
     /// A new (not replayed) decision.
     pub fn decision(&self, d: &Decision) {
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                task_class: d.task_class.clone(),
-                model: d.model.clone(),
-                reason: d.reason.as_str().to_string(),
-            })
-            .inc();
+        let known = {
+            let series = self
+                .decision_series
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            series
+                .get(&d.task_class)
+                .and_then(|models| models.get(&d.model))
+                .and_then(|reasons| reasons.iter().find(|(r, _)| *r == d.reason))
+                .map(|(_, c)| c.inc())
+                .is_some()
+        };
+        if !known {
+            let c = self
+                .decisions
+                .get_or_create(&DecisionLabels {
+                    task_class: d.task_class.clone(),
+                    model: d.model.clone(),
+                    reason: d.reason.as_str().to_string(),
+                })
+                .clone();
+            let mut series = self
+                .decision_series
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let reasons = series
+                .entry(d.task_class.clone())
+                .or_default()
+                .entry(d.model.clone())
+                .or_default();
+            if !reasons.iter().any(|(r, _)| *r == d.reason) {
+                reasons.push((d.reason, c.clone()));
+            }
+            c.inc();
+        }
     }
 
     /// An accepted Feedback on `model` of `task_class`, with what it added.

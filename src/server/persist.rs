@@ -204,13 +204,18 @@ impl Backlog {
         for b in self.unflushed.drain(..).rev() {
             self.queue.push_front(b);
         }
+        // What they read at encoding may not be on the reopened disk.
+        for b in &mut self.queue {
+            b.distrust();
+        }
         self.reopened = true;
     }
 }
 
 /// One writer cycle: take the engine's changes (copies, under its lock); then, without the lock,
-/// encode them, queue them behind anything a failed cycle left, commit the queue in order, and
-/// flush when `flush`.
+/// commit what a failed cycle left, in order, then encode and commit each change set (each is
+/// encoded against the store as the one before left it: a Feedback's record is read back from
+/// it), and flush when `flush`.
 pub fn cycle(
     slot: &StoreSlot,
     take: &TakeChanges,
@@ -224,19 +229,6 @@ pub fn cycle(
         backlog.unprepared.push_back(c);
     }
     slot.with(|store| {
-        while let Some(c) = backlog.unprepared.front() {
-            match store.prepare(c) {
-                Ok(b) => backlog.queue.push_back(b),
-                // Freshly reopened and still not encodable: the change set itself is bad (a
-                // value refused before persisting); keeping it would block every later write.
-                Err(e) if backlog.reopened => {
-                    tracing::error!(error = %e, "dropping a change set that cannot be encoded");
-                }
-                Err(e) => return Err(e),
-            }
-            backlog.unprepared.pop_front();
-        }
-        let encoded = started.elapsed();
         while let Some(batch) = backlog.queue.pop_front() {
             if let Err(e) = store.commit(&batch) {
                 backlog.queue.push_front(batch);
@@ -244,6 +236,26 @@ pub fn cycle(
             }
             backlog.unflushed.push(batch);
         }
+        while let Some(c) = backlog.unprepared.front() {
+            match store.prepare(c) {
+                Ok(batch) => {
+                    backlog.unprepared.pop_front();
+                    if let Err(e) = store.commit(&batch) {
+                        backlog.queue.push_back(batch);
+                        return Err(e);
+                    }
+                    backlog.unflushed.push(batch);
+                }
+                // Freshly reopened and still not encodable: the change set itself is bad (a
+                // value refused before persisting); keeping it would block every later write.
+                Err(e) if backlog.reopened => {
+                    tracing::error!(error = %e, "dropping a change set that cannot be encoded");
+                    backlog.unprepared.pop_front();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let committed = started.elapsed();
         if flush {
             store.flush()?;
             backlog.unflushed.clear();
@@ -255,7 +267,7 @@ pub fn cycle(
         }
         tracing::debug!(
             locked_us = locked.as_micros() as u64,
-            encoded_us = encoded.as_micros() as u64,
+            committed_us = committed.as_micros() as u64,
             total_us = started.elapsed().as_micros() as u64,
             "writer cycle"
         );

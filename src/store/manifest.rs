@@ -97,15 +97,56 @@ fn record_hash(key: &[u8], value: &[u8]) -> u64 {
     hash_bytes(k ^ (key.len() as u64).rotate_left(32), value)
 }
 
-/// Records a batch writes, by tree: key and the record's hash, for the digest (the old versions
-/// they replace are read at commit, under the digest's lock).
+/// What a write replaces, as far as the encoding knew it: the old version's hash saves the
+/// commit a read of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Old {
+    /// Not known: the commit reads the old version.
+    Unknown,
+    /// The key holds nothing (a new decision's key, never written before).
+    Absent,
+    /// The key holds a record of this hash ([`record_hash`]).
+    Hash(u64),
+}
+
+/// Records a batch writes, by tree: key, the record's hash and what it replaces, for the digest.
+/// The old versions known at encoding are trusted at commit only when no other write reached
+/// the store in between ([`Writes::at`] against the store's write sequence); otherwise they are
+/// read at commit, under the digest's lock.
 #[derive(Debug, Clone, Default)]
-pub struct Writes(Vec<(usize, Vec<u8>, u64)>);
+pub struct Writes {
+    entries: Vec<(usize, Vec<u8>, u64, Old)>,
+    /// The store's write sequence when the old versions were read (None: never trusted).
+    at: Option<u64>,
+}
 
 impl Writes {
     pub fn insert(&mut self, tree: usize, key: &[u8], value: &[u8]) {
-        self.0.push((tree, key.to_vec(), record_hash(key, value)));
+        self.insert_over(tree, key, value, Old::Unknown);
     }
+
+    /// A write whose old version (as read at write sequence [`Writes::at`]) is `old`.
+    /// Returns the record's hash.
+    pub fn insert_over(&mut self, tree: usize, key: &[u8], value: &[u8], old: Old) -> u64 {
+        let hash = record_hash(key, value);
+        self.entries.push((tree, key.to_vec(), hash, old));
+        hash
+    }
+
+    /// The old versions were read at write sequence `seq`.
+    pub fn read_at(&mut self, seq: u64) {
+        self.at = Some(seq);
+    }
+
+    /// Forgets what the old versions were (the batch is committed again after a reopen).
+    pub fn distrust(&mut self) {
+        self.at = None;
+    }
+}
+
+/// The hash of the record `key` = `value`, as the digest sums it.
+pub fn hash_record(key: &[u8], value: &[u8]) -> u64 {
+    record_hash(key, value)
 }
 
 /// What `manifest` says.
@@ -319,10 +360,23 @@ impl Store {
         self.meta
             .insert("intent", &generation.to_be_bytes())
             .map_err(|e| self.io(e))?;
+        // Nothing else wrote since the batch was encoded: what it read then is still there.
+        let trusted = writes.at == Some(self.write_seq());
+        self.bump_write_seq();
         let mut d = Digest::default();
-        for (tree, k, hash) in &writes.0 {
-            if let Some(old) = self.tree_by_index(*tree).get(k).map_err(|e| self.io(e))? {
-                d.remove(*tree, k, &old);
+        for (tree, k, hash, old) in &writes.entries {
+            match old {
+                Old::Absent if trusted => {}
+                Old::Hash(h) if trusted => {
+                    let t = &mut d.0[*tree];
+                    t.count = t.count.wrapping_sub(1);
+                    t.sum = t.sum.wrapping_sub(*h);
+                }
+                _ => {
+                    if let Some(old) = self.tree_by_index(*tree).get(k).map_err(|e| self.io(e))? {
+                        d.remove(*tree, k, &old);
+                    }
+                }
             }
             d.add_hash(*tree, *hash);
         }
@@ -337,7 +391,9 @@ impl Store {
     /// Sets the digest from a full scan (after writes that bypassed it: a reopen, `state reset`).
     pub(super) fn rescan(&self) -> Result<(), StoreError> {
         let trees = self.scan_digest()?;
-        lock(&self.digest).0 = trees;
+        let mut digest = lock(&self.digest);
+        digest.0 = trees;
+        self.bump_write_seq();
         Ok(())
     }
 

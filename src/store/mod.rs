@@ -27,13 +27,14 @@ pub use recover::StoreSlot;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use serde::Serialize;
 
 use crate::engine::{Changes, Logged, Restored};
 use crate::record::{DecisionRecord, Event};
+use manifest::Old;
 use records::{decision_key, id_bytes, key_ms, show_key, DecisionKey, Names, StoredDecision};
 
 /// Version of the on-disk layout. 1 and 2 (JSON pending records and a JSON event log) are
@@ -98,18 +99,38 @@ pub struct Summary {
     pub last_event_ms: Option<u64>,
 }
 
+/// One tree's part of a [`Batch`]: a sled batch and how many writes it holds (an empty part is
+/// not applied: each applied batch is a sealed write in sled's log).
+#[derive(Default, Clone)]
+pub struct Part {
+    batch: sled::Batch,
+    len: usize,
+}
+
+impl Part {
+    fn insert(&mut self, key: impl Into<sled::IVec>, value: impl Into<sled::IVec>) {
+        self.batch.insert(key, value);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, key: impl Into<sled::IVec>) {
+        self.batch.remove(key);
+        self.len += 1;
+    }
+}
+
 /// Encoded writes, one sled batch per tree, from [`Store::prepare`]. Cloneable so that a failed
 /// commit can be retried as it was.
 #[derive(Default, Clone)]
 pub struct Batch {
-    names: sled::Batch,
+    names: Part,
     fresh_names: usize,
-    decisions: sled::Batch,
-    arms: sled::Batch,
-    breakers: sled::Batch,
-    ledgers: sled::Batch,
-    objectives: sled::Batch,
-    spend: sled::Batch,
+    decisions: Part,
+    arms: Part,
+    breakers: Part,
+    ledgers: Part,
+    objectives: Part,
+    spend: Part,
     /// Changes of the decision log's count and bytes.
     count_delta: i64,
     bytes_delta: i64,
@@ -122,7 +143,17 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.empty
     }
+
+    /// The batch is committed again after a reopen: the old versions it read may be gone.
+    pub fn distrust(&mut self) {
+        self.writes.distrust();
+    }
 }
+
+/// Counts every write that reaches a store's trees (commits, trims, rescans) in this process, so
+/// that a commit can tell whether what its batch read at encoding is still there (a sequence
+/// shared by every store of the process never repeats, across reopens too).
+static WRITE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Bounds of the decision log (`[storage]`), and what trimming must keep.
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +165,18 @@ pub struct LogBounds {
     /// still accepted): never trimmed.
     pub keep_pending: u64,
     pub pending_ttl_ms: u64,
+}
+
+/// A decision record touched by one [`Store::prepare`].
+struct Touched {
+    record: StoredDecision,
+    /// Its encoded size before (key included; 0 when new).
+    old_size: usize,
+    /// What its key held before, for the digest.
+    old: Old,
+    /// The pending record last folded in (a new decision is logged and changed in one cycle,
+    /// as the same shared record).
+    set_from: Option<*const crate::engine::PendingDecision>,
 }
 
 /// An open data dir.
@@ -160,6 +203,20 @@ pub struct Store {
     digest: Mutex<manifest::Running>,
     /// Bad arm records skipped by loads (see [`backup`]).
     skipped_arms: AtomicU64,
+    /// The last value written of each arm, breaker, ledger and objective (see [`Written`]).
+    written: Mutex<Written>,
+}
+
+/// The last value written of each arm, breaker, ledger and objective by key, with its record's
+/// hash (for the digest): the writer's change set holds every breaker and ledger each cycle,
+/// most of them unchanged, and encoding one costs more than comparing it. Starts empty at open
+/// (everything is written once); lives as long as the open store.
+#[derive(Default)]
+struct Written {
+    arms: HashMap<Vec<u8>, (crate::policy::Arm, u64)>,
+    breakers: HashMap<Vec<u8>, (crate::breaker::Breaker, u64)>,
+    ledgers: HashMap<Vec<u8>, (crate::budget::Ledger, u64)>,
+    objectives: HashMap<Vec<u8>, (crate::engine::Targets, u64)>,
 }
 
 fn arm_key(class: &str, model: &str) -> Vec<u8> {
@@ -304,6 +361,7 @@ impl Store {
             generation: AtomicU64::new(0),
             digest: Mutex::new(manifest::Running::default()),
             skipped_arms: AtomicU64::new(0),
+            written: Mutex::new(Written::default()),
             db,
             path: dir.to_path_buf(),
         };
@@ -394,6 +452,8 @@ impl Store {
     /// Encodes what changed into a batch of writes. Each decision touched is one record: new
     /// ones from their pending record, others read back and updated (outcome and quality folded
     /// in); removed pending decisions stay in the log (they leave the in-memory index only).
+    /// Arms, breakers, ledgers and objectives equal to what was last written are left out. The
+    /// old versions read here go with the batch, so that its commit need not read them again.
     pub fn prepare(&self, changes: &Changes) -> Result<Batch, StoreError> {
         let mut b = Batch {
             empty: changes.is_empty(),
@@ -403,14 +463,15 @@ impl Store {
             path: self.path.display().to_string(),
             detail: format!("refusing to persist {what} {id}: {e}"),
         };
+        // What the reads below find is what the commit replaces, unless another write (a trim)
+        // reaches the store first: the commit then reads the old versions again.
+        b.writes.read_at(self.write_seq_now());
         {
             let mut names = lock(&self.names);
             let mut index = lock(&self.index);
-            // Records touched this cycle, by key, with their old encoded size (0 when new).
-            let mut touched: HashMap<DecisionKey, (StoredDecision, usize)> = HashMap::new();
-            let mut removed = Vec::new();
+            let mut touched: HashMap<DecisionKey, Touched> = HashMap::new();
             let fetch = |key: DecisionKey,
-                         touched: &mut HashMap<DecisionKey, (StoredDecision, usize)>,
+                         touched: &mut HashMap<DecisionKey, Touched>,
                          known: bool,
                          names: &Names|
              -> Result<(), StoreError> {
@@ -423,34 +484,57 @@ impl Store {
                     None
                 };
                 let entry = match old {
-                    Some(v) => (self.decode(&key, &v, names)?, key.len() + v.len()),
-                    None => (StoredDecision::default(), 0),
+                    Some(v) => Touched {
+                        record: self.decode(&key, &v, names)?,
+                        old_size: key.len() + v.len(),
+                        old: Old::Hash(manifest::hash_record(&key, &v)),
+                        set_from: None,
+                    },
+                    None => Touched {
+                        record: StoredDecision::default(),
+                        old_size: 0,
+                        // Read and found absent; or not read (an id the log does not know).
+                        old: if known { Old::Absent } else { Old::Unknown },
+                        set_from: None,
+                    },
                 };
                 touched.insert(key, entry);
                 Ok(())
             };
+            let mut removed = Vec::new();
+            // A decision's logged snapshot is older than its pending change of the same cycle
+            // (a Feedback copies the shared record on write): the snapshot first, then the change.
+            // A decision made this cycle is in both, as the same shared record: encoded once.
+            let logged = changes.events.iter().filter_map(|l| match l {
+                Logged::Decision(p) => Some((p, true)),
+                Logged::Event(_) => None,
+            });
             let pending = changes.pending.iter().filter_map(|(id, p)| match p {
-                Some(p) => Some(p.clone()),
+                Some(p) => Some((p, false)),
                 None => {
-                    removed.push(id.clone());
+                    removed.push(id);
                     None
                 }
             });
-            let logged = changes.events.iter().filter_map(|l| match l {
-                Logged::Decision(p) => Some(p.clone()),
-                Logged::Event(_) => None,
-            });
-            // A decision's logged snapshot is older than its pending change of the same cycle
-            // (a Feedback copies the shared record on write): the snapshot first, then the change.
-            for p in logged.chain(pending).collect::<Vec<_>>() {
+            for (p, made) in logged.chain(pending) {
                 let d = &p.decision;
                 let key = decision_key(d.created_ms, &d.id);
                 let known = index.insert(id_bytes(&d.id).0, d.created_ms).is_some();
                 fetch(key, &mut touched, known, &names)?;
-                if let Some((r, _)) = touched.get_mut(&key) {
-                    r.set_pending(&p, &mut names)
-                        .map_err(|e| bad("decision", &d.id, e))?;
+                let Some(t) = touched.get_mut(&key) else {
+                    continue;
+                };
+                if made && !known && t.old == Old::Unknown {
+                    // Made by this process since the last cycle: its key was never written.
+                    t.old = Old::Absent;
                 }
+                if t.set_from == Some(Arc::as_ptr(p)) {
+                    continue;
+                }
+                t.record
+                    .set_pending(p, &mut names)
+                    .map_err(|e| bad("decision", &d.id, e))?;
+                t.set_from = Some(Arc::as_ptr(p));
             }
             for l in &changes.events {
                 let Logged::Event(e) = l else { continue };
@@ -465,9 +549,10 @@ impl Store {
                 };
                 let key = decision_key(created, id);
                 fetch(key, &mut touched, true, &names)?;
-                let Some((r, _)) = touched.get_mut(&key) else {
+                let Some(t) = touched.get_mut(&key) else {
                     continue;
                 };
+                let r = &mut t.record;
                 match e {
                     Event::Outcome(o) => r.set_outcome(o, &mut names),
                     Event::Quality(q) => r.set_quality(q, &mut names),
@@ -478,16 +563,20 @@ impl Store {
                 .map_err(|e| bad("feedback of decision", id, e))?;
             }
             for id in removed {
-                index.remove(&id_bytes(&id).0);
+                index.remove(&id_bytes(id).0);
             }
-            for (key, (r, old)) in touched {
-                let v = r.encode_to_vec();
-                b.bytes_delta += (key.len() + v.len()) as i64 - old as i64;
-                if old == 0 {
+            let mut buf = Vec::new();
+            for (key, t) in touched {
+                buf.clear();
+                t.record
+                    .encode(&mut buf)
+                    .map_err(|e| bad("decision", &show_key(&key), e.to_string()))?;
+                b.bytes_delta += (key.len() + buf.len()) as i64 - t.old_size as i64;
+                if t.old_size == 0 {
                     b.count_delta += 1;
                 }
-                b.writes.insert(manifest::DECISIONS, &key, &v);
-                b.decisions.insert(key.as_slice(), v);
+                b.writes.insert_over(manifest::DECISIONS, &key, &buf, t.old);
+                b.decisions.insert(key.as_slice(), buf.as_slice());
             }
             for (id, name) in &names.fresh {
                 b.writes
@@ -496,28 +585,107 @@ impl Store {
             }
             b.fresh_names = names.fresh.len();
         }
-        for (class, model, arm) in &changes.arms {
-            let (k, v) = (arm_key(class, model), self.encode(arm, "arm", model)?);
-            b.writes.insert(manifest::ARMS, &k, &v);
-            b.arms.insert(k, v);
-        }
-        for (model, br) in &changes.breakers {
-            let v = self.encode(br, "breaker", model)?;
-            b.writes.insert(manifest::BREAKERS, model.as_bytes(), &v);
-            b.breakers.insert(model.as_bytes(), v);
-        }
-        for (key, l) in &changes.ledgers {
-            let v = self.encode(l, "budget ledger", key)?;
-            b.writes.insert(manifest::LEDGERS, key.as_bytes(), &v);
-            b.ledgers.insert(key.as_bytes(), v);
-        }
-        for (class, t) in &changes.objectives {
-            let v = self.encode(t, "objective", class)?;
-            b.writes.insert(manifest::OBJECTIVES, class.as_bytes(), &v);
-            b.objectives.insert(class.as_bytes(), v);
-        }
+        // Encoded before `written` changes: an error leaves it as it was (the change set is
+        // encoded again by a later cycle).
         b.spend = self.encode_spend(&changes.spend)?;
+        // Arms, breakers, ledgers and objectives: the change set holds every breaker and ledger
+        // each cycle, most unchanged; only those that differ from what was last written are
+        // encoded and written.
+        let mut written = lock(&self.written);
+        let mut arms = Vec::new();
+        for (class, model, arm) in &changes.arms {
+            let k = arm_key(class, model);
+            self.small(
+                &written.arms,
+                manifest::ARMS,
+                k,
+                arm,
+                model,
+                &mut b,
+                &mut arms,
+            )?;
+        }
+        let mut breakers = Vec::new();
+        for (model, br) in &changes.breakers {
+            let k = model.as_bytes().to_vec();
+            self.small(
+                &written.breakers,
+                manifest::BREAKERS,
+                k,
+                br,
+                model,
+                &mut b,
+                &mut breakers,
+            )?;
+        }
+        let mut ledgers = Vec::new();
+        for (key, l) in &changes.ledgers {
+            let k = key.as_bytes().to_vec();
+            self.small(
+                &written.ledgers,
+                manifest::LEDGERS,
+                k,
+                l,
+                key,
+                &mut b,
+                &mut ledgers,
+            )?;
+        }
+        let mut objectives = Vec::new();
+        for (class, t) in &changes.objectives {
+            let k = class.as_bytes().to_vec();
+            self.small(
+                &written.objectives,
+                manifest::OBJECTIVES,
+                k,
+                t,
+                class,
+                &mut b,
+                &mut objectives,
+            )?;
+        }
+        written.arms.extend(arms);
+        written.breakers.extend(breakers);
+        written.ledgers.extend(ledgers);
+        written.objectives.extend(objectives);
         Ok(b)
+    }
+
+    /// Adds the JSON record `key` = `v` of tree `tree` to `b`, unless it equals what `last` says
+    /// was written; `out` gets what to remember once the whole batch is encoded.
+    #[allow(clippy::too_many_arguments)]
+    fn small<T: PartialEq + Clone + Serialize>(
+        &self,
+        last: &HashMap<Vec<u8>, (T, u64)>,
+        tree: usize,
+        key: Vec<u8>,
+        v: &T,
+        name: &str,
+        b: &mut Batch,
+        out: &mut Vec<(Vec<u8>, (T, u64))>,
+    ) -> Result<(), StoreError> {
+        let old = match last.get(&key) {
+            Some((t, _)) if t == v => return Ok(()),
+            Some((_, hash)) => Old::Hash(*hash),
+            None => Old::Unknown,
+        };
+        let what = match tree {
+            manifest::ARMS => "arm",
+            manifest::BREAKERS => "breaker",
+            manifest::LEDGERS => "budget ledger",
+            _ => "objective",
+        };
+        let bytes = self.encode(v, what, name)?;
+        let hash = b.writes.insert_over(tree, &key, &bytes, old);
+        let part = match tree {
+            manifest::ARMS => &mut b.arms,
+            manifest::BREAKERS => &mut b.breakers,
+            manifest::LEDGERS => &mut b.ledgers,
+            _ => &mut b.objectives,
+        };
+        part.insert(key.as_slice(), bytes);
+        out.push((key, (v.clone(), hash)));
+        Ok(())
     }
 
     /// Applies a batch from [`Store::prepare`]; batches must be committed in the order they were
@@ -536,7 +704,10 @@ impl Store {
             (&self.objectives, &batch.objectives),
             (&self.spend, &batch.spend),
         ] {
-            tree.apply_batch(part.clone()).map_err(|e| self.io(e))?;
+            if part.len > 0 {
+                tree.apply_batch(part.batch.clone())
+                    .map_err(|e| self.io(e))?;
+            }
         }
         // Atomic adds: trimming subtracts from the same counters on another thread.
         let count = apply_delta(&self.log_count, batch.count_delta);
@@ -724,6 +895,22 @@ impl Store {
             first_event_ms: first.map(|(k, _)| key_ms(&k)),
             last_event_ms: last.map(|(k, _)| key_ms(&k)),
         })
+    }
+
+    /// The write sequence now, read under the digest's lock (so never halfway through a write).
+    fn write_seq_now(&self) -> u64 {
+        let _writes = lock(&self.digest);
+        self.write_seq()
+    }
+
+    /// The process's write sequence ([`WRITE_SEQ`]).
+    pub(super) fn write_seq(&self) -> u64 {
+        WRITE_SEQ.load(Ordering::SeqCst)
+    }
+
+    /// Counts a write (the caller holds the digest's lock).
+    pub(super) fn bump_write_seq(&self) {
+        WRITE_SEQ.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Flushes all writes so far to disk (blocking).

@@ -129,16 +129,27 @@ pub type DecisionKey = [u8; 24];
 
 /// The 16 bytes of a decision id: its value when it is 32 hex digits, else a hash of the text.
 pub fn id_bytes(id: &str) -> ([u8; 16], bool) {
+    // Lower-case hex digits only (an upper-case id is another id, kept as text).
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
+    }
     let mut out = [0u8; 16];
     let hex = id.len() == 32
         && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && (0..16).all(|i| {
-            u8::from_str_radix(&id[2 * i..2 * i + 2], 16)
-                .map(|v| out[i] = v)
-                .is_ok()
-        });
+            .as_bytes()
+            .chunks_exact(2)
+            .zip(out.iter_mut())
+            .all(|(pair, o)| match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => {
+                    *o = hi << 4 | lo;
+                    true
+                }
+                _ => false,
+            });
     if !hex {
         // FNV-1a over the text, twice with different offsets: only a key; the text is kept.
         let mut h = [0xcbf2_9ce4_8422_2325u64, 0x8422_2325_cbf2_9ce4u64];
@@ -184,11 +195,45 @@ fn key_id(k: &[u8]) -> String {
     k.iter().skip(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// A quick hasher for the name table's short keys, looked up a dozen times per record written
+/// (std's SipHash resists hash flooding, which names from the config and the engine do not need).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BuildNameHasher;
+
+impl std::hash::BuildHasher for BuildNameHasher {
+    type Hasher = NameHasher;
+    fn build_hasher(&self) -> NameHasher {
+        NameHasher(0)
+    }
+}
+
+/// FxHash's step over 8-byte words (see [`BuildNameHasher`]).
+pub struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The name table: name <-> small id (ids from 1; 0 is "absent"). New names are handed out by
 /// [`Names::id`] and queued for the writer to persist before the records that use them.
 #[derive(Debug, Default)]
 pub struct Names {
-    ids: HashMap<String, u32>,
+    ids: HashMap<String, u32, BuildNameHasher>,
     names: Vec<String>,
     /// Assigned but not yet written.
     pub(super) fresh: Vec<(u32, String)>,
@@ -321,7 +366,8 @@ impl StoredDecision {
             finite("expected success_rate", e.success_rate)?,
             finite("expected latency_p95_ms", e.latency_p95_ms)?,
         ];
-        self.reason = names.variant(&d.reason);
+        // The wire name is the serde name (`Reason::as_str`), without a JSON round trip.
+        self.reason = names.id(d.reason.as_str());
         self.policy = names.id(&d.policy);
         self.eligible = names.ids(&d.eligible);
         self.ttl_ms = d.expires_ms.saturating_sub(d.created_ms);
@@ -355,12 +401,12 @@ impl StoredDecision {
     ) -> Result<(), String> {
         let model = names.id(&o.model);
         if o.shadow {
-            self.shadow_outcome = names.variant(&o.outcome);
+            self.shadow_outcome = names.id(o.outcome.as_str());
             self.shadow_latency_ms = finite_opt("shadow latency_ms", o.latency_ms)?;
             self.shadow_charged_usd = finite_opt("shadow charged_usd", o.charged_usd)?;
         } else if self.outcome == 0 || model == self.model {
             self.outcome_model = model;
-            self.outcome = names.variant(&o.outcome);
+            self.outcome = names.id(o.outcome.as_str());
             self.latency_ms = finite_opt("latency_ms", o.latency_ms)?;
             self.cost_usd = finite_opt("cost_usd", o.cost_usd)?;
             self.charged_usd = finite_opt("charged_usd", o.charged_usd)?;
@@ -595,6 +641,23 @@ mod tests {
         assert!(!hex);
         assert_ne!(a, id_bytes("req-2").0);
         assert!(!id_bytes(&id.to_uppercase()).1);
+    }
+
+    /// Records name an outcome by `Outcome::as_str` and read it back by its serde name.
+    #[test]
+    fn outcomes_are_stored_by_their_serde_names() {
+        use crate::policy::Outcome;
+        let mut n = Names::default();
+        for o in [
+            Outcome::Success,
+            Outcome::Error,
+            Outcome::Timeout,
+            Outcome::RateLimited,
+        ] {
+            let id = n.id(o.as_str());
+            assert_eq!(n.variant(&o), id);
+            assert_eq!(n.variant_of::<Outcome>(id).unwrap(), o);
+        }
     }
 
     #[test]

@@ -32,8 +32,8 @@ fn parse_row_key(k: &[u8]) -> Result<SpendKey, String> {
 
 impl Store {
     /// Encodes changed rows (removing trimmed ones) and baselines.
-    pub(super) fn encode_spend(&self, c: &SpendChanges) -> Result<sled::Batch, StoreError> {
-        let mut b = sled::Batch::default();
+    pub(super) fn encode_spend(&self, c: &SpendChanges) -> Result<super::Part, StoreError> {
+        let mut b = super::Part::default();
         let bad = |what: &str, e: serde_json::Error| StoreError::Io {
             path: self.path.display().to_string(),
             detail: format!("cannot encode {what}: {e}"),

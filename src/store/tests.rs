@@ -279,3 +279,114 @@ fn a_schema_2_data_dir_is_migrated_on_open() {
         .iter()
         .any(|t| t.as_ref() == b"events"));
 }
+
+/// A batch carries the old versions it read at encoding, so that its commit does not read them
+/// again; they are trusted only when nothing else wrote in between. The running digest must
+/// equal a full scan after commits in the same cycle as their encoding, after a trim between
+/// encoding and commit (which removed what the batch read), and after a batch distrusted for a
+/// reopen. Unchanged breakers and arms are not written again.
+#[test]
+fn the_digest_follows_writes_whose_old_versions_were_read_at_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 8).unwrap();
+    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
+    engine.log_events();
+    let mut rng = SmallRng::seed_from_u64(11);
+    let scanned = |store: &Store| store.scan_digest().unwrap();
+    let running = |store: &Store| lock(&store.digest).0;
+    let first = store.prepare(&engine.take_changes()).unwrap();
+    assert!(
+        first.breakers.len > 0,
+        "the first cycle writes every breaker"
+    );
+    store.commit(&first).unwrap();
+    let feedback = |engine: &mut Engine, id: &str, t: u64| {
+        let fb = FeedbackInput {
+            decision_id: id.to_string(),
+            outcome: Some(Outcome::Success),
+            latency_ms: Some(100.0),
+            ..Default::default()
+        };
+        engine.feedback(&fb, t).unwrap();
+    };
+    let mut ids = Vec::new();
+    for i in 0..20u64 {
+        let input = RouteInput {
+            task_class: "qa".into(),
+            ..Default::default()
+        };
+        let d = engine.route(&input, 1_000 * i, &mut rng).unwrap();
+        if i % 2 == 0 {
+            // Made and reported in one cycle.
+            feedback(&mut engine, &d.id, 1_000 * i + 5);
+        }
+        ids.push(d.id);
+        let batch = store.prepare(&engine.take_changes()).unwrap();
+        if i % 2 == 1 {
+            assert_eq!(batch.breakers.len, 0, "unchanged breakers are not written");
+        }
+        store.commit(&batch).unwrap();
+        assert_eq!(running(&store), scanned(&store), "decision {i}");
+    }
+    // Reported in a later cycle: the record is read back and rewritten.
+    for id in ids.iter().skip(1).step_by(2) {
+        feedback(&mut engine, id, 20_000);
+    }
+    store.write(engine.take_changes()).unwrap();
+    assert_eq!(running(&store), scanned(&store));
+    assert_eq!(store.summary(0).unwrap().decisions, 20);
+    let exported = store.export(0, u64::MAX).unwrap();
+    assert!(exported.iter().all(|r| r.outcome == Some(Outcome::Success)));
+
+    // A trim between a batch's encoding and its commit removes the record it read.
+    let d = engine
+        .route(
+            &RouteInput {
+                task_class: "qa".into(),
+                ..Default::default()
+            },
+            21_000,
+            &mut rng,
+        )
+        .unwrap();
+    store.write(engine.take_changes()).unwrap();
+    feedback(&mut engine, &d.id, 21_500);
+    let batch = store.prepare(&engine.take_changes()).unwrap();
+    let all = LogBounds {
+        max_age_ms: 0,
+        max_count: 0,
+        max_bytes: 0,
+        keep_pending: 0,
+        pending_ttl_ms: 0,
+    };
+    assert_eq!(store.trim_events(30_000, &all).unwrap(), 21);
+    store.commit(&batch).unwrap();
+    assert_eq!(
+        running(&store),
+        scanned(&store),
+        "after a trim between encoding and commit"
+    );
+
+    // Distrusted (committed again after a reopen): the old versions are read at commit.
+    feedback(&mut engine, &ids[0], 22_000);
+    let d = engine
+        .route(
+            &RouteInput {
+                task_class: "qa".into(),
+                ..Default::default()
+            },
+            22_000,
+            &mut rng,
+        )
+        .unwrap();
+    feedback(&mut engine, &d.id, 22_100);
+    let mut batch = store.prepare(&engine.take_changes()).unwrap();
+    batch.distrust();
+    store.commit(&batch).unwrap();
+    store.commit(&batch).unwrap();
+    assert_eq!(
+        running(&store),
+        scanned(&store),
+        "after a batch committed twice"
+    );
+}
