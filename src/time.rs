@@ -19,9 +19,17 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    #[cfg(feature = "test-clock")]
-    let real = real.saturating_add_signed(test_clock::offset_ms());
-    real
+    shifted(real)
+}
+
+#[cfg(feature = "test-clock")]
+fn shifted(ms: u64) -> u64 {
+    ms.saturating_add_signed(test_clock::offset_ms())
+}
+
+#[cfg(not(feature = "test-clock"))]
+fn shifted(ms: u64) -> u64 {
+    ms
 }
 
 /// `test-clock` builds only: the environment variable naming a file whose content is the clock's
