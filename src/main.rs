@@ -379,6 +379,12 @@ fn state(command: StateCommand) -> Result<(), switchyard::store::StoreError> {
             for (name, t) in names.iter().zip(v.trees.0.iter()) {
                 println!("tree {name}: {} records, digest {:016x}", t.count, t.sum);
             }
+            if v.manifest_behind {
+                println!(
+                    "the db stopped between a flush and its manifest's write: the manifest is \
+                     rewritten from the db's record of that flush"
+                );
+            }
             match v.manifest_generation {
                 Some(_) if v.compared => println!("ok: every tree matches the manifest"),
                 Some(m) => println!(

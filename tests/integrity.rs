@@ -3,6 +3,10 @@
 //! disk recovers without a restart, keeping every acknowledged Feedback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::webhook;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use switchyard::config::DEFAULT_CONFIG_TOML;
 use switchyard::proto::route_client::RouteClient;
-use switchyard::proto::{FeedbackRequest, GetArmStatsRequest, Outcome, RouteRequest};
+use switchyard::proto::{
+    FeedbackRequest, GetArmStatsRequest, GetBudgetsRequest, Outcome, RouteRequest,
+};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -33,30 +39,46 @@ struct Started {
     child: Child,
     addr: Option<String>,
     first_line: String,
+    /// The `/metrics` URL, when started with `--metrics-listen`.
+    metrics: Option<String>,
 }
 
 fn spawn(config: &Path, data: &Path, stderr: Stdio) -> Started {
+    spawn_with(config, data, stderr, &[])
+}
+
+/// [`spawn`] with `extra` arguments (`--metrics-listen`).
+fn spawn_with(config: &Path, data: &Path, stderr: Stdio, extra: &[&str]) -> Started {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .arg("--data-dir")
         .arg(data)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
         .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     let addr = line
         .trim()
         .strip_prefix("listening on ")
         .map(str::to_string);
+    let metrics = (addr.is_some() && extra.contains(&"--metrics-listen")).then(|| {
+        let mut m = String::new();
+        out.read_line(&mut m).unwrap();
+        m.trim()
+            .strip_prefix("metrics on ")
+            .unwrap_or_else(|| panic!("unexpected second line {m:?}"))
+            .to_string()
+    });
     Started {
         child,
         addr,
         first_line: line,
+        metrics,
     }
 }
 
@@ -72,12 +94,17 @@ impl Drop for Started {
 impl Started {
     /// A running `serve` whose log goes to `config`'s folder (`serve.log`), so it never blocks.
     fn running(config: &Path, data: &Path) -> Started {
+        Self::running_with(config, data, &[])
+    }
+
+    /// [`Started::running`] with `extra` arguments.
+    fn running_with(config: &Path, data: &Path, extra: &[&str]) -> Started {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(config.with_file_name("serve.log"))
             .unwrap();
-        let s = spawn(config, data, Stdio::from(log));
+        let s = spawn_with(config, data, Stdio::from(log), extra);
         assert!(s.addr.is_some(), "unexpected first line {:?}", s.first_line);
         s
     }
@@ -387,6 +414,198 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
     assert!(log.contains("cannot persist engine state"), "{log}");
     assert!(log.contains("storage writer recovered"), "{log}");
+}
+
+/// How many budget alerts the service published for `threshold` (its `/metrics` counter, which
+/// counts an alert when it is handed to the webhook's delivery, not when it arrives).
+async fn published_alerts(metrics: &str, threshold: &str) -> u64 {
+    let text = reqwest::get(metrics).await.unwrap().text().await.unwrap();
+    let want = format!("threshold=\"{threshold}\"");
+    text.lines()
+        .filter(|l| l.starts_with("switchyard_budget_alerts_total{") && l.contains(&want))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+/// Alerts are published only for committed spend: a Feedback that crosses a budget's alert
+/// threshold while the disk is full (its sync write fails: UNAVAILABLE) publishes nothing; once
+/// the disk has room and the writer commits that spend, the alert goes out, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_alert_is_published_only_once_the_spend_that_crossed_it_is_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _guard = match Tmpfs::mount(&mnt, "8m") {
+        Ok(g) => g,
+        Err(why) => {
+            println!("skipped: mounting a tmpfs was refused: {why}");
+            return;
+        }
+    };
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0x5Au8; 7 * 1024 * 1024]).unwrap();
+    let data = mnt.join("data");
+    let (url, received) = webhook::webhook().await;
+    let cfg = write_config(tmp.path());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{text}\n[budgets.team]\nperiod = \"daily\"\nlimit_usd = 1.0\n\
+             alert_thresholds = [0.5]\n[alerts]\nwebhook_url = \"{url}\"\n"
+        ),
+    )
+    .unwrap();
+    let svc = Started::running_with(&cfg, &data, &["--metrics-listen", "127.0.0.1:0"]);
+    let metrics = svc.metrics.clone().unwrap();
+    let mut c = svc.client().await;
+    let h = HealthClient::new(svc.channel().await);
+    // The budgeted decision is made while the disk has room.
+    let budgeted = c
+        .route(RouteRequest {
+            task_class: "qa".into(),
+            budget_key: "team".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decision_id;
+    let mut spare = Vec::new();
+    for _ in 0..50 {
+        spare.push(route(&mut c).await.unwrap());
+    }
+    // Fill the disk with unbudgeted Feedback until a sync write fails.
+    let mut filled = false;
+    for _ in 0..200_000 {
+        let id = match route(&mut c).await {
+            Ok(id) => id,
+            Err(_) => spare.pop().unwrap(),
+        };
+        if let Err(s) = feedback(&mut c, &id).await {
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+            filled = true;
+            break;
+        }
+    }
+    assert!(filled, "the disk never filled");
+    assert_eq!(published_alerts(&metrics, "0.5").await, 0);
+
+    // The crossing Feedback: $0.60 of a $1.00 limit, past the 0.5 threshold; its write fails.
+    let crossing = FeedbackRequest {
+        decision_id: budgeted,
+        outcome: Outcome::Success as i32,
+        latency_ms: Some(200.0),
+        cost_usd: Some(0.6),
+        ..Default::default()
+    };
+    let err = c.feedback(crossing.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let b = c
+        .get_budgets(GetBudgetsRequest {
+            budget_key: "team".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .budgets
+        .remove(0);
+    assert_eq!(b.alert_thresholds_crossed, vec![0.5], "{b:?}");
+    // Another write fails after it (the writer retried and still cannot write): still nothing.
+    let id = spare.pop().unwrap();
+    let err = feedback(&mut c, &id).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(
+        published_alerts(&metrics, "0.5").await,
+        0,
+        "an alert was published for spend that was not committed"
+    );
+    assert!(received.lock().unwrap().is_empty());
+
+    // Room again: the writer commits the spend, then the alert goes out once.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("Store health SERVING again", || {
+        let mut h = h.clone();
+        async move { store_health(&mut h).await == Some(ServingStatus::Serving as i32) }
+    })
+    .await;
+    wait_for("the alert at the webhook", || {
+        let r = received.clone();
+        async move { !r.lock().unwrap().is_empty() }
+    })
+    .await;
+    // A repeated Feedback for the same decision (a duplicate) crosses nothing again.
+    let again = c.feedback(crossing).await.unwrap().into_inner();
+    assert!(again.duplicate, "{again:?}");
+    let id = route(&mut c).await.unwrap();
+    feedback(&mut c, &id).await.unwrap();
+    assert_eq!(published_alerts(&metrics, "0.5").await, 1);
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["budget_key"], "team", "{got:?}");
+    assert_eq!(got[0]["threshold"], 0.5, "{got:?}");
+    assert!(got[0]["spent_usd"].as_f64().unwrap() >= 0.6, "{got:?}");
+    drop(c);
+    drop(h);
+    assert!(svc.terminate().await.success());
+}
+
+/// The db's own record of its last flush against the manifest's: a db one flush ahead of its
+/// manifest (the process stopped between sled's flush and the manifest's write) starts and the
+/// manifest is rewritten; a manifest older by more than one flush is refused, naming the
+/// manifest; `state check` says the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_db_one_flush_ahead_of_its_manifest_starts_and_further_ahead_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = write_config(tmp.path());
+    data_dir_with_state(&cfg, &data, 3).await;
+    let manifest = data.join("manifest");
+    let behind = std::fs::read(&manifest).unwrap();
+    // `state check` opens the data dir, which ends in a flush: the db and the manifest move one
+    // flush on. The old manifest back in place is the crash between the db's flush and the
+    // manifest's write.
+    let out = state_cmd("check", &data);
+    assert!(out.status.success(), "{out:?}");
+    assert_ne!(std::fs::read(&manifest).unwrap(), behind);
+    std::fs::write(&manifest, &behind).unwrap();
+    let out = state_cmd("check", &data);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("stopped between a flush and its manifest's write"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok: every tree matches the manifest"),
+        "{text}"
+    );
+    let behind = std::fs::read(&manifest).unwrap();
+    let out = state_cmd("check", &data);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&manifest, &behind).unwrap();
+    // Over the binary: it starts with the state intact and rewrites the manifest.
+    assert_eq!(add_state(&cfg, &data, 2).await, 5);
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("stopped between a flush and its manifest's write"),
+        "{log}"
+    );
+    let out = state_cmd("check", &data);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ok: every tree matches the manifest"),
+        "{text}"
+    );
+
+    // That serve flushed several times since: the same old manifest is now far behind.
+    std::fs::write(&manifest, &behind).unwrap();
+    refused(
+        &cfg,
+        &data,
+        &manifest,
+        "older than the db by more than one flush",
+    );
 }
 
 fn state_cmd(cmd: &str, data: &Path) -> std::process::Output {

@@ -10,14 +10,30 @@
 //! state check`), and after the writer reopens the db following a write failure.
 //!
 //! Generations: every commit or trim first writes its new generation to `meta/intent`, then its
-//! records. After a crash the db is a prefix of its writes, so a db holding any write newer than
-//! the manifest has an intent above the manifest's generation. At open:
-//! - db generation == manifest generation: every tree must match the manifest exactly;
-//! - db generation > manifest generation: the process stopped between a write and its flush
-//!   (a crash or SIGKILL); the newer writes cannot be checked against the manifest, so the db is
-//!   accepted as it is (logged) and a new manifest written;
-//! - db generation < manifest generation, or a manifest without a db: flushed writes are missing
-//!   (a truncated, replaced or deleted db): refused, naming the file.
+//! records. After a crash the db is a prefix of its writes (sled's log is one sequence for every
+//! tree), so a db holding any write newer than a flush has a generation above that flush's.
+//!
+//! Flushes: every flush is numbered. Before sled's flush, under the lock that orders commits, the
+//! store writes `meta/checkpoint` (the flush's number, generation and digest) inside the db; after
+//! it, the manifest file with the same three. So the db carries its own record of its last flush,
+//! and the file records the last flush whose manifest was written. At open:
+//! - the db's flush number == the manifest's: both records must agree (else the db or the manifest
+//!   was replaced: refused);
+//! - the db's == the manifest's + 1: the process stopped between sled's flush and the manifest's
+//!   write (a crash, or a manifest write that failed on a full disk): accepted, logged, and the
+//!   manifest rewritten from the db's record;
+//! - the db's below the manifest's (or none while the manifest numbers its flushes): flushed
+//!   writes are missing (a truncated, replaced or rolled-back db): refused, naming the file;
+//! - the db's above the manifest's + 1: the manifest is older than the db by several flushes (a
+//!   manifest copied from another data dir or restored alone): refused, naming the manifest.
+//!
+//! Then the trees are compared with the flush the db is at: every tree must match it exactly when
+//! the db's generation is that flush's. A db at a higher generation holds commits made after its
+//! last flush that sled wrote out before the process died (never acknowledged as durable): they
+//! cannot be checked against any record, so they are accepted as they are (logged). A manifest
+//! written before flushes were numbered (no `flush`) is compared by generation alone. A db without
+//! a manifest (a data dir from before the manifest existed, or one whose manifest was removed) is
+//! accepted and a manifest written. Every open ends with a flush, so the db and the manifest agree.
 //!
 //! Restart: the manifest is the only state here; it is rebuilt from the db at every open.
 
@@ -155,7 +171,22 @@ pub struct Manifest {
     pub schema: u32,
     pub generation: u64,
     pub trees: Digest,
+    /// The flush's number (0 in a manifest written before flushes were numbered).
+    #[serde(default)]
+    pub flush: u64,
 }
+
+/// The db's own record of a flush (`meta/checkpoint`), written inside the db just before sled's
+/// flush: what the manifest written after it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub flush: u64,
+    pub generation: u64,
+    pub trees: Digest,
+}
+
+/// The `meta` key of the db's [`Checkpoint`].
+const CHECKPOINT: &str = "checkpoint";
 
 impl Manifest {
     fn encode(&self) -> Result<String, serde_json::Error> {
@@ -218,6 +249,9 @@ pub struct Verified {
     /// Whether every tree was compared with the manifest (false: no manifest yet, or the db holds
     /// writes newer than it, see the module doc).
     pub compared: bool,
+    /// The db stopped between sled's flush and the manifest's write; the manifest was rewritten
+    /// from the db's record of that flush.
+    pub manifest_behind: bool,
     pub trees: Digest,
 }
 
@@ -259,20 +293,33 @@ impl Store {
         Ok(d)
     }
 
+    /// The db's record of its last flush, if it has one.
+    fn read_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let Some(v) = self.meta.get(CHECKPOINT).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| self.corrupt("meta", CHECKPOINT.as_bytes(), e))
+    }
+
     /// Full verification against the manifest (see the module doc); on success the digest the
-    /// store keeps starts from the scan and a fresh manifest is written.
+    /// store keeps starts from the scan, and a flush brings the db's record and the manifest level.
     pub(super) fn verify_manifest(&self) -> Result<Verified, StoreError> {
         let dir = self.path.clone();
-        let corrupt = |detail: String| StoreError::Corrupt {
+        let corrupt_file = |file: PathBuf, detail: String| StoreError::Corrupt {
             path: dir.display().to_string(),
-            file: self.path.join("db").display().to_string(),
+            file: file.display().to_string(),
             detail,
         };
+        let corrupt = |detail: String| corrupt_file(self.path.join("db"), detail);
         let manifest = read(&self.path)?;
+        let checkpoint = self.read_checkpoint()?;
         let generation = self.db_generation()?;
         self.generation.fetch_max(generation, Ordering::Relaxed);
         let trees = self.scan_digest()?;
         let mut compared = false;
+        let mut manifest_behind = false;
         if let Some(m) = &manifest {
             if m.schema != SCHEMA_VERSION && m.generation >= generation {
                 return Err(corrupt(format!(
@@ -287,13 +334,62 @@ impl Store {
                     m.generation
                 )));
             }
-            if generation == m.generation {
+            // The flush the db's contents must equal when nothing was written after it.
+            let reference = match (checkpoint, m.flush) {
+                (_, 0) => (m.generation, m.trees),
+                (None, f) => {
+                    return Err(corrupt(format!(
+                        "the db holds no record of its flushes but its manifest records flush \
+                         #{f}: flushed writes are missing (truncated, replaced or rolled back)"
+                    )))
+                }
+                (Some(c), f) if c.flush < f => {
+                    return Err(corrupt(format!(
+                        "the db's last flush is #{} but its manifest records flush #{f}: flushed \
+                         writes are missing (truncated, replaced or rolled back)",
+                        c.flush
+                    )))
+                }
+                (Some(c), f) if c.flush == f => {
+                    if (c.generation, c.trees) != (m.generation, m.trees) {
+                        return Err(corrupt(format!(
+                            "the db's record of flush #{f} (generation {}) differs from its \
+                             manifest's (generation {}): the db or the manifest was replaced",
+                            c.generation, m.generation
+                        )));
+                    }
+                    (m.generation, m.trees)
+                }
+                (Some(c), f) if c.flush == f + 1 => {
+                    tracing::warn!(
+                        data_dir = %self.path.display(),
+                        db_flush = c.flush,
+                        manifest_flush = f,
+                        "the data dir stopped between a flush and its manifest's write (a crash?): \
+                         the manifest is rewritten from the db's record of that flush"
+                    );
+                    manifest_behind = true;
+                    (c.generation, c.trees)
+                }
+                (Some(c), f) => {
+                    return Err(corrupt_file(
+                        manifest_path(&self.path),
+                        format!(
+                            "the db records flush #{} but the manifest only flush #{f}: the \
+                             manifest is older than the db by more than one flush (copied from \
+                             another data dir, or restored without its db?)",
+                            c.flush
+                        ),
+                    ))
+                }
+            };
+            if generation == reference.0 {
                 for (i, name) in TREES.iter().enumerate() {
-                    let (want, got) = (m.trees.0[i], trees.0[i]);
+                    let (want, got) = (reference.1 .0[i], trees.0[i]);
                     if want != got {
                         return Err(corrupt(format!(
-                            "tree {name} holds {} records (digest {:016x}) but the manifest of \
-                             generation {generation} says {} (digest {:016x})",
+                            "tree {name} holds {} records (digest {:016x}) but the flush of \
+                             generation {generation} recorded {} (digest {:016x})",
                             got.count, got.sum, want.count, want.sum
                         )));
                     }
@@ -303,28 +399,34 @@ impl Store {
                 tracing::warn!(
                     data_dir = %self.path.display(),
                     db_generation = generation,
-                    manifest_generation = m.generation,
+                    flushed_generation = reference.0,
                     "the data dir stopped between a write and its flush (a crash?): writes newer \
-                     than its manifest are kept unverified"
+                     than its last flush are kept unverified"
                 );
             }
         }
+        let numbered = checkpoint
+            .map_or(0, |c| c.flush)
+            .max(manifest.as_ref().map_or(0, |m| m.flush));
+        self.flushes.store(numbered, Ordering::Relaxed);
         lock(&self.digest).0 = trees;
-        self.write_manifest_file(generation, trees)?;
+        self.flush()?;
         Ok(Verified {
             generation,
             manifest_generation: manifest.map(|m| m.generation),
             compared,
+            manifest_behind,
             trees,
         })
     }
 
     /// Writes the manifest file (temporary file, then rename).
-    fn write_manifest_file(&self, generation: u64, trees: Digest) -> Result<(), StoreError> {
+    fn write_manifest_file(&self, c: Checkpoint) -> Result<(), StoreError> {
         let m = Manifest {
             schema: SCHEMA_VERSION,
-            generation,
-            trees,
+            generation: c.generation,
+            trees: c.trees,
+            flush: c.flush,
         };
         let io = |e: String| StoreError::Io {
             path: self.path.display().to_string(),
@@ -337,15 +439,30 @@ impl Store {
         std::fs::rename(&tmp, &path).map_err(|e| io(e.to_string()))
     }
 
-    /// The generation and digest now, for the manifest of the flush about to start.
-    pub(super) fn manifest_snapshot(&self) -> (u64, Digest) {
+    /// Before a flush: numbers it and records it inside the db (under the digest's lock, so no
+    /// commit comes between the snapshot and the record); the flush makes the record durable with
+    /// every write before it.
+    pub(super) fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
         let d = lock(&self.digest);
-        (self.generation.load(Ordering::Relaxed), d.0)
+        let c = Checkpoint {
+            // A flush whose manifest was not written (a full disk) is numbered again.
+            flush: self.flushes.load(Ordering::Relaxed) + 1,
+            generation: self.generation.load(Ordering::Relaxed),
+            trees: d.0,
+        };
+        let v = serde_json::to_vec(&c).map_err(|e| StoreError::Io {
+            path: self.path.display().to_string(),
+            detail: format!("cannot encode the flush record: {e}"),
+        })?;
+        self.meta.insert(CHECKPOINT, v).map_err(|e| self.io(e))?;
+        Ok(c)
     }
 
-    /// After a flush that covered `snapshot`: records it in the manifest file.
-    pub(super) fn flushed(&self, snapshot: (u64, Digest)) -> Result<(), StoreError> {
-        self.write_manifest_file(snapshot.0, snapshot.1)
+    /// After a flush that covered `c`: records it in the manifest file.
+    pub(super) fn flushed(&self, c: Checkpoint) -> Result<(), StoreError> {
+        self.write_manifest_file(c)?;
+        self.flushes.store(c.flush, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Starts a commit or trim of generation `generation`: writes its intent before its records,
@@ -438,6 +555,7 @@ mod tests {
             schema: SCHEMA_VERSION,
             generation: 42,
             trees: d,
+            flush: 7,
         };
         let text = m.encode().unwrap();
         assert_eq!(Manifest::decode(&text).unwrap(), m);
@@ -445,6 +563,64 @@ mod tests {
         let err = Manifest::decode(&edited).unwrap_err();
         assert!(err.contains("does not match"), "{err}");
         assert!(Manifest::decode("{}").is_err());
+    }
+
+    /// Opens `dir`, waiting while a dropped store's lock is still held.
+    fn open(dir: &Path) -> Result<Store, StoreError> {
+        for _ in 0..200 {
+            match Store::open_with(dir, 8) {
+                Err(StoreError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                other => return other,
+            }
+        }
+        panic!("{} stayed locked", dir.display());
+    }
+
+    fn rewrite(dir: &Path, edit: impl FnOnce(&mut Manifest)) {
+        let mut m = read(dir).unwrap().unwrap();
+        edit(&mut m);
+        std::fs::write(manifest_path(dir), m.encode().unwrap()).unwrap();
+    }
+
+    /// The db's record of its last flush against a (validly checksummed) manifest: the same flush
+    /// with other contents is refused; a manifest one flush behind is accepted and brought level;
+    /// one further behind, or ahead of the db, is refused.
+    #[test]
+    fn the_dbs_flush_record_is_compared_with_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let flushed = read(dir.path()).unwrap().unwrap();
+        assert_eq!(flushed.flush, 2, "one flush at open, one asked");
+
+        rewrite(dir.path(), |m| m.trees.0[ARMS].count += 1);
+        let err = open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("differs from its manifest's"), "{err}");
+
+        rewrite(dir.path(), |m| {
+            *m = Manifest {
+                flush: 1,
+                ..flushed.clone()
+            }
+        });
+        let store = open(dir.path()).unwrap();
+        drop(store);
+        assert_eq!(read(dir.path()).unwrap().unwrap().flush, 3);
+
+        rewrite(dir.path(), |m| m.flush = 1);
+        let err = open(dir.path()).err().unwrap().to_string();
+        assert!(
+            err.contains("older than the db by more than one flush"),
+            "{err}"
+        );
+        assert!(err.contains("manifest"), "{err}");
+
+        rewrite(dir.path(), |m| m.flush = 9);
+        let err = open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("flushed writes are missing"), "{err}");
     }
 
     #[test]

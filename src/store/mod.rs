@@ -199,6 +199,10 @@ pub struct Store {
     log_count: AtomicU64,
     log_bytes: AtomicU64,
     generation: AtomicU64,
+    /// The number of the last flush whose manifest was written (see [`manifest`]).
+    flushes: AtomicU64,
+    /// One flush at a time (the writer's, a reset's, a backup's).
+    flush_lock: Mutex<()>,
     /// The digest of what is written, for the manifest; its lock orders commits and trims.
     digest: Mutex<manifest::Running>,
     /// Bad arm records skipped by loads (see [`backup`]).
@@ -359,6 +363,8 @@ impl Store {
             log_count: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            flush_lock: Mutex::new(()),
             digest: Mutex::new(manifest::Running::default()),
             skipped_arms: AtomicU64::new(0),
             written: Mutex::new(Written::default()),
@@ -915,9 +921,10 @@ impl Store {
 
     /// Flushes all writes so far to disk (blocking).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let snapshot = self.manifest_snapshot();
+        let _one = lock(&self.flush_lock);
+        let checkpoint = self.checkpoint()?;
         self.db.flush().map_err(|e| self.io(e))?;
-        self.flushed(snapshot)
+        self.flushed(checkpoint)
     }
 }
 

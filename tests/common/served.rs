@@ -31,10 +31,21 @@ impl ServedBinary {
     /// `switchyard serve` on 127.0.0.1 port 0 with data dir `data` and `extra` arguments (a
     /// `--config`, `--metrics-listen`); with `--metrics-listen`, `metrics` is the scrape URL.
     pub fn start_with(data: &std::path::Path, extra: &[&str]) -> ServedBinary {
+        Self::start_env(data, extra, &[])
+    }
+
+    /// [`ServedBinary::start_with`] with environment variables `env` set for the process (the
+    /// test clock's file).
+    pub fn start_env(
+        data: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> ServedBinary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
