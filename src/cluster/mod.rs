@@ -28,6 +28,7 @@
 //! dropped. The health service `switchyard.v1.Cluster` and the metrics show the state.
 
 pub mod budget;
+pub mod cap;
 pub mod evidence;
 pub mod glue;
 pub mod health;

@@ -88,6 +88,7 @@ pub async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>) {
                 tracing::debug!(error = %e, "evidence sync failed");
             }
             let _ = cluster.refresh_budgets(budget_asks(&shared)).await;
+            super::cap::share_figures(&cluster, &shared, None);
         }
     }
 }
