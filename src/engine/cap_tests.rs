@@ -222,3 +222,4 @@ fn three_replicas_pace_the_shared_budget_as_one() {
         assert!(local.0 > 1.5 * one.0, "local pacing should run ahead: {msg}");
     }
 }
+
