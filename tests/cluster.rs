@@ -429,8 +429,10 @@ struct Converged {
 async fn converge(redis: &Redis, prefix: &str, n: usize, seed: u64, sync_ms: u64) -> Converged {
     let replicas = start_cluster_with(n, |i| {
         let id = format!("r{i}");
-        let text = config_text(&redis.url(), prefix, &id, seed * 10 + i as u64, 100.0)
-            .replace("sync_interval_ms = 250", &format!("sync_interval_ms = {sync_ms}"));
+        let text = config_text(&redis.url(), prefix, &id, seed * 10 + i as u64, 100.0).replace(
+            "sync_interval_ms = 250",
+            &format!("sync_interval_ms = {sync_ms}"),
+        );
         (text, log_path(prefix, &id))
     })
     .await;
@@ -458,8 +460,7 @@ async fn converge(redis: &Redis, prefix: &str, n: usize, seed: u64, sync_ms: u64
         if window.len() > 100 {
             window.pop_front();
         }
-        if reached.is_none() && window.len() == 100 && window.iter().filter(|g| **g).count() >= 90
-        {
+        if reached.is_none() && window.len() == 100 && window.iter().filter(|g| **g).count() >= 90 {
             reached = Some(k + 1);
         }
     }
@@ -782,7 +783,13 @@ const SMALL_USD: f64 = 0.000_15;
 /// prefers "big" and the cap rule does the saving. Evidence and budget figures are synced only at
 /// start (`sync_interval_ms` of 10 minutes), so each replica's view of the budget moves only with
 /// its own admissions: a replica that has not routed yet decides on a stale view.
-fn cap_config_text(redis_url: &str, prefix: &str, replica: &str, seed: u64, limit_usd: f64) -> String {
+fn cap_config_text(
+    redis_url: &str,
+    prefix: &str,
+    replica: &str,
+    seed: u64,
+    limit_usd: f64,
+) -> String {
     format!(
         "[policy]\nseed = {seed}\n\
          [models.big]\nprovider = \"p1\"\ninput_usd_per_mtok = 10.0\noutput_usd_per_mtok = 30.0\n\
@@ -851,10 +858,12 @@ async fn cheapest_substitutes_at_the_shared_cap() {
     }
     let served = Arc::new(Mutex::new(Vec::new()));
     let note = |d: &switchyard::proto::RouteResponse| {
-        served
-            .lock()
-            .unwrap()
-            .push((d.decision_id.clone(), d.model.clone(), d.reason.clone(), d.propensity));
+        served.lock().unwrap().push((
+            d.decision_id.clone(),
+            d.model.clone(),
+            d.reason.clone(),
+            d.propensity,
+        ));
     };
 
     // 1. The local step, on replica 0's own view: it routes until "big" no longer fits, when
@@ -862,22 +871,36 @@ async fn cheapest_substitutes_at_the_shared_cap() {
     // policy chose "big".
     let mut last = None;
     for _ in 0..100 {
-        let d = clients[0].route(route_request(true)).await.unwrap().into_inner();
+        let d = clients[0]
+            .route(route_request(true))
+            .await
+            .unwrap()
+            .into_inner();
         clients[1].feedback(capped_feedback(&d)).await.unwrap();
         note(&d);
         if d.model == "small" && d.propensity == 1.0 {
             last = Some(d);
             break;
         }
-        assert_ne!(d.reason, "budget_exhausted", "substituted while big fit: {d:?}");
+        assert_ne!(
+            d.reason, "budget_exhausted",
+            "substituted while big fit: {d:?}"
+        );
     }
     let last = last.expect("replica 0 reached the point where big no longer fits");
     let (spent, _, _) = shared_ledger(&redis, PREFIX).await;
-    assert!(spent + BIG_USD > LIMIT, "big still fitted: {spent} {last:?}");
+    assert!(
+        spent + BIG_USD > LIMIT,
+        "big still fitted: {spent} {last:?}"
+    );
 
     // 2. The shared step, on the stale view of replica 2 (it saw the budget empty at start and
     // has settled nothing itself): the "big" it chooses is replaced by the admission script.
-    let d = clients[2].route(route_request(true)).await.unwrap().into_inner();
+    let d = clients[2]
+        .route(route_request(true))
+        .await
+        .unwrap()
+        .into_inner();
     note(&d);
     assert_eq!(
         (d.model.as_str(), d.reason.as_str(), d.propensity),

@@ -341,7 +341,12 @@ impl Cluster {
             .as_ref()
             .is_some_and(|b| !self.state().budgets.contains_key(&b.key));
         if self.is_up() || unseen {
-            let call = (decision_id, pending_json.as_str(), ttl_ms, reservation_expiry_ms);
+            let call = (
+                decision_id,
+                pending_json.as_str(),
+                ttl_ms,
+                reservation_expiry_ms,
+            );
             match self
                 .admit_script(
                     call,

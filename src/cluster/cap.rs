@@ -177,16 +177,26 @@ mod tests {
             amount_usd: 0.1,
             thresholds: Vec::new(),
         };
-        let reply: Vec<String> = ["sub", "0.10000000000000001", "0.25", "0.20000000000000001", "2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let reply: Vec<String> = [
+            "sub",
+            "0.10000000000000001",
+            "0.25",
+            "0.20000000000000001",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let (room, alt) = room_of(&b, &reply).unwrap();
         assert_eq!(alt, Some(1));
         let room = room.unwrap();
         assert_eq!(room.used_usd, 0.1 + 0.2);
         // 0.1 + 0.2 + 0.0 > 0.3 in doubles, as in Lua: both sides refuse the same amounts.
         assert!(!room.fits(0.0));
-        assert!(room_of(&b, &["sub".into(), "0".into(), "0".into(), "0".into(), "0".into()]).is_err());
+        assert!(room_of(
+            &b,
+            &["sub".into(), "0".into(), "0".into(), "0".into(), "0".into()]
+        )
+        .is_err());
     }
 }

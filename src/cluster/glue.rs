@@ -81,8 +81,15 @@ pub async fn route(
             }
             match &plan {
                 Some(plan) => {
-                    super::cap::serve(shared, cluster, decision, plan, &admitted, (ttl, request_id))
-                        .await
+                    super::cap::serve(
+                        shared,
+                        cluster,
+                        decision,
+                        plan,
+                        &admitted,
+                        (ttl, request_id),
+                    )
+                    .await
                 }
                 None => Ok(decision),
             }

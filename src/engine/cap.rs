@@ -69,7 +69,11 @@ impl Room {
 /// The cap rule as a map: `map[i]` is the candidate served when candidate i is asked for: i when
 /// its reservation fits, else the first of `order` (cheapest first) that fits, `None` when none
 /// does.
-pub fn serve_map(amounts: &[f64], order: &[usize], fits: impl Fn(f64) -> bool) -> Vec<Option<usize>> {
+pub fn serve_map(
+    amounts: &[f64],
+    order: &[usize],
+    fits: impl Fn(f64) -> bool,
+) -> Vec<Option<usize>> {
     let ok: Vec<bool> = amounts.iter().map(|&a| fits(a)).collect();
     let cheapest = order
         .iter()
@@ -263,7 +267,12 @@ impl Engine {
 
     /// Cluster-wide spent + reserved of `b`'s period containing `now_ms`, when seen (at least the
     /// local figure: a settlement here may be newer than the last look at Redis).
-    pub(super) fn shared_committed(&self, b: &BudgetConfig, ledger: &Ledger, now_ms: u64) -> Option<f64> {
+    pub(super) fn shared_committed(
+        &self,
+        b: &BudgetConfig,
+        ledger: &Ledger,
+        now_ms: u64,
+    ) -> Option<f64> {
         let s = self.shared_budgets.get(&b.key)?;
         let start = if now_ms >= ledger.period_end_ms() {
             Ledger::new(b, now_ms).period_start_ms()
@@ -298,7 +307,9 @@ impl Engine {
         d.propensity = propensity;
         let before = plan.served_first();
         if served != before {
-            if let (Some(model), Some(expected)) = (plan.models.get(served), plan.expected.get(served)) {
+            if let (Some(model), Some(expected)) =
+                (plan.models.get(served), plan.expected.get(served))
+            {
                 d.model = model.model.clone();
                 d.provider = model.provider.clone();
                 d.expected = *expected;

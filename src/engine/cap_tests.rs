@@ -47,7 +47,10 @@ fn the_served_propensity_composes_the_local_and_the_shared_step() {
     assert!((p.propensity(room(0.15), 2) - 1.0).abs() < 1e-12);
     assert_eq!(p.propensity(room(0.15), 1), 0.0);
     // Nothing fits anywhere: no candidate is served (the admission refuses).
-    assert_eq!(serve_map(&amounts, &[2, 1, 0], |a| room(0.05).fits(a)), vec![None; 3]);
+    assert_eq!(
+        serve_map(&amounts, &[2, 1, 0], |a| room(0.05).fits(a)),
+        vec![None; 3]
+    );
 }
 
 /// A cluster-mode engine (`[cluster]` set; nothing connects in these tests) whose `team`
@@ -84,7 +87,10 @@ fn the_local_step_substitutes_on_the_shared_figures_and_waits_to_log() {
     let plan = e.take_cap_plan(&d.id).unwrap();
     let cheap = plan.models.iter().position(|m| m.model == "cheap").unwrap();
     assert_eq!(plan.served_first(), cheap);
-    assert_eq!(plan.asks().0, e.config().models["cheap"].cost_usd(1000, 500));
+    assert_eq!(
+        plan.asks().0,
+        e.config().models["cheap"].cost_usd(1000, 500)
+    );
     // Not logged until admitted; no local reservation (the shared one is of record).
     assert!(e.take_changes().events.is_empty());
     assert_eq!(e.ledger("team").unwrap().reserved_usd(), 0.0);
@@ -145,7 +151,12 @@ fn the_shared_step_rewrites_the_decision_for_the_model_served() {
 fn month(replicas: usize, sync_every: Option<usize>, seed: u64) -> (f64, f64) {
     let limit = 30.0;
     let mut engines: Vec<Engine> = (0..replicas)
-        .map(|_| budget_engine(&format!("period = \"monthly\"\nlimit_usd = {limit}"), MARCH_1))
+        .map(|_| {
+            budget_engine(
+                &format!("period = \"monthly\"\nlimit_usd = {limit}"),
+                MARCH_1,
+            )
+        })
         .collect();
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut sim = SmallRng::seed_from_u64(seed + 1);
@@ -216,10 +227,15 @@ fn three_replicas_pace_the_shared_budget_as_one() {
         println!("{msg}");
         assert!((shared.0 - one.0).abs() <= 0.1 * one.0, "{msg}");
         for (mid, end) in [one, shared] {
-            assert!(mid <= 0.65 * limit, "mid-month spend far off the line: {msg}");
+            assert!(
+                mid <= 0.65 * limit,
+                "mid-month spend far off the line: {msg}"
+            );
             assert!(end <= limit * 1.01 && end >= 0.9 * limit, "{msg}");
         }
-        assert!(local.0 > 1.5 * one.0, "local pacing should run ahead: {msg}");
+        assert!(
+            local.0 > 1.5 * one.0,
+            "local pacing should run ahead: {msg}"
+        );
     }
 }
-
