@@ -159,27 +159,19 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(redis: &Redis, prefix: &str, id: &str, seed: u64, limit_usd: f64) -> Replica {
+    /// A replica on config `text`, logging to `log`.
+    fn start_with(text: &str, log: &Path) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let config: PathBuf = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            config_text(&redis.url(), prefix, id, seed, limit_usd),
-        )
-        .unwrap();
+        std::fs::write(&config, text).unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .env("RUST_LOG", "switchyard=info")
+            .env("RUST_LOG", "switchyard=info,switchyard::cluster::cap=debug")
             .stdout(Stdio::piped())
-            .stderr(
-                std::fs::File::create(
-                    std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log")),
-                )
-                .unwrap(),
-            )
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -218,6 +210,11 @@ impl Drop for Replica {
     }
 }
 
+/// Where replica `id` of the cluster under `prefix` logs.
+fn log_path(prefix: &str, id: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log"))
+}
+
 async fn start_cluster(
     redis: &Redis,
     prefix: &str,
@@ -225,15 +222,21 @@ async fn start_cluster(
     seed: u64,
     limit_usd: f64,
 ) -> Vec<Replica> {
+    start_cluster_with(n, |i| {
+        let id = format!("r{i}");
+        let text = config_text(&redis.url(), prefix, &id, seed * 10 + i as u64, limit_usd);
+        (text, log_path(prefix, &id))
+    })
+    .await
+}
+
+/// `n` replicas, replica i on the config text and log path `config(i)`, each registered and
+/// connected to Redis.
+async fn start_cluster_with(n: usize, config: impl Fn(usize) -> (String, PathBuf)) -> Vec<Replica> {
     let replicas: Vec<Replica> = (0..n)
         .map(|i| {
-            Replica::start(
-                redis,
-                prefix,
-                &format!("r{i}"),
-                seed * 10 + i as u64,
-                limit_usd,
-            )
+            let (text, log) = config(i);
+            Replica::start_with(&text, &log)
         })
         .collect();
     // Every replica has registered (its heartbeat counted the others) and reached Redis.
@@ -410,17 +413,38 @@ async fn budget_is_never_overrun_across_replicas() {
     assert_eq!(alerts.len(), 1, "{alerts:?}");
 }
 
-/// Decisions until 90% of the last 100 go to the best model (true mean quality 0.7 against 0.55), with Route and Feedback spread over
-/// `n` replicas (Feedback to the next one).
-async fn decisions_to_converge(redis: &Redis, prefix: &str, n: usize, seed: u64) -> usize {
-    let replicas = start_cluster(redis, prefix, n, seed, 100.0).await;
+/// Requests in each convergence stream: every configuration serves all of them.
+const STREAM: usize = 2000;
+
+/// One convergence run: decisions until 90 of the last 100 went to the best model, and the
+/// stream's rate (decisions per second).
+struct Converged {
+    decisions: usize,
+    per_second: f64,
+}
+
+/// The same request stream (STREAM decisions, qualities drawn from `seed`: true mean 0.7 for
+/// "good" against 0.55) served by `n` replicas in turn (Feedback to the next one) that sync every
+/// `sync_ms`: decisions until 90 of the last 100 went to "good".
+async fn converge(redis: &Redis, prefix: &str, n: usize, seed: u64, sync_ms: u64) -> Converged {
+    let replicas = start_cluster_with(n, |i| {
+        let id = format!("r{i}");
+        let text = config_text(&redis.url(), prefix, &id, seed * 10 + i as u64, 100.0).replace(
+            "sync_interval_ms = 250",
+            &format!("sync_interval_ms = {sync_ms}"),
+        );
+        (text, log_path(prefix, &id))
+    })
+    .await;
     let mut clients = Vec::new();
     for r in &replicas {
         clients.push(r.client().await);
     }
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut window = std::collections::VecDeque::new();
-    for k in 0..20_000usize {
+    let mut reached = None;
+    let start = Instant::now();
+    for k in 0..STREAM {
         let d = clients[k % n]
             .route(route_request(false))
             .await
@@ -436,26 +460,61 @@ async fn decisions_to_converge(redis: &Redis, prefix: &str, n: usize, seed: u64)
         if window.len() > 100 {
             window.pop_front();
         }
-        if window.len() == 100 && window.iter().filter(|g| **g).count() >= 90 {
-            return k + 1;
+        if reached.is_none() && window.len() == 100 && window.iter().filter(|g| **g).count() >= 90 {
+            reached = Some(k + 1);
         }
     }
-    panic!("{n} replicas, seed {seed}: no convergence in 20000 decisions");
+    let per_second = STREAM as f64 / start.elapsed().as_secs_f64();
+    let decisions = reached.unwrap_or_else(|| {
+        panic!("{n} replicas, seed {seed}: no convergence in {STREAM} decisions")
+    });
+    Converged {
+        decisions,
+        per_second,
+    }
 }
 
-/// With one clearly best model, three replicas reach the same share on it as one replica alone;
-/// both numbers of decisions are reported per seed.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Like for like: for each seed the same stream of STREAM requests is served by one replica, by
+/// three in turn syncing every 250 ms, and by three syncing every 50 ms; all converge, and the
+/// decisions until convergence (with the stream's rate, so decisions per sync interval) are
+/// reported per seed with their medians.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_converge_like_one() {
     let redis = Redis::start().await;
-    let mut rows = Vec::new();
-    for seed in 1..=3u64 {
-        let one = decisions_to_converge(&redis, &format!("c1s{seed}"), 1, seed).await;
-        let three = decisions_to_converge(&redis, &format!("c3s{seed}"), 3, seed).await;
-        rows.push((seed, one, three));
+    let setups = [(1usize, 250u64), (3, 250), (3, 50)];
+    let mut table: Vec<Vec<Converged>> = setups.iter().map(|_| Vec::new()).collect();
+    for seed in 1..=5u64 {
+        for (j, &(n, sync_ms)) in setups.iter().enumerate() {
+            let c = converge(&redis, &format!("c{n}x{sync_ms}s{seed}"), n, seed, sync_ms).await;
+            println!(
+                "convergence seed {seed}: {n} replica(s), sync {sync_ms} ms: {} decisions at \
+                 {:.0} decisions/s ({:.0} decisions per sync interval)",
+                c.decisions,
+                c.per_second,
+                c.per_second * sync_ms as f64 / 1000.0
+            );
+            table[j].push(c);
+        }
     }
-    for (seed, one, three) in &rows {
-        println!("convergence seed {seed}: one replica {one} decisions, three replicas {three}");
+    for (j, &(n, sync_ms)) in setups.iter().enumerate() {
+        let decisions = median(table[j].iter().map(|c| c.decisions as f64).collect());
+        let rate = median(table[j].iter().map(|c| c.per_second).collect());
+        println!(
+            "convergence median: {n} replica(s), sync {sync_ms} ms: {decisions} decisions, \
+             {rate:.0} decisions/s, {:.0} decisions per sync interval, over {STREAM}-request \
+             streams",
+            rate * sync_ms as f64 / 1000.0
+        );
     }
 }
 
@@ -712,4 +771,231 @@ async fn replica_death_and_redis_outage() {
     let (last, _, last_settlements) = shared_ledger(&redis, "t4").await;
     assert_eq!(last_settlements, settlements + more.len());
     assert!((last - spent - more.len() as f64 * CALL_USD).abs() < 1e-9);
+}
+
+/// Price-table cost of one capped-test request (500 input and 500 output tokens) on "big" and on
+/// "small".
+const BIG_USD: f64 = 0.02;
+const SMALL_USD: f64 = 0.000_15;
+
+/// A config whose `team` budget substitutes at the cap: "big" (better in its priors and in
+/// truth) and "small" at 1/133 of its price; cost has no weight, so the policy
+/// prefers "big" and the cap rule does the saving. Evidence and budget figures are synced only at
+/// start (`sync_interval_ms` of 10 minutes), so each replica's view of the budget moves only with
+/// its own admissions: a replica that has not routed yet decides on a stale view.
+fn cap_config_text(
+    redis_url: &str,
+    prefix: &str,
+    replica: &str,
+    seed: u64,
+    limit_usd: f64,
+) -> String {
+    format!(
+        "[policy]\nseed = {seed}\n\
+         [models.big]\nprovider = \"p1\"\ninput_usd_per_mtok = 10.0\noutput_usd_per_mtok = 30.0\n\
+         latency_ms = 500\nlatency_p95_ms = 1000\nquality = 0.9\n\
+         [models.small]\nprovider = \"p2\"\ninput_usd_per_mtok = 0.1\noutput_usd_per_mtok = 0.2\n\
+         latency_ms = 500\nlatency_p95_ms = 1000\nquality = 0.5\n\
+         [task_classes.bench]\nmodels = [\"big\", \"small\"]\ntypical_input_tokens = 500\n\
+         typical_output_tokens = 500\nweights = {{ quality = 1.0, cost = 0.0, latency = 0.01 }}\n\
+         [budgets.team]\nperiod = \"daily\"\nlimit_usd = {limit_usd}\non_cap = \"cheapest\"\n\
+         [storage]\ndurability = \"periodic\"\n\
+         [cluster]\nredis_url = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\nreplica_id = \"{replica}\"\n\
+         sync_interval_ms = 600000\nheartbeat_ms = 200\nredis_timeout_ms = 1000\n"
+    )
+}
+
+fn capped_feedback(d: &switchyard::proto::RouteResponse) -> FeedbackRequest {
+    let (usd, quality) = if d.model == "big" {
+        (BIG_USD, 0.9)
+    } else {
+        (SMALL_USD, 0.5)
+    };
+    FeedbackRequest {
+        cost_usd: Some(usd),
+        ..feedback(&d.decision_id, &d.model, quality)
+    }
+}
+
+/// The decision as recorded in Redis: (model, propensity).
+async fn recorded(redis: &Redis, prefix: &str, decision_id: &str) -> (String, f64) {
+    let json: String = redis::cmd("GET")
+        .arg(format!("{prefix}:pd:{decision_id}"))
+        .query_async(&mut redis.con().await)
+        .await
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_str(&json).unwrap();
+    (
+        p["decision"]["model"].as_str().unwrap().to_string(),
+        p["decision"]["propensity"].as_f64().unwrap(),
+    )
+}
+
+/// `on_cap = "cheapest"` on the shared budget, over gRPC with three replicas:
+/// 1. one replica routes until its own view of the budget leaves no room for "big": it
+///    substitutes "small" itself (the local step);
+/// 2. a replica whose view is stale (it has not routed) decides "big", and the admission script
+///    reserves "small" instead; the decision is rewritten (model, reason, propensity 1: every
+///    choice ends on "small") and recorded in Redis before Route answers;
+/// 3. 64 concurrent clients round robin over the three until even "small" does not fit.
+///
+/// The limit is never passed, substitutions say `budget_exhausted`, Redis holds every decision
+/// as served, and a refusal says that not even the cheapest model fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cheapest_substitutes_at_the_shared_cap() {
+    const LIMIT: f64 = 0.125;
+    const PREFIX: &str = "t5";
+    let redis = Redis::start().await;
+    let replicas = start_cluster_with(3, |i| {
+        let id = format!("r{i}");
+        let text = cap_config_text(&redis.url(), PREFIX, &id, 50 + i as u64, LIMIT);
+        (text, log_path(PREFIX, &id))
+    })
+    .await;
+    let mut clients = Vec::new();
+    for r in &replicas {
+        clients.push(r.client().await);
+    }
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let note = |d: &switchyard::proto::RouteResponse| {
+        served.lock().unwrap().push((
+            d.decision_id.clone(),
+            d.model.clone(),
+            d.reason.clone(),
+            d.propensity,
+        ));
+    };
+
+    // 1. The local step, on replica 0's own view: it routes until "big" no longer fits, when
+    // every choice ends on "small" (propensity 1), substituted (`budget_exhausted`) when the
+    // policy chose "big".
+    let mut last = None;
+    for _ in 0..100 {
+        let d = clients[0]
+            .route(route_request(true))
+            .await
+            .unwrap()
+            .into_inner();
+        clients[1].feedback(capped_feedback(&d)).await.unwrap();
+        note(&d);
+        if d.model == "small" && d.propensity == 1.0 {
+            last = Some(d);
+            break;
+        }
+        assert_ne!(
+            d.reason, "budget_exhausted",
+            "substituted while big fit: {d:?}"
+        );
+    }
+    let last = last.expect("replica 0 reached the point where big no longer fits");
+    let (spent, _, _) = shared_ledger(&redis, PREFIX).await;
+    assert!(
+        spent + BIG_USD > LIMIT,
+        "big still fitted: {spent} {last:?}"
+    );
+
+    // 2. The shared step, on the stale view of replica 2 (it saw the budget empty at start and
+    // has settled nothing itself): the "big" it chooses is replaced by the admission script.
+    let d = clients[2]
+        .route(route_request(true))
+        .await
+        .unwrap()
+        .into_inner();
+    note(&d);
+    assert_eq!(
+        (d.model.as_str(), d.reason.as_str(), d.propensity),
+        ("small", "budget_exhausted", 1.0),
+        "{d:?}"
+    );
+    assert_eq!(
+        recorded(&redis, PREFIX, &d.decision_id).await,
+        (String::from("small"), 1.0),
+        "Redis holds the decision as served"
+    );
+    let fb = clients[0].feedback(capped_feedback(&d)).await.unwrap();
+    assert!(fb.get_ref().accepted, "{:?}", fb.get_ref());
+    let log = std::fs::read_to_string(log_path(PREFIX, "r2")).unwrap();
+    assert!(log.contains("shared budget substituted"), "{log}");
+
+    // 3. 64 concurrent clients until even small no longer fits.
+    let refusals = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..64usize {
+        let (clients, served, refusals) =
+            (clients.clone(), Arc::clone(&served), Arc::clone(&refusals));
+        tasks.push(tokio::spawn(async move {
+            let mut n = i;
+            loop {
+                let d = match clients[n % 3].clone().route(route_request(true)).await {
+                    Ok(d) => d.into_inner(),
+                    Err(s) => {
+                        assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                        refusals.lock().unwrap().push(s.message().to_string());
+                        return;
+                    }
+                };
+                let fb = clients[(n + 1) % 3]
+                    .clone()
+                    .feedback(capped_feedback(&d))
+                    .await
+                    .unwrap();
+                assert!(fb.get_ref().accepted && !fb.get_ref().duplicate);
+                served.lock().unwrap().push((
+                    d.decision_id.clone(),
+                    d.model.clone(),
+                    d.reason.clone(),
+                    d.propensity,
+                ));
+                n += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let served = served.lock().unwrap().clone();
+    let (spent, settled_sum, settlements) = shared_ledger(&redis, PREFIX).await;
+    let cost: f64 = served
+        .iter()
+        .map(|(_, m, _, _)| if m == "big" { BIG_USD } else { SMALL_USD })
+        .sum();
+    let substituted = served
+        .iter()
+        .filter(|(_, _, r, _)| r == "budget_exhausted")
+        .count();
+    let bigs = served.iter().filter(|(_, m, _, _)| m == "big").count();
+    let mut in_script = 0;
+    for i in 0..3 {
+        let log = std::fs::read_to_string(log_path(PREFIX, &format!("r{i}"))).unwrap();
+        in_script += log.matches("shared budget substituted").count();
+    }
+    println!(
+        "cheapest at the shared cap: limit {LIMIT} USD, spent {spent:.6} USD by {} decisions \
+         ({bigs} big, {} small; {substituted} substituted, {in_script} of them by the admission \
+         script), {} refusals",
+        served.len(),
+        served.len() - bigs,
+        refusals.lock().unwrap().len()
+    );
+    assert!(spent <= LIMIT + 1e-12, "spent {spent} over limit {LIMIT}");
+    assert_eq!(settlements, served.len());
+    assert!((settled_sum - spent).abs() < 1e-9 && (cost - spent).abs() < 1e-9);
+    assert!(spent > LIMIT - SMALL_USD, "stopped before the cap: {spent}");
+    for (id, model, reason, propensity) in &served {
+        if reason == "budget_exhausted" {
+            assert_eq!(model, "small");
+        }
+        assert!(*propensity > 0.0 && *propensity <= 1.0, "{propensity}");
+        assert_eq!(
+            recorded(&redis, PREFIX, id).await,
+            (model.clone(), *propensity),
+            "Redis holds decision {id} as served"
+        );
+    }
+    let refusals = refusals.lock().unwrap();
+    assert_eq!(refusals.len(), 64);
+    assert!(
+        refusals.iter().all(|m| m.contains("nor does the cheapest")),
+        "{refusals:?}"
+    );
 }

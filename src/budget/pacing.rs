@@ -55,7 +55,15 @@ impl Ledger {
     /// exactly 1 during the warmup fraction of the period. Pure: a period that
     /// has ended counts as the new, empty one. Invalid settings yield 1.
     pub fn pacing_multiplier(&self, cfg: &BudgetConfig, now_ms: u64) -> f64 {
-        let (committed, time_fraction) = self.view(cfg, now_ms);
+        let (committed, _) = self.view(cfg, now_ms);
+        self.pacing_multiplier_of(cfg, now_ms, committed)
+    }
+
+    /// [`Ledger::pacing_multiplier`] with the committed spend (spent + reserved, USD) of the
+    /// period that contains `now_ms` given by the caller: in cluster mode the cluster-wide figure,
+    /// so that N replicas pace one budget as one would.
+    pub fn pacing_multiplier_of(&self, cfg: &BudgetConfig, now_ms: u64, committed: f64) -> f64 {
+        let (_, time_fraction) = self.view(cfg, now_ms);
         // False for a NaN warmup setting, which then disables pacing.
         let past_warmup = time_fraction >= cfg.pacing_warmup_fraction;
         if !past_warmup || time_fraction <= 0.0 {

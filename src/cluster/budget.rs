@@ -9,7 +9,11 @@
 //! - [`ADMIT`] (Route): drops expired reservations, then reserves `amount` only if
 //!   `spent + reserved + amount <= limit`, and records the pending decision, all at once: N
 //!   replicas can never overrun a cap together. A repeated request id returns the decision made
-//!   first. Reserving twice for one decision id is a no-op (replays are safe).
+//!   first. Reserving twice for one decision id is a no-op (replays are safe). With
+//!   alternatives (`on_cap = "cheapest"`, `super::cap`), an amount that does not fit is replaced
+//!   by the first alternative that does; the decision is then not recorded (`sub`: the replica
+//!   rewrites it for the model served and records it in one more round trip). Every answer but
+//!   a refusal carries the figures the check saw.
 //! - [`SETTLE`] (Feedback): the first settlement of `decision|model` moves the decision's
 //!   reservation into spend (later models of the same decision add their cost); a repeated
 //!   settlement changes nothing. Alert thresholds crossed are claimed with `SET NX`, so each fires
@@ -19,6 +23,7 @@
 
 use redis::Script;
 
+use super::cap::{self, Admitted};
 use super::*;
 use crate::engine::BudgetAlert;
 
@@ -34,7 +39,7 @@ if ARGV[9] == '1' then
     if pd then return {'replay', pd} end
   end
 end
-local spent, reserved = 0, 0
+local spent, reserved, before, sub = 0, 0, 0, 0
 if ARGV[8] == '1' then
   local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
   for _, id in ipairs(gone) do
@@ -50,19 +55,33 @@ if ARGV[8] == '1' then
   local amount = tonumber(ARGV[3])
   local held = redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1
   local settled = redis.call('HEXISTS', KEYS[6], ARGV[2]) == 1
+  before = reserved
   if not held and not settled then
+    local take = ARGV[3]
     if ARGV[12] ~= '1' and spent + reserved + amount > tonumber(ARGV[4]) then
-      return {'refused', string.format('%.17g', spent), string.format('%.17g', reserved)}
+      for i = 13, #ARGV do
+        if spent + reserved + tonumber(ARGV[i]) <= tonumber(ARGV[4]) then
+          sub, take = i - 12, ARGV[i]
+          break
+        end
+      end
+      if sub == 0 then
+        return {'refused', string.format('%.17g', spent), string.format('%.17g', reserved)}
+      end
     end
-    redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+    redis.call('HSET', KEYS[2], ARGV[2], take)
     redis.call('ZADD', KEYS[3], ARGV[7], ARGV[2])
-    reserved = tonumber(redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', ARGV[3]))
+    reserved = tonumber(redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', take))
     for i = 1, 3 do redis.call('PEXPIREAT', KEYS[i], ARGV[11]) end
   end
 end
+local figures = {string.format('%.17g', spent), string.format('%.17g', reserved), string.format('%.17g', before)}
+if sub > 0 then
+  return {'sub', figures[1], figures[2], figures[3], tostring(sub)}
+end
 redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
 if ARGV[9] == '1' then redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[6]) end
-return {'ok', string.format('%.17g', spent), string.format('%.17g', reserved)}
+return {'ok', figures[1], figures[2], figures[3]}
 "#;
 
 pub const SETTLE: &str = r#"
@@ -178,6 +197,22 @@ impl Cluster {
         budget: Option<&BudgetAsk>,
         force: bool,
     ) -> Result<Admission, ClusterError> {
+        let call = (decision_id, pending_json, ttl_ms, reservation_expiry_ms);
+        self.admit_script(call, request_id, budget, force, &[])
+            .await
+            .map(|a| a.admission)
+    }
+
+    /// [`Cluster::admit_once`] with the alternatives (`on_cap = "cheapest"`, cheapest first)
+    /// the script may reserve instead of `budget.amount_usd`.
+    async fn admit_script(
+        &self,
+        (decision_id, pending_json, ttl_ms, reservation_expiry_ms): (&str, &str, u64, u64),
+        request_id: Option<&str>,
+        budget: Option<&BudgetAsk>,
+        force: bool,
+        alternatives: &[f64],
+    ) -> Result<Admitted, ClusterError> {
         let none = BudgetAsk {
             key: String::from("-"),
             period_start_ms: 0,
@@ -211,17 +246,35 @@ impl Cluster {
             .arg(&pd_prefix)
             .arg(b.period_end_ms + PERIOD_KEYS_RETENTION_MS)
             .arg(if force { "1" } else { "0" });
+        for a in alternatives {
+            inv.arg(format!("{a:.17e}"));
+        }
         let reply: Vec<String> = self
             .call(|mut con| async move { Ok(inv.invoke_async(&mut con).await?) })
             .await?;
         match reply.first().map(String::as_str) {
-            Some("ok") => {
-                if let Some(b) = budget {
-                    self.note_budget(b, &reply)?;
+            Some(tag @ ("ok" | "sub")) => {
+                let (room, alternative) = match budget {
+                    Some(b) => {
+                        self.note_budget(b, &reply)?;
+                        cap::room_of(b, &reply)?
+                    }
+                    None => (None, None),
+                };
+                if tag == "sub" && alternative.is_none() {
+                    return Err(ClusterError::Protocol(format!(
+                        "admit script substituted without a budget: {reply:?}"
+                    )));
                 }
-                Ok(Admission::Shared)
+                Ok(Admitted {
+                    admission: Admission::Shared,
+                    room,
+                    alternative,
+                })
             }
-            Some("replay") => Ok(Admission::Replay(reply.get(1).cloned().unwrap_or_default())),
+            Some("replay") => Ok(Admitted::plain(Admission::Replay(
+                reply.get(1).cloned().unwrap_or_default(),
+            ))),
             Some("refused") => {
                 if let Some(b) = budget {
                     self.note_budget(b, &reply)?;
@@ -229,10 +282,10 @@ impl Cluster {
                 self.counters
                     .shared_refusals
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(Admission::Refused {
+                Ok(Admitted::plain(Admission::Refused {
                     spent_usd: num(reply.get(1).map_or("0", String::as_str))?,
                     reserved_usd: num(reply.get(2).map_or("0", String::as_str))?,
-                })
+                }))
             }
             _ => Err(ClusterError::Protocol(format!(
                 "admit script answered {reply:?}"
@@ -266,21 +319,41 @@ impl Cluster {
         request_id: Option<String>,
         budget: Option<BudgetAsk>,
     ) -> Admission {
+        let call = (decision_id, pending_json, ttl_ms, reservation_expiry_ms);
+        self.admit_with(call, request_id, budget, &[])
+            .await
+            .admission
+    }
+
+    /// [`Cluster::admit`] with the alternatives (`on_cap = "cheapest"`, cheapest first) that may
+    /// be reserved instead of `budget.amount_usd`, in Redis or from the fallback allowance; the
+    /// answer says which one was, and the room the check saw (see `super::cap`).
+    pub async fn admit_with(
+        &self,
+        (decision_id, pending_json, ttl_ms, reservation_expiry_ms): (&str, String, u64, u64),
+        request_id: Option<String>,
+        budget: Option<BudgetAsk>,
+        alternatives: &[f64],
+    ) -> Admitted {
         // A budget this replica has never seen in Redis has no known remainder to share: ask
         // Redis even while it is flagged down (bounded by the timeout) rather than guess.
         let unseen = budget
             .as_ref()
             .is_some_and(|b| !self.state().budgets.contains_key(&b.key));
         if self.is_up() || unseen {
+            let call = (
+                decision_id,
+                pending_json.as_str(),
+                ttl_ms,
+                reservation_expiry_ms,
+            );
             match self
-                .admit_once(
-                    decision_id,
-                    &pending_json,
-                    ttl_ms,
-                    reservation_expiry_ms,
+                .admit_script(
+                    call,
                     request_id.as_deref(),
                     budget.as_ref(),
                     false,
+                    alternatives,
                 )
                 .await
             {
@@ -288,7 +361,9 @@ impl Cluster {
                 Err(e) => tracing::debug!(error = %e, "admit: redis unreachable, falling back"),
             }
         }
-        if let Some(b) = &budget {
+        let mut budget = budget;
+        let (mut room, mut alternative) = (None, None);
+        if let Some(b) = budget.as_mut() {
             let mut st = self.state();
             let live = st.live_replicas.max(1) as f64;
             let factor = self.config.fallback_share_factor;
@@ -305,17 +380,26 @@ impl Cluster {
             let allowance = *v.allowance_usd.get_or_insert_with(|| {
                 (v.limit_usd - v.spent_usd - v.reserved_usd).max(0.0) / live * factor
             });
-            if v.fallback_spent_usd + b.amount_usd > allowance {
+            let share = cap::Room {
+                used_usd: v.fallback_spent_usd,
+                limit_usd: allowance,
+            };
+            alternative = cap::fallback_pick(share, b.amount_usd, alternatives);
+            if let Some(k) = alternative {
+                b.amount_usd = alternatives[k];
+            }
+            if alternative.is_none() && v.fallback_spent_usd + b.amount_usd > allowance {
                 let spent = v.fallback_spent_usd;
                 drop(st);
                 self.counters
                     .fallback_refusals
                     .fetch_add(1, Ordering::Relaxed);
-                return Admission::FallbackRefused {
+                return Admitted::plain(Admission::FallbackRefused {
                     allowance_usd: allowance,
                     spent_usd: spent,
-                };
+                });
             }
+            room = Some(share);
             v.fallback_spent_usd += b.amount_usd;
             st.outage_reservations
                 .insert(decision_id.to_string(), b.amount_usd);
@@ -329,7 +413,11 @@ impl Cluster {
             request_id,
             budget,
         });
-        Admission::Fallback
+        Admitted {
+            admission: Admission::Fallback,
+            room,
+            alternative,
+        }
     }
 
     async fn settle_once(

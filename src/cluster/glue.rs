@@ -28,18 +28,23 @@ pub fn ask(key: &str, b: &BudgetConfig, at_ms: u64, amount_usd: f64) -> BudgetAs
 
 /// Route: reserve in the shared budget and record the decision (one round trip). A refusal
 /// withdraws the local decision and answers RESOURCE_EXHAUSTED; a repeated request id answers
-/// the decision made first on whichever replica.
+/// the decision made first on whichever replica. Under `on_cap = "cheapest"` the admission may
+/// reserve a cheaper model instead ([`super::cap`]).
 pub async fn route(
     shared: &Shared,
     cluster: &Cluster,
     decision: Decision,
 ) -> Result<Decision, Status> {
     let now = now_ms();
-    let (json, budget, request_id, tomb_ms) = shared.with_engine(|e, _| {
+    let (json, budget, request_id, tomb_ms, plan) = shared.with_engine(|e, _| {
         let p = e.pending_shared(&decision.id);
         let json = p.as_ref().and_then(|p| serde_json::to_string(&**p).ok());
         let request_id = p.and_then(|p| p.request_id.clone());
-        let amount = e.reservation_of(&decision).unwrap_or(0.0);
+        let plan = e.take_cap_plan(&decision.id);
+        let amount = match &plan {
+            Some(plan) => plan.asks().0,
+            None => e.reservation_of(&decision).unwrap_or(0.0),
+        };
         let budget = decision.budget_key.as_ref().and_then(|k| {
             e.config()
                 .budgets
@@ -51,27 +56,43 @@ pub async fn route(
             budget,
             request_id,
             e.config().limits.tombstones().ttl_ms,
+            plan,
         )
     });
     let Some(json) = json else {
         return Ok(decision); // evicted at once (max_pending 0): nothing to share
     };
     let ttl = decision.expires_ms.saturating_sub(now) + tomb_ms;
-    let admission = cluster
-        .admit(
-            &decision.id,
-            json,
-            ttl,
-            decision.expires_ms,
-            request_id,
+    let alternatives = plan.as_ref().map(|p| p.asks().1).unwrap_or_default();
+    let admitted = cluster
+        .admit_with(
+            (&decision.id, json, ttl, decision.expires_ms),
+            request_id.clone(),
             budget.clone(),
+            &alternatives,
         )
         .await;
     let withdraw = |shared: &Shared| shared.with_engine(|e, _| e.withdraw(&decision.id, now_ms()));
-    match admission {
+    match admitted.admission {
         Admission::Shared | Admission::Fallback => {
             shared.with_engine(|e, _| e.release_local_reservation(&decision, now_ms()));
-            Ok(decision)
+            if let Some(b) = &budget {
+                super::cap::share_figures(cluster, shared, Some(&b.key));
+            }
+            match &plan {
+                Some(plan) => {
+                    super::cap::serve(
+                        shared,
+                        cluster,
+                        decision,
+                        plan,
+                        &admitted,
+                        (ttl, request_id),
+                    )
+                    .await
+                }
+                None => Ok(decision),
+            }
         }
         Admission::Replay(json) => {
             let first: PendingDecision = serde_json::from_str(&json)
@@ -90,10 +111,15 @@ pub async fn route(
             let (key, amount, limit, end) = budget
                 .map(|b| (b.key, b.amount_usd, b.limit_usd, b.period_end_ms))
                 .unwrap_or_default();
+            let cheapest = if plan.is_some() {
+                " (nor does the cheapest model's reservation)"
+            } else {
+                ""
+            };
             Err(Status::resource_exhausted(format!(
                 "budget {key:?} is exhausted across replicas: spent {spent_usd:.6} + reserved \
                  {reserved_usd:.6} + this request's {amount:.6} USD would pass its limit of \
-                 {limit} USD; it resets at {}",
+                 {limit} USD{cheapest}; it resets at {}",
                 crate::time::format_ms(end)
             )))
         }

@@ -15,7 +15,9 @@
 //!   forward-decay units, see `crate::policy::merge`), the replica registry, health signals;
 //! - **per replica**: breakers (opens are broadcast, not shared), Thompson draw pools, baseline
 //!   policies' statistics (moving latencies, LiteLLM-style Beta), the quality-target multipliers
-//!   of `min_cost` classes, the local copy of each ledger, and the fallback allowance below.
+//!   of `min_cost` classes, the local copy of each ledger, each budget's shared figures as last
+//!   seen (pacing and `on_cap = "cheapest"` read them: [`cap`], `crate::engine::cap`), and the
+//!   fallback allowance below.
 //!
 //! On restart a replica reads everything shared back from Redis; its first evidence sync adopts
 //! the shared totals instead of adding its local (restored) evidence a second time.
@@ -28,6 +30,7 @@
 //! dropped. The health service `switchyard.v1.Cluster` and the metrics show the state.
 
 pub mod budget;
+pub mod cap;
 pub mod evidence;
 pub mod glue;
 pub mod health;

@@ -91,6 +91,7 @@ pub async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>) {
             if let Err(e) = super::spend::sync(&cluster, &shared).await {
                 tracing::debug!(error = %e, "spend sync failed");
             }
+            super::cap::share_figures(&cluster, &shared, None);
         }
     }
 }

@@ -226,7 +226,7 @@ impl Engine {
                 reserved_usd: ledger.reserved_usd(),
                 period_start_ms: ledger.period_start_ms(),
                 period_end_ms: ledger.period_end_ms(),
-                pacing_multiplier: ledger.pacing_multiplier(b, now_ms),
+                pacing_multiplier: self.pace_with(b, &ledger, now_ms),
                 state: ledger.state(b, now_ms),
                 previous_period_spent_usd: ledger.previous_period_spent_usd(),
                 alert_thresholds_crossed: ledger.alerted_thresholds(),
@@ -294,17 +294,6 @@ pub(super) fn budget_for<'a>(
     }
 }
 
-/// The budget's pacing multiplier on the cost weight now (1 without a budget).
-pub(super) fn pacing_multiplier(
-    ledgers: &BTreeMap<String, Ledger>,
-    budget: Option<&BudgetConfig>,
-    now_ms: u64,
-) -> f64 {
-    budget
-        .and_then(|b| ledgers.get(&b.key).map(|l| l.pacing_multiplier(b, now_ms)))
-        .unwrap_or(1.0)
-}
-
 /// What [`apply_budget`] needs to know about one routing decision.
 pub(super) struct BudgetRequest<'a, 'c> {
     /// Decision id, also the reservation id.
@@ -336,7 +325,7 @@ pub const LEARNED_RESERVATION_CAP_FACTOR: f64 = 10.0;
 /// [`RESERVATION_SAFETY_FACTOR`] x the list-price cost at the typical output size and the learned
 /// cost's predictive p95 (an upper quantile, so learned costs above the reservation are rare),
 /// the latter at most [`LEARNED_RESERVATION_CAP_FACTOR`] x the list-price cost.
-fn reservation_usd(req: &BudgetRequest<'_, '_>, index: usize) -> f64 {
+pub(super) fn reservation_usd(req: &BudgetRequest<'_, '_>, index: usize) -> f64 {
     let model = req.models[index];
     let list = model.cost_usd(req.input_tokens, req.output_tokens);
     if req.max_output_given {
@@ -354,7 +343,7 @@ fn reservation_usd(req: &BudgetRequest<'_, '_>, index: usize) -> f64 {
 }
 
 /// Candidate indices cheapest first (by expected cost), the order the budget substitutes in.
-fn by_cost(req: &BudgetRequest<'_, '_>) -> Vec<usize> {
+pub(super) fn by_cost(req: &BudgetRequest<'_, '_>) -> Vec<usize> {
     let mut by_cost: Vec<(usize, f64)> = req
         .candidates
         .iter()
@@ -396,6 +385,23 @@ fn substitution(
     )
 }
 
+/// `choice` with reason [`Reason::BudgetPacing`] when pacing moved the expected-best model (by
+/// posterior-mean utility) away from the one chosen without it.
+pub(super) fn pacing_reason(req: &BudgetRequest<'_, '_>, mut choice: Chosen) -> Chosen {
+    if req.paced.weights.cost != req.unpaced.weights.cost {
+        let best = |s: &Scoring| {
+            policy::rank_by_mean_utility(req.candidates, s)
+                .first()
+                .copied()
+        };
+        let unpaced_best = best(req.unpaced);
+        if best(req.paced) != unpaced_best && Some(choice.index) != unpaced_best {
+            choice.reason = Reason::BudgetPacing;
+        }
+    }
+    choice
+}
+
 /// Reserves the chosen model's cost in the budget's ledger. When it does not fit: with
 /// [`OnCap::Cheapest`], routes the cheapest eligible model (by expected cost) whose reservation
 /// fits, reason [`Reason::BudgetExhausted`]; otherwise RESOURCE_EXHAUSTED with spent, limit and the
@@ -422,18 +428,7 @@ pub(super) fn apply_budget(
             if let Some(g) = &served {
                 choice.propensity = floor::served_propensity(req.probs, choice.index, |i| g[i]);
             }
-            if req.paced.weights.cost != req.unpaced.weights.cost {
-                let best = |s: &Scoring| {
-                    policy::rank_by_mean_utility(req.candidates, s)
-                        .first()
-                        .copied()
-                };
-                let unpaced_best = best(req.unpaced);
-                if best(req.paced) != unpaced_best && Some(choice.index) != unpaced_best {
-                    choice.reason = Reason::BudgetPacing;
-                }
-            }
-            return Ok(choice);
+            return Ok(pacing_reason(req, choice));
         }
         Err(ReserveError::Exhausted(e)) => e,
         Err(e @ ReserveError::InvalidAmount { .. }) => {

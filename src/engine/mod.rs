@@ -16,6 +16,7 @@ mod api;
 mod bounds_tests;
 mod budgeting;
 mod cache_hit;
+mod cap;
 mod cluster;
 mod error;
 mod experiment;
@@ -52,6 +53,7 @@ use crate::validation::echo;
 pub use api::*;
 pub use budgeting::*;
 pub use cache_hit::HitFeedback;
+pub use cap::{serve_map, CapPlan, Room, SharedBudget};
 pub use error::*;
 pub use experiment::{stable_unit, ExperimentGroup};
 use gate::*;
@@ -108,6 +110,10 @@ pub struct Engine {
     spikes: Vec<crate::spend::Spike>,
     /// Shadow traffic's paired comparisons (recomputed from the decision log on restart).
     pairs: Pairs,
+    /// Cluster mode: budgets' cluster-wide figures last seen, and decisions awaiting their shared
+    /// admission (`cap.rs`; per replica, not persisted).
+    shared_budgets: BTreeMap<String, SharedBudget>,
+    cap_plans: BTreeMap<String, CapPlan>,
 }
 
 /// One class's objective states, by quality target in basis points.
@@ -229,6 +235,8 @@ impl Engine {
             spend: Default::default(),
             spikes: Vec::new(),
             pairs: Pairs::new(),
+            shared_budgets: BTreeMap::new(),
+            cap_plans: BTreeMap::new(),
         }
     }
 

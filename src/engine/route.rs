@@ -89,7 +89,7 @@ impl Engine {
         };
         crate::spend::tags::check(&input.tags).map_err(|e| invalid("tags", e.0))?;
         let money = request_money(input)?;
-        let pace = pacing_multiplier(&self.ledgers, budget, now_ms);
+        let pace = self.pace(budget, now_ms);
         let mut scoring = unpaced;
         scoring.weights.cost *= pace;
         Ok(Prepared {
@@ -164,6 +164,8 @@ impl Engine {
             breakers,
             ledgers,
             objectives,
+            shared_budgets,
+            cap_plans,
             ..
         } = self;
         let state = classes
@@ -259,11 +261,10 @@ impl Engine {
             }
         };
         let id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
+        let mut plan = None;
         let choice = match p.budget_key.as_ref().and_then(|k| config.budgets.get(k)) {
-            Some(b) => apply_budget(
-                ledgers,
-                b,
-                &BudgetRequest {
+            Some(b) => {
+                let req = BudgetRequest {
                     id: &id,
                     candidates: &candidates,
                     models: &models,
@@ -274,9 +275,22 @@ impl Engine {
                     max_output_given: p.max_output_tokens.is_some() || input.max_output_tokens > 0,
                     now_ms,
                     probs: &probs,
-                },
-                choice,
-            )?,
+                };
+                // Cluster mode: the cap rule runs on the shared figures (`cap.rs`).
+                let ledger = ledgers
+                    .entry(b.key.clone())
+                    .or_insert_with(|| Ledger::new(b, now_ms));
+                let shared = config.cluster.as_ref().and_then(|_| {
+                    cap::plan_shared(ledger, shared_budgets.get(&b.key), b, &req, choice)
+                });
+                match shared {
+                    Some((c, p)) => {
+                        plan = Some(p);
+                        c
+                    }
+                    None => apply_budget(ledgers, b, &req, choice)?,
+                }
+            }
             None => choice,
         };
         if let Some((t, st)) = target_state.as_mut() {
@@ -299,12 +313,32 @@ impl Engine {
         } else {
             choice.reason
         };
-        let fallbacks = policy::rank_by_mean_utility(&candidates, &rs)
+        let ranked: Vec<usize> = policy::rank_by_mean_utility(&candidates, &rs)
             .into_iter()
-            .filter(|&i| i != choice.index && p.gate.closed.contains(&p.eligible[i]))
-            .take(config.limits.max_fallbacks)
-            .map(|i| model_ref(models[i]))
+            .filter(|&i| p.gate.closed.contains(&p.eligible[i]))
             .collect();
+        let fallbacks = ranked
+            .iter()
+            .filter(|&&i| i != choice.index)
+            .take(config.limits.max_fallbacks)
+            .map(|&i| model_ref(models[i]))
+            .collect();
+        if let Some(plan) = plan {
+            cap::keep_plan(
+                cap_plans,
+                cap::CapPlan {
+                    arms: p.eligible.clone(),
+                    models: models.iter().map(|&m| model_ref(m)).collect(),
+                    expected: candidates
+                        .iter()
+                        .map(|c| Expected::from(c.arm.means(c.cost_scale)))
+                        .collect(),
+                    ranked,
+                    max_fallbacks: config.limits.max_fallbacks,
+                    ..plan
+                },
+            );
+        }
         Ok(Picked {
             id,
             arm_index: p.eligible[choice.index],
@@ -383,7 +417,13 @@ impl Engine {
             self.config.limits.max_pending,
         );
         self.bury(&evicted, now_ms);
-        if let Some(p) = self.pending.by_id.get(&decision.id) {
+        // A decision waiting for its shared admission is logged once admitted (`cap.rs`).
+        if let Some(p) = self
+            .pending
+            .by_id
+            .get(&decision.id)
+            .filter(|_| !self.awaits_admission(&decision.id))
+        {
             let p = Arc::clone(p);
             self.log(|| Logged::Decision(p));
         }
