@@ -12,7 +12,8 @@
 //! log and a warm-start copy):
 //! - **shared**: budget ledgers per key and period (spent, live reservations, settled decisions,
 //!   alerts already fired), pending decisions and idempotency keys, arms' evidence totals (in
-//!   forward-decay units, see `crate::policy::merge`), the replica registry, health signals;
+//!   forward-decay units, see `crate::policy::merge`), the replica registry, health signals,
+//!   response cache entries ([`cache`]; each replica keeps its own similarity index);
 //! - **per replica**: breakers (opens are broadcast, not shared), Thompson draw pools, baseline
 //!   policies' statistics (moving latencies, LiteLLM-style Beta), the quality-target multipliers
 //!   of `min_cost` classes, the local copy of each ledger, and the fallback allowance below.
@@ -28,6 +29,7 @@
 //! dropped. The health service `switchyard.v1.Cluster` and the metrics show the state.
 
 pub mod budget;
+pub mod cache;
 pub mod evidence;
 pub mod glue;
 pub mod health;
