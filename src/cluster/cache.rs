@@ -107,6 +107,9 @@ pub enum Pulled {
     Reset,
 }
 
+/// A stream entry: its id and its fields and values in turn.
+type StreamEntry = (String, Vec<String>);
+
 /// A replica's place in the stream.
 #[derive(Debug, Default)]
 pub struct CacheSync {
@@ -217,7 +220,7 @@ impl Cluster {
             return self.cache_load(sync, now_ms, false).await;
         };
         let from = format!("({}-{}", cursor.0, cursor.1);
-        let (entries, first): (Vec<(String, Vec<String>)>, Vec<(String, Vec<String>)>) = self
+        let (entries, first): (Vec<StreamEntry>, Vec<StreamEntry>) = self
             .call(|mut con| async move {
                 Ok(redis::pipe()
                     .cmd("XRANGE")
@@ -285,7 +288,7 @@ impl Cluster {
         reset: bool,
     ) -> Result<Vec<Pulled>, ClusterError> {
         let (log, index) = (self.key(&["cache", "log"]), self.key(&["cache", "index"]));
-        let (last, ids): (Vec<(String, Vec<String>)>, Vec<String>) = self
+        let (last, ids): (Vec<StreamEntry>, Vec<String>) = self
             .call(|mut con| async move {
                 Ok(redis::pipe()
                     .cmd("XREVRANGE")
