@@ -342,10 +342,16 @@ async fn replicas_share_entries_and_invalidations_through_redis() {
     let exact = store(&mut ca, "qa", CAPITAL, "Paris").await;
     let mut hit = None;
     let start = Instant::now();
+    let mut tries = 0;
     while hit.is_none() {
         assert!(start.elapsed() < DEADLINE, "no hit via B");
         hit = route(&mut cb, "qa", CAPITAL).await.cache_hit;
+        tries += 1;
     }
+    println!(
+        "exact entry stored via A hit via B after {:?} ({tries} Routes)",
+        start.elapsed()
+    );
     let h = hit.unwrap();
     assert_eq!(
         (h.response.as_str(), h.source_decision_id.as_str()),
@@ -355,11 +361,16 @@ async fn replicas_share_entries_and_invalidations_through_redis() {
 
     // Semantic: stored via A, pulled into B's own index; a near copy hits there.
     let semantic = store(&mut ca, "sem", BOILING, "100 °C").await;
+    let start = Instant::now();
     wait_for(|| {
         let mut cb = cb.clone();
         async move { stats(&mut cb, "sem").await.adopted == 1 }
     })
     .await;
+    println!(
+        "semantic entry stored via A adopted by B after {:?}",
+        start.elapsed()
+    );
     let h = route(&mut cb, "sem", BOILING_AGAIN)
         .await
         .cache_hit
@@ -379,6 +390,7 @@ async fn replicas_share_entries_and_invalidations_through_redis() {
         redis.keys("sy:cache:e:*").await.unwrap(),
         Vec::<String>::new()
     );
+    let start = Instant::now();
     wait_for(|| {
         let mut ca = ca.clone();
         async move {
@@ -386,6 +398,10 @@ async fn replicas_share_entries_and_invalidations_through_redis() {
         }
     })
     .await;
+    println!(
+        "invalidation via B applied on A after {:?}",
+        start.elapsed()
+    );
     assert!(route(&mut ca, "qa", CAPITAL).await.cache_hit.is_none());
     assert!(route(&mut ca, "sem", BOILING_AGAIN)
         .await

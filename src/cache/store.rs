@@ -410,6 +410,11 @@ impl ResponseCache {
         c.hit(slot, 1.0, now_ms, self.seq)
     }
 
+    /// Whether any class caches.
+    pub fn caches(&self) -> bool {
+        !self.classes.is_empty()
+    }
+
     /// Entries of every class together at most: the bound of the shared (Redis) index.
     pub fn max_entries(&self) -> u64 {
         self.classes

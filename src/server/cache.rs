@@ -103,7 +103,7 @@ impl Shared {
 
     /// Whether any class caches (cluster mode skips the cache's Redis work otherwise).
     pub fn caches(&self) -> bool {
-        !self.cache().stats().is_empty()
+        self.cache().caches()
     }
 
     /// Invalidations queued for Redis, taken.
