@@ -184,15 +184,16 @@ impl Shared {
         }
     }
 
-    /// The request's cache key and, on a hit, the stored response. Counts the lookup.
+    /// The request's cache key under `tenant` (none: "") and, on a hit, the stored response.
+    /// Counts the lookup.
     pub(super) async fn cache_lookup(
         &self,
         input: &RouteInput,
-        tenant: &str,
+        tenant: Option<&str>,
     ) -> Result<(Option<Query>, Option<Hit>), Status> {
         let (q, hit) = {
             let mut cache = self.cache();
-            let Some(q) = cache.query(input, tenant).map_err(status)? else {
+            let Some(q) = cache.query(input, tenant.unwrap_or("")).map_err(status)? else {
                 return Ok((None, None));
             };
             let hit = cache.lookup(&q, now_ms());

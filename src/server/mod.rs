@@ -499,10 +499,7 @@ impl RouteService {
         input.prompt_tokens = crate::engine::count_prompt(&input);
         let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
         let tenant = tenant.map(|t| t.name.as_str());
-        let (query, hit) = self
-            .shared
-            .cache_lookup(&input, tenant.unwrap_or(""))
-            .await?;
+        let (query, hit) = self.shared.cache_lookup(&input, tenant).await?;
         let (mut decision, backlog) = self.shared.with_engine(|engine, rng| {
             let d = match hit {
                 Some(hit) => engine.route_hit(&input, hit, now_ms(), rng),
