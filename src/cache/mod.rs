@@ -17,15 +17,19 @@
 //! embedding dimension.
 //!
 //! # State
-//! Everything here is in memory, per process, and pure (time is passed in; the server keeps the
-//! cache behind its own lock, apart from the engine's). A restart starts with an empty cache:
-//! nothing is persisted, neither entries nor candidates (Feedback with a response for a decision
-//! made before the restart is accepted and not stored). Each replica keeps its own cache; sharing
-//! entries between replicas (Redis) is the cluster item's work.
+//! The cache is pure (time is passed in; the server keeps it behind its own lock, apart from the
+//! engine's). With a data dir its entries survive a restart: every insert and removal is
+//! journaled and written to the data dir's `cache` tree, and a start restores the entries still
+//! within their class's TTL and `max_entries` (see [`store`]). Candidates are never persisted: a
+//! Feedback with a response for a decision made before the restart is accepted and not stored.
+//! In cluster mode entries are also shared through Redis (see `crate::cluster::cache`): an exact
+//! miss asks Redis, semantic entries are pulled into each replica's own index, invalidations
+//! reach every replica.
 
 pub mod embed;
 pub mod index;
 pub mod key;
+pub mod store;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +40,7 @@ use crate::config::{CacheConfig, TaskClassConfig};
 use crate::engine::{EngineError, RouteInput};
 pub use index::VectorSpace;
 pub use key::{query, Query, QueryKey, Space};
+pub use store::{Journal, Record};
 
 /// A stored response that answered a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +87,7 @@ enum StoredKey {
 /// One class's entries and their indexes.
 #[derive(Debug, Clone)]
 struct ClassCache {
+    name: String,
     config: CacheConfig,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
@@ -92,6 +98,10 @@ struct ClassCache {
     by_use: BTreeMap<(u64, u64), usize>,
     /// Slots by (stored ms, sequence): first to expire first.
     by_age: BTreeMap<(u64, u64), usize>,
+    /// Slots by the decision whose Feedback stored them (an entry shared twice is kept once).
+    by_source: HashMap<String, usize>,
+    /// Inserts and removals not yet written to the data dir; `None` = nothing persists.
+    journal: Option<Vec<store::Change>>,
     stats: Counters,
 }
 
@@ -106,6 +116,9 @@ struct Counters {
     evicted: u64,
     expired: u64,
     invalidated: u64,
+    restored: u64,
+    shared_hits: u64,
+    adopted: u64,
 }
 
 /// One class's cache as reported by GetArmStats and the metrics.
@@ -125,6 +138,12 @@ pub struct CacheStats {
     pub invalidated: u64,
     /// Estimated bytes held by entries and their vectors.
     pub bytes: u64,
+    /// Entries read back from the data dir at start.
+    pub restored: u64,
+    /// Hits found in Redis after a local miss (cluster mode).
+    pub shared_hits: u64,
+    /// Entries taken from other replicas through Redis (cluster mode).
+    pub adopted: u64,
 }
 
 impl CacheStats {
@@ -197,15 +216,24 @@ pub struct ResponseCache {
     candidate_ttl_ms: u64,
     max_candidates: usize,
     seq: u64,
+    /// Whether inserts and removals are journaled for the data dir.
+    journaled: bool,
+    /// Classes dropped whole since the journal was last taken (their tree range goes too).
+    cleared: Vec<String>,
+    /// A journal handed back after a failed write, to go first in the next take.
+    held: Journal,
 }
 
 /// Bytes an entry costs beyond its strings and vector (maps, slot, counters): an estimate.
 const ENTRY_OVERHEAD_BYTES: u64 = 200;
 
 impl ClassCache {
-    fn new(config: CacheConfig) -> Self {
+    fn new(name: &str, config: CacheConfig, journaled: bool) -> Self {
         let dim = config.dimensions.unwrap_or(0) as usize;
         ClassCache {
+            name: name.to_string(),
+            by_source: HashMap::new(),
+            journal: journaled.then(Vec::new),
             config,
             slots: Vec::new(),
             free: Vec::new(),
@@ -257,6 +285,7 @@ impl ClassCache {
     /// Removes the entry in `slot`; returns it.
     fn remove(&mut self, slot: usize) -> Option<Entry> {
         let e = self.slots.get_mut(slot)?.take()?;
+        store::removed(self, slot, &e);
         self.by_use.remove(&e.used);
         self.by_age.remove(&e.aged);
         match e.key {
@@ -302,7 +331,8 @@ impl ClassCache {
         }
     }
 
-    fn insert(&mut self, query: Query, mut entry: Entry, seq: u64) {
+    /// Stores `entry` under `query`; returns its record (what the data dir and Redis hold).
+    fn insert(&mut self, query: Query, mut entry: Entry, seq: u64) -> Arc<Record> {
         // A response for the same exact key replaces the old one. A vector is not searched for
         // here (that would make every store a scan): its request missed when it was routed.
         if let QueryKey::Exact(k) = &query.key {
@@ -336,8 +366,9 @@ impl ClassCache {
         entry.aged = (entry.stored_ms, seq);
         self.by_use.insert(entry.used, slot);
         self.by_age.insert(entry.aged, slot);
+        let record = store::inserted(self, slot, &query, &entry);
         self.slots[slot] = Some(entry);
-        self.stats.stored += 1;
+        record
     }
 
     fn stats(&self, name: &str) -> CacheStats {
@@ -365,6 +396,9 @@ impl ClassCache {
             expired: c.expired,
             invalidated: c.invalidated,
             bytes: strings + vectors + self.len() as u64 * ENTRY_OVERHEAD_BYTES,
+            restored: c.restored,
+            shared_hits: c.shared_hits,
+            adopted: c.adopted,
         }
     }
 }
@@ -404,6 +438,7 @@ impl ResponseCache {
                     Some(old)
                 } else {
                     dropped += old.len() as u64;
+                    store::cleared(&mut self.cleared, self.journaled, old.name);
                     None
                 }
             });
@@ -413,7 +448,7 @@ impl ResponseCache {
                     old.make_room(0);
                     old
                 }
-                None => ClassCache::new(config.clone()),
+                None => ClassCache::new(&class.name, config.clone(), self.journaled),
             };
             for (_, model) in removed.iter().filter(|(c, _)| *c == class.name) {
                 let d = drop_where(&mut c, |e| e.model == *model);
@@ -423,6 +458,9 @@ impl ResponseCache {
             next.insert(class.name.clone(), c);
         }
         dropped += self.classes.values().map(|c| c.len() as u64).sum::<u64>();
+        for old in std::mem::take(&mut self.classes).into_keys() {
+            store::cleared(&mut self.cleared, self.journaled, old);
+        }
         self.classes = next;
         dropped
     }
@@ -440,14 +478,20 @@ impl ResponseCache {
             return None;
         }
         self.seq += 1;
-        let seq = self.seq;
-        let e = c.slots.get_mut(slot)?.as_mut()?;
-        c.by_use.remove(&e.used);
+        c.hit(slot, similarity, now_ms, self.seq)
+    }
+}
+
+impl ClassCache {
+    /// The entry in `slot` as a hit at `now_ms`: marks it used and counts the hit.
+    fn hit(&mut self, slot: usize, similarity: f64, now_ms: u64, seq: u64) -> Option<Hit> {
+        let e = self.slots.get_mut(slot)?.as_mut()?;
+        self.by_use.remove(&e.used);
         e.used = (now_ms, seq);
-        c.by_use.insert(e.used, slot);
-        c.stats.hits += 1;
-        c.stats.saved_cost_usd += e.cost_usd;
-        c.stats.saved_latency_ms += e.latency_ms;
+        self.by_use.insert(e.used, slot);
+        self.stats.hits += 1;
+        self.stats.saved_cost_usd += e.cost_usd;
+        self.stats.saved_latency_ms += e.latency_ms;
         Some(Hit {
             response: Arc::clone(&e.response),
             tenant: e.tenant.clone(),
@@ -460,7 +504,9 @@ impl ResponseCache {
             saved_latency_ms: e.latency_ms,
         })
     }
+}
 
+impl ResponseCache {
     /// Keeps `q` for decision `decision_id` (a routed miss) until its Feedback stores a response
     /// or its feedback window closes.
     pub fn remember(&mut self, decision_id: &str, q: Query, now_ms: u64) {
@@ -489,11 +535,16 @@ impl ResponseCache {
     /// Takes what a Feedback said about a candidate's call; stores the response once the call
     /// succeeded, a response was sent and the quality rule holds.
     pub fn report(&mut self, r: Reported, now_ms: u64) -> Stored {
+        self.report_record(r, now_ms).0
+    }
+
+    /// [`ResponseCache::report`], with the record of the entry it stored (to share it).
+    pub fn report_record(&mut self, r: Reported, now_ms: u64) -> (Stored, Option<Arc<Record>>) {
         let Some(cand) = self.candidates.get_mut(&r.decision_id) else {
-            return Stored::NotCandidate;
+            return (Stored::NotCandidate, None);
         };
         let Some(class) = self.classes.get(&cand.query.class) else {
-            return Stored::NotCandidate;
+            return (Stored::NotCandidate, None);
         };
         let config = class.config.clone();
         let i = match cand.calls.iter().position(|c| c.model == r.model) {
@@ -527,13 +578,13 @@ impl ResponseCache {
         let short = matches!((config.min_quality, call.quality), (Some(m), Some(q)) if q < m);
         if call.failed || too_big || short {
             call.response = None;
-            return Stored::Refused;
+            return (Stored::Refused, None);
         }
         let ready = call.succeeded
             && call.response.is_some()
             && (config.min_quality.is_none() || call.quality.is_some());
         if !ready {
-            return Stored::Waiting;
+            return (Stored::Waiting, None);
         }
         let response: Arc<str> = Arc::from(call.response.take().unwrap_or_default());
         let entry = Entry {
@@ -553,10 +604,11 @@ impl ResponseCache {
         let query = cand.query.clone();
         self.seq += 1;
         let seq = self.seq;
-        if let Some(c) = self.classes.get_mut(&query.class) {
-            c.insert(query, entry, seq);
-        }
-        Stored::Stored
+        let Some(c) = self.classes.get_mut(&query.class) else {
+            return (Stored::NotCandidate, None);
+        };
+        c.stats.stored += 1;
+        (Stored::Stored, Some(c.insert(query, entry, seq)))
     }
 
     /// Drops expired entries and candidates past their feedback window; returns the entries

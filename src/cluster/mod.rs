@@ -12,7 +12,8 @@
 //! log and a warm-start copy):
 //! - **shared**: budget ledgers per key and period (spent, live reservations, settled decisions,
 //!   alerts already fired), pending decisions and idempotency keys, arms' evidence totals (in
-//!   forward-decay units, see `crate::policy::merge`), the replica registry, health signals;
+//!   forward-decay units, see `crate::policy::merge`), the replica registry, health signals,
+//!   response cache entries ([`cache`]; each replica keeps its own similarity index);
 //! - **per replica**: breakers (opens are broadcast, not shared), Thompson draw pools, baseline
 //!   policies' statistics (moving latencies, LiteLLM-style Beta), the quality-target multipliers
 //!   of `min_cost` classes, the local copy of each ledger, each budget's shared figures as last
@@ -31,6 +32,7 @@
 
 pub mod budget;
 pub mod cap;
+pub mod cache;
 pub mod evidence;
 pub mod glue;
 pub mod health;

@@ -1,6 +1,6 @@
 //! The background task of a replica: heartbeats (and reconnection with replay after an
 //! outage), health signals out and in every [`HEALTH_POLL_MS`](super::health::HEALTH_POLL_MS),
-//! and evidence and budget figures every `cluster.sync_interval_ms`.
+//! and evidence, budget figures and the response cache every `cluster.sync_interval_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,7 @@ pub async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(HEALTH_POLL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut evidence = EvidenceSync::default();
+    let mut cache_sync = super::cache::CacheSync::default();
     let mut cursor = String::from("0");
     let (mut last_beat, mut last_sync) = (0u64, 0u64);
     loop {
@@ -92,6 +93,7 @@ pub async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>) {
                 tracing::debug!(error = %e, "spend sync failed");
             }
             super::cap::share_figures(&cluster, &shared, None);
+            super::cache::sync(&cluster, &mut cache_sync, &shared).await;
         }
     }
 }

@@ -4,6 +4,12 @@
 //!
 //! The cache sits behind its own mutex, never held together with the engine's: a semantic lookup
 //! scans the class's vectors, and that must not stall other classes' routing.
+//!
+//! With a data dir the cache's journal is written to the `cache` tree every expiry sweep and at
+//! shutdown ([`Shared::persist_cache`]; why not through the writer: `crate::cache::store`). In
+//! cluster mode an exact miss asks Redis, a stored entry is written there by a spawned task, and
+//! InvalidateCache reaches Redis and the other replicas (`crate::cluster::cache`); with Redis down
+//! each of these is local only, counted in `switchyard_cache_redis_local_only_total`.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -14,7 +20,8 @@ use prometheus_client::registry::Registry;
 use tonic::{Request, Response, Status};
 
 use super::*;
-use crate::cache::{CacheStats, Hit, Query, Reported, ResponseCache, Stored};
+use crate::cache::{CacheStats, Hit, Query, Record, Reported, ResponseCache, Stored};
+use crate::cluster::cache::{Invalidation, Pulled};
 use crate::config::TaskClassConfig;
 use crate::engine::{Decision, FeedbackResult, Reason};
 
@@ -27,30 +34,175 @@ pub fn candidate_bounds(config: &Config) -> (u64, usize) {
     )
 }
 
+/// Invalidations kept while Redis is down (beyond them the oldest are dropped, logged).
+const MAX_QUEUED_INVALIDATIONS: usize = 1000;
+
+/// The cache and what its writes to the data dir and Redis need.
+pub struct CacheCell {
+    cache: Mutex<ResponseCache>,
+    /// One journal write at a time, so writes reach the tree in the order they were taken.
+    persisting: tokio::sync::Mutex<()>,
+    /// Invalidations Redis has not taken yet (cluster mode, during an outage).
+    outbox: Mutex<Vec<Invalidation>>,
+}
+
 /// A cache for `config`'s classes.
-pub fn new_cache(config: &Config) -> Mutex<ResponseCache> {
+pub fn new_cache(config: &Config) -> CacheCell {
     let (ttl, max) = candidate_bounds(config);
-    Mutex::new(ResponseCache::new(config.task_classes.values(), ttl, max))
+    CacheCell {
+        cache: Mutex::new(ResponseCache::new(config.task_classes.values(), ttl, max)),
+        persisting: tokio::sync::Mutex::new(()),
+        outbox: Mutex::new(Vec::new()),
+    }
+}
+
+/// A cache for `config`'s classes holding the entries `store` kept, journaling to it.
+pub fn restore_cache(config: &Config, store: &StoreSlot) -> Result<CacheCell, StoreError> {
+    let cell = new_cache(config);
+    let records = store.with(|s| s.load_cache())?;
+    let read = records.len();
+    let mut cache = lock(&cell.cache);
+    cache.enable_journal();
+    let restored = cache.restore(records, now_ms());
+    drop(cache);
+    if read > 0 {
+        info!(read, restored, "response cache restored from data dir");
+    }
+    Ok(cell)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
     /// The cache, locked. A panic under the lock leaves at worst a miscounted entry: keep serving.
     pub(super) fn cache(&self) -> MutexGuard<'_, ResponseCache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.cache.cache)
     }
 
-    /// The request's cache key and, on a hit, the stored response. Counts the lookup.
-    pub(super) fn cache_lookup(
+    /// Writes the cache's journal to the data dir (on a blocking thread); a failed write is
+    /// retried by the next call.
+    pub(super) async fn persist_cache(&self) {
+        let Some(store) = &self.store else { return };
+        let _one = self.cache.persisting.lock().await;
+        let journal = self.cache().take_journal();
+        if journal.is_empty() {
+            return;
+        }
+        let (store, j) = (Arc::clone(store), journal.clone());
+        let r = tokio::task::spawn_blocking(move || store.with(|s| s.write_cache(&j))).await;
+        let error = match r {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(error = %error, "cannot write the response cache to the data dir; retrying");
+        self.cache().requeue(journal);
+    }
+
+    /// Whether any class caches (cluster mode skips the cache's Redis work otherwise).
+    pub fn caches(&self) -> bool {
+        self.cache().caches()
+    }
+
+    /// Invalidations queued for Redis, taken.
+    pub fn cache_outbox_take(&self) -> Vec<Invalidation> {
+        std::mem::take(&mut *lock(&self.cache.outbox))
+    }
+
+    /// Queues invalidations for Redis (first), keeping the newest [`MAX_QUEUED_INVALIDATIONS`].
+    pub fn cache_outbox_requeue(&self, mut first: Vec<Invalidation>) {
+        let mut outbox = lock(&self.cache.outbox);
+        first.append(&mut outbox);
+        let over = first.len().saturating_sub(MAX_QUEUED_INVALIDATIONS);
+        if over > 0 {
+            tracing::warn!(
+                dropped = over,
+                "queued response cache invalidations dropped while redis is down"
+            );
+        }
+        *outbox = first.split_off(over);
+    }
+
+    /// Applies what other replicas did to the cache (cluster mode).
+    pub fn cache_apply_pulled(&self, pulled: Vec<Pulled>) {
+        let now = now_ms();
+        let mut cache = self.cache();
+        for p in pulled {
+            match p {
+                Pulled::Put(r) => {
+                    cache.adopt(&r, now);
+                }
+                Pulled::Invalidate(i) => {
+                    let n = cache.invalidate(&i.class, &i.prefix, &i.tag);
+                    self.metrics.cache.invalidated(n);
+                }
+                Pulled::Reset => {
+                    let n = cache.invalidate("", "", "");
+                    self.metrics.cache.invalidated(n);
+                }
+            }
+        }
+    }
+
+    /// Writes an entry this replica stored to Redis, off the request path (cluster mode).
+    fn cache_share(&self, record: Arc<Record>) {
+        let Some(c) = &self.cluster else { return };
+        if !c.is_up() {
+            self.metrics.cache.local_only("store");
+            return;
+        }
+        let (c, max, metrics) = (
+            Arc::clone(c),
+            self.cache().max_entries(),
+            Arc::clone(&self.metrics),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = c.cache_put(&record, max, now_ms()).await {
+                metrics.cache.local_only("store");
+                tracing::debug!(error = %e, "response cache entry not shared");
+            }
+        });
+    }
+
+    /// An exact miss asks Redis (cluster mode): a hit there is adopted; an error is a miss.
+    async fn cache_lookup_shared(&self, q: &Query) -> Option<Hit> {
+        let c = self.cluster.as_ref()?;
+        let id = crate::cache::store::shared_id_of(q)?;
+        if !c.is_up() {
+            self.metrics.cache.local_only("lookup");
+            return None;
+        }
+        match c.cache_get(&id).await {
+            Ok(r) => r.and_then(|r| self.cache().adopt_hit(&r, now_ms())),
+            Err(e) => {
+                self.metrics.cache.local_only("lookup");
+                tracing::debug!(error = %e, "response cache lookup in redis failed: a miss");
+                None
+            }
+        }
+    }
+
+    /// The request's cache key under `tenant` (none: "") and, on a hit, the stored response.
+    /// Counts the lookup.
+    pub(super) async fn cache_lookup(
         &self,
         input: &RouteInput,
-        tenant: &str,
+        tenant: Option<&str>,
     ) -> Result<(Option<Query>, Option<Hit>), Status> {
-        let mut cache = self.cache();
-        let Some(q) = cache.query(input, tenant).map_err(status)? else {
-            return Ok((None, None));
+        let (q, hit) = {
+            let mut cache = self.cache();
+            let Some(q) = cache.query(input, tenant.unwrap_or("")).map_err(status)? else {
+                return Ok((None, None));
+            };
+            let hit = cache.lookup(&q, now_ms());
+            (q, hit)
         };
-        let hit = cache.lookup(&q, now_ms());
-        drop(cache);
+        let hit = match hit {
+            Some(h) => Some(h),
+            None => self.cache_lookup_shared(&q).await,
+        };
         self.metrics.cache.lookup(&q.class, hit.as_ref());
         Ok((Some(q), hit))
     }
@@ -79,8 +231,12 @@ impl Shared {
             latency_ms: r.counted.latency_ms,
             response,
         };
-        if self.cache().report(reported, now_ms()) == Stored::Stored {
+        let (stored, record) = self.cache().report_record(reported, now_ms());
+        if stored == Stored::Stored {
             self.metrics.cache.stored(&r.arm.task_class);
+        }
+        if let Some(record) = record {
+            self.cache_share(record);
         }
     }
 
@@ -96,6 +252,15 @@ impl Shared {
             .reconfigure(classes, removed, bounds.0, bounds.1);
         if n > 0 {
             info!(dropped = n, "response cache entries dropped by reload");
+        }
+        if self.cluster.is_some() {
+            // Redis holds them too: dropped there (and on the other replicas) at the next sync.
+            let gone = removed.iter().map(|(class, model)| Invalidation {
+                class: class.clone(),
+                prefix: String::new(),
+                tag: format!("model:{model}"),
+            });
+            self.cache_outbox_requeue(gone.collect());
         }
     }
 
@@ -174,6 +339,12 @@ impl RouteService {
             .cache()
             .invalidate(&r.task_class, &r.prefix, &r.tag);
         self.shared.metrics.cache.invalidated(n);
+        self.invalidate_shared(Invalidation {
+            class: r.task_class.clone(),
+            prefix: r.prefix.clone(),
+            tag: r.tag.clone(),
+        })
+        .await;
         info!(
             task_class = %r.task_class,
             prefix_chars = r.prefix.chars().count(),
@@ -185,6 +356,38 @@ impl RouteService {
             invalidated: n,
         }))
     }
+}
+
+impl RouteService {
+    /// InvalidateCache in cluster mode: deletes in Redis and tells the other replicas; queued
+    /// while Redis is down.
+    async fn invalidate_shared(&self, i: Invalidation) {
+        let Some(c) = &self.shared.cluster else {
+            return;
+        };
+        if c.is_up() {
+            match c.cache_invalidate(&i).await {
+                Ok(n) => {
+                    return tracing::debug!(deleted = n, "response cache invalidated in redis")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "response cache invalidation queued for redis")
+                }
+            }
+        }
+        self.shared.metrics.cache.local_only("invalidate");
+        let mut outbox = lock(&self.shared.cache.outbox);
+        outbox.push(i);
+        if outbox.len() > MAX_QUEUED_INVALIDATIONS {
+            outbox.remove(0);
+            tracing::warn!("oldest queued response cache invalidation dropped while redis is down");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -204,6 +407,7 @@ pub struct CacheMetrics {
     hit_feedback: Family<ClassLabels, Counter>,
     hit_quality: Family<ClassLabels, FloatCounter>,
     invalidated: Counter,
+    local_only: Family<OpLabels, Counter>,
     hit_rate: Family<ClassLabels, FloatGauge>,
     entries: Family<ClassLabels, Gauge>,
     bytes: Family<ClassLabels, Gauge>,
@@ -230,6 +434,7 @@ impl CacheMetrics {
             hit_feedback: reg(r, "switchyard_cache_hit_feedback", "Feedback accepted for decisions the cache answered", Family::default()),
             hit_quality: reg(r, "switchyard_cache_hit_quality", "Sum of the satisfaction scores reported for cache hits (divide by ..._hit_feedback_total)", Family::default()),
             invalidated: reg(r, "switchyard_cache_invalidated", "Entries dropped by InvalidateCache", Counter::default()),
+            local_only: reg(r, "switchyard_cache_redis_local_only", "Cache lookups, stores and invalidations done on the local cache alone because Redis was down or slow (cluster mode), by op", Family::default()),
             hit_rate: reg(r, "switchyard_cache_hit_rate", "Hits over lookups since start, by task class", Family::default()),
             entries: reg(r, "switchyard_cache_entries", "Entries held, by task class", Family::default()),
             bytes: reg(r, "switchyard_cache_bytes", "Estimated memory held by entries and their vectors, by task class", Family::default()),
@@ -268,6 +473,10 @@ impl CacheMetrics {
 
     pub fn invalidated(&self, n: u64) {
         self.invalidated.inc_by(n);
+    }
+
+    pub fn local_only(&self, op: &'static str) {
+        self.local_only.get_or_create(&OpLabels { op }).inc();
     }
 
     /// Sets the gauges from the cache's own counters (at scrape time).

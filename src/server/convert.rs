@@ -347,6 +347,9 @@ impl From<crate::cache::CacheStats> for proto::CacheStats {
             expired: s.expired,
             invalidated: s.invalidated,
             bytes: s.bytes,
+            restored: s.restored,
+            shared_hits: s.shared_hits,
+            adopted: s.adopted,
         }
     }
 }

@@ -77,7 +77,7 @@ pub struct Shared {
     /// Prometheus series (the writer counts its failures).
     metrics: Arc<metrics::Metrics>,
     /// The response cache (its own lock, never held with the engine's).
-    cache: Mutex<crate::cache::ResponseCache>,
+    cache: cache::CacheCell,
     /// `[cluster]`: the shared store, when replicas share state.
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
@@ -127,7 +127,7 @@ impl Shared {
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
-        let cache = cache::new_cache(engine.config());
+        let cache = cache::restore_cache(engine.config(), &store)?;
         let core = Arc::new(Mutex::new(Core { engine, rng }));
         let take: persist::TakeChanges = {
             let core = Arc::clone(&core);
@@ -306,6 +306,7 @@ impl Shared {
     /// Trims the decision log to its configured bounds, in one batch on a blocking thread (never
     /// on the async runtime's threads).
     pub async fn trim_events(&self) {
+        self.persist_cache().await; // the response cache's own write path (cache.rs)
         let Some(store) = &self.store else { return };
         let bounds = {
             let core = self.lock();
@@ -498,7 +499,7 @@ impl RouteService {
         input.prompt_tokens = crate::engine::count_prompt(&input);
         let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
         let tenant = tenant.map(|t| t.name.as_str());
-        let (query, hit) = self.shared.cache_lookup(&input, tenant.unwrap_or(""))?;
+        let (query, hit) = self.shared.cache_lookup(&input, tenant).await?;
         let (mut decision, backlog) = self.shared.with_engine(|engine, rng| {
             let d = match hit {
                 Some(hit) => engine.route_hit(&input, hit, now_ms(), rng),

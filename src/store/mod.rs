@@ -14,6 +14,7 @@
 //! written once when made and once per Feedback, never as a pending record plus events.
 
 mod backup;
+mod cache_tree;
 mod legacy;
 pub mod manifest;
 pub mod records;

@@ -28,6 +28,13 @@ pub fn render_cache(cache: &[proto::CacheStats]) -> String {
             c.expired,
             c.invalidated
         ));
+        if c.restored + c.shared_hits + c.adopted > 0 {
+            out.push_str(&format!(
+                "    restored {} from the data dir; {} hits found in redis, {} entries from other \
+                 replicas\n",
+                c.restored, c.shared_hits, c.adopted
+            ));
+        }
     }
     out
 }
@@ -56,6 +63,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("2.5 s of model time"), "{text}");
+        assert!(!text.contains("restored"), "{text}");
+        let shared = render_cache(&[proto::CacheStats {
+            restored: 4,
+            shared_hits: 2,
+            adopted: 7,
+            ..Default::default()
+        }]);
+        assert!(
+            shared.contains("restored 4 from the data dir; 2 hits found in redis, 7 entries"),
+            "{shared}"
+        );
         assert_eq!(render_cache(&[]), "");
     }
 }

@@ -626,7 +626,7 @@ class InvalidateCacheResponse(_message.Message):
     def __init__(self, invalidated: _Optional[int] = ...) -> None: ...
 
 class CacheStats(_message.Message):
-    __slots__ = ("task_class", "mode", "entries", "max_entries", "lookups", "hits", "hit_rate", "saved_cost_usd", "saved_latency_ms", "stored", "evicted", "expired", "invalidated", "bytes")
+    __slots__ = ("task_class", "mode", "entries", "max_entries", "lookups", "hits", "hit_rate", "saved_cost_usd", "saved_latency_ms", "stored", "evicted", "expired", "invalidated", "bytes", "restored", "shared_hits", "adopted")
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
@@ -641,6 +641,9 @@ class CacheStats(_message.Message):
     EXPIRED_FIELD_NUMBER: _ClassVar[int]
     INVALIDATED_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    SHARED_HITS_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
     task_class: str
     mode: str
     entries: int
@@ -655,7 +658,10 @@ class CacheStats(_message.Message):
     expired: int
     invalidated: int
     bytes: int
-    def __init__(self, task_class: _Optional[str] = ..., mode: _Optional[str] = ..., entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., saved_cost_usd: _Optional[float] = ..., saved_latency_ms: _Optional[float] = ..., stored: _Optional[int] = ..., evicted: _Optional[int] = ..., expired: _Optional[int] = ..., invalidated: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+    restored: int
+    shared_hits: int
+    adopted: int
+    def __init__(self, task_class: _Optional[str] = ..., mode: _Optional[str] = ..., entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., saved_cost_usd: _Optional[float] = ..., saved_latency_ms: _Optional[float] = ..., stored: _Optional[int] = ..., evicted: _Optional[int] = ..., expired: _Optional[int] = ..., invalidated: _Optional[int] = ..., bytes: _Optional[int] = ..., restored: _Optional[int] = ..., shared_hits: _Optional[int] = ..., adopted: _Optional[int] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
     __slots__ = ("to_dir",)
