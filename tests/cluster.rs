@@ -110,8 +110,18 @@ impl Redis {
 
     /// SIGKILL, then start again on the same port and AOF.
     async fn restart(&mut self) {
+        self.stop();
+        self.resume().await;
+    }
+
+    /// SIGKILL (the AOF keeps every acknowledged write: `appendfsync always`).
+    fn stop(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Starts again on the same port and AOF, after [`Redis::stop`].
+    async fn resume(&mut self) {
         self.child = Self::spawn(self.port, self.dir.path());
         self.wait_ready().await;
     }
@@ -155,47 +165,94 @@ fn config_text(redis_url: &str, prefix: &str, replica: &str, seed: u64, limit_us
 struct Replica {
     child: Child,
     addr: String,
+    /// The `/metrics` URL, when started with a metrics listener.
+    metrics: Option<String>,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Replica {
     fn start(redis: &Redis, prefix: &str, id: &str, seed: u64, limit_usd: f64) -> Replica {
+        Self::start_with(redis, prefix, id, seed, limit_usd, |c| c)
+    }
+
+    /// A replica whose config text is `edit`ed first, with a metrics listener.
+    fn start_with(
+        redis: &Redis,
+        prefix: &str,
+        id: &str,
+        seed: u64,
+        limit_usd: f64,
+        edit: impl Fn(String) -> String,
+    ) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let config: PathBuf = dir.path().join("config.toml");
         std::fs::write(
             &config,
-            config_text(&redis.url(), prefix, id, seed, limit_usd),
+            edit(config_text(&redis.url(), prefix, id, seed, limit_usd)),
         )
         .unwrap();
+        let log = std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log"));
+        let (child, addr, metrics) = Self::spawn(dir.path(), &log);
+        Replica {
+            child,
+            addr,
+            metrics,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `switchyard serve` on `dir`'s config and data dir; returns its gRPC address and metrics URL.
+    fn spawn(dir: &Path, log: &Path) -> (Child, String, Option<String>) {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
+            .arg(dir.join("config.toml"))
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "switchyard=info")
             .stdout(Stdio::piped())
             .stderr(
-                std::fs::File::create(
-                    std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log")),
-                )
-                .unwrap(),
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
             )
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Replica {
-            child,
-            addr,
-            _dir: dir,
-        }
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        let metrics = line.trim().strip_prefix("metrics on ").map(str::to_string);
+        (child, addr, metrics)
+    }
+
+    /// SIGKILL, then start again on the same config and data dir.
+    fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (child, addr, metrics) = Self::spawn(self._dir.path(), &self.log);
+        self.child = child;
+        self.addr = addr;
+        self.metrics = metrics;
+    }
+
+    /// The value of one unlabelled series on `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let url = self.metrics.as_ref().expect("a metrics listener");
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
     }
 
     async fn client(&self) -> RouteClient<Channel> {
@@ -309,7 +366,7 @@ fn feedback(decision_id: &str, model: &str, quality: f64) -> FeedbackRequest {
 async fn shared_ledger(redis: &Redis, prefix: &str) -> (f64, f64, usize) {
     let mut con = redis.con().await;
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:budget:team:*:settled"))
+        .arg(format!("{prefix}:budget:{{team:*}}:settled"))
         .query_async(&mut con)
         .await
         .unwrap();
@@ -402,12 +459,18 @@ async fn budget_is_never_overrun_across_replicas() {
     assert!(spent + 2.0 * CALL_USD > LIMIT, "stopped early at {spent}");
     // The alert fired once across the replicas.
     let mut con = redis.con().await;
-    let alerts: Vec<String> = redis::cmd("KEYS")
-        .arg("t1:budget:team:*:alert:*")
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t1:budget:{team:*}:alerts")
         .query_async(&mut con)
         .await
         .unwrap();
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let alerts: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys[0])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(alerts, vec![String::from("0.5")]);
 }
 
 /// Decisions until 90% of the last 100 go to the best model (true mean quality 0.7 against 0.55), with Route and Feedback spread over
@@ -712,4 +775,255 @@ async fn replica_death_and_redis_outage() {
     let (last, _, last_settlements) = shared_ledger(&redis, "t4").await;
     assert_eq!(last_settlements, settlements + more.len());
     assert!((last - spent - more.len() as f64 * CALL_USD).abs() < 1e-9);
+}
+
+/// Config edits of the Feedback tests: no decay (the shared evidence counts are exact), and
+/// `sync` durability (the outbox is on disk before a Feedback is acknowledged).
+fn exact_and_sync(c: String) -> String {
+    c.replace("[policy]\n", "[policy]\nhalf_life_secs = inf\n")
+        .replace("durability = \"periodic\"", "durability = \"sync\"")
+}
+
+/// Every replica reached Redis and counts itself in the shared figures.
+async fn wait_shared(replicas: &[Replica]) {
+    for r in replicas {
+        wait_for(move || async move {
+            let b = budget(&mut r.client().await).await;
+            b.cluster_shared && !b.fallback
+        })
+        .await;
+    }
+}
+
+/// When the replica last merged its evidence with the shared totals (Unix ms).
+async fn synced_ms(c: &mut RouteClient<Channel>) -> i64 {
+    c.get_arm_stats(GetArmStatsRequest {
+        task_class: "bench".into(),
+        model: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .arms
+    .iter()
+    .map(|a| a.cluster_synced_unix_ms)
+    .min()
+    .unwrap_or(0)
+}
+
+/// Waits until every replica has run two evidence syncs that began after now: everything each
+/// learned before now is in the shared totals.
+async fn wait_two_syncs(clients: &[RouteClient<Channel>]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for c in clients {
+        let mut mark = now;
+        for _ in 0..2 {
+            let since = mark;
+            wait_for(|| {
+                let mut c = c.clone();
+                async move { synced_ms(&mut c).await > since }
+            })
+            .await;
+            mark = synced_ms(&mut c.clone()).await;
+        }
+    }
+}
+
+/// The shared evidence of the test class: (successes, quality reports), over both models.
+async fn shared_counts(redis: &Redis, prefix: &str) -> (f64, f64) {
+    let mut con = redis.con().await;
+    let (mut succ, mut qrep) = (0.0, 0.0);
+    for model in ["good", "poor"] {
+        let (s, q): (Option<f64>, Option<f64>) = redis::cmd("HMGET")
+            .arg(format!("{prefix}:arm:bench:{model}"))
+            .arg("succ")
+            .arg("qrep")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        succ += s.unwrap_or(0.0);
+        qrep += q.unwrap_or(0.0);
+    }
+    (succ, qrep)
+}
+
+/// The same Feedback sent to two replicas at once, many times (decisions on a seeded choice of
+/// replica): exactly one of the two applies it, the other answers a duplicate; a retry is a
+/// duplicate too; the shared evidence and the shared ledger count each Feedback once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_feedback_at_two_replicas_at_once_counts_once() {
+    const N: usize = 40;
+    let redis = Redis::start().await;
+    let replicas: Vec<Replica> = (0..2u64)
+        .map(|i| {
+            Replica::start_with(
+                &redis,
+                "t5",
+                &format!("r{i}"),
+                50 + i,
+                100.0,
+                exact_and_sync,
+            )
+        })
+        .collect();
+    wait_shared(&replicas).await;
+    let mut clients = Vec::new();
+    for r in &replicas {
+        clients.push(r.client().await);
+    }
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut applied_by = [0usize; 2];
+    for _ in 0..N {
+        let d = clients[rng.random_range(0..2usize)]
+            .route(route_request(true))
+            .await
+            .unwrap()
+            .into_inner();
+        let fb = feedback(&d.decision_id, &d.model, rng.random_range(0.0..1.0f64));
+        let (mut a, mut b) = (clients[0].clone(), clients[1].clone());
+        let (ra, rb) = tokio::join!(a.feedback(fb.clone()), b.feedback(fb.clone()));
+        let (ra, rb) = (ra.unwrap().into_inner(), rb.unwrap().into_inner());
+        assert!(ra.accepted && rb.accepted && !ra.deferred && !rb.deferred);
+        assert_eq!(
+            u8::from(!ra.duplicate) + u8::from(!rb.duplicate),
+            1,
+            "exactly one replica applies it: {ra:?} / {rb:?}"
+        );
+        applied_by[usize::from(ra.duplicate)] += 1;
+        let again = clients[rng.random_range(0..2usize)]
+            .feedback(fb)
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(again.accepted && again.duplicate, "a retry: {again:?}");
+    }
+    wait_two_syncs(&clients).await;
+    let (succ, qrep) = shared_counts(&redis, "t5").await;
+    let (spent, _, settlements) = shared_ledger(&redis, "t5").await;
+    let lost: f64 = {
+        let mut n = 0.0;
+        for r in &replicas {
+            n += r
+                .metric("switchyard_cluster_feedback_claims_lost_total")
+                .await;
+        }
+        n
+    };
+    // A twin that reads the decision after the winner wrote it back finds nothing new and claims
+    // nothing; the others lose their claim.
+    println!(
+        "same feedback at two replicas x{N}: applied by replica 0 / 1: {applied_by:?}; shared \
+         successes {succ}, quality reports {qrep}, settlements {settlements}, spent {spent:.4} \
+         USD; claims lost {lost}"
+    );
+    assert_eq!(succ, N as f64, "each outcome learned once");
+    assert_eq!(qrep, N as f64, "each quality score learned once");
+    assert_eq!(settlements, N);
+    assert!((spent - N as f64 * CALL_USD).abs() < 1e-9);
+}
+
+/// Feedback at replica B for decisions made on replica A while Redis is stopped: B acknowledges
+/// it as deferred and keeps it in its outbox (on disk: a restart of B meanwhile loses nothing);
+/// when Redis is back the settlements and the evidence arrive, once; a Feedback for a decision
+/// that exists nowhere is dropped then, logged and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_deferred_through_a_redis_outage_arrives_once() {
+    let mut redis = Redis::start().await;
+    let mut replicas: Vec<Replica> = (0..2u64)
+        .map(|i| {
+            Replica::start_with(
+                &redis,
+                "t6",
+                &format!("r{i}"),
+                60 + i,
+                100.0,
+                exact_and_sync,
+            )
+        })
+        .collect();
+    wait_shared(&replicas).await;
+    let mut a = replicas[0].client().await;
+    let mut decisions = Vec::new();
+    for _ in 0..4 {
+        decisions.push(a.route(route_request(true)).await.unwrap().into_inner());
+    }
+    redis.stop();
+    let mut b = replicas[1].client().await;
+    let fb = |d: &switchyard::proto::RouteResponse| feedback(&d.decision_id, &d.model, 0.9);
+    for d in &decisions[..3] {
+        let r = b.feedback(fb(d)).await.unwrap().into_inner();
+        assert!(r.accepted && r.deferred && !r.duplicate, "{r:?}");
+    }
+    let ghost = FeedbackRequest {
+        decision_id: "no-such-decision".into(),
+        ..fb(&decisions[0])
+    };
+    assert!(b.feedback(ghost).await.unwrap().into_inner().deferred);
+    // Refused now, not deferred: it fails a check that needs no decision.
+    let bad = FeedbackRequest {
+        quality: Some(2.0),
+        ..fb(&decisions[3])
+    };
+    assert_eq!(
+        b.feedback(bad).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    // B dies and comes back on its data dir while Redis is still down.
+    replicas[1].restart();
+    let mut b = replicas[1].client().await;
+    let r = b.feedback(fb(&decisions[3])).await.unwrap().into_inner();
+    assert!(r.deferred, "{r:?}");
+    assert_eq!(
+        replicas[1]
+            .metric("switchyard_cluster_deferred_feedback")
+            .await,
+        5.0,
+        "the four acknowledged before the restart and the one after"
+    );
+    redis.resume().await;
+    wait_for(|| async {
+        replicas[1]
+            .metric("switchyard_cluster_deferred_feedback")
+            .await
+            == 0.0
+    })
+    .await;
+    assert_eq!(
+        replicas[1]
+            .metric("switchyard_cluster_deferred_feedback_applied_total")
+            .await,
+        4.0
+    );
+    assert_eq!(
+        replicas[1]
+            .metric("switchyard_cluster_deferred_feedback_dropped_total")
+            .await,
+        1.0
+    );
+    let log = std::fs::read_to_string(&replicas[1].log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("deferred feedback dropped") && l.contains("no-such-decision")),
+        "the drop is logged"
+    );
+    let (spent, _, settlements) = shared_ledger(&redis, "t6").await;
+    assert_eq!(settlements, 4, "each deferred feedback settled once");
+    assert!((spent - 4.0 * CALL_USD).abs() < 1e-9, "spent {spent}");
+    // Applied once: the same Feedback now, on either replica, is a duplicate.
+    for c in [&mut a, &mut b] {
+        let r = c.feedback(fb(&decisions[0])).await.unwrap().into_inner();
+        assert!(r.duplicate && !r.deferred, "{r:?}");
+    }
+    let clients = vec![a.clone(), b.clone()];
+    wait_two_syncs(&clients).await;
+    let (succ, qrep) = shared_counts(&redis, "t6").await;
+    println!(
+        "redis outage: 4 feedbacks deferred at the other replica (one across its restart) and 1 \
+         for an unknown decision; after redis returned: {settlements} settlements, spent \
+         {spent:.4} USD, shared successes {succ}, quality reports {qrep}; 1 dropped"
+    );
+    assert_eq!((succ, qrep), (4.0, 4.0));
 }

@@ -135,6 +135,7 @@ impl RouteService {
                 duplicate: r.duplicate,
                 arm: None,
                 late: false,
+                deferred: false,
             }
         }))
     }

@@ -133,6 +133,8 @@ pub struct Metrics {
     lock_hold: Histogram,
     /// The response cache's series.
     pub cache: super::cache::CacheMetrics,
+    /// Cluster mode's series (none until a cluster is attached).
+    pub cluster: crate::cluster::metrics::ClusterCollector,
 }
 
 fn handling_histogram() -> Histogram {
@@ -328,6 +330,11 @@ impl Metrics {
                 lock_histogram(),
             ),
             cache: super::cache::CacheMetrics::register(&mut r),
+            cluster: {
+                let c = crate::cluster::metrics::ClusterCollector::default();
+                r.register_collector(Box::new(c.clone()));
+                c
+            },
             registry: r,
         }
     }

@@ -16,6 +16,7 @@
 mod backup;
 mod legacy;
 pub mod manifest;
+mod outbox;
 pub mod records;
 mod recover;
 mod spend;
