@@ -614,7 +614,13 @@ async fn load(
                 for j in first..first + live.len() {
                     let (fi, mut fc) = live[(k + j) % live.len()].clone();
                     match fc.feedback(fb.clone()).await {
-                        Ok(_) => {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            assert!(
+                                j > first || !r.duplicate,
+                                "a first feedback answered as a duplicate: {r:?} for {}",
+                                d.decision_id
+                            );
                             acked
                                 .lock()
                                 .unwrap()
@@ -736,6 +742,8 @@ async fn replica_death_and_redis_outage() {
         })
         .await;
     }
+    // A settlement queued while a replay ran is replayed on a later tick.
+    wait_drained(&replicas).await;
     let (spent, settled_sum, settlements) = shared_ledger(&redis, "t4").await;
     println!(
         "redis paused 10 s: {outage_routed} routes, {} feedbacks acknowledged; fallback spend / \
@@ -772,6 +780,8 @@ async fn replica_death_and_redis_outage() {
         })
         .await;
     }
+    // A settlement queued while a replay ran is replayed on a later tick.
+    wait_drained(&replicas).await;
     let (last, _, last_settlements) = shared_ledger(&redis, "t4").await;
     assert_eq!(last_settlements, settlements + more.len());
     assert!((last - spent - more.len() as f64 * CALL_USD).abs() < 1e-9);
@@ -782,6 +792,17 @@ async fn replica_death_and_redis_outage() {
 fn exact_and_sync(c: String) -> String {
     c.replace("[policy]\n", "[policy]\nhalf_life_secs = inf\n")
         .replace("durability = \"periodic\"", "durability = \"sync\"")
+}
+
+/// Nothing is left queued for Redis on any of `replicas`.
+async fn wait_drained(replicas: &[Replica]) {
+    for r in replicas {
+        wait_for(move || async move {
+            r.metric("switchyard_cluster_queued_operations").await == 0.0
+                && r.metric("switchyard_cluster_deferred_feedback").await == 0.0
+        })
+        .await;
+    }
 }
 
 /// Every replica reached Redis and counts itself in the shared figures.
@@ -1026,4 +1047,214 @@ async fn feedback_deferred_through_a_redis_outage_arrives_once() {
          {spent:.4} USD, shared successes {succ}, quality reports {qrep}; 1 dropped"
     );
     assert_eq!((succ, qrep), (4.0, 4.0));
+}
+
+/// Runs a Lua script with `keys` and `args` on `redis`.
+async fn run_script(redis: &Redis, lua: &str, keys: &[&str], args: &[String]) -> Vec<String> {
+    let mut con = redis.con().await;
+    let script = redis::Script::new(lua);
+    let mut inv = script.prepare_invoke();
+    for k in keys {
+        inv.key(*k);
+    }
+    for a in args {
+        inv.arg(a);
+    }
+    inv.invoke_async(&mut con).await.unwrap()
+}
+
+/// The claim scripts: a fact goes to one replica; another waits while it is pending with a live
+/// replica, loses it once done, takes it over from a replica no longer live, and wins it again
+/// once released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_scripts_give_each_fact_to_one_replica() {
+    use switchyard::cluster::claims::{CLAIM, RESOLVE};
+    let redis = Redis::start().await;
+    let mut con = redis.con().await;
+    let (fb, reg) = ("s:fb:d1", "s:replicas");
+    // r1 and r2 are live (heartbeat at 1000), r3 is not (heartbeat at 10); live since 500.
+    let _: () = redis::cmd("ZADD")
+        .arg(reg)
+        .arg(1000)
+        .arg("r1")
+        .arg(1000)
+        .arg("r2")
+        .arg(10)
+        .arg("r3")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let claim = |who: &str, field: &str, value: &str| {
+        let args: Vec<String> = ["99999999999999", who, "500", field, value]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let redis = &redis;
+        async move { run_script(redis, CLAIM, &[fb, reg], &args).await }
+    };
+    let resolve = |how: &str, who: &str, field: &str| {
+        let args: Vec<String> = [how, who, field].iter().map(|s| s.to_string()).collect();
+        let redis = &redis;
+        async move { run_script(redis, RESOLVE, &[fb], &args).await }
+    };
+    assert_eq!(claim("r1", "o|m", "success").await, ["won", "success"]);
+    assert_eq!(
+        claim("r1", "o|m", "success").await,
+        ["won", "success"],
+        "its own"
+    );
+    assert_eq!(claim("r2", "o|m", "error").await, ["busy", "success"]);
+    resolve("done", "r2", "o|m").await; // not r2's: left alone
+    assert_eq!(claim("r2", "o|m", "error").await, ["busy", "success"]);
+    resolve("done", "r1", "o|m").await;
+    assert_eq!(claim("r2", "o|m", "error").await, ["lost", "success"]);
+    assert_eq!(claim("r3", "q|m", "0.5").await, ["won", "0.5"]);
+    assert_eq!(
+        claim("r2", "q|m", "0.7").await,
+        ["won", "0.7"],
+        "r3 is not live"
+    );
+    resolve("release", "r2", "q|m").await;
+    assert_eq!(claim("r1", "q|m", "0.9").await, ["won", "0.9"]);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(fb)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the claims expire with the decision");
+}
+
+/// The budget script answers a repeated request id with the first decision's id (its record is
+/// then read with a declared key), and a fresh run takes the id over; the evidence merge asks for
+/// the undeclared arm hashes a rebase would touch, then rebases them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_touch_only_declared_keys() {
+    use switchyard::cluster::budget::ADMIT;
+    use switchyard::cluster::evidence::MERGE;
+    let redis = Redis::start().await;
+    let mut con = redis.con().await;
+    let base = "s:budget:{team:0}";
+    let (res, exp, settled) = (
+        format!("{base}:res"),
+        format!("{base}:exp"),
+        format!("{base}:settled"),
+    );
+    let admit = |id: &str, fresh: bool| {
+        let keys = [
+            base.to_string(),
+            res.clone(),
+            exp.clone(),
+            format!("s:pd:{id}"),
+            "s:rq:req".to_string(),
+            settled.clone(),
+        ];
+        let args: Vec<String> = [
+            "1000",
+            id,
+            "0.1",
+            "1.0",
+            "{}",
+            "60000",
+            "61000",
+            "1",
+            "1",
+            if fresh { "1" } else { "0" },
+            "99999999999999",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let redis = &redis;
+        async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            run_script(redis, ADMIT, &keys, &args).await
+        }
+    };
+    assert_eq!(admit("d1", false).await[0], "ok");
+    assert_eq!(admit("d2", false).await, ["replay", "d1"]);
+    assert_eq!(admit("d2", true).await[0], "ok");
+    assert_eq!(admit("d3", false).await, ["replay", "d2"]);
+    let reserved: f64 = redis::cmd("HGET")
+        .arg(base)
+        .arg("reserved")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        (reserved - 0.2).abs() < 1e-12,
+        "d1 and d2 reserved, d3 did not: {reserved}"
+    );
+
+    // Evidence: an arm of another config ("other") is in the set; the origin is old enough that
+    // a rebase is due (half-life 1000 ms, rebase after 32 half-lives).
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg("s:arm_origin")
+        .arg(0)
+        .ignore()
+        .cmd("SADD")
+        .arg("s:arms")
+        .arg("s:arm:c:other")
+        .ignore()
+        .cmd("HSET")
+        .arg("s:arm:c:other")
+        .arg("ss")
+        .arg(1024.0)
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let merge = |extra: &[&str]| {
+        let mut keys = vec!["s:arm_origin", "s:arms", "s:arm:c:mine"];
+        keys.extend_from_slice(extra);
+        let mut args: Vec<String> = ["0", "1000", "40000", "0", "32", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend((0..14).map(|i| {
+            if i == 11 {
+                "1".to_string()
+            } else {
+                "0".to_string()
+            }
+        }));
+        let keys: Vec<String> = keys.iter().map(|s| s.to_string()).collect();
+        let redis = &redis;
+        async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            run_script(redis, MERGE, &keys, &args).await
+        }
+    };
+    assert_eq!(
+        merge(&[]).await,
+        ["keys", "s:arm:c:other"],
+        "asks before writing"
+    );
+    let untouched: f64 = redis::cmd("HGET")
+        .arg("s:arm:c:other")
+        .arg("ss")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(untouched, 1024.0);
+    let reply = merge(&["s:arm:c:other"]).await;
+    assert_eq!(reply.len(), 1 + 14);
+    // Rebased by 2^-39 (k = floor(40000 / 1000) - 1): the origin moved 39 half-lives.
+    assert_eq!(reply[0], "39000");
+    let rebased: f64 = redis::cmd("HGET")
+        .arg("s:arm:c:other")
+        .arg("ss")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        (rebased - 1024.0 * 2f64.powi(-39)).abs() < 1e-20,
+        "{rebased}"
+    );
+    assert_eq!(
+        reply[1 + 11],
+        "1",
+        "the delta of the declared arm was added"
+    );
 }

@@ -187,6 +187,7 @@ async fn claim(shared: &Shared, c: &Cluster, input: &FeedbackInput) -> Vec<Fact>
     match c.claim(&input.decision_id, &facts, keep_until).await {
         Ok(claimed) => {
             if !claimed.lost.is_empty() {
+                tracing::debug!(decision_id = %input.decision_id, lost = ?claimed.lost, "feedback facts claimed first elsewhere");
                 shared.with_engine(|e, _| e.mark_claimed(&input.decision_id, &claimed.lost));
             }
             claimed.won
