@@ -110,8 +110,18 @@ impl Redis {
 
     /// SIGKILL, then start again on the same port and AOF.
     async fn restart(&mut self) {
+        self.stop();
+        self.resume().await;
+    }
+
+    /// SIGKILL (the AOF keeps every acknowledged write: `appendfsync always`).
+    fn stop(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Starts again on the same port and AOF, after [`Redis::stop`].
+    async fn resume(&mut self) {
         self.child = Self::spawn(self.port, self.dir.path());
         self.wait_ready().await;
     }
@@ -155,39 +165,105 @@ fn config_text(redis_url: &str, prefix: &str, replica: &str, seed: u64, limit_us
 struct Replica {
     child: Child,
     addr: String,
+    /// The `/metrics` URL, when started with a metrics listener.
+    metrics: Option<String>,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Replica {
-    /// A replica on config `text`, logging to `log`.
-    fn start_with(text: &str, log: &Path) -> Replica {
+    /// A replica whose config text is `edit`ed first, with a metrics listener.
+    fn start_with(
+        redis: &Redis,
+        prefix: &str,
+        id: &str,
+        seed: u64,
+        limit_usd: f64,
+        edit: impl Fn(String) -> String,
+    ) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let config: PathBuf = dir.path().join("config.toml");
-        std::fs::write(&config, text).unwrap();
+        std::fs::write(
+            &config,
+            edit(config_text(&redis.url(), prefix, id, seed, limit_usd)),
+        )
+        .unwrap();
+        let log = std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log"));
+        let (child, addr, metrics) = Self::spawn(dir.path(), &log);
+        Replica {
+            child,
+            addr,
+            metrics,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// A replica on config `text`, logging to `log` (emptied first).
+    fn start_text(text: &str, log: &Path) -> Replica {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), text).unwrap();
+        let _ = std::fs::remove_file(log);
+        let (child, addr, metrics) = Self::spawn(dir.path(), log);
+        Replica {
+            child,
+            addr,
+            metrics,
+            log: log.to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    /// `switchyard serve` on `dir`'s config and data dir; returns its gRPC address and metrics URL.
+    fn spawn(dir: &Path, log: &Path) -> (Child, String, Option<String>) {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
+            .arg(dir.join("config.toml"))
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "switchyard=info,switchyard::cluster::cap=debug")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Replica {
-            child,
-            addr,
-            _dir: dir,
-        }
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        let metrics = line.trim().strip_prefix("metrics on ").map(str::to_string);
+        (child, addr, metrics)
+    }
+
+    /// SIGKILL, then start again on the same config and data dir.
+    fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (child, addr, metrics) = Self::spawn(self._dir.path(), &self.log);
+        self.child = child;
+        self.addr = addr;
+        self.metrics = metrics;
+    }
+
+    /// The value of one unlabelled series on `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let url = self.metrics.as_ref().expect("a metrics listener");
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
     }
 
     async fn client(&self) -> RouteClient<Channel> {
@@ -210,11 +286,6 @@ impl Drop for Replica {
     }
 }
 
-/// Where replica `id` of the cluster under `prefix` logs.
-fn log_path(prefix: &str, id: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log"))
-}
-
 async fn start_cluster(
     redis: &Redis,
     prefix: &str,
@@ -230,13 +301,18 @@ async fn start_cluster(
     .await
 }
 
+/// Where replica `id` of the cluster under `prefix` logs.
+fn log_path(prefix: &str, id: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log"))
+}
+
 /// `n` replicas, replica i on the config text and log path `config(i)`, each registered and
 /// connected to Redis.
 async fn start_cluster_with(n: usize, config: impl Fn(usize) -> (String, PathBuf)) -> Vec<Replica> {
     let replicas: Vec<Replica> = (0..n)
         .map(|i| {
             let (text, log) = config(i);
-            Replica::start_with(&text, &log)
+            Replica::start_text(&text, &log)
         })
         .collect();
     // Every replica has registered (its heartbeat counted the others) and reached Redis.
@@ -312,7 +388,7 @@ fn feedback(decision_id: &str, model: &str, quality: f64) -> FeedbackRequest {
 async fn shared_ledger(redis: &Redis, prefix: &str) -> (f64, f64, usize) {
     let mut con = redis.con().await;
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:budget:team:*:settled"))
+        .arg(format!("{prefix}:budget:{{team:*}}:settled"))
         .query_async(&mut con)
         .await
         .unwrap();
@@ -405,12 +481,18 @@ async fn budget_is_never_overrun_across_replicas() {
     assert!(spent + 2.0 * CALL_USD > LIMIT, "stopped early at {spent}");
     // The alert fired once across the replicas.
     let mut con = redis.con().await;
-    let alerts: Vec<String> = redis::cmd("KEYS")
-        .arg("t1:budget:team:*:alert:*")
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t1:budget:{team:*}:alerts")
         .query_async(&mut con)
         .await
         .unwrap();
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let alerts: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys[0])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(alerts, vec![String::from("0.5")]);
 }
 
 /// Requests in each convergence stream: every configuration serves all of them.
@@ -610,7 +692,13 @@ async fn load(
                 for j in first..first + live.len() {
                     let (fi, mut fc) = live[(k + j) % live.len()].clone();
                     match fc.feedback(fb.clone()).await {
-                        Ok(_) => {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            assert!(
+                                j > first || !r.duplicate,
+                                "a first feedback answered as a duplicate: {r:?} for {}",
+                                d.decision_id
+                            );
                             acked
                                 .lock()
                                 .unwrap()
@@ -732,6 +820,8 @@ async fn replica_death_and_redis_outage() {
         })
         .await;
     }
+    // A settlement queued while a replay ran is replayed on a later tick.
+    wait_drained(&replicas).await;
     let (spent, settled_sum, settlements) = shared_ledger(&redis, "t4").await;
     println!(
         "redis paused 10 s: {outage_routed} routes, {} feedbacks acknowledged; fallback spend / \
@@ -768,9 +858,483 @@ async fn replica_death_and_redis_outage() {
         })
         .await;
     }
+    // A settlement queued while a replay ran is replayed on a later tick.
+    wait_drained(&replicas).await;
     let (last, _, last_settlements) = shared_ledger(&redis, "t4").await;
     assert_eq!(last_settlements, settlements + more.len());
     assert!((last - spent - more.len() as f64 * CALL_USD).abs() < 1e-9);
+}
+
+/// Config edits of the Feedback tests: no decay (the shared evidence counts are exact), and
+/// `sync` durability (the outbox is on disk before a Feedback is acknowledged).
+fn exact_and_sync(c: String) -> String {
+    c.replace("[policy]\n", "[policy]\nhalf_life_secs = inf\n")
+        .replace("durability = \"periodic\"", "durability = \"sync\"")
+}
+
+/// Nothing is left queued for Redis on any of `replicas`.
+async fn wait_drained(replicas: &[Replica]) {
+    for r in replicas {
+        wait_for(move || async move {
+            r.metric("switchyard_cluster_queued_operations").await == 0.0
+                && r.metric("switchyard_cluster_deferred_feedback").await == 0.0
+        })
+        .await;
+    }
+}
+
+/// Every replica reached Redis and counts itself in the shared figures.
+async fn wait_shared(replicas: &[Replica]) {
+    for r in replicas {
+        wait_for(move || async move {
+            let b = budget(&mut r.client().await).await;
+            b.cluster_shared && !b.fallback
+        })
+        .await;
+    }
+}
+
+/// When the replica last merged its evidence with the shared totals (Unix ms).
+async fn synced_ms(c: &mut RouteClient<Channel>) -> i64 {
+    c.get_arm_stats(GetArmStatsRequest {
+        task_class: "bench".into(),
+        model: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .arms
+    .iter()
+    .map(|a| a.cluster_synced_unix_ms)
+    .min()
+    .unwrap_or(0)
+}
+
+/// Waits until every replica has run two evidence syncs that began after now: everything each
+/// learned before now is in the shared totals.
+async fn wait_two_syncs(clients: &[RouteClient<Channel>]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for c in clients {
+        let mut mark = now;
+        for _ in 0..2 {
+            let since = mark;
+            wait_for(|| {
+                let mut c = c.clone();
+                async move { synced_ms(&mut c).await > since }
+            })
+            .await;
+            mark = synced_ms(&mut c.clone()).await;
+        }
+    }
+}
+
+/// The shared evidence of the test class: (successes, quality reports), over both models.
+async fn shared_counts(redis: &Redis, prefix: &str) -> (f64, f64) {
+    let mut con = redis.con().await;
+    let (mut succ, mut qrep) = (0.0, 0.0);
+    for model in ["good", "poor"] {
+        let (s, q): (Option<f64>, Option<f64>) = redis::cmd("HMGET")
+            .arg(format!("{prefix}:arm:bench:{model}"))
+            .arg("succ")
+            .arg("qrep")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        succ += s.unwrap_or(0.0);
+        qrep += q.unwrap_or(0.0);
+    }
+    (succ, qrep)
+}
+
+/// The same Feedback sent to two replicas at once, many times (decisions on a seeded choice of
+/// replica): exactly one of the two applies it, the other answers a duplicate; a retry is a
+/// duplicate too; the shared evidence and the shared ledger count each Feedback once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_feedback_at_two_replicas_at_once_counts_once() {
+    const N: usize = 40;
+    let redis = Redis::start().await;
+    let replicas: Vec<Replica> = (0..2u64)
+        .map(|i| {
+            Replica::start_with(
+                &redis,
+                "t5",
+                &format!("r{i}"),
+                50 + i,
+                100.0,
+                exact_and_sync,
+            )
+        })
+        .collect();
+    wait_shared(&replicas).await;
+    let mut clients = Vec::new();
+    for r in &replicas {
+        clients.push(r.client().await);
+    }
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut applied_by = [0usize; 2];
+    for _ in 0..N {
+        let d = clients[rng.random_range(0..2usize)]
+            .route(route_request(true))
+            .await
+            .unwrap()
+            .into_inner();
+        let fb = feedback(&d.decision_id, &d.model, rng.random_range(0.0..1.0f64));
+        let (mut a, mut b) = (clients[0].clone(), clients[1].clone());
+        let (ra, rb) = tokio::join!(a.feedback(fb.clone()), b.feedback(fb.clone()));
+        let (ra, rb) = (ra.unwrap().into_inner(), rb.unwrap().into_inner());
+        assert!(ra.accepted && rb.accepted && !ra.deferred && !rb.deferred);
+        assert_eq!(
+            u8::from(!ra.duplicate) + u8::from(!rb.duplicate),
+            1,
+            "exactly one replica applies it: {ra:?} / {rb:?}"
+        );
+        applied_by[usize::from(ra.duplicate)] += 1;
+        let again = clients[rng.random_range(0..2usize)]
+            .feedback(fb)
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(again.accepted && again.duplicate, "a retry: {again:?}");
+    }
+    wait_two_syncs(&clients).await;
+    let (succ, qrep) = shared_counts(&redis, "t5").await;
+    let (spent, _, settlements) = shared_ledger(&redis, "t5").await;
+    let lost: f64 = {
+        let mut n = 0.0;
+        for r in &replicas {
+            n += r
+                .metric("switchyard_cluster_feedback_claims_lost_total")
+                .await;
+        }
+        n
+    };
+    // A twin that reads the decision after the winner wrote it back finds nothing new and claims
+    // nothing; the others lose their claim.
+    println!(
+        "same feedback at two replicas x{N}: applied by replica 0 / 1: {applied_by:?}; shared \
+         successes {succ}, quality reports {qrep}, settlements {settlements}, spent {spent:.4} \
+         USD; claims lost {lost}"
+    );
+    assert_eq!(succ, N as f64, "each outcome learned once");
+    assert_eq!(qrep, N as f64, "each quality score learned once");
+    assert_eq!(settlements, N);
+    assert!((spent - N as f64 * CALL_USD).abs() < 1e-9);
+}
+
+/// Feedback at replica B for decisions made on replica A while Redis is stopped: B acknowledges
+/// it as deferred and keeps it in its outbox (on disk: a restart of B meanwhile loses nothing);
+/// when Redis is back the settlements and the evidence arrive, once; a Feedback for a decision
+/// that exists nowhere is dropped then, logged and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_deferred_through_a_redis_outage_arrives_once() {
+    let mut redis = Redis::start().await;
+    let mut replicas: Vec<Replica> = (0..2u64)
+        .map(|i| {
+            Replica::start_with(
+                &redis,
+                "t6",
+                &format!("r{i}"),
+                60 + i,
+                100.0,
+                exact_and_sync,
+            )
+        })
+        .collect();
+    wait_shared(&replicas).await;
+    let mut a = replicas[0].client().await;
+    let mut decisions = Vec::new();
+    for _ in 0..4 {
+        decisions.push(a.route(route_request(true)).await.unwrap().into_inner());
+    }
+    redis.stop();
+    let mut b = replicas[1].client().await;
+    let fb = |d: &switchyard::proto::RouteResponse| feedback(&d.decision_id, &d.model, 0.9);
+    for d in &decisions[..3] {
+        let r = b.feedback(fb(d)).await.unwrap().into_inner();
+        assert!(r.accepted && r.deferred && !r.duplicate, "{r:?}");
+    }
+    let ghost = FeedbackRequest {
+        decision_id: "no-such-decision".into(),
+        ..fb(&decisions[0])
+    };
+    assert!(b.feedback(ghost).await.unwrap().into_inner().deferred);
+    // Refused now, not deferred: it fails a check that needs no decision.
+    let bad = FeedbackRequest {
+        quality: Some(2.0),
+        ..fb(&decisions[3])
+    };
+    assert_eq!(
+        b.feedback(bad).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    // B dies and comes back on its data dir while Redis is still down.
+    replicas[1].restart();
+    let mut b = replicas[1].client().await;
+    let r = b.feedback(fb(&decisions[3])).await.unwrap().into_inner();
+    assert!(r.deferred, "{r:?}");
+    assert_eq!(
+        replicas[1]
+            .metric("switchyard_cluster_deferred_feedback")
+            .await,
+        5.0,
+        "the four acknowledged before the restart and the one after"
+    );
+    redis.resume().await;
+    wait_for(|| async {
+        replicas[1]
+            .metric("switchyard_cluster_deferred_feedback")
+            .await
+            == 0.0
+    })
+    .await;
+    assert_eq!(
+        replicas[1]
+            .metric("switchyard_cluster_deferred_feedback_applied_total")
+            .await,
+        4.0
+    );
+    assert_eq!(
+        replicas[1]
+            .metric("switchyard_cluster_deferred_feedback_dropped_total")
+            .await,
+        1.0
+    );
+    let log = std::fs::read_to_string(&replicas[1].log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("deferred feedback dropped") && l.contains("no-such-decision")),
+        "the drop is logged"
+    );
+    let (spent, _, settlements) = shared_ledger(&redis, "t6").await;
+    assert_eq!(settlements, 4, "each deferred feedback settled once");
+    assert!((spent - 4.0 * CALL_USD).abs() < 1e-9, "spent {spent}");
+    // Applied once: the same Feedback now, on either replica, is a duplicate.
+    for c in [&mut a, &mut b] {
+        let r = c.feedback(fb(&decisions[0])).await.unwrap().into_inner();
+        assert!(r.duplicate && !r.deferred, "{r:?}");
+    }
+    let clients = vec![a.clone(), b.clone()];
+    wait_two_syncs(&clients).await;
+    let (succ, qrep) = shared_counts(&redis, "t6").await;
+    println!(
+        "redis outage: 4 feedbacks deferred at the other replica (one across its restart) and 1 \
+         for an unknown decision; after redis returned: {settlements} settlements, spent \
+         {spent:.4} USD, shared successes {succ}, quality reports {qrep}; 1 dropped"
+    );
+    assert_eq!((succ, qrep), (4.0, 4.0));
+}
+
+/// Runs a Lua script with `keys` and `args` on `redis`.
+async fn run_script(redis: &Redis, lua: &str, keys: &[&str], args: &[String]) -> Vec<String> {
+    let mut con = redis.con().await;
+    let script = redis::Script::new(lua);
+    let mut inv = script.prepare_invoke();
+    for k in keys {
+        inv.key(*k);
+    }
+    for a in args {
+        inv.arg(a);
+    }
+    inv.invoke_async(&mut con).await.unwrap()
+}
+
+/// The claim scripts: a fact goes to one replica; another waits while it is pending with a live
+/// replica, loses it once done, takes it over from a replica no longer live, and wins it again
+/// once released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_scripts_give_each_fact_to_one_replica() {
+    use switchyard::cluster::claims::{CLAIM, RESOLVE};
+    let redis = Redis::start().await;
+    let mut con = redis.con().await;
+    let (fb, reg) = ("s:fb:d1", "s:replicas");
+    // r1 and r2 are live (heartbeat at 1000), r3 is not (heartbeat at 10); live since 500.
+    let _: () = redis::cmd("ZADD")
+        .arg(reg)
+        .arg(1000)
+        .arg("r1")
+        .arg(1000)
+        .arg("r2")
+        .arg(10)
+        .arg("r3")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let claim = |who: &str, field: &str, value: &str| {
+        let args: Vec<String> = ["99999999999999", who, "500", field, value]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let redis = &redis;
+        async move { run_script(redis, CLAIM, &[fb, reg], &args).await }
+    };
+    let resolve = |how: &str, who: &str, field: &str| {
+        let args: Vec<String> = [how, who, field].iter().map(|s| s.to_string()).collect();
+        let redis = &redis;
+        async move { run_script(redis, RESOLVE, &[fb], &args).await }
+    };
+    assert_eq!(claim("r1", "o|m", "success").await, ["won", "success"]);
+    assert_eq!(
+        claim("r1", "o|m", "success").await,
+        ["won", "success"],
+        "its own"
+    );
+    assert_eq!(claim("r2", "o|m", "error").await, ["busy", "success"]);
+    resolve("done", "r2", "o|m").await; // not r2's: left alone
+    assert_eq!(claim("r2", "o|m", "error").await, ["busy", "success"]);
+    resolve("done", "r1", "o|m").await;
+    assert_eq!(claim("r2", "o|m", "error").await, ["lost", "success"]);
+    assert_eq!(claim("r3", "q|m", "0.5").await, ["won", "0.5"]);
+    assert_eq!(
+        claim("r2", "q|m", "0.7").await,
+        ["won", "0.7"],
+        "r3 is not live"
+    );
+    resolve("release", "r2", "q|m").await;
+    assert_eq!(claim("r1", "q|m", "0.9").await, ["won", "0.9"]);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(fb)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the claims expire with the decision");
+}
+
+/// The budget script answers a repeated request id with the first decision's id (its record is
+/// then read with a declared key), and a fresh run takes the id over; the evidence merge asks for
+/// the undeclared arm hashes a rebase would touch, then rebases them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_touch_only_declared_keys() {
+    use switchyard::cluster::budget::ADMIT;
+    use switchyard::cluster::evidence::MERGE;
+    let redis = Redis::start().await;
+    let mut con = redis.con().await;
+    let base = "s:budget:{team:0}";
+    let (res, exp, settled) = (
+        format!("{base}:res"),
+        format!("{base}:exp"),
+        format!("{base}:settled"),
+    );
+    let admit = |id: &str, fresh: bool| {
+        let keys = [
+            base.to_string(),
+            res.clone(),
+            exp.clone(),
+            format!("s:pd:{id}"),
+            "s:rq:req".to_string(),
+            settled.clone(),
+        ];
+        let args: Vec<String> = [
+            "1000",
+            id,
+            "0.1",
+            "1.0",
+            "{}",
+            "60000",
+            "61000",
+            "1",
+            "1",
+            if fresh { "1" } else { "0" },
+            "99999999999999",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let redis = &redis;
+        async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            run_script(redis, ADMIT, &keys, &args).await
+        }
+    };
+    assert_eq!(admit("d1", false).await[0], "ok");
+    assert_eq!(admit("d2", false).await, ["replay", "d1"]);
+    assert_eq!(admit("d2", true).await[0], "ok");
+    assert_eq!(admit("d3", false).await, ["replay", "d2"]);
+    let reserved: f64 = redis::cmd("HGET")
+        .arg(base)
+        .arg("reserved")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        (reserved - 0.2).abs() < 1e-12,
+        "d1 and d2 reserved, d3 did not: {reserved}"
+    );
+
+    // Evidence: an arm of another config ("other") is in the set; the origin is old enough that
+    // a rebase is due (half-life 1000 ms, rebase after 32 half-lives).
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg("s:arm_origin")
+        .arg(0)
+        .ignore()
+        .cmd("SADD")
+        .arg("s:arms")
+        .arg("s:arm:c:other")
+        .ignore()
+        .cmd("HSET")
+        .arg("s:arm:c:other")
+        .arg("ss")
+        .arg(1024.0)
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let merge = |extra: &[&str]| {
+        let mut keys = vec!["s:arm_origin", "s:arms", "s:arm:c:mine"];
+        keys.extend_from_slice(extra);
+        let mut args: Vec<String> = ["0", "1000", "40000", "0", "32", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend((0..14).map(|i| {
+            if i == 11 {
+                "1".to_string()
+            } else {
+                "0".to_string()
+            }
+        }));
+        let keys: Vec<String> = keys.iter().map(|s| s.to_string()).collect();
+        let redis = &redis;
+        async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            run_script(redis, MERGE, &keys, &args).await
+        }
+    };
+    assert_eq!(
+        merge(&[]).await,
+        ["keys", "s:arm:c:other"],
+        "asks before writing"
+    );
+    let untouched: f64 = redis::cmd("HGET")
+        .arg("s:arm:c:other")
+        .arg("ss")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(untouched, 1024.0);
+    let reply = merge(&["s:arm:c:other"]).await;
+    assert_eq!(reply.len(), 1 + 14);
+    // Rebased by 2^-39 (k = floor(40000 / 1000) - 1): the origin moved 39 half-lives.
+    assert_eq!(reply[0], "39000");
+    let rebased: f64 = redis::cmd("HGET")
+        .arg("s:arm:c:other")
+        .arg("ss")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        (rebased - 1024.0 * 2f64.powi(-39)).abs() < 1e-20,
+        "{rebased}"
+    );
+    assert_eq!(
+        reply[1 + 11],
+        "1",
+        "the delta of the declared arm was added"
+    );
 }
 
 /// Price-table cost of one capped-test request (500 input and 500 output tokens) on "big" and on

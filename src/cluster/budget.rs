@@ -1,23 +1,33 @@
 //! Shared budgets and decisions: two Lua scripts, each one atomic step in Redis.
 //!
 //! Keys, per budget key and period (the period's start in Unix ms, so a period reset is a new set
-//! of keys and never loses spend): `P:budget:KEY:START` (hash: `spent`, `reserved`), `...:res`
+//! of keys and never loses spend): `P:budget:{KEY:START}` (hash: `spent`, `reserved`), `...:res`
 //! (live reservations by decision id), `...:exp` (their expiry times, a sorted set), `...:settled`
-//! (settled `decision|model` pairs and decision ids), `...:alert:T` (alert T fired). Per decision:
-//! `P:pd:ID` (the pending decision, JSON) and `P:rq:REQUEST_ID` (its idempotency key).
+//! (settled `decision|model` pairs and decision ids), `...:alerts` (hash: thresholds fired). Per
+//! decision: `P:pd:ID` (the pending decision, JSON) and `P:rq:REQUEST_ID` (its idempotency key:
+//! the decision id).
+//!
+//! Every key a script touches is passed in `KEYS` (none is built inside a script), as Redis
+//! requires of scripts for its cluster mode and for replication. A budget period's five keys
+//! share the hash tag `{KEY:START}`, so on Redis Cluster they would land in one slot. Both scripts
+//! also write the decision's own keys (`pd`, `rq`), which hash elsewhere: running on Redis Cluster
+//! would still need those writes split out of the scripts; a single Redis (or a primary with
+//! replicas) is what cluster mode supports today. A repeated request id is answered in two steps
+//! for the same reason: [`ADMIT`] returns the first decision's id, then its record is read.
 //!
 //! - [`ADMIT`] (Route): drops expired reservations, then reserves `amount` only if
 //!   `spent + reserved + amount <= limit`, and records the pending decision, all at once: N
-//!   replicas can never overrun a cap together. A repeated request id returns the decision made
-//!   first. Reserving twice for one decision id is a no-op (replays are safe). With
+//!   replicas can never overrun a cap together. A repeated request id returns the id of the
+//!   decision made first (unless told that decision's record is gone). Reserving twice for one
+//!   decision id is a no-op (replays are safe). With
 //!   alternatives (`on_cap = "cheapest"`, `super::cap`), an amount that does not fit is replaced
 //!   by the first alternative that does; the decision is then not recorded (`sub`: the replica
 //!   rewrites it for the model served and records it in one more round trip). Every answer but
 //!   a refusal carries the figures the check saw.
 //! - [`SETTLE`] (Feedback): the first settlement of `decision|model` moves the decision's
 //!   reservation into spend (later models of the same decision add their cost); a repeated
-//!   settlement changes nothing. Alert thresholds crossed are claimed with `SET NX`, so each fires
-//!   on exactly one replica.
+//!   settlement changes nothing. Alert thresholds crossed are claimed with `HSETNX` in the
+//!   period's `alerts` hash, so each fires on exactly one replica.
 //!
 //! Keys expire 40 days after their period ends (GetBudgets shows the previous period).
 
@@ -32,12 +42,9 @@ pub const PERIOD_KEYS_RETENTION_MS: u64 = 40 * 24 * 3600 * 1000;
 
 pub const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
-if ARGV[9] == '1' then
+if ARGV[9] == '1' and ARGV[10] ~= '1' then
   local prev = redis.call('GET', KEYS[5])
-  if prev and prev ~= ARGV[2] then
-    local pd = redis.call('GET', ARGV[10] .. prev)
-    if pd then return {'replay', pd} end
-  end
+  if prev and prev ~= ARGV[2] then return {'replay', prev} end
 end
 local spent, reserved, before, sub = 0, 0, 0, 0
 if ARGV[8] == '1' then
@@ -104,7 +111,8 @@ local out = {'ok', string.format('%.17g', spent), redis.call('HGET', KEYS[1], 'r
 local limit = tonumber(ARGV[4])
 for i = 9, #ARGV do
   if spent >= tonumber(ARGV[i]) * limit then
-    if redis.call('SET', KEYS[1] .. ':alert:' .. ARGV[i], '1', 'NX', 'PXAT', ARGV[5]) then
+    if redis.call('HSETNX', KEYS[6], ARGV[i], '1') == 1 then
+      redis.call('PEXPIREAT', KEYS[6], ARGV[5])
       table.insert(out, ARGV[i])
     end
   end
@@ -174,12 +182,15 @@ pub struct Settled {
 }
 
 impl Cluster {
-    fn budget_keys(&self, b: &BudgetAsk) -> [String; 4] {
-        let base = self.key(&["budget", &b.key, &b.period_start_ms.to_string()]);
+    /// A budget period's keys: reservations, their expiries, settlements, the totals hash and
+    /// the alerts fired, all under the hash tag `{KEY:START}`.
+    fn budget_keys(&self, b: &BudgetAsk) -> [String; 5] {
+        let base = self.key(&["budget", &format!("{{{}:{}}}", b.key, b.period_start_ms)]);
         [
             format!("{base}:res"),
             format!("{base}:exp"),
             format!("{base}:settled"),
+            format!("{base}:alerts"),
             base,
         ]
     }
@@ -222,36 +233,30 @@ impl Cluster {
             thresholds: Vec::new(),
         };
         let b = budget.unwrap_or(&none);
-        let [res, exp, settled, base] = self.budget_keys(b);
+        let [res, exp, settled, _, base] = self.budget_keys(b);
         let pd_key = self.key(&["pd", decision_id]);
         let rq_key = self.key(&["rq", request_id.unwrap_or("-")]);
-        let pd_prefix = self.key(&["pd", ""]);
-        let now = crate::time::now_ms();
-        let mut inv = self.scripts.admit.prepare_invoke();
-        inv.key(&base)
-            .key(&res)
-            .key(&exp)
-            .key(&pd_key)
-            .key(&rq_key)
-            .key(&settled);
-        inv.arg(now)
-            .arg(decision_id)
-            .arg(format!("{:.17e}", b.amount_usd))
-            .arg(format!("{:.17e}", b.limit_usd))
-            .arg(pending_json)
-            .arg(ttl_ms.max(1))
-            .arg(reservation_expiry_ms)
-            .arg(if budget.is_some() { "1" } else { "0" })
-            .arg(if request_id.is_some() { "1" } else { "0" })
-            .arg(&pd_prefix)
-            .arg(b.period_end_ms + PERIOD_KEYS_RETENTION_MS)
-            .arg(if force { "1" } else { "0" });
-        for a in alternatives {
-            inv.arg(format!("{a:.17e}"));
-        }
-        let reply: Vec<String> = self
-            .call(|mut con| async move { Ok(inv.invoke_async(&mut con).await?) })
-            .await?;
+        // A repeated request id answers the first decision's id; if that decision's record is
+        // gone (expired), the script is run again told so, and this decision takes the id.
+        let mut fresh = false;
+        let reply = loop {
+            let reply = self
+                .admit_call(
+                    [&base, &res, &exp, &pd_key, &rq_key, &settled],
+                    (decision_id, pending_json, ttl_ms, reservation_expiry_ms),
+                    (b, budget.is_some(), request_id.is_some(), fresh, force),
+                    alternatives,
+                )
+                .await?;
+            if reply.first().map(String::as_str) != Some("replay") || fresh {
+                break reply;
+            }
+            let first = reply.get(1).cloned().unwrap_or_default();
+            match self.fetch_pending(&first).await? {
+                Some(json) => return Ok(Admitted::plain(Admission::Replay(json))),
+                None => fresh = true,
+            }
+        };
         match reply.first().map(String::as_str) {
             Some(tag @ ("ok" | "sub")) => {
                 let (room, alternative) = match budget {
@@ -272,9 +277,6 @@ impl Cluster {
                     alternative,
                 })
             }
-            Some("replay") => Ok(Admitted::plain(Admission::Replay(
-                reply.get(1).cloned().unwrap_or_default(),
-            ))),
             Some("refused") => {
                 if let Some(b) = budget {
                     self.note_budget(b, &reply)?;
@@ -291,6 +293,42 @@ impl Cluster {
                 "admit script answered {reply:?}"
             ))),
         }
+    }
+
+    /// One run of [`ADMIT`]: `keys` in its KEYS order; (decision id, JSON, TTL, reservation
+    /// expiry); (budget, budgeted, has a request id, fresh, force).
+    #[allow(clippy::type_complexity)]
+    async fn admit_call(
+        &self,
+        keys: [&String; 6],
+        decision: (&str, &str, u64, u64),
+        flags: (&BudgetAsk, bool, bool, bool, bool),
+        alternatives: &[f64],
+    ) -> Result<Vec<String>, ClusterError> {
+        let (decision_id, pending_json, ttl_ms, reservation_expiry_ms) = decision;
+        let (b, budgeted, has_request, fresh, force) = flags;
+        let flag = |f: bool| if f { "1" } else { "0" };
+        let mut inv = self.scripts.admit.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        inv.arg(crate::time::now_ms())
+            .arg(decision_id)
+            .arg(format!("{:.17e}", b.amount_usd))
+            .arg(format!("{:.17e}", b.limit_usd))
+            .arg(pending_json)
+            .arg(ttl_ms.max(1))
+            .arg(reservation_expiry_ms)
+            .arg(flag(budgeted))
+            .arg(flag(has_request))
+            .arg(flag(fresh))
+            .arg(b.period_end_ms + PERIOD_KEYS_RETENTION_MS)
+            .arg(flag(force));
+        for a in alternatives {
+            inv.arg(format!("{a:.17e}"));
+        }
+        self.call(|mut con| async move { Ok(inv.invoke_async(&mut con).await?) })
+            .await
     }
 
     /// Records (spent, reserved) from a script reply as the budget's last seen figures.
@@ -436,14 +474,15 @@ impl Cluster {
             thresholds: Vec::new(),
         };
         let b = budget.unwrap_or(&none);
-        let [res, exp, settled, base] = self.budget_keys(b);
+        let [res, exp, settled, alerts_key, base] = self.budget_keys(b);
         let pd_key = self.key(&["pd", decision_id]);
         let mut inv = self.scripts.settle.prepare_invoke();
         inv.key(&base)
             .key(&res)
             .key(&exp)
             .key(&settled)
-            .key(&pd_key);
+            .key(&pd_key)
+            .key(&alerts_key);
         inv.arg(decision_id)
             .arg(model)
             .arg(format!("{:.17e}", b.amount_usd))
@@ -604,7 +643,7 @@ impl Cluster {
     /// and GetBudgets).
     pub async fn refresh_budgets(&self, asks: Vec<BudgetAsk>) -> Result<(), ClusterError> {
         for b in asks {
-            let base = self.budget_keys(&b)[3].clone();
+            let [.., base] = self.budget_keys(&b);
             let (spent, reserved): (Option<String>, Option<String>) = self
                 .call(|mut con| async move {
                     Ok(redis::cmd("HMGET")

@@ -1,5 +1,6 @@
-//! Where the service calls into the cluster: Route's admission, Feedback's adoption and
-//! settlement, health signals out and in. Each function is called only in cluster mode.
+//! Where the service calls into the cluster: Route's admission, Feedback's settlement (its
+//! adoption, claims and outbox: `crate::server::relay`), health signals out and in. Each
+//! function is called only in cluster mode.
 
 use tonic::Status;
 
@@ -138,28 +139,6 @@ pub async fn route(
     }
 }
 
-/// Feedback, before the engine: takes the decision as Redis has it (made on any replica, with
-/// the outcomes already reported anywhere).
-///
-/// While Redis is down, a decision this replica knows is taken as it is here; an unknown one is
-/// still looked for (bounded by the timeout), since it can only be found in Redis.
-pub async fn adopt(shared: &Shared, cluster: &Cluster, decision_id: &str) {
-    if decision_id.is_empty() {
-        return;
-    }
-    if !cluster.is_up() && shared.with_engine(|e, _| e.pending(decision_id).is_some()) {
-        return;
-    }
-    if let Ok(Some(json)) = cluster.fetch_pending(decision_id).await {
-        match serde_json::from_str::<PendingDecision>(&json) {
-            Ok(p) => {
-                shared.with_engine(|e, _| e.adopt_pending(p, now_ms()));
-            }
-            Err(e) => tracing::warn!(error = %e, decision_id, "unreadable shared decision"),
-        }
-    }
-}
-
 /// Feedback, after the engine: settles the shared budget and writes the decision back; returns
 /// the alerts to deliver (fired once across replicas) and whether a settlement had already been
 /// counted elsewhere.
@@ -184,7 +163,8 @@ pub async fn settle(
         };
         (json, budget)
     });
-    if json.is_none() && budget.is_none() {
+    // A duplicate changed nothing: its copy of the decision is not written over a newer one.
+    if result.duplicate || (json.is_none() && budget.is_none()) {
         return (Vec::new(), false);
     }
     let s = cluster

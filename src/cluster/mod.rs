@@ -4,8 +4,11 @@
 //! - choosing a model never does: each replica decides on its local engine;
 //! - Route makes one round trip, a Lua script that reserves the budget (when the request is
 //!   budgeted) and records the pending decision and its idempotency key ([`budget`]);
-//! - Feedback reads the pending decision (made on any replica), applies it locally, then settles
-//!   the budget and writes the decision back in one script, and is acknowledged after that;
+//! - Feedback reads the pending decision (made on any replica), claims the facts it reports for
+//!   the first time ([`claims`]: the same Feedback at two replicas at once is applied once),
+//!   applies it locally, then settles the budget and writes the decision back in one script, and
+//!   is acknowledged after that; a Feedback whose decision cannot be found because Redis is down
+//!   waits in the [`outbox`] (persisted with a data dir) and is acknowledged as deferred;
 //! - evidence, heartbeats and health signals move in the background ([`sync`]).
 //!
 //! State and where it lives (the state of record is Redis; a replica's data dir keeps its event
@@ -28,14 +31,18 @@
 //! the remaining budget last seen, divided by the live replicas last seen, times
 //! `cluster.fallback_share_factor` (never unlimited). Settlements and decisions made meanwhile are
 //! queued in memory and replayed (idempotently) when Redis answers again; then the allowance is
-//! dropped. The health service `switchyard.v1.Cluster` and the metrics show the state.
+//! dropped. The health service `switchyard.v1.Cluster` and the metrics ([`metrics`], registered in
+//! the service's prometheus-client registry) show the state.
 
 pub mod budget;
-pub mod cap;
 pub mod cache;
+pub mod cap;
+pub mod claims;
 pub mod evidence;
 pub mod glue;
 pub mod health;
+pub mod metrics;
+pub mod outbox;
 pub mod spend;
 pub mod sync;
 
@@ -133,6 +140,11 @@ pub struct Cluster {
     scripts: budget::Scripts,
     /// The shared spend rollup and anomaly detectors ([`spend`]).
     spend: spend::SharedSpend,
+    /// Feedback accepted while Redis was unreachable ([`outbox`]).
+    pub outbox: outbox::Outbox,
+    pub feedback_counters: outbox::FeedbackCounters,
+    /// Feedbacks for one decision are handled one at a time on this replica.
+    pub feedback_locks: claims::DecisionLocks,
 }
 
 impl Cluster {
@@ -159,6 +171,9 @@ impl Cluster {
             counters: Counters::default(),
             scripts: budget::Scripts::new(),
             spend: spend::SharedSpend::default(),
+            outbox: outbox::Outbox::default(),
+            feedback_counters: outbox::FeedbackCounters::default(),
+            feedback_locks: claims::DecisionLocks::default(),
         })
     }
 
@@ -232,91 +247,6 @@ impl Cluster {
             v.allowance_usd = None;
             v.fallback_spent_usd = 0.0;
         }
-    }
-
-    /// Prometheus text lines (OpenMetrics) of the cluster's state.
-    pub fn metrics_lines(&self) -> String {
-        let c = &self.counters;
-        let st = self.state();
-        let mut out = String::new();
-        let mut line = |name: &str, kind: &str, help: &str, v: f64| {
-            out.push_str(&format!(
-                "# TYPE switchyard_cluster_{name} {kind}\n# HELP switchyard_cluster_{name} {help}\n"
-            ));
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            out.push_str(&format!("switchyard_cluster_{name}{suffix} {v}\n"));
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        line(
-            "redis_up",
-            "gauge",
-            "1 while Redis answers and nothing is queued for it.",
-            f64::from(u8::from(self.is_up())),
-        );
-        line(
-            "live_replicas",
-            "gauge",
-            "Live replicas at the last heartbeat.",
-            st.live_replicas as f64,
-        );
-        line(
-            "queued_operations",
-            "gauge",
-            "Decisions and settlements queued for Redis.",
-            st.outbox.len() as f64,
-        );
-        line(
-            "redis_errors",
-            "counter",
-            "Redis calls that failed or timed out.",
-            get(&c.redis_errors),
-        );
-        line(
-            "fallback_reservations",
-            "counter",
-            "Reservations admitted from a fallback allowance.",
-            get(&c.fallback_reservations),
-        );
-        line(
-            "fallback_refusals",
-            "counter",
-            "Requests refused because the fallback allowance was spent.",
-            get(&c.fallback_refusals),
-        );
-        line(
-            "shared_refusals",
-            "counter",
-            "Requests refused by the shared budget.",
-            get(&c.shared_refusals),
-        );
-        line(
-            "replayed_operations",
-            "counter",
-            "Queued operations replayed into Redis.",
-            get(&c.replayed_ops),
-        );
-        line(
-            "evidence_syncs",
-            "counter",
-            "Evidence merges with the shared totals.",
-            get(&c.evidence_syncs),
-        );
-        line(
-            "health_signals_received",
-            "counter",
-            "Health signals applied from other replicas.",
-            get(&c.health_signals_received),
-        );
-        for (k, v) in &st.budgets {
-            if let Some(a) = v.allowance_usd {
-                out.push_str(&format!(
-                    "switchyard_cluster_fallback_allowance_usd{{budget_key=\"{k}\"}} {a}\nswitchyard_cluster_fallback_spent_usd{{budget_key=\"{k}\"}} {}\n",
-                    v.fallback_spent_usd
-                ));
-            }
-        }
-        out.push_str(&self.spend.metrics_lines());
-        out
     }
 }
 

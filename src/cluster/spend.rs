@@ -108,8 +108,8 @@ pub struct SharedSpend {
     nonce: String,
     apply: Script,
     /// Spikes this replica saw and claimed, and saw already claimed by another replica.
-    claimed: AtomicU64,
-    lost: AtomicU64,
+    pub(super) claimed: AtomicU64,
+    pub(super) lost: AtomicU64,
 }
 
 impl Default for SharedSpend {
@@ -132,20 +132,6 @@ impl std::fmt::Debug for SharedSpend {
         f.debug_struct("SharedSpend")
             .field("nonce", &self.nonce)
             .finish_non_exhaustive()
-    }
-}
-
-impl SharedSpend {
-    /// Prometheus text lines: spikes seen on the shared totals, by who delivered them.
-    pub fn metrics_lines(&self) -> String {
-        let name = "switchyard_cluster_cost_anomaly_claims";
-        format!(
-            "# TYPE {name} counter\n# HELP {name} Cost anomalies this replica saw in the shared \
-             totals: claimed (it delivered the alert) or lost (another replica did).\n\
-             {name}_total{{claim=\"won\"}} {}\n{name}_total{{claim=\"lost\"}} {}\n",
-            self.claimed.load(Ordering::Relaxed),
-            self.lost.load(Ordering::Relaxed)
-        )
     }
 }
 

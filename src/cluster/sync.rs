@@ -1,6 +1,7 @@
 //! The background task of a replica: heartbeats (and reconnection with replay after an
-//! outage), health signals out and in every [`HEALTH_POLL_MS`](super::health::HEALTH_POLL_MS),
-//! and evidence, budget figures and the response cache every `cluster.sync_interval_ms`.
+//! outage, then the deferred Feedback of the outbox), health signals out and in every
+//! [`HEALTH_POLL_MS`](super::health::HEALTH_POLL_MS), and evidence, budget figures and the response
+//! cache every `cluster.sync_interval_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,8 +77,22 @@ pub async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>) {
                 Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
             }
         }
+        let back_for = cluster.outbox.note_up(cluster.is_up(), now);
         if !cluster.is_up() {
             continue;
+        }
+        // A settlement queued by a Feedback that saw Redis down while the queue was being
+        // replayed (it missed that replay): replayed now.
+        if !cluster.state().outbox.is_empty() {
+            match cluster.replay().await {
+                Ok(alerts) => shared.publish_alerts(&alerts),
+                Err(e) => tracing::debug!(error = %e, "replay to redis failed"),
+            }
+        }
+        // After the first evidence sync since start: that sync adopts the shared totals in place
+        // of this replica's evidence, which would drop what a replayed Feedback taught it.
+        if !cluster.outbox.is_empty() && cluster.state().synced_ms > 0 {
+            crate::server::relay::replay_outbox(&shared, &cluster, back_for).await;
         }
         let _ = cluster.send_signals().await;
         if let Ok(signals) = cluster.poll_signals(&mut cursor).await {

@@ -133,8 +133,9 @@ pub struct Decision {
     pub cache_hit: Option<crate::cache::Hit>,
 }
 
-/// A Feedback report. `None` means the field was absent.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A Feedback report. `None` means the field was absent. Serializable: cluster mode keeps a
+/// Feedback it cannot apply yet in its outbox (`crate::cluster::outbox`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackInput {
     pub decision_id: String,
     pub model: String,

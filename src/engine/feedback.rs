@@ -11,19 +11,19 @@ use crate::record::{Event, OutcomeRecord, QualityRecord};
 use super::*;
 
 /// A validated Feedback, resolved against its pending decision.
-struct Report {
+pub(super) struct Report {
     class: Arc<TaskClassConfig>,
-    model: ModelConfig,
+    pub(super) model: ModelConfig,
     arm_index: usize,
     latency_ms: Option<f64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     /// As reported, else from the price table when tokens are known.
     cost_usd: Option<f64>,
-    quality: Option<f64>,
+    pub(super) quality: Option<f64>,
     /// Whether the outcome / quality is the first reported for this model.
-    outcome_new: bool,
-    quality_new: bool,
+    pub(super) outcome_new: bool,
+    pub(super) quality_new: bool,
     /// Token counts the decision assumed, and its budget.
     decided_tokens: (u64, u64),
     budget_key: Option<String>,
@@ -33,7 +33,7 @@ struct Report {
     /// The decision's tags with the Feedback's merged in.
     tags: std::collections::BTreeMap<String, String>,
     /// The report is of the decision's shadow call.
-    shadow: bool,
+    pub(super) shadow: bool,
 }
 
 impl Engine {
@@ -103,7 +103,11 @@ impl Engine {
     }
 
     /// Validates every field and resolves the decision, class and model.
-    fn check_feedback(&self, input: &FeedbackInput, now_ms: u64) -> Result<Report, EngineError> {
+    pub(super) fn check_feedback(
+        &self,
+        input: &FeedbackInput,
+        now_ms: u64,
+    ) -> Result<Report, EngineError> {
         if input.decision_id.is_empty() {
             return Err(invalid(
                 "decision_id",

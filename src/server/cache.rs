@@ -300,6 +300,7 @@ impl RouteService {
                 duplicate: r.duplicate,
                 arm: None,
                 late: false,
+                deferred: false,
             }
         }))
     }

@@ -144,6 +144,8 @@ pub struct Metrics {
     decision_series: RwLock<DecisionSeries>,
     /// The response cache's series.
     pub cache: super::cache::CacheMetrics,
+    /// Cluster mode's series (none until a cluster is attached).
+    pub cluster: crate::cluster::metrics::ClusterCollector,
 }
 
 fn handling_histogram() -> Histogram {
@@ -341,6 +343,11 @@ impl Metrics {
             ok_series: std::array::from_fn(|_| OnceLock::new()),
             decision_series: RwLock::default(),
             cache: super::cache::CacheMetrics::register(&mut r),
+            cluster: {
+                let c = crate::cluster::metrics::ClusterCollector::default();
+                r.register_collector(Box::new(c.clone()));
+                c
+            },
             registry: r,
         }
     }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod otel;
 pub mod persist;
 pub mod probes;
+pub mod relay;
 pub mod security;
 mod spend;
 pub mod tls;
@@ -257,11 +258,7 @@ impl Shared {
             self.metrics.refresh(&core.engine, now_ms());
         }
         self.metrics.cache.refresh(&self.cache_stats());
-        let text = self.metrics.encode();
-        match (&self.cluster, text.rfind("# EOF")) {
-            (Some(c), Some(at)) => format!("{}{}{}", &text[..at], c.metrics_lines(), &text[at..]),
-            _ => text,
-        }
+        self.metrics.encode()
     }
 
     /// A Feedback's durability and its budget alerts: in `sync` mode waits until its writes are
@@ -552,58 +549,10 @@ impl RouteService {
             self.shared.durable().await?;
             return Ok(Response::new(answer));
         }
-        if let Some(c) = &self.shared.cluster {
-            crate::cluster::glue::adopt(&self.shared, c, &input.decision_id).await;
-        }
-        let result = self.shared.with_engine(|engine, _| {
-            if let Some(p) = &caller {
-                security::check_feedback_tenant(p, engine, &input.decision_id)?;
-            }
-            if let Some(alerts) = engine.retired_feedback(&input, now_ms()) {
-                return Ok(Err(alerts));
-            }
-            engine.feedback(&input, now_ms()).map(Ok).map_err(status)
-        });
-        let mut result = match result? {
-            Ok(r) => r,
-            Err(alerts) => {
-                // The model was removed by a reload since the decision: accepted, nothing learned.
-                self.shared.settle(alerts).await?;
-                return Ok(Response::new(proto::FeedbackResponse {
-                    accepted: true,
-                    duplicate: false,
-                    arm: None,
-                    late: false,
-                }));
-            }
-        };
-        if let Some(c) = &self.shared.cluster {
-            // Alerts fire once across replicas: the shared ledger's, not this replica's copy.
-            let (alerts, counted_elsewhere) =
-                crate::cluster::glue::settle(&self.shared, c, &input.decision_id, &result).await;
-            result.alerts = alerts;
-            result.duplicate |= counted_elsewhere;
-        }
-        self.shared.settle(result.alerts.clone()).await?;
-        otel::record_arm(&result.arm.task_class, &result.arm.model);
-        self.shared.metrics.feedback(
-            &result.arm.task_class,
-            &result.arm.model,
-            result.duplicate,
-            &result.counted,
-        );
-        if let Some(key) = &result.budget_key {
-            self.shared
-                .metrics
-                .budget_settled(key, result.overrun_usd, result.late);
-        }
-        self.shared.cache_feedback(&input, &result, response);
-        Ok(Response::new(proto::FeedbackResponse {
-            accepted: true,
-            duplicate: result.duplicate,
-            late: result.late,
-            arm: Some(result.arm.into()),
-        }))
+        self.shared
+            .feedback(caller.as_ref(), &input, response)
+            .await
+            .map(Response::new)
     }
 
     async fn report_health_impl(
@@ -803,7 +752,21 @@ pub async fn serve_with(
             crate::cluster::Cluster::new(cfg).map_err(|e| ServeError::Cluster(e.to_string()))?;
         info!(replica = %c.config.replica_id, "cluster mode: sharing state through redis");
         shared.lock().engine.share_spend();
-        shared.cluster = Some(Arc::new(c));
+        let c = Arc::new(c);
+        shared.metrics.cluster.attach(Arc::clone(&c));
+        if let Some(store) = &shared.store {
+            let restored = c
+                .outbox
+                .attach(Arc::clone(store), shared.sync)
+                .map_err(ServeError::Store)?;
+            if restored > 0 {
+                info!(
+                    restored,
+                    "deferred feedback restored from the data dir's outbox"
+                );
+            }
+        }
+        shared.cluster = Some(c);
     }
     let shared = Arc::new(shared);
     let cluster_task = shared.cluster.as_ref().map(|c| {

@@ -17,6 +17,7 @@ mod backup;
 mod cache_tree;
 mod legacy;
 pub mod manifest;
+mod outbox;
 pub mod records;
 mod recover;
 mod spend;

@@ -212,16 +212,18 @@ class FeedbackRequest(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., quality: _Optional[float] = ..., tags: _Optional[_Mapping[str, str]] = ..., shadow: bool = ..., response: _Optional[str] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
-    __slots__ = ("accepted", "duplicate", "arm", "late")
+    __slots__ = ("accepted", "duplicate", "arm", "late", "deferred")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     LATE_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     duplicate: bool
     arm: ArmStats
     late: bool
-    def __init__(self, accepted: bool = ..., duplicate: bool = ..., arm: _Optional[_Union[ArmStats, _Mapping]] = ..., late: bool = ...) -> None: ...
+    deferred: bool
+    def __init__(self, accepted: bool = ..., duplicate: bool = ..., arm: _Optional[_Union[ArmStats, _Mapping]] = ..., late: bool = ..., deferred: bool = ...) -> None: ...
 
 class ReportHealthRequest(_message.Message):
     __slots__ = ("model", "provider", "state", "ttl_seconds", "reason")

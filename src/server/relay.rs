@@ -1,0 +1,292 @@
+//! Feedback's path, and in cluster mode its relay through Redis.
+//!
+//! In cluster mode a Feedback, before the engine sees it: takes the decision as Redis has it
+//! (made on any replica); claims the facts it reports for the first time
+//! (`crate::cluster::claims`), so the same Feedback at two replicas at once is learned once and
+//! the loser answers it as a duplicate; and when its decision cannot be found because Redis is
+//! unreachable, is accepted into the replica's outbox and acknowledged as deferred
+//! (`crate::cluster::outbox`), to be applied by [`replay_outbox`] when Redis answers again.
+//! Feedbacks for one decision are handled one at a time on a replica (from the claim to the
+//! settlement), so a claim lost to a Feedback on the same replica is never marked on the copy
+//! the winner is about to apply.
+
+use std::sync::Arc;
+
+use tonic::Status;
+
+use super::*;
+use crate::auth::{Role, Tenant};
+use crate::cluster::outbox::{DeferredFeedback, Sender, UNKNOWN_GRACE_HEARTBEATS};
+use crate::cluster::Cluster;
+use crate::engine::{Fact, PendingDecision};
+
+impl Shared {
+    /// A Feedback not answered from the response cache: the cluster's steps (when in cluster
+    /// mode), then the engine, the shared settlement, durability and metrics.
+    pub(super) async fn feedback(
+        self: &Arc<Self>,
+        caller: Option<&Principal>,
+        input: &FeedbackInput,
+        response: String,
+    ) -> Result<proto::FeedbackResponse, Status> {
+        let Some(c) = &self.cluster else {
+            return self.apply_feedback(caller, input, response).await;
+        };
+        let _one_at_a_time = c.feedback_locks.lock(&input.decision_id).await;
+        if let Some(deferred) = prepare(self, c, caller, input).await? {
+            return Ok(deferred);
+        }
+        let won = claim(self, c, input).await;
+        let answer = self.apply_feedback(caller, input, response).await;
+        finish(c, input, &won, answer.is_ok()).await;
+        answer
+    }
+
+    /// The engine's Feedback, then (cluster mode) the shared settlement, then durability,
+    /// alerts and metrics.
+    async fn apply_feedback(
+        self: &Arc<Self>,
+        caller: Option<&Principal>,
+        input: &FeedbackInput,
+        response: String,
+    ) -> Result<proto::FeedbackResponse, Status> {
+        let result = self.with_engine(|engine, _| {
+            if let Some(p) = caller {
+                security::check_feedback_tenant(p, engine, &input.decision_id)?;
+            }
+            if let Some(alerts) = engine.retired_feedback(input, now_ms()) {
+                return Ok(Err(alerts));
+            }
+            engine.feedback(input, now_ms()).map(Ok).map_err(status)
+        });
+        let mut result = match result? {
+            Ok(r) => r,
+            Err(alerts) => {
+                // The model was removed by a reload since the decision: accepted, nothing learned.
+                self.settle(alerts).await?;
+                return Ok(proto::FeedbackResponse {
+                    accepted: true,
+                    ..Default::default()
+                });
+            }
+        };
+        if let Some(c) = &self.cluster {
+            // Alerts fire once across replicas: the shared ledger's, not this replica's copy.
+            let (alerts, counted_elsewhere) =
+                crate::cluster::glue::settle(self, c, &input.decision_id, &result).await;
+            result.alerts = alerts;
+            result.duplicate |= counted_elsewhere;
+        }
+        self.settle(result.alerts.clone()).await?;
+        otel::record_arm(&result.arm.task_class, &result.arm.model);
+        self.metrics.feedback(
+            &result.arm.task_class,
+            &result.arm.model,
+            result.duplicate,
+            &result.counted,
+        );
+        if let Some(key) = &result.budget_key {
+            self.metrics
+                .budget_settled(key, result.overrun_usd, result.late);
+        }
+        self.cache_feedback(input, &result, response);
+        Ok(proto::FeedbackResponse {
+            accepted: true,
+            duplicate: result.duplicate,
+            late: result.late,
+            arm: Some(result.arm.into()),
+            deferred: false,
+        })
+    }
+}
+
+/// Takes the decision as Redis has it; returns the deferred answer when it cannot be found
+/// because Redis is unreachable (and the Feedback was accepted into the outbox).
+async fn prepare(
+    shared: &Shared,
+    c: &Cluster,
+    caller: Option<&Principal>,
+    input: &FeedbackInput,
+) -> Result<Option<proto::FeedbackResponse>, Status> {
+    if input.decision_id.is_empty() {
+        return Ok(None);
+    }
+    let known = shared.with_engine(|e, _| e.pending(&input.decision_id).is_some());
+    if !c.is_up() && known {
+        // Decided here: applied on this replica's state, its settlement queued for Redis.
+        return Ok(None);
+    }
+    match c.fetch_pending(&input.decision_id).await {
+        Ok(Some(json)) => {
+            adopt(shared, &input.decision_id, &json);
+            Ok(None)
+        }
+        Ok(None) => Ok(None),
+        Err(_) if known => Ok(None),
+        Err(e) => {
+            shared
+                .with_engine(|engine, _| engine.check_deferrable(input))
+                .map_err(status)?;
+            let sender = caller.map(|p| Sender {
+                key_name: p.key_name.clone(),
+                tenant: p
+                    .tenant
+                    .as_ref()
+                    .map(|t| (t.name.clone(), t.budget_key.clone())),
+            });
+            let d = c
+                .outbox
+                .accept(input.clone(), sender, now_ms())
+                .await
+                .map_err(|se| {
+                    Status::unavailable(format!(
+                        "the shared store is unreachable ({e}) and this replica could not keep \
+                         the feedback for later ({se}); retry"
+                    ))
+                })?;
+            c.feedback_counters
+                .deferred_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(decision_id = %input.decision_id, seq = d.seq, "feedback deferred: its decision is not known here and redis is unreachable");
+            Ok(Some(proto::FeedbackResponse {
+                accepted: true,
+                deferred: true,
+                ..Default::default()
+            }))
+        }
+    }
+}
+
+/// Replaces this replica's copy of a decision by Redis's (made on any replica, with the facts
+/// already reported anywhere).
+fn adopt(shared: &Shared, decision_id: &str, json: &str) {
+    match serde_json::from_str::<PendingDecision>(json) {
+        Ok(p) => {
+            shared.with_engine(|e, _| e.adopt_pending(p, now_ms()));
+        }
+        Err(e) => tracing::warn!(error = %e, decision_id, "unreadable shared decision"),
+    }
+}
+
+/// Claims the facts `input` reports for the first time; those claimed first elsewhere are
+/// marked as reported, so the engine answers them as duplicates. Returns the facts won. While
+/// Redis is unreachable nothing is claimed (the decision was made here: see
+/// `crate::cluster::claims` for the limit).
+async fn claim(shared: &Shared, c: &Cluster, input: &FeedbackInput) -> Vec<Fact> {
+    if !c.is_up() {
+        return Vec::new();
+    }
+    let now = now_ms();
+    let (facts, keep_until) = shared.with_engine(|e, _| {
+        let until = e
+            .pending(&input.decision_id)
+            .map_or(now, |p| p.decision.expires_ms)
+            + e.config().limits.tombstones().ttl_ms;
+        (e.feedback_facts(input, now), until)
+    });
+    match c.claim(&input.decision_id, &facts, keep_until).await {
+        Ok(claimed) => {
+            if !claimed.lost.is_empty() {
+                tracing::debug!(decision_id = %input.decision_id, lost = ?claimed.lost, "feedback facts claimed first elsewhere");
+                shared.with_engine(|e, _| e.mark_claimed(&input.decision_id, &claimed.lost));
+            }
+            claimed.won
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "claim: redis unreachable, applied on local state");
+            Vec::new()
+        }
+    }
+}
+
+/// Marks the facts won done once the Feedback's effect is in Redis, or releases them when the
+/// engine refused it. A failure leaves them pending: another replica takes them over once this
+/// one is no longer live.
+async fn finish(c: &Cluster, input: &FeedbackInput, won: &[Fact], applied: bool) {
+    if let Err(e) = c.finish_claims(&input.decision_id, won, applied).await {
+        tracing::debug!(error = %e, "feedback claims left pending: redis unreachable");
+    }
+}
+
+fn principal(s: &Sender) -> Principal {
+    Principal {
+        key_name: s.key_name.clone(),
+        role: Role::Client,
+        tenant: s.tenant.as_ref().map(|(name, budget_key)| Tenant {
+            name: name.clone(),
+            budget_key: budget_key.clone(),
+            task_classes: None,
+        }),
+    }
+}
+
+/// Applies the outbox in order while Redis answers (called by the cluster's background task).
+/// Stops at the first entry Redis cannot be asked about; keeps an entry whose decision is not in
+/// Redis yet until [`UNKNOWN_GRACE_HEARTBEATS`] heartbeats after Redis answered again.
+pub async fn replay_outbox(shared: &Arc<Shared>, c: &Cluster, back_for_ms: u64) {
+    let grace_ms = UNKNOWN_GRACE_HEARTBEATS * c.config.heartbeat_ms;
+    for d in c.outbox.entries() {
+        match replay_one(shared, c, &d, back_for_ms >= grace_ms).await {
+            Replayed::Applied => {
+                c.outbox.remove(d.seq);
+                c.feedback_counters
+                    .deferred_applied
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(decision_id = %d.input.decision_id, seq = d.seq, "deferred feedback applied");
+            }
+            Replayed::Dropped(why) => {
+                c.outbox.remove(d.seq);
+                c.feedback_counters
+                    .deferred_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(decision_id = %d.input.decision_id, seq = d.seq, received_ms = d.received_ms, reason = %why, "deferred feedback dropped (it had been acknowledged as deferred)");
+            }
+            Replayed::Later => {}
+            Replayed::Unreachable => return,
+        }
+    }
+}
+
+enum Replayed {
+    Applied,
+    Dropped(String),
+    /// Its decision is not in Redis yet.
+    Later,
+    Unreachable,
+}
+
+async fn replay_one(
+    shared: &Arc<Shared>,
+    c: &Cluster,
+    d: &DeferredFeedback,
+    give_up: bool,
+) -> Replayed {
+    let input = &d.input;
+    let _one_at_a_time = c.feedback_locks.lock(&input.decision_id).await;
+    match c.fetch_pending(&input.decision_id).await {
+        Err(_) => return Replayed::Unreachable,
+        Ok(Some(json)) => adopt(shared, &input.decision_id, &json),
+        Ok(None) if shared.with_engine(|e, _| e.pending(&input.decision_id).is_none()) => {
+            return if give_up {
+                Replayed::Dropped(format!(
+                    "decision {:?} is not known in redis {} heartbeats after redis answered again",
+                    input.decision_id, UNKNOWN_GRACE_HEARTBEATS
+                ))
+            } else {
+                Replayed::Later
+            };
+        }
+        Ok(None) => {}
+    }
+    let won = claim(shared, c, input).await;
+    let caller = d.sender.as_ref().map(principal);
+    let answer = shared
+        .apply_feedback(caller.as_ref(), input, String::new())
+        .await;
+    finish(c, input, &won, answer.is_ok()).await;
+    match answer {
+        Ok(_) => Replayed::Applied,
+        Err(s) if s.code() == tonic::Code::Unavailable => Replayed::Unreachable,
+        Err(s) => Replayed::Dropped(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
