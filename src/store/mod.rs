@@ -430,14 +430,14 @@ impl Store {
                 Ok(())
             };
             let pending = changes.pending.iter().filter_map(|(id, p)| match p {
-                Some(p) => Some(p.clone()),
+                Some(p) => Some(p.expand()),
                 None => {
                     removed.push(id.clone());
                     None
                 }
             });
             let logged = changes.events.iter().filter_map(|l| match l {
-                Logged::Decision(p) => Some(p.clone()),
+                Logged::Decision(p) => Some(p.expand()),
                 Logged::Event(_) => None,
             });
             // A decision's logged snapshot is older than its pending change of the same cycle
