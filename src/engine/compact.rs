@@ -1,11 +1,12 @@
 //! The in-memory form of a pending decision: up to `limits.max_pending` (100 000 by default) are
 //! held at once, so their size is most of the service's memory. A [`PendingDecision`] holds about
 //! twenty owned strings, its id three times over (map key, creation order, decision); measured at
-//! ~1.7 KB each. Here the names a decision repeats from the config (task class, models,
-//! providers, policy, budget key, tenant) are shared [`Arc<str>`]s taken from a table, the lists
-//! of eligible models and of fallbacks are shared too (a class offers the same few lists again and
-//! again), the id is a fixed-size [`DecisionKey`], and what most decisions never have (tags, a
-//! shadow call, a cache hit, reported outcomes) sits behind one optional box.
+//! ~2 KB each (2028 resident bytes in `pending_tests.rs`'s measurement). Here what a decision
+//! repeats from the config and from other decisions (task class, model, provider, policy, budget
+//! key, tenant, the eligible models, the fallbacks) is one shared [`Shape`] taken from a table (a
+//! class's traffic has a handful of shapes), the id is a fixed-size [`DecisionKey`], and what most
+//! decisions never have (tags, a shadow call, a cache hit, reported outcomes) sits behind one
+//! optional box.
 //!
 //! The full [`PendingDecision`] (and the wire id string) is produced at the edge, by
 //! [`CompactPending::expand`]: Route returns the decision it built, Feedback and the store
@@ -60,12 +61,27 @@ impl fmt::Display for DecisionKey {
 /// guards against ids adopted from elsewhere naming ever new things.
 const MAX_SHARED: usize = 4096;
 
-/// The shared names and lists. Entries are never removed (they are bounded by [`MAX_SHARED`]).
+/// The shared names, lists and shapes. Entries are never removed (they are bounded by
+/// [`MAX_SHARED`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Names {
     names: HashSet<Arc<str>>,
     lists: HashSet<Arc<[Arc<str>]>>,
     refs: HashSet<Arc<[(Arc<str>, Arc<str>)]>>,
+    shapes: HashSet<Arc<Shape>>,
+}
+
+/// What a decision has in common with many others.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape {
+    task_class: Arc<str>,
+    model: Arc<str>,
+    provider: Arc<str>,
+    policy: Arc<str>,
+    budget_key: Option<Arc<str>>,
+    tenant: Option<Arc<str>>,
+    fallbacks: Arc<[(Arc<str>, Arc<str>)]>,
+    eligible: Arc<[Arc<str>]>,
 }
 
 impl Names {
@@ -91,6 +107,19 @@ impl Names {
             .map(|m| (self.name(&m.model), self.name(&m.provider)))
             .collect();
         share(&mut self.refs, v)
+    }
+}
+
+impl Names {
+    fn shape(&mut self, s: Shape) -> Arc<Shape> {
+        if let Some(a) = self.shapes.get(&s) {
+            return Arc::clone(a);
+        }
+        let a = Arc::new(s);
+        if self.shapes.len() < MAX_SHARED {
+            self.shapes.insert(Arc::clone(&a));
+        }
+        a
     }
 }
 
@@ -131,14 +160,7 @@ impl Extra {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactPending {
     key: DecisionKey,
-    task_class: Arc<str>,
-    model: Arc<str>,
-    provider: Arc<str>,
-    policy: Arc<str>,
-    budget_key: Option<Arc<str>>,
-    tenant: Option<Arc<str>>,
-    fallbacks: Arc<[(Arc<str>, Arc<str>)]>,
-    eligible: Arc<[Arc<str>]>,
+    shape: Arc<Shape>,
     request_id: Option<Box<str>>,
     propensity: f64,
     expected: Expected,
@@ -193,8 +215,7 @@ impl CompactPending {
             qualities: names_of(qualities, names),
             sides,
         };
-        CompactPending {
-            key: DecisionKey::of(&d.id),
+        let shape = Shape {
             task_class: names.name(&d.task_class),
             model: names.name(&d.model),
             provider: names.name(&d.provider),
@@ -203,6 +224,11 @@ impl CompactPending {
             tenant: tenant.as_deref().map(|s| names.name(s)),
             fallbacks: names.refs(&d.fallbacks),
             eligible: names.list(&d.eligible),
+        };
+        let shape = names.shape(shape);
+        CompactPending {
+            key: DecisionKey::of(&d.id),
+            shape,
             request_id: request_id.map(String::into_boxed_str),
             propensity: d.propensity,
             expected: d.expected,
@@ -226,7 +252,7 @@ impl CompactPending {
             outcomes: list(|x| &x.outcomes),
             failed: list(|x| &x.failed),
             qualities: list(|x| &x.qualities),
-            tenant: self.tenant.as_ref().map(text),
+            tenant: self.shape.tenant.as_ref().map(text),
             sides: x.map(|x| x.sides).unwrap_or_default(),
         }
     }
@@ -234,24 +260,25 @@ impl CompactPending {
     /// The decision alone (for its event-log record).
     pub fn decision(&self) -> Decision {
         let x = self.extra.as_deref();
+        let s = &*self.shape;
         let model_ref = |(m, p): &(Arc<str>, Arc<str>)| ModelRef {
             model: text(m),
             provider: text(p),
         };
         Decision {
             id: self.key.to_string(),
-            task_class: text(&self.task_class),
-            model: text(&self.model),
-            provider: text(&self.provider),
-            fallbacks: self.fallbacks.iter().map(model_ref).collect(),
+            task_class: text(&s.task_class),
+            model: text(&s.model),
+            provider: text(&s.provider),
+            fallbacks: s.fallbacks.iter().map(model_ref).collect(),
             propensity: self.propensity,
             expected: self.expected,
             reason: self.reason,
-            policy: text(&self.policy),
-            eligible: texts(&self.eligible),
+            policy: text(&s.policy),
+            eligible: texts(&s.eligible),
             created_ms: self.created_ms,
             expires_ms: self.expires_ms,
-            budget_key: self.budget_key.as_ref().map(text),
+            budget_key: s.budget_key.as_ref().map(text),
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             replayed: x.is_some_and(|x| x.replayed),
@@ -282,11 +309,11 @@ impl CompactPending {
     }
 
     pub fn task_class(&self) -> &str {
-        &self.task_class
+        &self.shape.task_class
     }
 
     pub fn model(&self) -> &str {
-        &self.model
+        &self.shape.model
     }
 
     pub fn reason(&self) -> Reason {
@@ -294,7 +321,7 @@ impl CompactPending {
     }
 
     pub fn budget_key(&self) -> Option<&str> {
-        self.budget_key.as_deref()
+        self.shape.budget_key.as_deref()
     }
 
     pub fn request_id(&self) -> Option<&str> {
@@ -302,7 +329,7 @@ impl CompactPending {
     }
 
     pub fn tenant(&self) -> Option<&str> {
-        self.tenant.as_deref()
+        self.shape.tenant.as_deref()
     }
 
     /// The stored response that answered the decision (reason `cache_hit`).
@@ -320,7 +347,8 @@ impl CompactPending {
 
     /// The chosen model, then its fallbacks.
     pub fn offered(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(&*self.model).chain(self.fallbacks.iter().map(|(m, _)| &**m))
+        let s = &*self.shape;
+        std::iter::once(&*s.model).chain(s.fallbacks.iter().map(|(m, _)| &**m))
     }
 
     /// Models whose outcome was reported.
@@ -336,15 +364,13 @@ impl CompactPending {
     /// Whether `self` and `other` hold the same shared names and lists (not copies).
     #[cfg(test)]
     pub(super) fn shares_names_with(&self, other: &CompactPending) -> bool {
-        Arc::ptr_eq(&self.task_class, &other.task_class)
-            && Arc::ptr_eq(&self.model, &other.model)
-            && Arc::ptr_eq(&self.policy, &other.policy)
-            && Arc::ptr_eq(&self.fallbacks, &other.fallbacks)
-            && Arc::ptr_eq(&self.eligible, &other.eligible)
+        Arc::ptr_eq(&self.shape, &other.shape)
     }
 
     pub(super) fn set_tenant(&mut self, tenant: Option<&str>, names: &mut Names) {
-        self.tenant = tenant.map(|t| names.name(t));
+        let mut shape = Shape::clone(&self.shape);
+        shape.tenant = tenant.map(|t| names.name(t));
+        self.shape = names.shape(shape);
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
