@@ -61,13 +61,16 @@ impl fmt::Display for DecisionKey {
 /// guards against ids adopted from elsewhere naming ever new things.
 const MAX_SHARED: usize = 4096;
 
+/// A shared list of (model, provider).
+type Refs = Arc<[(Arc<str>, Arc<str>)]>;
+
 /// The shared names, lists and shapes. Entries are never removed (they are bounded by
 /// [`MAX_SHARED`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Names {
     names: HashSet<Arc<str>>,
     lists: HashSet<Arc<[Arc<str>]>>,
-    refs: HashSet<Arc<[(Arc<str>, Arc<str>)]>>,
+    refs: HashSet<Refs>,
     shapes: HashSet<Arc<Shape>>,
 }
 
@@ -80,7 +83,7 @@ struct Shape {
     policy: Arc<str>,
     budget_key: Option<Arc<str>>,
     tenant: Option<Arc<str>>,
-    fallbacks: Arc<[(Arc<str>, Arc<str>)]>,
+    fallbacks: Refs,
     eligible: Arc<[Arc<str>]>,
 }
 
@@ -101,7 +104,7 @@ impl Names {
         share(&mut self.lists, v)
     }
 
-    fn refs(&mut self, xs: &[ModelRef]) -> Arc<[(Arc<str>, Arc<str>)]> {
+    fn refs(&mut self, xs: &[ModelRef]) -> Refs {
         let v: Vec<(Arc<str>, Arc<str>)> = xs
             .iter()
             .map(|m| (self.name(&m.model), self.name(&m.provider)))

@@ -41,9 +41,12 @@ fn pending_memory_per_decision() {
     let after = rss_bytes().unwrap_or(0);
     assert_eq!(e.pending_len(), n as usize);
     println!(
-        "pending decisions: {n}, resident growth {} bytes, {} bytes per decision",
+        "pending decisions: {n}, resident growth {} bytes, {} bytes per decision (inline: \
+         PendingDecision {} bytes, CompactPending {} bytes)",
         after.saturating_sub(before),
-        after.saturating_sub(before) / n
+        after.saturating_sub(before) / n,
+        std::mem::size_of::<PendingDecision>(),
+        std::mem::size_of::<CompactPending>(),
     );
 }
 
