@@ -133,8 +133,8 @@ pub async fn serve(
     let (settled, json) = shared.with_engine(|e, _| {
         let d = e.serve_capped(plan, served, propensity, now_ms());
         let json = e
-            .pending_shared(&decision.id)
-            .and_then(|p| serde_json::to_string(&*p).ok());
+            .pending(&decision.id)
+            .and_then(|p| serde_json::to_string(&p).ok());
         (d, json)
     });
     let Some(settled) = settled else {

@@ -38,8 +38,8 @@ pub async fn route(
 ) -> Result<Decision, Status> {
     let now = now_ms();
     let (json, budget, request_id, tomb_ms, plan) = shared.with_engine(|e, _| {
-        let p = e.pending_shared(&decision.id);
-        let json = p.as_ref().and_then(|p| serde_json::to_string(&**p).ok());
+        let p = e.pending(&decision.id);
+        let json = p.as_ref().and_then(|p| serde_json::to_string(p).ok());
         let request_id = p.and_then(|p| p.request_id.clone());
         let plan = e.take_cap_plan(&decision.id);
         let amount = match &plan {
@@ -150,8 +150,8 @@ pub async fn settle(
 ) -> (Vec<BudgetAlert>, bool) {
     let now = now_ms();
     let (json, budget) = shared.with_engine(|e, _| {
-        let p = e.pending_shared(decision_id);
-        let json = p.as_ref().and_then(|p| serde_json::to_string(&**p).ok());
+        let p = e.pending(decision_id);
+        let json = p.as_ref().and_then(|p| serde_json::to_string(p).ok());
         let created = p.map_or(now, |p| p.decision.created_ms);
         let budget = match (&result.budget_key, result.settled_usd) {
             (Some(k), Some(amount)) => e

@@ -96,11 +96,11 @@ impl Engine {
         input: &FeedbackInput,
         now_ms: u64,
     ) -> Option<Result<HitFeedback, EngineError>> {
-        let pending =
-            self.pending.by_id.get(&input.decision_id).filter(|p| {
-                p.decision.expires_ms > now_ms && p.decision.reason == Reason::CacheHit
-            })?;
-        let model = &pending.decision.model;
+        let pending = self
+            .pending
+            .live(&input.decision_id, now_ms)
+            .filter(|p| p.reason() == Reason::CacheHit)?;
+        let model = pending.model();
         if !input.model.is_empty() && input.model != *model {
             return Some(Err(invalid(
                 "model",
@@ -125,19 +125,19 @@ impl Engine {
                 )));
             }
         }
-        let outcome_new = input.outcome.is_some() && !pending.outcomes.contains(model);
-        let quality_new = input.quality.is_some() && !pending.qualities.contains(model);
-        let model = model.clone();
-        if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
-            let p = Arc::make_mut(p);
+        let outcome_new =
+            input.outcome.is_some() && !pending.outcomes().iter().any(|m| **m == *model);
+        let quality_new =
+            input.quality.is_some() && !pending.qualities().iter().any(|m| **m == *model);
+        let model = model.to_string();
+        self.pending.change(&input.decision_id, |p, names| {
             if outcome_new {
-                p.outcomes.push(model.clone());
+                p.mark_outcome(&model, false, names);
             }
             if quality_new {
-                p.qualities.push(model);
+                p.mark_quality(&model, names);
             }
-            self.pending.dirty.insert(input.decision_id.clone());
-        }
+        });
         Some(Ok(HitFeedback {
             duplicate: !(outcome_new || quality_new),
             quality: input.quality.filter(|_| quality_new),

@@ -28,7 +28,6 @@
 //! persisted (a plan left behind by a failed call is dropped after [`PLAN_TTL_MS`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use crate::budget::{BudgetConfig, Ledger, OnCap};
 use crate::policy::floor;
@@ -301,8 +300,7 @@ impl Engine {
         propensity: f64,
         now_ms: u64,
     ) -> Option<Decision> {
-        let current = self.pending.by_id.get(&plan.decision_id)?;
-        let mut p = (**current).clone();
+        let mut p = self.pending.full(&plan.decision_id)?;
         let d = &mut p.decision;
         d.propensity = propensity;
         let before = plan.served_first();
@@ -339,12 +337,11 @@ impl Engine {
             }
         }
         let decision = p.decision.clone();
-        let p = Arc::new(p);
         self.pending
-            .by_id
-            .insert(plan.decision_id.clone(), Arc::clone(&p));
-        self.pending.dirty.insert(plan.decision_id.clone());
-        self.log(|| Logged::Decision(p));
+            .change_full(&plan.decision_id, |full| *full = p)?;
+        if let Some(p) = self.pending.get(&plan.decision_id).cloned() {
+            self.log(|| Logged::Decision(p));
+        }
         Some(decision)
     }
 }

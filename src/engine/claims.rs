@@ -9,8 +9,6 @@
 //! ([`Engine::mark_claimed`]), so the engine answers them as it answers a repeated Feedback on one
 //! node: a duplicate, not applied again. Pure: no I/O, no clock.
 
-use std::sync::Arc;
-
 use crate::policy::Outcome;
 
 use super::*;
@@ -64,36 +62,33 @@ impl Engine {
     /// Marks facts another replica claimed first as already reported on the pending decision
     /// `decision_id` (a no-op for a decision not pending here).
     pub fn mark_claimed(&mut self, decision_id: &str, taken: &[Fact]) {
-        let Some(p) = self.pending.by_id.get_mut(decision_id) else {
-            return;
-        };
-        let p = Arc::make_mut(p);
-        for f in taken {
-            let Some((kind, model)) = f.field.split_once('|') else {
-                continue;
-            };
-            let model = model.to_string();
-            match kind {
-                "o" => {
-                    if !p.outcomes.contains(&model) {
-                        p.outcomes.push(model.clone());
+        self.pending.change_full(decision_id, |p| {
+            for f in taken {
+                let Some((kind, model)) = f.field.split_once('|') else {
+                    continue;
+                };
+                let model = model.to_string();
+                match kind {
+                    "o" => {
+                        if !p.outcomes.contains(&model) {
+                            p.outcomes.push(model.clone());
+                        }
+                        let failed = outcome_of(&f.value).is_some_and(|o| !o.is_success());
+                        if failed && !p.failed.contains(&model) {
+                            p.failed.push(model);
+                        }
                     }
-                    let failed = outcome_of(&f.value).is_some_and(|o| !o.is_success());
-                    if failed && !p.failed.contains(&model) {
-                        p.failed.push(model);
+                    "q" if !p.qualities.contains(&model) => p.qualities.push(model),
+                    "so" if p.sides.shadow.outcome.is_none() => {
+                        p.sides.shadow.outcome = outcome_of(&f.value);
                     }
+                    "sq" if p.sides.shadow.quality.is_none() => {
+                        p.sides.shadow.quality = f.value.parse::<f64>().ok();
+                    }
+                    _ => {}
                 }
-                "q" if !p.qualities.contains(&model) => p.qualities.push(model),
-                "so" if p.sides.shadow.outcome.is_none() => {
-                    p.sides.shadow.outcome = outcome_of(&f.value);
-                }
-                "sq" if p.sides.shadow.quality.is_none() => {
-                    p.sides.shadow.quality = f.value.parse::<f64>().ok();
-                }
-                _ => {}
             }
-        }
-        self.pending.dirty.insert(decision_id.to_string());
+        });
     }
 
     /// The checks a Feedback can pass without its decision (cluster mode, Redis unreachable: the

@@ -3,8 +3,6 @@
 //! decision whose shared budget reservation was refused. Pure like the rest of the engine: the
 //! caller passes the time and does the I/O.
 
-use std::sync::Arc;
-
 use crate::policy::merge::Evidence;
 
 use super::*;
@@ -68,12 +66,6 @@ impl Engine {
         {
             return false;
         }
-        let id = p.decision.id.clone();
-        if let Some(slot) = self.pending.by_id.get_mut(&id) {
-            *slot = Arc::new(p);
-            self.pending.dirty.insert(id);
-            return true;
-        }
         let max = self.config.limits.max_pending;
         let evicted = self.pending.insert(p, max);
         self.bury(&evicted, now_ms);
@@ -83,16 +75,10 @@ impl Engine {
     /// Drops a decision just made whose shared budget reservation was refused: its local
     /// reservation is released and its pending record forgotten, as if it had not been made.
     pub fn withdraw(&mut self, decision_id: &str, now_ms: u64) {
-        let Some(p) = self.pending.by_id.remove(decision_id) else {
+        let Some(p) = self.pending.remove(decision_id) else {
             return;
         };
-        self.pending.dirty.insert(decision_id.to_string());
-        if let Some(r) = &p.request_id {
-            if self.pending.by_request.get(r).map(String::as_str) == Some(decision_id) {
-                self.pending.by_request.remove(r);
-            }
-        }
-        if let Some(key) = &p.decision.budget_key {
+        if let Some(key) = p.budget_key() {
             if let (Some(l), Some(b)) = (self.ledgers.get_mut(key), self.config.budgets.get(key)) {
                 l.release(b, decision_id, now_ms);
             }

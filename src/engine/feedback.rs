@@ -43,11 +43,7 @@ impl Engine {
         input: &FeedbackInput,
         now_ms: u64,
     ) -> Result<FeedbackResult, EngineError> {
-        let live = self
-            .pending
-            .by_id
-            .get(&input.decision_id)
-            .is_some_and(|p| p.decision.expires_ms > now_ms);
+        let live = self.pending.live(&input.decision_id, now_ms).is_some();
         if !live && !input.decision_id.is_empty() {
             check_id("decision_id", &input.decision_id)?;
             crate::spend::tags::check(&input.tags).map_err(|e| invalid("tags", e.0))?;
@@ -66,7 +62,7 @@ impl Engine {
         }
         let r = self.check_feedback(input, now_ms)?;
         self.dirty_classes.insert(r.class.name.clone());
-        self.pending.dirty.insert(input.decision_id.clone());
+        self.pending.mark(&input.decision_id);
         self.observe(input, &r, now_ms)?;
         self.account_objective(input, &r, now_ms);
         self.mark_pending(input, &r);
@@ -118,9 +114,8 @@ impl Engine {
         let ttl = self.config.limits.pending_ttl_secs;
         let pending = self
             .pending
-            .by_id
-            .get(&input.decision_id)
-            .filter(|p| p.decision.expires_ms > now_ms)
+            .live(&input.decision_id, now_ms)
+            .map(|p| p.expand())
             .ok_or_else(|| {
                 EngineError::NotFound(format!(
                     "decision_id {:?} is unknown or expired (decisions accept feedback for {ttl} s)",
@@ -388,21 +383,16 @@ impl Engine {
         if r.shadow {
             return; // kept in the pending record's sides (`record_sides`)
         }
-        if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
-            let p = Arc::make_mut(p);
-            if p.decision.tags != r.tags {
-                p.decision.tags = r.tags.clone();
-            }
+        self.pending.change(&input.decision_id, |p, names| {
+            p.set_tags(&r.tags);
             if r.outcome_new {
-                p.outcomes.push(r.model.id.clone());
-                if input.outcome.is_some_and(|o| !o.is_success()) {
-                    p.failed.push(r.model.id.clone());
-                }
+                let failed = input.outcome.is_some_and(|o| !o.is_success());
+                p.mark_outcome(&r.model.id, failed, names);
             }
             if r.quality_new {
-                p.qualities.push(r.model.id.clone());
+                p.mark_quality(&r.model.id, names);
             }
-        }
+        });
     }
 
     /// Budget hook: the first outcome of each model settles its spend, in its budget's ledger and

@@ -19,11 +19,14 @@ mod cache_hit;
 mod cap;
 mod claims;
 mod cluster;
+mod compact;
 mod error;
 mod experiment;
 mod feedback;
 mod gate;
 mod pending;
+#[cfg(test)]
+mod pending_tests;
 mod prompted;
 mod reason;
 mod reload;
@@ -56,6 +59,8 @@ pub use budgeting::*;
 pub use cache_hit::HitFeedback;
 pub use cap::{serve_map, CapPlan, Room, SharedBudget};
 pub use claims::Fact;
+use compact::Names;
+pub use compact::{CompactPending, DecisionKey, SharedPending};
 pub use error::*;
 pub use experiment::{stable_unit, ExperimentGroup};
 use gate::*;
@@ -134,7 +139,7 @@ pub fn target_key(target: f64) -> u32 {
 pub struct Changes {
     /// (task class, model, arm) of every arm of a changed class.
     pub arms: Vec<(String, String, Arm)>,
-    pub pending: Vec<(String, Option<Arc<PendingDecision>>)>,
+    pub pending: Vec<(String, Option<SharedPending>)>,
     pub breakers: Vec<(String, Breaker)>,
     pub ledgers: Vec<(String, Ledger)>,
     pub events: Vec<Logged>,
@@ -158,14 +163,14 @@ impl Changes {
 /// the larger part of the cost).
 #[derive(Debug, Clone)]
 pub enum Logged {
-    Decision(Arc<PendingDecision>),
+    Decision(SharedPending),
     Event(Event),
 }
 
 impl Logged {
     pub fn into_event(self) -> Event {
         match self {
-            Logged::Decision(p) => Event::Decision(Box::new(DecisionRecord::of(&p.decision))),
+            Logged::Decision(p) => Event::Decision(Box::new(DecisionRecord::of(&p.decision()))),
             Logged::Event(e) => e,
         }
     }
@@ -311,8 +316,7 @@ impl Engine {
         engine.expire(now_ms);
         // What was just read back is already persisted, except what expiry dropped; arms are
         // rewritten once (new arms of a changed config start at priors and must be persisted).
-        let pending = &mut engine.pending;
-        pending.dirty.retain(|id| !pending.by_id.contains_key(id));
+        engine.pending.keep_removals_only();
         (engine, warnings)
     }
 
@@ -325,7 +329,7 @@ impl Engine {
     pub fn take_changes(&mut self) -> Changes {
         let spend = self.spend.take_changes();
         if self.dirty_classes.is_empty()
-            && self.pending.dirty.is_empty()
+            && !self.pending.has_changes()
             && self.events.is_empty()
             && spend.is_empty()
         {
@@ -343,13 +347,7 @@ impl Engine {
         }
         Changes {
             arms,
-            pending: std::mem::take(&mut self.pending.dirty)
-                .into_iter()
-                .map(|id| {
-                    let p = self.pending.by_id.get(&id).cloned();
-                    (id, p)
-                })
-                .collect(),
+            pending: self.pending.take_changes(),
             breakers: self
                 .breakers
                 .iter()
@@ -380,7 +378,7 @@ impl Engine {
     /// Forgets what changed (nothing persists it), without copying it.
     pub fn discard_changes(&mut self) {
         self.dirty_classes.clear();
-        self.pending.dirty.clear();
+        self.pending.clear_changes();
         self.events.clear();
         self.spend.clear_changes();
     }
@@ -405,9 +403,9 @@ impl Engine {
         }
     }
 
-    /// Every pending decision (in no particular order).
-    pub fn pending_decisions(&self) -> impl Iterator<Item = &PendingDecision> {
-        self.pending.by_id.values().map(|p| &**p)
+    /// Every pending decision (in no particular order), expanded.
+    pub fn pending_decisions(&self) -> impl Iterator<Item = PendingDecision> + '_ {
+        self.pending.values().map(|p| p.expand())
     }
 
     /// Every model's breaker.
@@ -464,18 +462,17 @@ impl Engine {
 
     /// Number of decisions still accepting feedback.
     pub fn pending_len(&self) -> usize {
-        self.pending.by_id.len()
+        self.pending.len()
     }
 
-    /// A pending decision by id.
-    pub fn pending(&self, decision_id: &str) -> Option<&PendingDecision> {
-        self.pending.by_id.get(decision_id).map(|p| &**p)
+    /// A pending decision by id, expanded (see [`Engine::pending_compact`] for a cheap look).
+    pub fn pending(&self, decision_id: &str) -> Option<PendingDecision> {
+        self.pending.full(decision_id)
     }
 
-    /// A pending decision as a shared reference (the store's snapshot keeps it without copying;
-    /// a later change copies it on write).
-    pub fn pending_shared(&self, decision_id: &str) -> Option<Arc<PendingDecision>> {
-        self.pending.by_id.get(decision_id).cloned()
+    /// A pending decision by id, in the compact form the engine holds it in.
+    pub fn pending_compact(&self, decision_id: &str) -> Option<&CompactPending> {
+        self.pending.get(decision_id).map(|p| &**p)
     }
 
     /// The spend ledger of a budget key.
@@ -501,19 +498,17 @@ impl Engine {
 
     /// Releases the live reservations of budgeted decisions that expired or were evicted, keeping
     /// a tombstone of each so that a late Feedback still charges its spend.
-    pub(super) fn bury(&mut self, gone: &[Arc<PendingDecision>], now_ms: u64) {
+    pub(super) fn bury(&mut self, gone: &[SharedPending], now_ms: u64) {
         let limits = self.config.limits.tombstones();
         for p in gone {
-            let d = &p.decision;
-            let Some(key) = &d.budget_key else { continue };
+            let Some(key) = p.budget_key() else { continue };
             if let (Some(l), Some(b)) = (self.ledgers.get_mut(key), self.config.budgets.get(key)) {
-                let models = std::iter::once(d.model.clone())
-                    .chain(d.fallbacks.iter().map(|f| f.model.clone()))
-                    .collect();
-                l.bury(b, &d.id, &d.task_class, models, limits, now_ms);
-                l.set_tombstone_tenant(&d.id, p.tenant.clone());
-                l.set_tombstone_tags(&d.id, &d.tags);
-                l.release(b, &shadow_reservation_id(&d.id), now_ms);
+                let id = p.id();
+                let models = p.offered().map(str::to_string).collect();
+                l.bury(b, &id, p.task_class(), models, limits, now_ms);
+                l.set_tombstone_tenant(&id, p.tenant().map(str::to_string));
+                l.set_tombstone_tags(&id, &p.decision().tags);
+                l.release(b, &shadow_reservation_id(&id), now_ms);
             }
         }
     }

@@ -1,5 +1,7 @@
 //! Decisions still accepting feedback: bounded by TTL and count, indexed by request_id, with the
-//! set of ids changed since the store last took them.
+//! set of ids changed since the store last took them. Held in their compact form
+//! ([`CompactPending`], `compact.rs`): this map is most of the service's memory. In memory only;
+//! on restart the store reads the pending records back and they are inserted again.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -31,30 +33,34 @@ pub struct PendingDecision {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Pending {
     /// Shared so that the store's snapshot of a changed decision is a reference count, not a copy.
-    pub(super) by_id: HashMap<String, Arc<PendingDecision>>,
+    by_id: HashMap<DecisionKey, SharedPending>,
     /// Decision ids in creation order (so also expiry order: the TTL is the same for all).
-    pub(super) order: VecDeque<String>,
-    pub(super) by_request: HashMap<String, String>,
+    order: VecDeque<DecisionKey>,
+    by_request: HashMap<Box<str>, DecisionKey>,
     /// Ids inserted, changed or removed since the last [`Engine::take_changes`].
-    pub(super) dirty: BTreeSet<String>,
+    dirty: BTreeSet<DecisionKey>,
+    /// The names and lists the decisions share.
+    pub(super) names: Names,
 }
 
 impl Pending {
-    /// Inserts `p`; returns the budgeted decisions evicted to stay within `max` (their
-    /// reservations are to be buried).
-    pub(super) fn insert(&mut self, p: PendingDecision, max: usize) -> Vec<Arc<PendingDecision>> {
-        let id = p.decision.id.clone();
-        self.dirty.insert(id.clone());
-        if let Some(r) = &p.request_id {
-            self.by_request.insert(r.clone(), id.clone());
+    /// Inserts `p` (replacing a decision of the same id); returns the budgeted decisions evicted
+    /// to stay within `max` (their reservations are to be buried).
+    pub(super) fn insert(&mut self, p: PendingDecision, max: usize) -> Vec<SharedPending> {
+        let c = CompactPending::new(p, &mut self.names);
+        let key = c.key().clone();
+        self.dirty.insert(key.clone());
+        if let Some(r) = c.request_id() {
+            self.by_request.insert(r.into(), key.clone());
         }
-        self.by_id.insert(id.clone(), Arc::new(p));
-        self.order.push_back(id);
+        if self.by_id.insert(key.clone(), Arc::new(c)).is_none() {
+            self.order.push_back(key);
+        }
         let mut evicted = Vec::new();
         while self.by_id.len() > max {
             match self.pop_front() {
                 None => break,
-                Some(Some(p)) if p.decision.budget_key.is_some() => evicted.push(p),
+                Some(Some(p)) if p.budget_key().is_some() => evicted.push(p),
                 Some(_) => {}
             }
         }
@@ -62,37 +68,138 @@ impl Pending {
     }
 
     /// Removes the oldest id: `None` when empty, else the decision it named (if still held).
-    pub(super) fn pop_front(&mut self) -> Option<Option<Arc<PendingDecision>>> {
-        let id = self.order.pop_front()?;
-        self.dirty.insert(id.clone());
-        let p = self.by_id.remove(&id);
-        if let Some(r) = p.as_ref().and_then(|p| p.request_id.as_ref()) {
-            if self.by_request.get(r) == Some(&id) {
+    fn pop_front(&mut self) -> Option<Option<SharedPending>> {
+        let key = self.order.pop_front()?;
+        Some(self.forget(key))
+    }
+
+    /// Drops a decision from the map and the request index (its id stays in `order` until it
+    /// comes first), noting the change.
+    fn forget(&mut self, key: DecisionKey) -> Option<SharedPending> {
+        let p = self.by_id.remove(&key);
+        if let Some(r) = p.as_ref().and_then(|p| p.request_id()) {
+            if self.by_request.get(r) == Some(&key) {
                 self.by_request.remove(r);
             }
         }
-        Some(p)
+        self.dirty.insert(key);
+        p
+    }
+
+    /// Removes the decision `id` (a withdrawn one).
+    pub(super) fn remove(&mut self, id: &str) -> Option<SharedPending> {
+        let key = DecisionKey::of(id);
+        self.by_id.contains_key(&key).then(|| self.forget(key))?
     }
 
     /// Drops expired decisions; returns how many, and those that had a budget.
-    pub(super) fn expire(&mut self, now_ms: u64) -> (usize, Vec<Arc<PendingDecision>>) {
+    pub(super) fn expire(&mut self, now_ms: u64) -> (usize, Vec<SharedPending>) {
         let mut n = 0;
         let mut budgeted = Vec::new();
-        while let Some(id) = self.order.front() {
-            let expired = match self.by_id.get(id) {
+        while let Some(key) = self.order.front() {
+            let expired = match self.by_id.get(key) {
                 None => true,
-                Some(p) => p.decision.expires_ms <= now_ms,
+                Some(p) => p.expires_ms() <= now_ms,
             };
             if !expired {
                 break;
             }
             if let Some(Some(p)) = self.pop_front() {
-                if p.decision.budget_key.is_some() {
+                if p.budget_key().is_some() {
                     budgeted.push(p);
                 }
             }
             n += 1;
         }
         (n, budgeted)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub(super) fn get(&self, id: &str) -> Option<&SharedPending> {
+        self.by_id.get(&DecisionKey::of(id))
+    }
+
+    /// The live (unexpired) decision `id`.
+    pub(super) fn live(&self, id: &str, now_ms: u64) -> Option<&SharedPending> {
+        self.get(id).filter(|p| p.expires_ms() > now_ms)
+    }
+
+    /// The full decision `id`.
+    pub(super) fn full(&self, id: &str) -> Option<PendingDecision> {
+        self.get(id).map(|p| p.expand())
+    }
+
+    /// The decision named by a request_id.
+    pub(super) fn by_request(&self, request_id: &str) -> Option<&SharedPending> {
+        self.by_request
+            .get(request_id)
+            .and_then(|k| self.by_id.get(k))
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &SharedPending> {
+        self.by_id.values()
+    }
+
+    /// Changes the compact decision `id` in place (copied first if the store still holds it)
+    /// and notes the change; `None` when not pending.
+    pub(super) fn change<R>(
+        &mut self,
+        id: &str,
+        f: impl FnOnce(&mut CompactPending, &mut Names) -> R,
+    ) -> Option<R> {
+        let key = DecisionKey::of(id);
+        let p = self.by_id.get_mut(&key)?;
+        let r = f(Arc::make_mut(p), &mut self.names);
+        self.dirty.insert(key);
+        Some(r)
+    }
+
+    /// Changes the full decision `id` (rarer changes: expanded, changed, compacted again) and
+    /// notes the change; `None` when not pending.
+    pub(super) fn change_full<R>(
+        &mut self,
+        id: &str,
+        f: impl FnOnce(&mut PendingDecision) -> R,
+    ) -> Option<R> {
+        let key = DecisionKey::of(id);
+        let slot = self.by_id.get_mut(&key)?;
+        let mut full = slot.expand();
+        let r = f(&mut full);
+        *slot = Arc::new(CompactPending::new(full, &mut self.names));
+        self.dirty.insert(key);
+        Some(r)
+    }
+
+    /// Notes `id` as changed.
+    pub(super) fn mark(&mut self, id: &str) {
+        self.dirty.insert(DecisionKey::of(id));
+    }
+
+    pub(super) fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The changed decisions by id (`None`: gone), and starts tracking afresh.
+    pub(super) fn take_changes(&mut self) -> Vec<(String, Option<SharedPending>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|k| {
+                let p = self.by_id.get(&k).cloned();
+                (k.to_string(), p)
+            })
+            .collect()
+    }
+
+    pub(super) fn clear_changes(&mut self) {
+        self.dirty.clear();
+    }
+
+    /// Forgets the changes of decisions still held (what was just read back is persisted).
+    pub(super) fn keep_removals_only(&mut self) {
+        let by_id = &self.by_id;
+        self.dirty.retain(|k| !by_id.contains_key(k));
     }
 }

@@ -102,11 +102,7 @@ impl Engine {
         input: &FeedbackInput,
         now_ms: u64,
     ) -> Option<Vec<BudgetAlert>> {
-        let pending = self
-            .pending
-            .by_id
-            .get(&input.decision_id)
-            .filter(|p| p.decision.expires_ms > now_ms)?;
+        let pending = self.pending.live(&input.decision_id, now_ms)?.expand();
         let d = &pending.decision;
         let model = if input.model.is_empty() {
             d.model.clone()
@@ -132,7 +128,7 @@ impl Engine {
             let (crossed, _, recorded) =
                 self.settle_budget(&key, &input.decision_id, input.cost_usd, estimate, now_ms);
             alerts = crossed;
-            if let (Some(usd), Some(p)) = (recorded, self.pending_shared(&input.decision_id)) {
+            if let (Some(usd), Some(p)) = (recorded, self.pending(&input.decision_id)) {
                 let d = &p.decision;
                 self.account_spend(
                     spending::SpendOf {
@@ -148,12 +144,12 @@ impl Engine {
                 );
             }
         }
-        if let Some(p) = self.pending.by_id.get_mut(&input.decision_id) {
-            if input.outcome.is_some() && new_outcome {
-                Arc::make_mut(p).outcomes.push(model);
-            }
+        if input.outcome.is_some() && new_outcome {
+            self.pending.change(&input.decision_id, |p, names| {
+                p.mark_outcome(&model, false, names)
+            });
         }
-        self.pending.dirty.insert(input.decision_id.clone());
+        self.pending.mark(&input.decision_id);
         Some(alerts)
     }
 }

@@ -420,7 +420,6 @@ impl Engine {
         // A decision waiting for its shared admission is logged once admitted (`cap.rs`).
         if let Some(p) = self
             .pending
-            .by_id
             .get(&decision.id)
             .filter(|_| !self.awaits_admission(&decision.id))
         {
@@ -440,25 +439,22 @@ impl Engine {
         if input.request_id.is_empty() {
             return Ok(None);
         }
-        let Some(p) = self
-            .pending
-            .by_request
-            .get(&input.request_id)
-            .and_then(|id| self.pending.by_id.get(id))
-        else {
+        let Some(p) = self.pending.by_request(&input.request_id) else {
             return Ok(None);
         };
-        if p.decision.expires_ms <= now_ms {
+        if p.expires_ms() <= now_ms {
             return Ok(None);
         }
-        if p.decision.task_class != task_class {
+        if p.task_class() != task_class {
             return Err(EngineError::FailedPrecondition(format!(
                 "request_id {:?} already names a pending decision of task_class {:?}; use a new \
                  request_id for a request of task_class {:?}",
-                input.request_id, p.decision.task_class, task_class
+                input.request_id,
+                p.task_class(),
+                task_class
             )));
         }
-        let mut d = p.decision.clone();
+        let mut d = p.decision();
         d.replayed = true;
         Ok(Some(d))
     }

@@ -206,36 +206,39 @@ impl Engine {
         shadow: bool,
         reported: Side,
     ) {
-        let Some(p) = self.pending.by_id.get_mut(decision_id) else {
+        let Some(p) = self.pending.get(decision_id) else {
             return;
         };
-        let Some(shadow_model) = p.decision.shadow.as_ref().map(|s| s.model.clone()) else {
+        let Some(shadow_model) = p.shadow_model().map(str::to_string) else {
             return;
         };
-        if !shadow && model != p.decision.model {
+        if !shadow && model != p.model() {
             return; // a fallback's result pairs with nothing
         }
-        let p = Arc::make_mut(p);
-        let before = p.sides;
-        let side = if shadow {
-            &mut p.sides.shadow
-        } else {
-            &mut p.sides.primary
+        let Some((key, before, after)) = self.pending.change_full(decision_id, |p| {
+            let before = p.sides;
+            let side = if shadow {
+                &mut p.sides.shadow
+            } else {
+                &mut p.sides.primary
+            };
+            if reported.outcome.is_some() {
+                side.outcome = reported.outcome;
+                side.latency_ms = reported.latency_ms;
+                side.cost_usd = reported.cost_usd;
+            }
+            if reported.quality.is_some() {
+                side.quality = reported.quality;
+            }
+            let key = (
+                p.decision.task_class.clone(),
+                p.decision.model.clone(),
+                shadow_model,
+            );
+            (key, before, p.sides)
+        }) else {
+            return;
         };
-        if reported.outcome.is_some() {
-            side.outcome = reported.outcome;
-            side.latency_ms = reported.latency_ms;
-            side.cost_usd = reported.cost_usd;
-        }
-        if reported.quality.is_some() {
-            side.quality = reported.quality;
-        }
-        let after = p.sides;
-        let key = (
-            p.decision.task_class.clone(),
-            p.decision.model.clone(),
-            shadow_model,
-        );
         self.pairs
             .entry(key)
             .or_default()

@@ -7,8 +7,6 @@
 //! decision tag 65) and so survives a restart; a decision made without a tenant key has none.
 //! Per replica: it lives where the pending decision lives.
 
-use std::sync::Arc;
-
 use super::Engine;
 
 /// Whose a decision is, as far as Feedback scoping can tell.
@@ -29,18 +27,20 @@ pub enum DecisionOwner<'a> {
 impl Engine {
     /// Records the tenant decision `decision_id` was made under (no-op for an unknown id).
     pub fn set_tenant(&mut self, decision_id: &str, tenant: Option<&str>) {
-        if let Some(p) = self.pending.by_id.get_mut(decision_id) {
-            if p.tenant.as_deref() != tenant {
-                Arc::make_mut(p).tenant = tenant.map(str::to_string);
-                self.pending.dirty.insert(decision_id.to_string());
-            }
+        if self
+            .pending
+            .get(decision_id)
+            .is_some_and(|p| p.tenant() != tenant)
+        {
+            self.pending
+                .change(decision_id, |p, names| p.set_tenant(tenant, names));
         }
     }
 
     /// Whose decision `decision_id` is.
     pub fn decision_owner(&self, decision_id: &str) -> DecisionOwner<'_> {
-        if let Some(p) = self.pending.by_id.get(decision_id) {
-            return DecisionOwner::Pending(p.tenant.as_deref());
+        if let Some(p) = self.pending.get(decision_id) {
+            return DecisionOwner::Pending(p.tenant());
         }
         self.ledgers
             .iter()

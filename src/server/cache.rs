@@ -279,17 +279,17 @@ impl RouteService {
         input: &FeedbackInput,
     ) -> Option<Result<proto::FeedbackResponse, Status>> {
         let result = self.shared.with_engine(|engine, _| {
-            let pending = engine.pending(&input.decision_id)?;
-            if let (Some(p), Reason::CacheHit) = (caller, pending.decision.reason) {
+            let pending = engine.pending_compact(&input.decision_id)?;
+            if let (Some(p), Reason::CacheHit) = (caller, pending.reason()) {
                 // A hit is its tenant's when looked up under it (a hit read back after a restart
                 // has no tenant left: only a key without a tenant may rate it).
-                let hit = pending.decision.cache_hit.as_ref();
+                let hit = pending.cache_hit();
                 let tenant = hit.map(|h| h.tenant.as_str()).filter(|t| !t.is_empty());
                 if let Err(e) = p.check_decision(tenant) {
                     return Some(Err(convert::auth_status(e)));
                 }
             }
-            let class = pending.decision.task_class.clone();
+            let class = pending.task_class().to_string();
             let r = engine.hit_feedback(input, now_ms())?;
             Some(r.map(|r| (class, r)).map_err(status))
         })?;

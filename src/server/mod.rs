@@ -505,7 +505,7 @@ impl RouteService {
             .map_err(status)?;
             // A replayed request_id answers with the decision it named: only to the same tenant.
             if d.replayed {
-                let made_under = engine.pending(&d.id).and_then(|p| p.tenant.as_deref());
+                let made_under = engine.pending_compact(&d.id).and_then(|p| p.tenant());
                 if made_under != tenant {
                     return Err(Status::permission_denied(format!(
                         "request_id {:?} names a decision made under another tenant; use a new request_id",

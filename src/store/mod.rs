@@ -178,7 +178,7 @@ struct Touched {
     old: Old,
     /// The pending record last folded in (a new decision is logged and changed in one cycle,
     /// as the same shared record).
-    set_from: Option<*const crate::engine::PendingDecision>,
+    set_from: Option<*const crate::engine::CompactPending>,
 }
 
 /// An open data dir.
@@ -525,9 +525,9 @@ impl Store {
                 }
             });
             for (p, made) in logged.chain(pending) {
-                let d = &p.decision;
-                let key = decision_key(d.created_ms, &d.id);
-                let known = index.insert(id_bytes(&d.id).0, d.created_ms).is_some();
+                let (id, created_ms) = (p.id(), p.created_ms());
+                let key = decision_key(created_ms, &id);
+                let known = index.insert(id_bytes(&id).0, created_ms).is_some();
                 fetch(key, &mut touched, known, &names)?;
                 let Some(t) = touched.get_mut(&key) else {
                     continue;
@@ -540,8 +540,8 @@ impl Store {
                     continue;
                 }
                 t.record
-                    .set_pending(p, &mut names)
-                    .map_err(|e| bad("decision", &d.id, e))?;
+                    .set_pending(&p.expand(), &mut names)
+                    .map_err(|e| bad("decision", &id, e))?;
                 t.set_from = Some(Arc::as_ptr(p));
             }
             for l in &changes.events {

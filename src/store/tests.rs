@@ -29,7 +29,7 @@ fn state(e: &Engine) -> serde_json::Value {
             ));
         }
     }
-    let mut pending: Vec<_> = e.pending_decisions().cloned().collect();
+    let mut pending: Vec<_> = e.pending_decisions().collect();
     pending.sort_by(|a, b| a.decision.id.cmp(&b.decision.id));
     serde_json::json!({
         "arms": arms,

@@ -1,0 +1,408 @@
+//! The in-memory form of a pending decision: up to `limits.max_pending` (100 000 by default) are
+//! held at once, so their size is most of the service's memory. A [`PendingDecision`] holds about
+//! twenty owned strings, its id three times over (map key, creation order, decision); measured at
+//! ~2 KB each (2028 resident bytes in `pending_tests.rs`'s measurement). Here what a decision
+//! repeats from the config and from other decisions (task class, model, provider, policy, budget
+//! key, tenant, the eligible models, the fallbacks) is one shared [`Shape`] taken from a table (a
+//! class's traffic has a handful of shapes), the id is a fixed-size [`DecisionKey`], and what most
+//! decisions never have (tags, a shadow call, a cache hit, reported outcomes) sits behind one
+//! optional box.
+//!
+//! The full [`PendingDecision`] (and the wire id string) is produced at the edge, by
+//! [`CompactPending::expand`]: Route returns the decision it built, Feedback and the store
+//! expand what they read. Nothing here is persisted as such: on restart the store's records are
+//! read back as [`PendingDecision`]s and compacted again, and the name table starts empty.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use super::*;
+
+/// A decision id as a map key: an id the engine made (32 lowercase hex digits) as its 128 bits,
+/// any other (a decision adopted from elsewhere or read back from an older data dir) as its text.
+/// Ordered by its bits, so ids order the same as their text among the engine's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DecisionKey {
+    Hex([u64; 2]),
+    Text(Box<str>),
+}
+
+impl DecisionKey {
+    pub fn of(id: &str) -> DecisionKey {
+        let hex = |s: &str| {
+            s.bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                .then(|| u64::from_str_radix(s, 16).ok())
+                .flatten()
+        };
+        match (
+            id.len(),
+            id.get(..16).and_then(hex),
+            id.get(16..).and_then(hex),
+        ) {
+            (32, Some(hi), Some(lo)) => DecisionKey::Hex([hi, lo]),
+            _ => DecisionKey::Text(id.into()),
+        }
+    }
+}
+
+impl fmt::Display for DecisionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecisionKey::Hex([hi, lo]) => write!(f, "{hi:016x}{lo:016x}"),
+            DecisionKey::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Past this many entries a table stops growing: a new name or list is then allocated for its
+/// decision alone (correct, only not shared). Config names number in the tens; the bound only
+/// guards against ids adopted from elsewhere naming ever new things.
+const MAX_SHARED: usize = 4096;
+
+/// A shared list of (model, provider).
+type Refs = Arc<[(Arc<str>, Arc<str>)]>;
+
+/// The shared names, lists and shapes. Entries are never removed (they are bounded by
+/// [`MAX_SHARED`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Names {
+    names: HashSet<Arc<str>>,
+    lists: HashSet<Arc<[Arc<str>]>>,
+    refs: HashSet<Refs>,
+    shapes: HashSet<Arc<Shape>>,
+}
+
+/// What a decision has in common with many others.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape {
+    task_class: Arc<str>,
+    model: Arc<str>,
+    provider: Arc<str>,
+    policy: Arc<str>,
+    budget_key: Option<Arc<str>>,
+    tenant: Option<Arc<str>>,
+    fallbacks: Refs,
+    eligible: Arc<[Arc<str>]>,
+}
+
+impl Names {
+    pub(super) fn name(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = s.into();
+        if self.names.len() < MAX_SHARED {
+            self.names.insert(Arc::clone(&a));
+        }
+        a
+    }
+
+    fn list(&mut self, xs: &[String]) -> Arc<[Arc<str>]> {
+        let v: Vec<Arc<str>> = xs.iter().map(|s| self.name(s)).collect();
+        share(&mut self.lists, v)
+    }
+
+    fn refs(&mut self, xs: &[ModelRef]) -> Refs {
+        let v: Vec<(Arc<str>, Arc<str>)> = xs
+            .iter()
+            .map(|m| (self.name(&m.model), self.name(&m.provider)))
+            .collect();
+        share(&mut self.refs, v)
+    }
+}
+
+impl Names {
+    fn shape(&mut self, s: Shape) -> Arc<Shape> {
+        if let Some(a) = self.shapes.get(&s) {
+            return Arc::clone(a);
+        }
+        let a = Arc::new(s);
+        if self.shapes.len() < MAX_SHARED {
+            self.shapes.insert(Arc::clone(&a));
+        }
+        a
+    }
+}
+
+fn share<T: Eq + std::hash::Hash>(set: &mut HashSet<Arc<[T]>>, v: Vec<T>) -> Arc<[T]> {
+    if let Some(a) = set.get(v.as_slice()) {
+        return Arc::clone(a);
+    }
+    let a: Arc<[T]> = v.into();
+    if set.len() < MAX_SHARED {
+        set.insert(Arc::clone(&a));
+    }
+    a
+}
+
+/// What few decisions have: boxed, so a decision without any costs one pointer.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Extra {
+    replayed: bool,
+    quality_target: Option<f64>,
+    max_output_tokens: Option<u64>,
+    classified_by: Option<Arc<str>>,
+    tags: BTreeMap<String, String>,
+    shadow: Option<(Arc<str>, Arc<str>)>,
+    cache_hit: Option<crate::cache::Hit>,
+    outcomes: Vec<Arc<str>>,
+    failed: Vec<Arc<str>>,
+    qualities: Vec<Arc<str>>,
+    sides: PairSides,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        *self == Extra::default()
+    }
+}
+
+/// A pending decision as the engine holds it (see the module doc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactPending {
+    key: DecisionKey,
+    shape: Arc<Shape>,
+    request_id: Option<Box<str>>,
+    propensity: f64,
+    expected: Expected,
+    created_ms: u64,
+    expires_ms: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    reason: Reason,
+    experiment_group: Option<ExperimentGroup>,
+    extra: Option<Box<Extra>>,
+}
+
+/// A pending decision shared between the engine and its change set (a reference count, not a
+/// copy; a later change copies on write).
+pub type SharedPending = Arc<CompactPending>;
+
+fn text(a: &Arc<str>) -> String {
+    a.to_string()
+}
+
+fn texts(xs: &[Arc<str>]) -> Vec<String> {
+    xs.iter().map(text).collect()
+}
+
+impl CompactPending {
+    pub(super) fn new(p: PendingDecision, names: &mut Names) -> CompactPending {
+        let PendingDecision {
+            decision: d,
+            request_id,
+            outcomes,
+            failed,
+            qualities,
+            tenant,
+            sides,
+        } = p;
+        let names_of = |xs: Vec<String>, names: &mut Names| -> Vec<Arc<str>> {
+            xs.iter().map(|s| names.name(s)).collect()
+        };
+        let extra = Extra {
+            replayed: d.replayed,
+            quality_target: d.quality_target,
+            max_output_tokens: d.max_output_tokens,
+            classified_by: d.classified_by.as_deref().map(|s| names.name(s)),
+            tags: d.tags,
+            shadow: d
+                .shadow
+                .as_ref()
+                .map(|m| (names.name(&m.model), names.name(&m.provider))),
+            cache_hit: d.cache_hit,
+            outcomes: names_of(outcomes, names),
+            failed: names_of(failed, names),
+            qualities: names_of(qualities, names),
+            sides,
+        };
+        let shape = Shape {
+            task_class: names.name(&d.task_class),
+            model: names.name(&d.model),
+            provider: names.name(&d.provider),
+            policy: names.name(&d.policy),
+            budget_key: d.budget_key.as_deref().map(|s| names.name(s)),
+            tenant: tenant.as_deref().map(|s| names.name(s)),
+            fallbacks: names.refs(&d.fallbacks),
+            eligible: names.list(&d.eligible),
+        };
+        let shape = names.shape(shape);
+        CompactPending {
+            key: DecisionKey::of(&d.id),
+            shape,
+            request_id: request_id.map(String::into_boxed_str),
+            propensity: d.propensity,
+            expected: d.expected,
+            created_ms: d.created_ms,
+            expires_ms: d.expires_ms,
+            input_tokens: d.input_tokens,
+            output_tokens: d.output_tokens,
+            reason: d.reason,
+            experiment_group: d.experiment_group,
+            extra: (!extra.is_empty()).then(|| Box::new(extra)),
+        }
+    }
+
+    /// The full pending decision, as the rest of the service reads it.
+    pub fn expand(&self) -> PendingDecision {
+        let x = self.extra.as_deref();
+        let list = |f: fn(&Extra) -> &Vec<Arc<str>>| x.map(|x| texts(f(x))).unwrap_or_default();
+        PendingDecision {
+            decision: self.decision(),
+            request_id: self.request_id.as_deref().map(str::to_string),
+            outcomes: list(|x| &x.outcomes),
+            failed: list(|x| &x.failed),
+            qualities: list(|x| &x.qualities),
+            tenant: self.shape.tenant.as_ref().map(text),
+            sides: x.map(|x| x.sides).unwrap_or_default(),
+        }
+    }
+
+    /// The decision alone (for its event-log record).
+    pub fn decision(&self) -> Decision {
+        let x = self.extra.as_deref();
+        let s = &*self.shape;
+        let model_ref = |(m, p): &(Arc<str>, Arc<str>)| ModelRef {
+            model: text(m),
+            provider: text(p),
+        };
+        Decision {
+            id: self.key.to_string(),
+            task_class: text(&s.task_class),
+            model: text(&s.model),
+            provider: text(&s.provider),
+            fallbacks: s.fallbacks.iter().map(model_ref).collect(),
+            propensity: self.propensity,
+            expected: self.expected,
+            reason: self.reason,
+            policy: text(&s.policy),
+            eligible: texts(&s.eligible),
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            budget_key: s.budget_key.as_ref().map(text),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            replayed: x.is_some_and(|x| x.replayed),
+            quality_target: x.and_then(|x| x.quality_target),
+            max_output_tokens: x.and_then(|x| x.max_output_tokens),
+            classified_by: x.and_then(|x| x.classified_by.as_ref()).map(text),
+            tags: x.map(|x| x.tags.clone()).unwrap_or_default(),
+            shadow: x.and_then(|x| x.shadow.as_ref()).map(model_ref),
+            experiment_group: self.experiment_group,
+            cache_hit: x.and_then(|x| x.cache_hit.clone()),
+        }
+    }
+
+    pub fn key(&self) -> &DecisionKey {
+        &self.key
+    }
+
+    pub fn id(&self) -> String {
+        self.key.to_string()
+    }
+
+    pub fn expires_ms(&self) -> u64 {
+        self.expires_ms
+    }
+
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    pub fn task_class(&self) -> &str {
+        &self.shape.task_class
+    }
+
+    pub fn model(&self) -> &str {
+        &self.shape.model
+    }
+
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    pub fn budget_key(&self) -> Option<&str> {
+        self.shape.budget_key.as_deref()
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        self.shape.tenant.as_deref()
+    }
+
+    /// The stored response that answered the decision (reason `cache_hit`).
+    pub fn cache_hit(&self) -> Option<&crate::cache::Hit> {
+        self.extra.as_deref().and_then(|x| x.cache_hit.as_ref())
+    }
+
+    /// The model of the shadow call, if the decision issued one.
+    pub fn shadow_model(&self) -> Option<&str> {
+        self.extra
+            .as_deref()
+            .and_then(|x| x.shadow.as_ref())
+            .map(|(m, _)| &**m)
+    }
+
+    /// The chosen model, then its fallbacks.
+    pub fn offered(&self) -> impl Iterator<Item = &str> {
+        let s = &*self.shape;
+        std::iter::once(&*s.model).chain(s.fallbacks.iter().map(|(m, _)| &**m))
+    }
+
+    /// Models whose outcome was reported.
+    pub fn outcomes(&self) -> &[Arc<str>] {
+        self.extra.as_deref().map_or(&[], |x| &x.outcomes)
+    }
+
+    /// Models whose quality was reported.
+    pub fn qualities(&self) -> &[Arc<str>] {
+        self.extra.as_deref().map_or(&[], |x| &x.qualities)
+    }
+
+    /// Whether `self` and `other` hold the same shared names and lists (not copies).
+    #[cfg(test)]
+    pub(super) fn shares_names_with(&self, other: &CompactPending) -> bool {
+        Arc::ptr_eq(&self.shape, &other.shape)
+    }
+
+    pub(super) fn set_tenant(&mut self, tenant: Option<&str>, names: &mut Names) {
+        let mut shape = Shape::clone(&self.shape);
+        shape.tenant = tenant.map(|t| names.name(t));
+        self.shape = names.shape(shape);
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Notes a reported outcome of `model` (and whether it failed).
+    pub(super) fn mark_outcome(&mut self, model: &str, failed: bool, names: &mut Names) {
+        let m = names.name(model);
+        let x = self.extra_mut();
+        if failed {
+            x.failed.push(Arc::clone(&m));
+        }
+        x.outcomes.push(m);
+    }
+
+    /// Notes a reported quality score of `model`.
+    pub(super) fn mark_quality(&mut self, model: &str, names: &mut Names) {
+        let m = names.name(model);
+        self.extra_mut().qualities.push(m);
+    }
+
+    /// Replaces the decision's tags (a Feedback's merged in).
+    pub(super) fn set_tags(&mut self, tags: &BTreeMap<String, String>) {
+        if self.extra.as_deref().map(|x| &x.tags) != Some(tags) {
+            if tags.is_empty() && self.extra.is_none() {
+                return;
+            }
+            self.extra_mut().tags = tags.clone();
+        }
+    }
+}

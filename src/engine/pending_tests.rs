@@ -1,0 +1,208 @@
+//! What a pending decision costs in memory, and that its compact form gives back the decision
+//! it was made from.
+use super::*;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+/// Resident bytes of this process (Linux `/proc/self/statm`); `None` elsewhere.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// A measurement, not a check (run alone: `cargo test --lib pending_memory -- --ignored
+/// --nocapture`): resident bytes per pending decision over 100 000 Routes of the built-in
+/// config, each with a request id and a budget key as the service's Routes carry.
+#[test]
+#[ignore]
+fn pending_memory_per_decision() {
+    let n = 100_000u64;
+    let mut cfg = crate::config::Config::builtin().unwrap();
+    cfg.limits.max_pending = n as usize;
+    cfg.limits.pending_ttl_secs = 3600.0;
+    let mut e = Engine::new(cfg, 0);
+    let mut rng = SmallRng::seed_from_u64(7);
+    let classes = ["qa", "code"];
+    let before = rss_bytes().unwrap_or(0);
+    for i in 0..n {
+        e.route(
+            &RouteInput {
+                task_class: classes[(i % 2) as usize].into(),
+                request_id: format!("req-{i:08}"),
+                ..Default::default()
+            },
+            1_000 + i,
+            &mut rng,
+        )
+        .unwrap();
+    }
+    e.discard_changes();
+    let after = rss_bytes().unwrap_or(0);
+    assert_eq!(e.pending_len(), n as usize);
+    println!(
+        "pending decisions: {n}, resident growth {} bytes, {} bytes per decision (inline: \
+         PendingDecision {} bytes, CompactPending {} bytes)",
+        after.saturating_sub(before),
+        after.saturating_sub(before) / n,
+        std::mem::size_of::<PendingDecision>(),
+        std::mem::size_of::<CompactPending>(),
+    );
+}
+
+fn full_decision(id: &str) -> PendingDecision {
+    let model = |m: &str, p: &str| ModelRef {
+        model: m.into(),
+        provider: p.into(),
+    };
+    PendingDecision {
+        decision: Decision {
+            id: id.into(),
+            task_class: "qa".into(),
+            model: "gpt-x".into(),
+            provider: "openai".into(),
+            fallbacks: vec![model("claude-y", "anthropic"), model("mini", "openai")],
+            propensity: 0.25,
+            expected: Expected {
+                cost_usd: 0.01,
+                latency_ms: 800.0,
+                quality: 0.9,
+                success_rate: 0.99,
+                latency_p95_ms: 1500.0,
+            },
+            reason: Reason::Sampled,
+            policy: "thompson".into(),
+            eligible: vec!["gpt-x".into(), "claude-y".into(), "mini".into()],
+            created_ms: 5,
+            expires_ms: 6,
+            budget_key: Some("team-a".into()),
+            input_tokens: 100,
+            output_tokens: 200,
+            replayed: true,
+            quality_target: Some(0.9),
+            max_output_tokens: Some(512),
+            classified_by: Some("rule-1".into()),
+            tags: [("team".to_string(), "x".to_string())].into(),
+            shadow: Some(model("mini", "openai")),
+            experiment_group: Some(ExperimentGroup::Router),
+            cache_hit: Some(crate::cache::Hit {
+                response: "stored".into(),
+                tenant: "t".into(),
+                model: "gpt-x".into(),
+                provider: "openai".into(),
+                age_ms: 3,
+                source_decision_id: "s".into(),
+                similarity: 1.0,
+                saved_cost_usd: 0.5,
+                saved_latency_ms: 9.0,
+            }),
+        },
+        request_id: Some("req-1".into()),
+        outcomes: vec!["gpt-x".into(), "claude-y".into()],
+        failed: vec!["claude-y".into()],
+        qualities: vec!["gpt-x".into()],
+        tenant: Some("acme".into()),
+        sides: PairSides {
+            primary: Side {
+                outcome: Some(crate::policy::Outcome::Success),
+                latency_ms: Some(1.0),
+                cost_usd: Some(2.0),
+                quality: Some(0.5),
+            },
+            shadow: Side::default(),
+        },
+    }
+}
+
+#[test]
+fn the_compact_form_gives_back_the_decision_it_was_made_from() {
+    let ids = [
+        "0123456789abcdef0000000000000001", // the engine's form: kept as 128 bits
+        "0123456789ABCDEF0000000000000001", // upper case: kept as text, so it reads back as sent
+        "d1",
+        "not-hex-at-all-but-32-chars-long",
+    ];
+    let mut names = Names::default();
+    for id in ids {
+        let p = full_decision(id);
+        let c = CompactPending::new(p.clone(), &mut names);
+        assert_eq!(c.expand(), p, "{id}");
+        assert_eq!(c.id(), id);
+        assert_eq!(c.decision(), p.decision);
+        let hex = matches!(DecisionKey::of(id), DecisionKey::Hex(_));
+        assert_eq!(hex, id.starts_with("0123456789abcdef"), "{id}");
+    }
+    let mut bare = full_decision("e1");
+    bare.decision.tags.clear();
+    bare.decision.shadow = None;
+    bare.decision.cache_hit = None;
+    bare.decision.budget_key = None;
+    bare.decision.replayed = false;
+    bare.request_id = None;
+    bare.tenant = None;
+    bare.outcomes.clear();
+    bare.qualities.clear();
+    bare.failed.clear();
+    bare.sides = PairSides::default();
+    let c = CompactPending::new(bare.clone(), &mut names);
+    assert_eq!(c.expand(), bare);
+}
+
+#[test]
+fn decisions_share_their_names_and_lists() {
+    let mut names = Names::default();
+    let a = CompactPending::new(full_decision("a"), &mut names);
+    let b = CompactPending::new(full_decision("b"), &mut names);
+    assert!(a.shares_names_with(&b));
+    // Changes in place keep the rest intact.
+    let mut c = a.clone();
+    c.mark_outcome("mini", true, &mut names);
+    c.mark_quality("mini", &mut names);
+    c.set_tenant(None, &mut names);
+    let mut want = full_decision("a");
+    want.outcomes.push("mini".into());
+    want.failed.push("mini".into());
+    want.qualities.push("mini".into());
+    want.tenant = None;
+    assert_eq!(c.expand(), want);
+}
+
+#[test]
+fn feedback_changes_a_pending_decision_in_its_compact_form() {
+    let mut e = Engine::new(crate::config::Config::builtin().unwrap(), 1_000);
+    let mut rng = SmallRng::seed_from_u64(3);
+    let d = e
+        .route(
+            &RouteInput {
+                task_class: "qa".into(),
+                request_id: "r-1".into(),
+                tags: [("team".to_string(), "a".to_string())].into(),
+                ..Default::default()
+            },
+            2_000,
+            &mut rng,
+        )
+        .unwrap();
+    let held = e.pending(&d.id).unwrap();
+    assert_eq!(held.decision, d);
+    assert_eq!(held.request_id.as_deref(), Some("r-1"));
+    e.feedback(
+        &FeedbackInput {
+            decision_id: d.id.clone(),
+            model: d.model.clone(),
+            outcome: Some(crate::policy::Outcome::Error),
+            tags: [("env".to_string(), "prod".to_string())].into(),
+            ..Default::default()
+        },
+        2_100,
+    )
+    .unwrap();
+    let after = e.pending(&d.id).unwrap();
+    assert_eq!(after.outcomes, vec![d.model.clone()]);
+    assert_eq!(after.failed, vec![d.model.clone()]);
+    assert_eq!(after.decision.tags.len(), 2);
+    let changes = e.take_changes();
+    let (id, p) = changes.pending.last().unwrap();
+    assert_eq!(id, &d.id);
+    assert_eq!(p.as_ref().map(|p| p.expand()), Some(after));
+}
