@@ -102,22 +102,24 @@ fn quantise(v: &[f32]) -> Quantised {
 
 /// Integer dot product of the query's codes (widened to `i16` once per lookup) and a row's, in
 /// [`LANES`] independent sums so the compiler vectorises it. Exact: `|code| <= 127` and at most
-/// 4,096 dimensions keep every lane far inside `i32`.
+/// 4,096 dimensions keep every lane far inside `i32`, so the wrapping operations never wrap; they
+/// only spare the overflow checks of builds with debug assertions, which would stop the
+/// vectorisation.
 fn dot_codes(q: &[i16], r: &[i8]) -> i32 {
+    let mul = |x: i16, y: i8| i32::from(x).wrapping_mul(i32::from(y));
     let mut acc = [0_i32; LANES];
     let (cq, cr) = (q.chunks_exact(LANES), r.chunks_exact(LANES));
-    let tail: i32 = cq
+    let tail = cq
         .remainder()
         .iter()
         .zip(cr.remainder())
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-        .sum();
+        .fold(0_i32, |s, (&x, &y)| s.wrapping_add(mul(x, y)));
     for (x, y) in cq.zip(cr) {
         for i in 0..LANES {
-            acc[i] += i32::from(x[i]) * i32::from(y[i]);
+            acc[i] = acc[i].wrapping_add(mul(x[i], y[i]));
         }
     }
-    acc.iter().sum::<i32>() + tail
+    acc.iter().fold(tail, |s, &a| s.wrapping_add(a))
 }
 
 impl VectorSpace {
