@@ -348,7 +348,9 @@ impl ClassCache {
             .flatten()
             .map(|e| (e.response.len() + e.preview.len() + e.model.len() + e.tenant.len()) as u64)
             .sum();
-        let vectors = self.lexical.bytes() + self.caller.bytes();
+        let vectors = (self.lexical.len() * self.lexical.dim()
+            + self.caller.len() * self.caller.dim()) as u64
+            * 4;
         CacheStats {
             task_class: name.to_string(),
             mode: self.config.mode.as_str(),
