@@ -1,23 +1,24 @@
-//! Response-cache lookups at 100,000 entries: exact (a hash map) and semantic (an exhaustive
-//! cosine scan of the built-in 256-dimension lexical embeddings), plus the embedding itself.
-//! `cargo bench --bench cache`; figures in README ("Response cache").
+//! Response-cache lookups at 1,000, 10,000 and 100,000 entries: exact (a hash map) and semantic
+//! (an exhaustive cosine scan of the built-in 256-dimension lexical embeddings, through the
+//! cache), plus the embedding itself and the bare f32 scan of the same rows. `cargo bench --bench cache`; figures in
+//! README ("Response cache").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use switchyard::cache::{embed, Reported, ResponseCache};
 use switchyard::config::Config;
 use switchyard::engine::RouteInput;
 
-const ENTRIES: usize = 100_000;
+const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 
-fn cache(mode: &str) -> ResponseCache {
+fn cache(mode: &str, entries: usize) -> ResponseCache {
     let text = format!(
         "[models.a]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
-         [task_classes.qa]\nmodels = [\"a\"]\ncache = {{ mode = \"{mode}\", max_entries = {ENTRIES} }}\n"
+         [task_classes.qa]\nmodels = [\"a\"]\ncache = {{ mode = \"{mode}\", max_entries = {entries} }}\n"
     );
     let config = Config::from_toml_str(&text, "bench").unwrap();
-    let mut c = ResponseCache::new(config.task_classes.values(), 60_000, ENTRIES + 1);
-    for i in 0..ENTRIES {
+    let mut c = ResponseCache::new(config.task_classes.values(), 60_000, entries + 1);
+    for i in 0..entries {
         let q = c.query(&input(&prompt(i)), "").unwrap().unwrap();
         let id = format!("d{i}");
         c.remember(&id, q, 0);
@@ -32,7 +33,7 @@ fn cache(mode: &str) -> ResponseCache {
             0,
         );
     }
-    assert_eq!(c.stats()[0].entries, ENTRIES as u64);
+    assert_eq!(c.stats()[0].entries, entries as u64);
     c
 }
 
@@ -60,25 +61,48 @@ fn bench(c: &mut Criterion) {
         b.iter(|| embed::lexical(black_box(&text)))
     });
     for mode in ["exact", "semantic"] {
-        let mut cache = cache(mode);
-        let hit = cache.query(&input(&prompt(4242)), "").unwrap().unwrap();
-        let miss = cache
-            .query(&input("something else entirely"), "")
-            .unwrap()
-            .unwrap();
-        c.bench_function(&format!("{mode} lookup, hit, 100k entries"), |b| {
-            b.iter(|| assert!(cache.lookup(black_box(&hit), 1).is_some()))
-        });
-        c.bench_function(&format!("{mode} lookup, miss, 100k entries"), |b| {
-            b.iter(|| assert!(cache.lookup(black_box(&miss), 1).is_none()))
-        });
-        let s = &cache.stats()[0];
-        eprintln!(
-            "{mode}: {} entries, ~{:.1} MiB",
-            s.entries,
-            s.bytes as f64 / 1048576.0
-        );
+        let mut group = c.benchmark_group(format!("{mode} lookup"));
+        for entries in SIZES {
+            let mut cache = cache(mode, entries);
+            let hit = cache
+                .query(&input(&prompt(entries * 42 / 100)), "")
+                .unwrap()
+                .unwrap();
+            let miss = cache
+                .query(&input("something else entirely"), "")
+                .unwrap()
+                .unwrap();
+            group.bench_function(BenchmarkId::new("hit", entries), |b| {
+                b.iter(|| assert!(cache.lookup(black_box(&hit), 1).is_some()))
+            });
+            group.bench_function(BenchmarkId::new("miss", entries), |b| {
+                b.iter(|| assert!(cache.lookup(black_box(&miss), 1).is_none()))
+            });
+            let s = &cache.stats()[0];
+            eprintln!(
+                "{mode}: {} entries, ~{:.1} MiB",
+                s.entries,
+                s.bytes as f64 / 1048576.0
+            );
+        }
+        group.finish();
     }
+    // The bare scan of the same rows, without the cache around it, under the same load.
+    let mut group = c.benchmark_group("bare f32 scan");
+    for entries in SIZES {
+        let rows: Vec<f32> = (0..entries)
+            .flat_map(|i| embed::lexical(&prompt(i)))
+            .collect();
+        let q = embed::lexical("something else entirely");
+        group.bench_function(BenchmarkId::new("miss", entries), |b| {
+            b.iter(|| {
+                rows.chunks_exact(embed::LEXICAL_DIM)
+                    .map(|r| embed::dot(black_box(&q), r))
+                    .fold(f32::MIN, f32::max)
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group! {

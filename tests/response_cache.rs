@@ -454,3 +454,71 @@ async fn a_reload_that_removes_a_model_drops_its_entries() {
     let _ = tx.send(());
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn requests_without_a_class_are_classified_then_cached_under_their_class() {
+    // `bench` (the default) and `code` cache exactly; the classifier sends fenced code to `code`.
+    let extra = "cache = { mode = \"exact\" }\n\
+                 [task_classes.code]\nmodels = [\"m1\"]\ncache = { mode = \"exact\" }\n\
+                 [classifier]\ndefault = \"bench\"\n\
+                 [[classifier.rules]]\nname = \"fenced\"\nclass = \"code\"\ncode = true\n";
+    let s = TestServer::start(config(&[spec("m0", "p"), spec("m1", "q")], extra, "")).await;
+    let mut c = s.client().await;
+    let unlabelled = |prompt: &str| RouteRequest {
+        prompt: prompt.into(),
+        ..Default::default()
+    };
+    let code = "Why does this not compile?\n```rust\nfn main() { let x: u8 = 256; }\n```";
+    for (prompt, class, rule) in [
+        (code, "code", "fenced"),
+        ("What is the capital of France?", "bench", "default"),
+    ] {
+        let first = c.route(unlabelled(prompt)).await.unwrap().into_inner();
+        assert!(first.cache_hit.is_none(), "{first:?}");
+        assert_eq!(
+            (first.task_class.as_str(), first.classified_by.as_str()),
+            (class, rule)
+        );
+        let response = format!("the answer for {class}");
+        answer(&mut c, &first, &response, 0.9, 0.003).await;
+
+        let again = c.route(unlabelled(prompt)).await.unwrap().into_inner();
+        assert_eq!(hit_text(&again), Some(response.as_str()), "{again:?}");
+        assert_eq!(
+            (
+                again.reason.as_str(),
+                again.task_class.as_str(),
+                again.classified_by.as_str()
+            ),
+            ("cache_hit", class, rule)
+        );
+        let h = again.cache_hit.as_ref().unwrap();
+        assert_eq!(
+            (h.model.as_str(), h.source_decision_id.as_str()),
+            (first.model.as_str(), first.decision_id.as_str())
+        );
+        // The entry is the class's: a request naming the class hits it too (no rule named).
+        let named = c
+            .route(RouteRequest {
+                task_class: class.into(),
+                ..unlabelled(prompt)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(hit_text(&named), Some(response.as_str()));
+        assert_eq!(named.classified_by, "");
+    }
+    let stats = c
+        .get_arm_stats(GetArmStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let counts: Vec<(&str, u64, u64, u64)> = stats
+        .cache
+        .iter()
+        .map(|s| (s.task_class.as_str(), s.lookups, s.hits, s.stored))
+        .collect();
+    assert_eq!(counts, vec![("bench", 3, 2, 1), ("code", 3, 2, 1)]);
+    s.stop().await;
+}

@@ -3,9 +3,14 @@
 //! every class checked against `[task_classes]`). `switchyard classify --rules FILE` reads the
 //! same table from a file of its own, where the classes need not be configured.
 //!
+//! `encoding` names what `min_tokens` / `max_tokens` count in (`o200k_base`, `cl100k_base` or
+//! `estimate`; default `o200k_base`): one encoding for every rule, since no model is chosen yet
+//! when the classifier runs (see [`crate::prompt::classify`]).
+//!
 //! ```toml
 //! [classifier]
 //! default = "qa"
+//! encoding = "o200k_base"
 //! [[classifier.rules]]
 //! name = "fenced-code"
 //! class = "code"
@@ -17,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{err, ConfigError, TaskClassConfig};
-use crate::prompt::classify::{Classifier, Conditions, Pattern, Rule};
+use crate::prompt::classify::{Classifier, Conditions, Pattern, Rule, DEFAULT_ENCODING};
 
 /// Most rules a classifier may hold (matching walks them in order for every prompt).
 pub const MAX_CLASSIFIER_RULES: usize = 256;
@@ -29,6 +34,7 @@ pub const MAX_PATTERN_BYTES: usize = 10_000;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClassifier {
     default: Option<String>,
+    encoding: Option<String>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -74,6 +80,10 @@ impl RawClassifier {
             )
         })?;
         known("classifier.default", &default_class)?;
+        let encoding = match &self.encoding {
+            Some(name) => super::prompt::named_tokenizer("classifier.encoding", name)?,
+            None => DEFAULT_ENCODING,
+        };
         if self.rules.len() > MAX_CLASSIFIER_RULES {
             return Err(err(
                 "classifier.rules",
@@ -102,6 +112,7 @@ impl RawClassifier {
         Ok(Classifier {
             rules,
             default_class,
+            encoding,
         })
     }
 }
@@ -275,6 +286,27 @@ mod tests {
         assert!(
             inverted.contains("min_tokens: must be <= max_tokens (5)"),
             "{inverted}"
+        );
+    }
+
+    #[test]
+    fn the_encoding_defaults_to_o200k_base_and_unknown_names_are_refused() {
+        let rules = |encoding: &str| {
+            rules_from_toml(&format!(
+                "[classifier]\ndefault = \"qa\"\n{encoding}\n[[classifier.rules]]\n\
+                 name = \"long\"\nclass = \"long\"\nmin_tokens = 10\n"
+            ))
+        };
+        assert_eq!(rules("").unwrap().encoding.as_str(), "o200k_base");
+        for name in ["o200k_base", "cl100k_base", "estimate"] {
+            let c = rules(&format!("encoding = \"{name}\"")).unwrap();
+            assert_eq!(c.encoding.as_str(), name);
+        }
+        let e = rules("encoding = \"p50k_base\"").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "classifier.encoding: unknown tokenizer \"p50k_base\"; expected one of: \
+             o200k_base, cl100k_base, estimate"
         );
     }
 }

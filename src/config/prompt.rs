@@ -58,17 +58,22 @@ impl RawOutputLimit {
 pub(super) fn tokenizer(key: &str, id: &str, name: Option<&str>) -> Result<Tokenizer, ConfigError> {
     match name {
         None => Ok(Tokenizer::for_model(id)),
-        Some(n) => Tokenizer::parse(n).ok_or_else(|| {
-            err(
-                format!("{key}.tokenizer"),
-                format!(
-                    "unknown tokenizer {}; expected one of: {}",
-                    crate::validation::echo(n),
-                    Tokenizer::ALL.map(Tokenizer::as_str).join(", ")
-                ),
-            )
-        }),
+        Some(n) => named_tokenizer(&format!("{key}.tokenizer"), n),
     }
+}
+
+/// The tokenizer `name` names, for the config key `key`.
+pub(super) fn named_tokenizer(key: &str, name: &str) -> Result<Tokenizer, ConfigError> {
+    Tokenizer::parse(name).ok_or_else(|| {
+        err(
+            key,
+            format!(
+                "unknown tokenizer {}; expected one of: {}",
+                crate::validation::echo(name),
+                Tokenizer::ALL.map(Tokenizer::as_str).join(", ")
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct RouteInput {
     /// The task classes the caller may use (its tenant's), which the classifier keeps to;
     /// `None` = every class.
     pub allowed_classes: Option<std::collections::BTreeSet<String>>,
+    /// The classifier rule that chose `task_class`, when the server classified the request
+    /// before looking the response cache up ([`Engine::classify`]); never sent by a caller.
+    pub classified_by: Option<String>,
     /// Labels for spend reports (bounded: `crate::spend::tags`).
     pub tags: std::collections::BTreeMap<String, String>,
     /// The prompt's embedding for a semantic response cache (empty when not sent).

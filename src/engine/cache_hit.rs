@@ -69,7 +69,7 @@ impl Engine {
             experiment_group: None,
             cache_hit: Some(hit),
             max_output_tokens: None,
-            classified_by: None,
+            classified_by: input.classified_by.clone(),
             tags: input.tags.clone(),
         };
         let evicted = self.pending.insert(

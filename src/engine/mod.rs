@@ -65,7 +65,7 @@ pub use error::*;
 pub use experiment::{stable_unit, ExperimentGroup};
 use gate::*;
 pub use pending::*;
-pub use prompted::count_prompt;
+pub use prompted::{count_prompt, Classification};
 pub use reason::Reason;
 pub use reload::Reconfigured;
 use route::Chosen;

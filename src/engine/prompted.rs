@@ -3,6 +3,10 @@
 //! request gives no count (the prompt counted with each candidate's tokenizer), and the output
 //! limit the class governs. No state: the prompt is read and dropped, never logged or stored;
 //! the decision keeps only the counts and the rule's name (so they survive a restart with it).
+//!
+//! The server classifies first ([`Engine::classify`]), then looks the response cache up under the
+//! class found, then routes with that class as the request's own and the rule beside it: a
+//! request sent without a class is cached, hit and stored like one that names it.
 
 use std::borrow::Cow;
 
@@ -16,6 +20,13 @@ use super::*;
 pub(super) struct Resolved<'a> {
     pub class: Cow<'a, str>,
     pub classified_by: Option<String>,
+}
+
+/// The classifier's choice for a request without a class: the class and the rule that chose it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    pub class: String,
+    pub rule: String,
 }
 
 /// The request's prompt, refused past [`MAX_PROMPT_BYTES`].
@@ -44,8 +55,26 @@ pub fn count_prompt(input: &RouteInput) -> Option<PromptTokens> {
 }
 
 impl Engine {
-    /// The class the request is routed under: its own, or the classifier's choice for a request
-    /// with a prompt and no class.
+    /// The class a request that names none is routed under, chosen from its prompt by the
+    /// `[classifier]` rules (among `allowed_classes`): `None` when the request names its class or
+    /// sends no prompt. The server calls this before it looks the response cache up, then routes
+    /// with `task_class` set to the class and `classified_by` to the rule.
+    pub fn classify(&self, input: &RouteInput) -> Result<Option<Classification>, EngineError> {
+        if !input.task_class.is_empty() {
+            return Ok(None);
+        }
+        let prompt = prompt_of(input)?;
+        let mut counted = Counted::new(prompt, input.prompt_tokens);
+        let r = self.resolve_class(input, prompt, &mut counted)?;
+        Ok(r.classified_by.map(|rule| Classification {
+            class: r.class.into_owned(),
+            rule,
+        }))
+    }
+
+    /// The class the request is routed under: its own (with the rule that chose it when the
+    /// server classified it already), or the classifier's choice for a request with a prompt and
+    /// no class.
     pub(super) fn resolve_class<'a>(
         &self,
         input: &'a RouteInput,
@@ -55,7 +84,7 @@ impl Engine {
         if !input.task_class.is_empty() || !prompt.is_present() {
             return Ok(Resolved {
                 class: Cow::Borrowed(&input.task_class),
-                classified_by: None,
+                classified_by: input.classified_by.clone(),
             });
         }
         let Some(classifier) = &self.config.classifier else {
@@ -73,7 +102,8 @@ impl Engine {
                 && self.config.task_classes.contains_key(c)
         };
         let text = prompt.joined();
-        let found = classifier.classify(&text, || counted.get().o200k_base, allowed);
+        let encoding = classifier.encoding;
+        let found = classifier.classify(&text, || counted.get().get(encoding), allowed);
         match found {
             Some(c) => Ok(Resolved {
                 class: Cow::Owned(c.class.to_string()),
@@ -131,5 +161,67 @@ pub(super) fn output_tokens(class: &TaskClassConfig, asked: Option<u64>) -> (u64
             (v, Some(v))
         }
         None => (asked.unwrap_or(class.typical_output_tokens), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    /// Classes `short` (the default) and `long` (40 tokens or more in `encoding`).
+    fn engine(encoding: &str) -> Engine {
+        let text = format!(
+            "[models.m]\nprovider = \"p\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 1.0\n\
+             [task_classes.short]\nmodels = [\"m\"]\n[task_classes.long]\nmodels = [\"m\"]\n\
+             [classifier]\ndefault = \"short\"\n{encoding}\n\
+             [[classifier.rules]]\nname = \"long\"\nclass = \"long\"\nmin_tokens = 40\n"
+        );
+        Engine::new(Config::from_toml_str(&text, "test").unwrap(), 0)
+    }
+
+    #[test]
+    fn token_bounds_count_in_the_classifiers_encoding() {
+        // " a" is one token in OpenAI's encodings: 40 tokens, 79 characters (20 estimated).
+        let prompt = format!("a{}", " a".repeat(39));
+        assert_eq!(Tokenizer::O200kBase.count_text(&prompt), 40);
+        assert_eq!(Tokenizer::Estimate.count_text(&prompt), 20);
+        let input = RouteInput {
+            prompt,
+            ..RouteInput::default()
+        };
+        for (encoding, class, rule) in [
+            ("", "long", "long"),
+            ("encoding = \"cl100k_base\"", "long", "long"),
+            ("encoding = \"estimate\"", "short", "default"),
+        ] {
+            let mut e = engine(encoding);
+            let found = e.classify(&input).unwrap();
+            let want = Classification {
+                class: class.into(),
+                rule: rule.into(),
+            };
+            assert_eq!(found.as_ref(), Some(&want), "{encoding:?}");
+            // Route classifies the same way, and takes a class the server classified with its rule.
+            let mut rng = SmallRng::seed_from_u64(3);
+            let d = e.route(&input, 1, &mut rng).unwrap();
+            assert_eq!(
+                (d.task_class.as_str(), d.classified_by.as_deref()),
+                (class, Some(rule))
+            );
+            let classified = RouteInput {
+                task_class: want.class.clone(),
+                classified_by: Some(want.rule.clone()),
+                ..input.clone()
+            };
+            assert_eq!(e.classify(&classified).unwrap(), None);
+            let d = e.route(&classified, 2, &mut rng).unwrap();
+            assert_eq!(
+                (d.task_class.as_str(), d.classified_by.as_deref()),
+                (class, Some(rule))
+            );
+        }
     }
 }

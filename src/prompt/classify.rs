@@ -9,10 +9,21 @@
 //! otherwise the default class (when the caller may use it). Rules are plain data, compiled once
 //! when the config loads (regexes by the `regex` crate: linear time, so a hostile prompt cannot
 //! make matching slow). Pure: no state, nothing kept.
+//!
+//! Token bounds count in one encoding for the whole classifier (`encoding`, default
+//! [`DEFAULT_ENCODING`]), not in "the model's": the classifier runs before any model is chosen
+//! (its answer decides which models are candidates), and a class may mix models of different
+//! tokenizers. One fixed unit keeps a prompt's class independent of the models configured.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
+
+use super::tokens::Tokenizer;
+
+/// The encoding token bounds count in when `[classifier] encoding` is not set: OpenAI's current
+/// encoding (GPT-4o, GPT-4.1, GPT-5, the o-series).
+pub const DEFAULT_ENCODING: Tokenizer = Tokenizer::O200kBase;
 
 /// A compiled regex that remembers its source (two configs compare equal by their sources).
 #[derive(Debug, Clone)]
@@ -51,7 +62,7 @@ pub struct Conditions {
     pub keywords: Option<Pattern>,
     pub min_chars: Option<u64>,
     pub max_chars: Option<u64>,
-    /// Token bounds, counted in `o200k_base` tokens (see [`crate::prompt::tokens`]).
+    /// Token bounds, counted in the classifier's `encoding` (see [`crate::prompt::tokens`]).
     pub min_tokens: Option<u64>,
     pub max_tokens: Option<u64>,
     /// `true`: the prompt must look like code; `false`: it must not.
@@ -109,6 +120,8 @@ pub struct Rule {
 pub struct Classifier {
     pub rules: Vec<Rule>,
     pub default_class: String,
+    /// What `min_tokens` and `max_tokens` count in.
+    pub encoding: Tokenizer,
 }
 
 /// The rule name reported when no rule matched and the default class was used.
@@ -219,6 +232,7 @@ mod tests {
 
     fn classifier() -> Classifier {
         Classifier {
+            encoding: DEFAULT_ENCODING,
             rules: vec![
                 rule(
                     "code",

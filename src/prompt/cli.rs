@@ -16,7 +16,6 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use super::classify::Classifier;
-use super::tokens::Tokenizer;
 
 #[derive(Args, Debug)]
 pub struct ClassifyArgs {
@@ -213,7 +212,7 @@ fn classify_file(args: &ClassifyArgs) -> Result<(), String> {
         let found = classifier
             .classify(
                 &prompt,
-                || Tokenizer::O200kBase.count_text(&prompt),
+                || classifier.encoding.count_text(&prompt),
                 |_| true,
             )
             .map(|c| (c.class, c.rule))

@@ -76,6 +76,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Sets the class (and the rule) of a request that names none from its prompt, before the
+    /// cache is looked up: the lookup and the stored response use the class it is routed under.
+    /// Takes the engine's lock (for its classifier) only for such a request.
+    pub(super) fn classify(&self, input: &mut RouteInput) -> Result<(), Status> {
+        if !input.task_class.is_empty() {
+            return Ok(());
+        }
+        if let Some(c) = self
+            .with_engine(|engine, _| engine.classify(input))
+            .map_err(status)?
+        {
+            input.task_class = c.class;
+            input.classified_by = Some(c.rule);
+        }
+        Ok(())
+    }
+
     /// The cache, locked. A panic under the lock leaves at worst a miscounted entry: keep serving.
     pub(super) fn cache(&self) -> MutexGuard<'_, ResponseCache> {
         lock(&self.cache.cache)

@@ -83,6 +83,7 @@ impl From<proto::RouteRequest> for RouteInput {
                 .collect(),
             prompt_tokens: None,
             allowed_classes: None,
+            classified_by: None,
             tags: r.tags.into_iter().collect(),
             embedding: r.embedding,
         }

@@ -479,7 +479,6 @@ impl RouteService {
     ) -> Result<Response<proto::RouteResponse>, Status> {
         let caller = self.caller(Method::Route, request.metadata())?;
         let mut input = RouteInput::from(request.into_inner());
-        otel::record_class(&input.task_class);
         if let Some(p) = &caller {
             if input.task_class.is_empty() {
                 // Classified from the prompt, among the tenant's classes only.
@@ -494,6 +493,8 @@ impl RouteService {
         }
         // Counted here, outside the engine's lock: tokenizing a long prompt takes milliseconds.
         input.prompt_tokens = crate::engine::count_prompt(&input);
+        self.shared.classify(&mut input)?;
+        otel::record_class(&input.task_class);
         let tenant = caller.as_ref().and_then(|p| p.tenant.as_ref());
         let tenant = tenant.map(|t| t.name.as_str());
         let (query, hit) = self.shared.cache_lookup(&input, tenant).await?;
