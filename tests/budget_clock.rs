@@ -10,6 +10,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::served::ServedBinary;
@@ -186,7 +187,8 @@ async fn settle(
 
 /// CLIENTS tasks of `rounds` Route + Feedback each, checking the budget after every settlement;
 /// with `hold`, each client first routes a cheap call it keeps unreported (a reservation live
-/// while the others reach the cap). Returns the held decisions and the settled ones.
+/// while the others reach the cap; every client holds its reservation before any spends).
+/// Returns the held decisions and the settled ones.
 async fn hammer(
     channel: &Channel,
     seed: u64,
@@ -195,9 +197,11 @@ async fn hammer(
     when: &str,
 ) -> (Vec<Held>, Vec<Held>) {
     let mut tasks = Vec::new();
+    let all_held = Arc::new(tokio::sync::Barrier::new(CLIENTS as usize));
     for c in 0..CLIENTS {
         let mut client = RouteClient::new(channel.clone());
         let when = format!("{when}, client {c}");
+        let all_held = all_held.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(seed ^ c);
             let mut settled = Vec::new();
@@ -206,6 +210,7 @@ async fn hammer(
             } else {
                 None
             };
+            all_held.wait().await;
             for _ in 0..rounds {
                 if let Some(h) = route(&mut client).await {
                     let output = rng.random_range(100..=MAX_OUTPUT_TOKENS);
