@@ -5,11 +5,14 @@
 //! cache, counted in a metric. Every wait polls a condition with a generous deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis::RedisServer as Redis;
 use switchyard::proto::route_client::RouteClient;
 use switchyard::proto::{
     CacheStats, FeedbackRequest, GetArmStatsRequest, InvalidateCacheRequest, Outcome, RouteRequest,
@@ -264,58 +267,6 @@ async fn entries_survive_a_restart_with_their_age_and_invalidation_reaches_the_d
     s.terminate().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A redis-server on a free port, without persistence; killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/test.sh installs it)");
-        let r = Redis { child, port };
-        wait_for(|| async { r.keys("*").await.is_some() }).await;
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// The keys matching `pattern`; `None` while Redis does not answer.
-    async fn keys(&self, pattern: &str) -> Option<Vec<String>> {
-        let client = redis::Client::open(self.url()).ok()?;
-        let mut con = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("KEYS")
-            .arg(pattern)
-            .query_async(&mut con)
-            .await
-            .ok()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_entries_and_invalidations_through_redis() {
     let mut redis = Redis::start().await;
@@ -409,8 +360,7 @@ async fn replicas_share_entries_and_invalidations_through_redis() {
         .is_none());
 
     // Redis down: A stores and hits locally; B cannot see the entry; the fallbacks are counted.
-    redis.child.kill().unwrap();
-    redis.child.wait().unwrap();
+    redis.stop();
     let prompt = "Who wrote The Old Man and the Sea?";
     store(&mut ca, "qa", prompt, "Hemingway").await;
     let h = route(&mut ca, "qa", prompt).await.cache_hit.unwrap();

@@ -3,6 +3,8 @@
 //! condition with a generous deadline; the measured figures are printed (`--nocapture`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::redis::RedisServer as Redis;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use switchyard::proto::route_client::RouteClient;
@@ -26,121 +29,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const CALL_USD: f64 = 0.0015;
 /// Generous deadline of every wait on a condition.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn signal(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill {sig} {pid}");
-}
-
-/// A redis-server on a free port with append-only persistence in a temporary dir.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Self::spawn(port, dir.path());
-        let r = Redis { child, port, dir };
-        r.wait_ready().await;
-        r
-    }
-
-    fn spawn(port: u16, dir: &Path) -> Child {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            // Every acknowledged write is on disk, so a restart on the AOF loses nothing.
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/test.sh installs it)")
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn con(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    async fn wait_ready(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(c) = redis::Client::open(self.url()) {
-                if let Ok(mut con) = c.get_multiplexed_async_connection().await {
-                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
-                    if pong.is_ok() {
-                        return;
-                    }
-                }
-            }
-            assert!(start.elapsed() < DEADLINE, "redis did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL, then start again on the same port and AOF.
-    async fn restart(&mut self) {
-        self.stop();
-        self.resume().await;
-    }
-
-    /// SIGKILL (the AOF keeps every acknowledged write: `appendfsync always`).
-    fn stop(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Starts again on the same port and AOF, after [`Redis::stop`].
-    async fn resume(&mut self) {
-        self.child = Self::spawn(self.port, self.dir.path());
-        self.wait_ready().await;
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = signal_quiet(self.child.id(), "-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal_quiet(pid: u32, sig: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .stderr(Stdio::null())
-        .status()
-}
 
 /// The test config: two models at the same price and the same priors ("good" is better in
 /// truth), a daily budget `team`, and `[cluster]` on `redis_url` under `prefix`.
@@ -424,7 +312,7 @@ async fn shared_ledger(redis: &Redis, prefix: &str) -> (f64, f64, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn budget_is_never_overrun_across_replicas() {
     const LIMIT: f64 = 0.10;
-    let redis = Redis::start().await;
+    let redis = Redis::start_durable().await;
     let replicas = start_cluster(&redis, "t1", 3, 1, LIMIT).await;
     let mut clients = Vec::new();
     for r in &replicas {
@@ -572,7 +460,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// reported per seed with their medians.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_converge_like_one() {
-    let redis = Redis::start().await;
+    let redis = Redis::start_durable().await;
     let setups = [(1usize, 250u64), (3, 250), (3, 50)];
     let mut table: Vec<Vec<Converged>> = setups.iter().map(|_| Vec::new()).collect();
     for seed in 1..=5u64 {
@@ -603,7 +491,7 @@ async fn three_replicas_converge_like_one() {
 /// A DOWN reported to one replica opens the model's breaker on the other two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn down_on_one_replica_stops_the_model_on_all() {
-    let redis = Redis::start().await;
+    let redis = Redis::start_durable().await;
     let replicas = start_cluster(&redis, "t3", 3, 3, 100.0).await;
     let mut clients = Vec::new();
     for r in &replicas {
@@ -735,7 +623,7 @@ async fn load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_death_and_redis_outage() {
     const LIMIT: f64 = 5.0;
-    let mut redis = Redis::start().await;
+    let mut redis = Redis::start_durable().await;
     let mut replicas = start_cluster(&redis, "t4", 3, 4, LIMIT).await;
     let mut clients = Vec::new();
     for (i, r) in replicas.iter().enumerate() {
@@ -788,7 +676,7 @@ async fn replica_death_and_redis_outage() {
         .cloned()
         .collect();
     let before = spent;
-    signal(redis.child.id(), "-STOP");
+    redis.pause(true);
     let paused = Instant::now();
     let (outage_acked, outage_routed) = load(
         live.clone(),
@@ -811,7 +699,7 @@ async fn replica_death_and_redis_outage() {
         );
         shares.push((b.fallback_spent_usd, b.fallback_allowance_usd));
     }
-    signal(redis.child.id(), "-CONT");
+    redis.pause(false);
     assert!(outage_routed > 0, "routing stopped while redis was paused");
     for (_, c) in &live {
         wait_for(|| {
@@ -955,7 +843,7 @@ async fn shared_counts(redis: &Redis, prefix: &str) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_feedback_at_two_replicas_at_once_counts_once() {
     const N: usize = 40;
-    let redis = Redis::start().await;
+    let redis = Redis::start_durable().await;
     let replicas: Vec<Replica> = (0..2u64)
         .map(|i| {
             Replica::start_with(
@@ -1030,7 +918,7 @@ async fn the_same_feedback_at_two_replicas_at_once_counts_once() {
 /// that exists nowhere is dropped then, logged and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn feedback_deferred_through_a_redis_outage_arrives_once() {
-    let mut redis = Redis::start().await;
+    let mut redis = Redis::start_durable().await;
     let mut replicas: Vec<Replica> = (0..2u64)
         .map(|i| {
             Replica::start_with(
@@ -1147,7 +1035,7 @@ async fn run_script(redis: &Redis, lua: &str, keys: &[&str], args: &[String]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_scripts_give_each_fact_to_one_replica() {
     use switchyard::cluster::claims::{CLAIM, RESOLVE};
-    let redis = Redis::start().await;
+    let redis = Redis::start_durable().await;
     let mut con = redis.con().await;
     let (fb, reg) = ("s:fb:d1", "s:replicas");
     // r1 and r2 are live (heartbeat at 1000), r3 is not (heartbeat at 10); live since 500.
@@ -1209,7 +1097,7 @@ async fn claim_scripts_give_each_fact_to_one_replica() {
 async fn scripts_touch_only_declared_keys() {
     use switchyard::cluster::budget::ADMIT;
     use switchyard::cluster::evidence::MERGE;
-    let redis = Redis::start().await;
+    let redis = Redis::start_durable().await;
     let mut con = redis.con().await;
     let base = "s:budget:{team:0}";
     let (res, exp, settled) = (
@@ -1409,7 +1297,7 @@ async fn recorded(redis: &Redis, prefix: &str, decision_id: &str) -> (String, f6
 async fn cheapest_substitutes_at_the_shared_cap() {
     const LIMIT: f64 = 0.125;
     const PREFIX: &str = "t5";
-    let redis = Redis::start().await;
+    let redis = Redis::start_durable().await;
     let replicas = start_cluster_with(3, |i| {
         let id = format!("r{i}");
         let text = cap_config_text(&redis.url(), PREFIX, &id, 50 + i as u64, LIMIT);

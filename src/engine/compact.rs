@@ -295,6 +295,12 @@ impl CompactPending {
         }
     }
 
+    /// The decision's tags (a Feedback's merged in), without expanding the decision.
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.extra.as_deref().map_or(&NONE, |x| &x.tags)
+    }
+
     pub fn key(&self) -> &DecisionKey {
         &self.key
     }

@@ -507,7 +507,7 @@ impl Engine {
                 let models = p.offered().map(str::to_string).collect();
                 l.bury(b, &id, p.task_class(), models, limits, now_ms);
                 l.set_tombstone_tenant(&id, p.tenant().map(str::to_string));
-                l.set_tombstone_tags(&id, &p.decision().tags);
+                l.set_tombstone_tags(&id, p.tags());
                 l.release(b, &shadow_reservation_id(&id), now_ms);
             }
         }
