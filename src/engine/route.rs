@@ -24,7 +24,9 @@ impl Engine {
         let resolved = self.resolve_class(input, prompt, &mut counted)?;
         let class = self.class(&resolved.class)?.clone();
         check_id("request_id", &input.request_id)?;
-        self.dirty_classes.insert(class.name.clone());
+        if !self.dirty_classes.contains(&class.name) {
+            self.dirty_classes.insert(class.name.clone());
+        }
         if let Some(replay) = self.replay(input, &class.name, now_ms)? {
             return Ok(replay);
         }
@@ -131,7 +133,12 @@ impl Engine {
         for &i in requested {
             state.arms[i].decay_to(now_ms, half_life);
         }
-        let pools = self.pools.entry(class.to_string()).or_default();
+        if !self.pools.contains_key(class) {
+            self.pools.insert(class.to_string(), Vec::new());
+        }
+        let Some(pools) = self.pools.get_mut(class) else {
+            return Ok(());
+        };
         if settings.kind == PolicyKind::Thompson && settings.propensity_samples > 0 {
             pools.resize_with(state.arms.len(), DrawPool::default);
             let size = settings.propensity_samples as usize;
@@ -404,16 +411,9 @@ impl Engine {
             experiment_group: picked.experiment_group,
             cache_hit: None,
         };
-        let evicted = self.pending.insert(
-            PendingDecision {
-                decision: decision.clone(),
-                request_id: (!input.request_id.is_empty()).then(|| input.request_id.clone()),
-                outcomes: Vec::new(),
-                failed: Vec::new(),
-                qualities: Vec::new(),
-                tenant: None,
-                sides: PairSides::default(),
-            },
+        let evicted = self.pending.insert_new(
+            &decision,
+            Some(input.request_id.as_str()).filter(|r| !r.is_empty()),
             self.config.limits.max_pending,
         );
         self.bury(&evicted, now_ms);
