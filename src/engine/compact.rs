@@ -33,7 +33,11 @@ impl DecisionKey {
     /// digit at a time, rather than through `u64::from_str_radix`.
     pub fn of(id: &str) -> DecisionKey {
         let b = id.as_bytes();
-        match (b.len(), b.get(..16).and_then(hex64), b.get(16..).and_then(hex64)) {
+        match (
+            b.len(),
+            b.get(..16).and_then(hex64),
+            b.get(16..).and_then(hex64),
+        ) {
             (32, Some(hi), Some(lo)) => DecisionKey::Hex([hi, lo]),
             _ => DecisionKey::Text(id.into()),
         }

@@ -97,7 +97,10 @@ fn winners<S: Utility + ?Sized>(candidates: &[Candidate<'_>], scoring: &S, k: us
     let mut best = vec![0usize; k];
     let mut best_value = vec![f64::NEG_INFINITY; k];
     for (i, c) in candidates.iter().enumerate() {
-        let draws = c.pool.iter().zip(best.iter_mut().zip(best_value.iter_mut()));
+        let draws = c
+            .pool
+            .iter()
+            .zip(best.iter_mut().zip(best_value.iter_mut()));
         for (draw, (b, v)) in draws {
             let u = scoring.utility(&c.scale(draw));
             if u > *v {

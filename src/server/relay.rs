@@ -85,8 +85,13 @@ impl Shared {
         };
         if let Some(c) = &self.cluster {
             // Alerts fire once across replicas: the shared ledger's, not this replica's copy.
-            let (alerts, counted_elsewhere) =
-                Box::pin(crate::cluster::glue::settle(self, c, &input.decision_id, &result)).await;
+            let (alerts, counted_elsewhere) = Box::pin(crate::cluster::glue::settle(
+                self,
+                c,
+                &input.decision_id,
+                &result,
+            ))
+            .await;
             result.alerts = alerts;
             result.duplicate |= counted_elsewhere;
         }
