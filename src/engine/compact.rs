@@ -29,22 +29,31 @@ pub enum DecisionKey {
 }
 
 impl DecisionKey {
+    /// Read on every Route (its pending record) and Feedback: the hex is decoded directly, a
+    /// digit at a time, rather than through `u64::from_str_radix`.
     pub fn of(id: &str) -> DecisionKey {
-        let hex = |s: &str| {
-            s.bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                .then(|| u64::from_str_radix(s, 16).ok())
-                .flatten()
-        };
+        let b = id.as_bytes();
         match (
-            id.len(),
-            id.get(..16).and_then(hex),
-            id.get(16..).and_then(hex),
+            b.len(),
+            b.get(..16).and_then(hex64),
+            b.get(16..).and_then(hex64),
         ) {
             (32, Some(hi), Some(lo)) => DecisionKey::Hex([hi, lo]),
             _ => DecisionKey::Text(id.into()),
         }
     }
+}
+
+/// The value of lowercase hex digits (at most 16), or `None` if any byte is not one.
+fn hex64(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |v, &b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some(v << 4 | u64::from(d))
+    })
 }
 
 impl fmt::Display for DecisionKey {
@@ -64,14 +73,19 @@ const MAX_SHARED: usize = 4096;
 /// A shared list of (model, provider).
 type Refs = Arc<[(Arc<str>, Arc<str>)]>;
 
+/// A set hashed with FxHash: every Route looks a dozen names and a shape up here, and std's
+/// SipHash (which resists hash flooding) was most of that cost. The keys are names from the
+/// config and from decisions the engine made (bounded by [`MAX_SHARED`]), not free request text.
+type FxSet<T> = HashSet<T, rustc_hash::FxBuildHasher>;
+
 /// The shared names, lists and shapes. Entries are never removed (they are bounded by
 /// [`MAX_SHARED`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Names {
-    names: HashSet<Arc<str>>,
-    lists: HashSet<Arc<[Arc<str>]>>,
-    refs: HashSet<Refs>,
-    shapes: HashSet<Arc<Shape>>,
+    names: FxSet<Arc<str>>,
+    lists: FxSet<Arc<[Arc<str>]>>,
+    refs: FxSet<Refs>,
+    shapes: FxSet<Arc<Shape>>,
 }
 
 /// What a decision has in common with many others.
@@ -126,7 +140,7 @@ impl Names {
     }
 }
 
-fn share<T: Eq + std::hash::Hash>(set: &mut HashSet<Arc<[T]>>, v: Vec<T>) -> Arc<[T]> {
+fn share<T: Eq + std::hash::Hash>(set: &mut FxSet<Arc<[T]>>, v: Vec<T>) -> Arc<[T]> {
     if let Some(a) = set.get(v.as_slice()) {
         return Arc::clone(a);
     }
@@ -157,6 +171,15 @@ impl Extra {
     fn is_empty(&self) -> bool {
         *self == Extra::default()
     }
+}
+
+/// What Feedback has reported of a decision so far (nothing, for one Route just made).
+#[derive(Default)]
+struct Reports<'a> {
+    outcomes: &'a [String],
+    failed: &'a [String],
+    qualities: &'a [String],
+    sides: PairSides,
 }
 
 /// A pending decision as the engine holds it (see the module doc).
@@ -190,16 +213,34 @@ fn texts(xs: &[Arc<str>]) -> Vec<String> {
 
 impl CompactPending {
     pub(super) fn new(p: PendingDecision, names: &mut Names) -> CompactPending {
-        let PendingDecision {
-            decision: d,
-            request_id,
-            outcomes,
-            failed,
-            qualities,
-            tenant,
-            sides,
-        } = p;
-        let names_of = |xs: Vec<String>, names: &mut Names| -> Vec<Arc<str>> {
+        let reports = Reports {
+            outcomes: &p.outcomes,
+            failed: &p.failed,
+            qualities: &p.qualities,
+            sides: p.sides,
+        };
+        let (request_id, tenant) = (p.request_id.as_deref(), p.tenant.as_deref());
+        CompactPending::build(&p.decision, request_id, tenant, reports, names)
+    }
+
+    /// A decision Route just made (no tenant yet, nothing reported), read in place: Route
+    /// returns the same decision, so it is not copied into a [`PendingDecision`] first.
+    pub(super) fn of_decision(
+        d: &Decision,
+        request_id: Option<&str>,
+        names: &mut Names,
+    ) -> CompactPending {
+        CompactPending::build(d, request_id, None, Reports::default(), names)
+    }
+
+    fn build(
+        d: &Decision,
+        request_id: Option<&str>,
+        tenant: Option<&str>,
+        reports: Reports<'_>,
+        names: &mut Names,
+    ) -> CompactPending {
+        let names_of = |xs: &[String], names: &mut Names| -> Vec<Arc<str>> {
             xs.iter().map(|s| names.name(s)).collect()
         };
         let extra = Extra {
@@ -207,16 +248,16 @@ impl CompactPending {
             quality_target: d.quality_target,
             max_output_tokens: d.max_output_tokens,
             classified_by: d.classified_by.as_deref().map(|s| names.name(s)),
-            tags: d.tags,
+            tags: d.tags.clone(),
             shadow: d
                 .shadow
                 .as_ref()
                 .map(|m| (names.name(&m.model), names.name(&m.provider))),
-            cache_hit: d.cache_hit,
-            outcomes: names_of(outcomes, names),
-            failed: names_of(failed, names),
-            qualities: names_of(qualities, names),
-            sides,
+            cache_hit: d.cache_hit.clone(),
+            outcomes: names_of(reports.outcomes, names),
+            failed: names_of(reports.failed, names),
+            qualities: names_of(reports.qualities, names),
+            sides: reports.sides,
         };
         let shape = Shape {
             task_class: names.name(&d.task_class),
@@ -224,7 +265,7 @@ impl CompactPending {
             provider: names.name(&d.provider),
             policy: names.name(&d.policy),
             budget_key: d.budget_key.as_deref().map(|s| names.name(s)),
-            tenant: tenant.as_deref().map(|s| names.name(s)),
+            tenant: tenant.map(|s| names.name(s)),
             fallbacks: names.refs(&d.fallbacks),
             eligible: names.list(&d.eligible),
         };
@@ -232,7 +273,7 @@ impl CompactPending {
         CompactPending {
             key: DecisionKey::of(&d.id),
             shape,
-            request_id: request_id.map(String::into_boxed_str),
+            request_id: request_id.map(Box::from),
             propensity: d.propensity,
             expected: d.expected,
             created_ms: d.created_ms,

@@ -48,6 +48,21 @@ impl Pending {
     /// to stay within `max` (their reservations are to be buried).
     pub(super) fn insert(&mut self, p: PendingDecision, max: usize) -> Vec<SharedPending> {
         let c = CompactPending::new(p, &mut self.names);
+        self.insert_compact(c, max)
+    }
+
+    /// Inserts the decision Route just made (see [`Pending::insert`]).
+    pub(super) fn insert_new(
+        &mut self,
+        d: &Decision,
+        request_id: Option<&str>,
+        max: usize,
+    ) -> Vec<SharedPending> {
+        let c = CompactPending::of_decision(d, request_id, &mut self.names);
+        self.insert_compact(c, max)
+    }
+
+    fn insert_compact(&mut self, c: CompactPending, max: usize) -> Vec<SharedPending> {
         let key = c.key().clone();
         self.dirty.insert(key.clone());
         if let Some(r) = c.request_id() {

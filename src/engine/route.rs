@@ -7,7 +7,7 @@ use crate::breaker::BreakerState;
 use crate::config::{Config, ModelConfig, TaskClassConfig, MAX_COST_CAP_USD, MAX_WEIGHT};
 use crate::policy::objective::{self, ArmValue, RequestScoring, Valuation};
 use crate::policy::pool::DrawPool;
-use crate::policy::{self, floor, Candidate, PolicyKind, Scoring};
+use crate::policy::{self, floor, Candidate, Means, PolicyKind, Sample, Scoring};
 
 use super::*;
 
@@ -24,7 +24,9 @@ impl Engine {
         let resolved = self.resolve_class(input, prompt, &mut counted)?;
         let class = self.class(&resolved.class)?.clone();
         check_id("request_id", &input.request_id)?;
-        self.dirty_classes.insert(class.name.clone());
+        if !self.dirty_classes.contains(&class.name) {
+            self.dirty_classes.insert(class.name.clone());
+        }
         if let Some(replay) = self.replay(input, &class.name, now_ms)? {
             return Ok(replay);
         }
@@ -131,7 +133,12 @@ impl Engine {
         for &i in requested {
             state.arms[i].decay_to(now_ms, half_life);
         }
-        let pools = self.pools.entry(class.to_string()).or_default();
+        if !self.pools.contains_key(class) {
+            self.pools.insert(class.to_string(), Vec::new());
+        }
+        let Some(pools) = self.pools.get_mut(class) else {
+            return Ok(());
+        };
         if settings.kind == PolicyKind::Thompson && settings.propensity_samples > 0 {
             pools.resize_with(state.arms.len(), DrawPool::default);
             let size = settings.propensity_samples as usize;
@@ -173,30 +180,46 @@ impl Engine {
             .ok_or_else(|| no_state(&class.name))?;
         let pools = pools.get(&class.name).map_or(&[][..], Vec::as_slice);
         let degraded_factor = config.health.degraded_quality_factor;
-        let candidate = |i: usize| -> Option<Candidate<'_>> {
-            let model = config.models.get(&class.models[i])?;
+        let candidate_of = |i: usize, model: &ModelConfig| -> Candidate<'_> {
             let degraded = breakers.get(&model.id).is_some_and(|b| b.degraded(now_ms));
-            Some(Candidate {
+            Candidate {
                 arm: &state.arms[i],
                 cost_scale: cost_scale(model, class, p.input_tokens, p.output_tokens),
                 health: if degraded { degraded_factor } else { 1.0 },
                 prior_utility: state.prior_utility[i],
                 pool: pools.get(i).map_or(&[], DrawPool::draws),
-            })
+            }
         };
-        let models: Vec<&ModelConfig> = p
+        let candidate = |i: usize| -> Option<Candidate<'_>> {
+            Some(candidate_of(i, config.models.get(&class.models[i])?))
+        };
+        // The eligible models and their candidates, each model looked up once.
+        let (models, candidates): (Vec<&ModelConfig>, Vec<Candidate<'_>>) = p
             .eligible
             .iter()
-            .filter_map(|&i| config.models.get(&class.models[i]))
+            .filter_map(|&i| {
+                let m = config.models.get(&class.models[i])?;
+                Some((m, candidate_of(i, m)))
+            })
+            .unzip();
+        // Each candidate's posterior means, taken once: for the objective, the fallbacks' rank,
+        // the constraints check and the decision's expected figures.
+        let means: Vec<Means> = candidates
+            .iter()
+            .map(|c| c.arm.means(c.cost_scale))
             .collect();
-        let candidates: Vec<Candidate<'_>> =
-            p.eligible.iter().filter_map(|&i| candidate(i)).collect();
+        let mean_samples: Vec<Sample> = candidates
+            .iter()
+            .zip(&means)
+            .map(|(c, &m)| c.mean_sample_of(m))
+            .collect();
         // What each candidate is expected to deliver (quality as the policy sees it, health
         // included), for the objective's multiplier.
         let values: Vec<ArmValue> = candidates
             .iter()
-            .map(|c| {
-                let mut v = ArmValue::of(c.arm, c.cost_scale);
+            .zip(&means)
+            .map(|(c, &m)| {
+                let mut v = ArmValue::from_means(c.arm, m);
                 v.quality *= c.health;
                 v
             })
@@ -302,10 +325,9 @@ impl Engine {
                 now_ms,
             );
         }
-        let chosen = &candidates[choice.index];
         let reason = if p.gate.forced.is_none()
             && choice.reason.is_policy_choice()
-            && p.scoring.violations(&chosen.mean_sample()) > 0
+            && p.scoring.violations(&mean_samples[choice.index]) > 0
             && candidates.len() > 1
         {
             // Every arm looked worse than this one even after its penalty.
@@ -313,7 +335,7 @@ impl Engine {
         } else {
             choice.reason
         };
-        let ranked: Vec<usize> = policy::rank_by_mean_utility(&candidates, &rs)
+        let ranked: Vec<usize> = policy::rank_by_utility(&mean_samples, &rs)
             .into_iter()
             .filter(|&i| p.gate.closed.contains(&p.eligible[i]))
             .collect();
@@ -329,10 +351,7 @@ impl Engine {
                 cap::CapPlan {
                     arms: p.eligible.clone(),
                     models: models.iter().map(|&m| model_ref(m)).collect(),
-                    expected: candidates
-                        .iter()
-                        .map(|c| Expected::from(c.arm.means(c.cost_scale)))
-                        .collect(),
+                    expected: means.iter().map(|&m| Expected::from(m)).collect(),
                     ranked,
                     max_fallbacks: config.limits.max_fallbacks,
                     ..plan
@@ -345,7 +364,7 @@ impl Engine {
             model: model_ref(models[choice.index]),
             propensity: choice.propensity,
             reason,
-            expected: Expected::from(chosen.arm.means(chosen.cost_scale)),
+            expected: Expected::from(means[choice.index]),
             fallbacks,
             eligible: models.iter().map(|m| m.id.clone()).collect(),
             experiment_group,
@@ -404,16 +423,9 @@ impl Engine {
             experiment_group: picked.experiment_group,
             cache_hit: None,
         };
-        let evicted = self.pending.insert(
-            PendingDecision {
-                decision: decision.clone(),
-                request_id: (!input.request_id.is_empty()).then(|| input.request_id.clone()),
-                outcomes: Vec::new(),
-                failed: Vec::new(),
-                qualities: Vec::new(),
-                tenant: None,
-                sides: PairSides::default(),
-            },
+        let evicted = self.pending.insert_new(
+            &decision,
+            Some(input.request_id.as_str()).filter(|r| !r.is_empty()),
             self.config.limits.max_pending,
         );
         self.bury(&evicted, now_ms);

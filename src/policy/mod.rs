@@ -468,7 +468,13 @@ impl Candidate<'_> {
 
     /// Posterior means as a sample.
     pub fn mean_sample(&self) -> Sample {
-        let mut s = Sample::from(self.arm.means(self.cost_scale));
+        self.mean_sample_of(self.arm.means(self.cost_scale))
+    }
+
+    /// [`Candidate::mean_sample`] from the arm's means already taken
+    /// (`arm.means(cost_scale)`).
+    pub fn mean_sample_of(&self, means: Means) -> Sample {
+        let mut s = Sample::from(means);
         s.quality *= self.health;
         s
     }
@@ -679,10 +685,16 @@ pub fn rank_by_mean_utility<S: Utility + ?Sized>(
     candidates: &[Candidate<'_>],
     scoring: &S,
 ) -> Vec<usize> {
-    let mut scored: Vec<(usize, f64)> = candidates
+    let samples: Vec<Sample> = candidates.iter().map(Candidate::mean_sample).collect();
+    rank_by_utility(&samples, scoring)
+}
+
+/// [`rank_by_mean_utility`] from the candidates' mean samples already taken.
+pub fn rank_by_utility<S: Utility + ?Sized>(mean_samples: &[Sample], scoring: &S) -> Vec<usize> {
+    let mut scored: Vec<(usize, f64)> = mean_samples
         .iter()
         .enumerate()
-        .map(|(i, c)| (i, scoring.utility(&c.mean_sample())))
+        .map(|(i, s)| (i, scoring.utility(s)))
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored.into_iter().map(|(i, _)| i).collect()

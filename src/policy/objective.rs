@@ -171,7 +171,11 @@ pub struct ArmValue {
 impl ArmValue {
     /// The arm's posterior-mean value for a request at `cost_scale`.
     pub fn of(arm: &Arm, cost_scale: f64) -> ArmValue {
-        let m = arm.means(cost_scale);
+        ArmValue::from_means(arm, arm.means(cost_scale))
+    }
+
+    /// [`ArmValue::of`] from the arm's means already taken (`arm.means(cost_scale)`).
+    pub fn from_means(arm: &Arm, m: crate::policy::Means) -> ArmValue {
         ArmValue {
             quality: m.success * m.quality,
             quality_sd: m.success * arm.quality.variance().sqrt(),

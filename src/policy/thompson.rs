@@ -87,17 +87,29 @@ fn pool_size(candidates: &[Candidate<'_>]) -> Option<usize> {
     (k > 0 && candidates.iter().all(|c| c.pool.len() == k)).then_some(k)
 }
 
-/// The winning candidate at each of the `k` pool indices.
+/// The winning candidate at each of the `k` pool indices (every candidate's pool holds `k`
+/// draws): [`argmax`] at each index, ties to the earliest candidate, a NaN never winning.
+///
+/// Scored a candidate at a time over its whole pool (k x candidates utilities per decision, the
+/// largest part of a Route's engine work): the inner loop over one contiguous pool with one
+/// scoring lets the compiler hoist the per-request branches out of it.
 fn winners<S: Utility + ?Sized>(candidates: &[Candidate<'_>], scoring: &S, k: usize) -> Vec<usize> {
-    (0..k)
-        .map(|j| {
-            argmax(
-                candidates
-                    .iter()
-                    .map(|c| scoring.utility(&c.scale(&c.pool[j]))),
-            )
-        })
-        .collect()
+    let mut best = vec![0usize; k];
+    let mut best_value = vec![f64::NEG_INFINITY; k];
+    for (i, c) in candidates.iter().enumerate() {
+        let draws = c
+            .pool
+            .iter()
+            .zip(best.iter_mut().zip(best_value.iter_mut()));
+        for (draw, (b, v)) in draws {
+            let u = scoring.utility(&c.scale(draw));
+            if u > *v {
+                *v = u;
+                *b = i;
+            }
+        }
+    }
+    best
 }
 
 /// Each of `n` candidates' share of the pool indices it wins.
@@ -216,5 +228,40 @@ mod tests {
         // Binomial standard error at n = 20 000 is <= 0.0036.
         assert!((freq - p0).abs() < 0.015, "{freq} vs {p0}");
         assert!(p0 > 0.5 && p0 < 0.95, "{p0}");
+    }
+
+    #[test]
+    fn winners_are_the_argmax_at_each_pool_index_ties_to_the_first_and_never_nan() {
+        use super::super::pool::DrawPool;
+        use super::super::Sample;
+        let sc = scoring();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let arms = [
+            Arm::new(&prior(0.5, 500.0, 0.001), 0),
+            Arm::new(&prior(0.55, 450.0, 0.002), 0),
+            Arm::new(&prior(0.6, 700.0, 0.001), 0),
+        ];
+        let mut pools: Vec<Vec<Sample>> = arms
+            .iter()
+            .map(|a| {
+                let mut p = DrawPool::default();
+                p.refresh(a, 64, 0, f64::INFINITY, &mut rng);
+                p.draws().to_vec()
+            })
+            .collect();
+        // A tie between the last two at index 3 (the earlier wins), a NaN at index 5 (never wins).
+        pools[2][3] = pools[1][3];
+        pools[1][5].quality = f64::NAN;
+        let mut cands = candidates(&arms);
+        for (c, p) in cands.iter_mut().zip(&pools) {
+            c.pool = p;
+        }
+        let expected: Vec<usize> = (0..64)
+            .map(|j| argmax(cands.iter().map(|c| sc.utility(&c.scale(&c.pool[j])))))
+            .collect();
+        assert_eq!(winners(&cands, &sc, 64), expected);
+        assert_ne!(expected[3], 2, "the tie goes to the earlier candidate");
+        assert_ne!(expected[5], 1, "a NaN utility never wins");
+        assert!(expected.iter().any(|&w| w != expected[0]), "{expected:?}");
     }
 }

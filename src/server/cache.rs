@@ -218,7 +218,9 @@ impl Shared {
         };
         let hit = match hit {
             Some(h) => Some(h),
-            None => self.cache_lookup_shared(&q).await,
+            // Boxed, and only in cluster mode: inline, Redis's future would size every Route's.
+            None if self.cluster.is_some() => Box::pin(self.cache_lookup_shared(&q)).await,
+            None => None,
         };
         self.metrics.cache.lookup(&q.class, hit.as_ref());
         Ok((Some(q), hit))

@@ -40,6 +40,26 @@ pub enum Method {
     Backup,
 }
 
+impl Method {
+    /// The RPC's path, `/switchyard.v1.Route/Method` (what `[auth]` checks), without formatting
+    /// one per request.
+    pub fn path(self) -> &'static str {
+        match self {
+            Method::Route => "/switchyard.v1.Route/Route",
+            Method::Feedback => "/switchyard.v1.Route/Feedback",
+            Method::ReportHealth => "/switchyard.v1.Route/ReportHealth",
+            Method::GetArmStats => "/switchyard.v1.Route/GetArmStats",
+            Method::GetBudgets => "/switchyard.v1.Route/GetBudgets",
+            Method::ResetArms => "/switchyard.v1.Route/ResetArms",
+            Method::Reload => "/switchyard.v1.Route/Reload",
+            Method::GetSpend => "/switchyard.v1.Route/GetSpend",
+            Method::GetAbReport => "/switchyard.v1.Route/GetAbReport",
+            Method::InvalidateCache => "/switchyard.v1.Route/InvalidateCache",
+            Method::Backup => "/switchyard.v1.Route/Backup",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandledLabels {
     grpc_service: &'static str,
@@ -597,6 +617,26 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_paths_name_the_service_and_the_method() {
+        let all = [
+            Method::Route,
+            Method::Feedback,
+            Method::ReportHealth,
+            Method::GetArmStats,
+            Method::GetBudgets,
+            Method::ResetArms,
+            Method::Reload,
+            Method::GetSpend,
+            Method::GetAbReport,
+            Method::InvalidateCache,
+            Method::Backup,
+        ];
+        for m in all {
+            assert_eq!(m.path(), format!("/{}/{m:?}", crate::auth::ROUTE_SERVICE));
+        }
+    }
 
     #[test]
     fn rpc_counts_and_histograms_encode_with_ecosystem_names() {

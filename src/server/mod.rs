@@ -363,8 +363,7 @@ impl RouteService {
         method: Method,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<Principal>, Status> {
-        let path = format!("/{}/{method:?}", crate::auth::ROUTE_SERVICE);
-        self.edge.keys.check(&path, metadata)
+        self.edge.keys.check(method.path(), metadata)
     }
 
     /// Runs one handler inside its RPC span (when traces are exported), then counts it and its
@@ -528,7 +527,9 @@ impl RouteService {
             &self.shared.cluster,
             decision.replayed || decision.cache_hit.is_some(),
         ) {
-            decision = crate::cluster::glue::route(&self.shared, c, decision).await?;
+            // Boxed: the cluster's round trip is a large future, and inline it would size (and
+            // so copy) every Route's future, clustered or not.
+            decision = Box::pin(crate::cluster::glue::route(&self.shared, c, decision)).await?;
         }
         if !decision.replayed {
             self.shared.metrics.decision(&decision);

@@ -29,9 +29,22 @@ impl Shared {
         input: &FeedbackInput,
         response: String,
     ) -> Result<proto::FeedbackResponse, Status> {
-        let Some(c) = &self.cluster else {
-            return self.apply_feedback(caller, input, response).await;
-        };
+        match &self.cluster {
+            // Boxed: the cluster's steps are large futures, and inline they would size (and so
+            // copy) every Feedback's future, clustered or not.
+            Some(c) => Box::pin(self.feedback_clustered(c, caller, input, response)).await,
+            None => self.apply_feedback(caller, input, response).await,
+        }
+    }
+
+    /// [`Shared::feedback`] in cluster mode.
+    async fn feedback_clustered(
+        self: &Arc<Self>,
+        c: &Arc<Cluster>,
+        caller: Option<&Principal>,
+        input: &FeedbackInput,
+        response: String,
+    ) -> Result<proto::FeedbackResponse, Status> {
         let _one_at_a_time = c.feedback_locks.lock(&input.decision_id).await;
         if let Some(deferred) = prepare(self, c, caller, input).await? {
             return Ok(deferred);
@@ -72,8 +85,13 @@ impl Shared {
         };
         if let Some(c) = &self.cluster {
             // Alerts fire once across replicas: the shared ledger's, not this replica's copy.
-            let (alerts, counted_elsewhere) =
-                crate::cluster::glue::settle(self, c, &input.decision_id, &result).await;
+            let (alerts, counted_elsewhere) = Box::pin(crate::cluster::glue::settle(
+                self,
+                c,
+                &input.decision_id,
+                &result,
+            ))
+            .await;
             result.alerts = alerts;
             result.duplicate |= counted_elsewhere;
         }
