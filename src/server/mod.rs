@@ -20,6 +20,7 @@ pub mod relay;
 pub mod security;
 mod spend;
 pub mod tls;
+mod verify;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -113,7 +114,15 @@ impl Shared {
         sender: Option<alerts::AlertSender>,
     ) -> Result<(Self, Vec<String>), StoreError> {
         let base = Shared::new(config.clone());
+        let ms = |t: std::time::Instant| t.elapsed().as_millis() as u64;
+        let t = std::time::Instant::now();
         let restored = store.with(|s| s.load(now_ms(), config.limits.max_pending))?;
+        let pending = restored.pending.len();
+        info!(
+            ms = ms(t),
+            pending, "start: arms, breakers, ledgers and pending decisions read"
+        );
+        let t = std::time::Instant::now();
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
         if engine
             .config()
@@ -128,7 +137,11 @@ impl Shared {
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
+        info!(ms = ms(t), "start: engine restored");
+        let t = std::time::Instant::now();
         let cache = cache::restore_cache(engine.config(), &store)?;
+        info!(ms = ms(t), "start: response cache restored");
+        let t = std::time::Instant::now();
         let core = Arc::new(Mutex::new(Core { engine, rng }));
         let take: persist::TakeChanges = {
             let core = Arc::clone(&core);
@@ -136,6 +149,7 @@ impl Shared {
         };
         // Expiry at restore dropped some pending decisions: persist that now.
         persist::cycle(&store, &take, &mut persist::Backlog::default(), true)?;
+        info!(ms = ms(t), "start: first write cycle flushed");
         let metrics = Arc::new(metrics::Metrics::new());
         metrics.skipped_arms(store.with(|s| Ok(s.skipped_arms()))?);
         let counted = Arc::clone(&metrics);
@@ -770,6 +784,7 @@ pub async fn serve_with(
         shared.cluster = Some(c);
     }
     let shared = Arc::new(shared);
+    let checked = shared.store.as_ref().map(|s| verify::spawn(Arc::clone(s)));
     let cluster_task = shared.cluster.as_ref().map(|c| {
         tokio::spawn(crate::cluster::sync::run(
             Arc::clone(c),
@@ -876,6 +891,13 @@ pub async fn serve_with(
         edge: Arc::clone(&edge),
         reload,
     };
+    let failure = verify::Failure::default();
+    let shutdown = verify::shutdown_or_failure(
+        shutdown,
+        checked,
+        health_reporter.clone(),
+        Arc::clone(&failure),
+    );
     let shutdown = drain(shutdown, Arc::clone(&shared), health_reporter);
     let secs = Duration::from_secs_f64;
     let router = builder
@@ -939,6 +961,7 @@ pub async fn serve_with(
     }
     // A last trim, so a stopped data dir is within its bounds whatever the sweeper's phase was.
     shared.trim_events().await;
+    verify::take_failure(&failure)?;
     if let Some(store) = &shared.store {
         store.with(Store::flush)?;
     }
