@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::store::{Step, StoreError, StoreSlot};
 
-/// Consecutive failed reads (e.g. the slot closed for a reopen) before the check gives up.
+/// Consecutive failed reads of an open store before the check gives up (100 ms apart).
 const MAX_READ_ERRORS: u32 = 50;
 
 /// The check's failure, once it failed.
@@ -53,6 +53,11 @@ fn run(store: &StoreSlot) -> Result<(), StoreError> {
             Ok(Ok(Step::More)) => errors = 0,
             Ok(Ok(Step::Done { .. })) => return Ok(()),
             Ok(Err(e @ StoreError::Corrupt { .. })) => return Err(e),
+            // Closed after a write failure: its reopen verifies in full, so this only waits.
+            Ok(Err(_)) if store.is_closed() => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             Ok(Err(e)) => {
                 errors += 1;
                 if errors >= MAX_READ_ERRORS {

@@ -172,7 +172,8 @@ impl Store {
         Err(self.corrupt_db(detail))
     }
 
-    /// Runs [`Store::verify_step`] to the end (tests; the server interleaves steps with reopens).
+    /// Runs [`Store::verify_step`] to the end (a backup; tests). The server steps from a thread
+    /// of its own, pausing between steps.
     pub fn verify_all(&self) -> Result<u64, StoreError> {
         loop {
             if let Step::Done { records } = self.verify_step()? {
@@ -375,6 +376,9 @@ mod tests {
         let write = store.write(engine.take_changes()).unwrap_err().to_string();
         assert!(write.contains("is corrupt"), "{write}");
         assert!(store.flush().is_err());
+        let copy = tempfile::tempdir().unwrap();
+        let backup = store.backup_to(&copy.path().join("b")).err().unwrap();
+        assert!(backup.to_string().contains("tree decisions"), "{backup}");
         drop(store);
         let err = open(dir.path(), false).err().unwrap().to_string();
         assert!(err.contains("tree decisions holds 19 records"), "{err}");

@@ -7,7 +7,9 @@
 //! temporary file, rename) after every flush, from a digest the store keeps up to date as it
 //! writes: each commit and trim adjusts it by the records it replaces and writes, under one lock,
 //! so no write needs a scan of the db. The whole db is scanned only at open (and by `switchyard
-//! state check`), and after the writer reopens the db following a write failure.
+//! state check`), and after the writer reopens the db following a write failure. `serve` opens
+//! a cleanly flushed db with every tree but the decision log scanned, and scans the decision log
+//! in the background while it serves ([`super::deferred`]).
 //!
 //! Generations: every commit or trim first writes its new generation to `meta/intent`, then its
 //! records. After a crash the db is a prefix of its writes (sled's log is one sequence for every

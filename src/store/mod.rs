@@ -785,7 +785,6 @@ impl Store {
                 .insert(String::from_utf8_lossy(&k).into_owned(), t);
         }
         r.spend = self.load_spend()?;
-        let started = std::time::Instant::now();
         let names = lock(&self.names);
         let mut index = lock(&self.index);
         index.clear();
@@ -809,11 +808,6 @@ impl Store {
                 r.pending.push(p);
             }
         }
-        tracing::info!(
-            ms = started.elapsed().as_millis() as u64,
-            pending = r.pending.len(),
-            "start: pending decisions read from the decision log"
-        );
         Ok(r)
     }
 
