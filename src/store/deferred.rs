@@ -21,7 +21,8 @@
 //! On a mismatch the store refuses every later write, flush and backup (nothing is overwritten and
 //! no manifest is written that would describe the damaged db as good) with the same error a full
 //! verification gives, naming the file and what to do; the server marks `switchyard.v1.Store`
-//! NOT_SERVING and stops, exiting non-zero (see `src/server/verify.rs`).
+//! NOT_SERVING and stops, exiting non-zero (see `src/server/verify.rs`). A backup taken while the
+//! scan runs finishes it first, so no backup is made of an unverified decision log.
 //!
 //! Only a cleanly flushed db is verified this way. A db holding writes newer than its last flush
 //! (a crash), or one without a manifest, is scanned in full at open, as before: its digest cannot
