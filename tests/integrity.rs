@@ -875,16 +875,7 @@ async fn a_decision_lost_from_a_clean_data_dir_is_found_after_start_and_stops_th
     let data = tmp.path().join("data");
     let cfg = write_config(tmp.path());
     data_dir_with_state(&cfg, &data, 6).await;
-    let key = first_key(&data, "decisions");
-    let db = sled::open(&data).unwrap();
-    assert!(db
-        .open_tree("decisions")
-        .unwrap()
-        .remove(&key)
-        .unwrap()
-        .is_some());
-    db.flush().unwrap();
-    drop(db);
+    remove_first(&data, "decisions");
     // A drain long enough to see the health status before the process exits.
     let drain = tmp.path().join("drain.toml");
     std::fs::write(&drain, "[server]\ndrain_secs = 10.0\n").unwrap();
@@ -918,4 +909,24 @@ async fn a_decision_lost_from_a_clean_data_dir_is_found_after_start_and_stops_th
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("tree decisions holds 5 records"), "{err}");
+}
+
+/// Removes the first record of `tree` with sled directly, keeping the manifest (waiting while the
+/// lock of a sled handle just dropped is still held).
+fn remove_first(data: &Path, tree: &str) {
+    let mut last = String::new();
+    for _ in 0..250 {
+        match sled::open(data) {
+            Ok(db) => {
+                let t = db.open_tree(tree).unwrap();
+                let (key, _) = t.first().unwrap().unwrap();
+                assert!(t.remove(key).unwrap().is_some());
+                db.flush().unwrap();
+                return;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("cannot open {}: {last}", data.display());
 }

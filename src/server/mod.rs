@@ -114,15 +114,9 @@ impl Shared {
         sender: Option<alerts::AlertSender>,
     ) -> Result<(Self, Vec<String>), StoreError> {
         let base = Shared::new(config.clone());
-        let ms = |t: std::time::Instant| t.elapsed().as_millis() as u64;
-        let t = std::time::Instant::now();
+        let mut phase = verify::Phase::start();
         let restored = store.with(|s| s.load(now_ms(), config.limits.max_pending))?;
-        let pending = restored.pending.len();
-        info!(
-            ms = ms(t),
-            pending, "start: arms, breakers, ledgers and pending decisions read"
-        );
-        let t = std::time::Instant::now();
+        phase.done("arms, breakers, ledgers and pending decisions read");
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
         if engine
             .config()
@@ -137,11 +131,9 @@ impl Shared {
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
-        info!(ms = ms(t), "start: engine restored");
-        let t = std::time::Instant::now();
+        phase.done("engine restored");
         let cache = cache::restore_cache(engine.config(), &store)?;
-        info!(ms = ms(t), "start: response cache restored");
-        let t = std::time::Instant::now();
+        phase.done("response cache restored");
         let core = Arc::new(Mutex::new(Core { engine, rng }));
         let take: persist::TakeChanges = {
             let core = Arc::clone(&core);
@@ -149,7 +141,7 @@ impl Shared {
         };
         // Expiry at restore dropped some pending decisions: persist that now.
         persist::cycle(&store, &take, &mut persist::Backlog::default(), true)?;
-        info!(ms = ms(t), "start: first write cycle flushed");
+        phase.done("first write cycle flushed");
         let metrics = Arc::new(metrics::Metrics::new());
         metrics.skipped_arms(store.with(|s| Ok(s.skipped_arms()))?);
         let counted = Arc::clone(&metrics);

@@ -9,6 +9,8 @@
 //! returning that error, so the process exits non-zero with the same message a refused start
 //! prints. The documented choice: stop, rather than serve on with writes refused.
 //!
+//! Also here: [`Phase`], which logs each phase of a start with its duration.
+//!
 //! Restart and replicas: nothing is kept; every start of every replica checks its own data dir.
 
 use std::future::Future;
@@ -116,5 +118,21 @@ pub fn take_failure(failure: &Failure) -> Result<(), StoreError> {
     match failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Times the phases of a start, each logged with its duration ("start: ...").
+pub struct Phase(Instant);
+
+impl Phase {
+    pub fn start() -> Phase {
+        Phase(Instant::now())
+    }
+
+    /// Logs `what` with the time since the last phase ended, and starts the next.
+    pub fn done(&mut self, what: &str) {
+        let ms = self.0.elapsed().as_millis() as u64;
+        tracing::info!(ms, "start: {what}");
+        self.0 = Instant::now();
     }
 }
