@@ -479,10 +479,8 @@ fn run_server(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = match cfg.storage.durability {
         switchyard::config::Durability::Memory => None,
-        _ => Some(switchyard::store::Store::open_with(
-            &cfg.data_dir,
-            cfg.storage.cache_mb,
-        )?),
+        // Serve first, verify after: the decision log is checked in the background.
+        _ => Some(switchyard::store::Store::open_serving(&cfg.data_dir, cfg.storage.cache_mb)?.0),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,6 +20,7 @@ pub mod relay;
 pub mod security;
 mod spend;
 pub mod tls;
+mod verify;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -113,7 +114,9 @@ impl Shared {
         sender: Option<alerts::AlertSender>,
     ) -> Result<(Self, Vec<String>), StoreError> {
         let base = Shared::new(config.clone());
+        let mut phase = verify::Phase::start();
         let restored = store.with(|s| s.load(now_ms(), config.limits.max_pending))?;
+        phase.done("arms, breakers, ledgers and pending decisions read");
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
         if engine
             .config()
@@ -128,7 +131,9 @@ impl Shared {
         let interval = Duration::from_millis(engine.config().storage.flush_interval_ms.max(1));
         let sync = engine.config().storage.durability == Durability::Sync;
         let rng = base.lock().rng.clone();
+        phase.done("engine restored");
         let cache = cache::restore_cache(engine.config(), &store)?;
+        phase.done("response cache restored");
         let core = Arc::new(Mutex::new(Core { engine, rng }));
         let take: persist::TakeChanges = {
             let core = Arc::clone(&core);
@@ -136,6 +141,7 @@ impl Shared {
         };
         // Expiry at restore dropped some pending decisions: persist that now.
         persist::cycle(&store, &take, &mut persist::Backlog::default(), true)?;
+        phase.done("first write cycle flushed");
         let metrics = Arc::new(metrics::Metrics::new());
         metrics.skipped_arms(store.with(|s| Ok(s.skipped_arms()))?);
         let counted = Arc::clone(&metrics);
@@ -771,6 +777,7 @@ pub async fn serve_with(
         shared.cluster = Some(c);
     }
     let shared = Arc::new(shared);
+    let checked = shared.store.as_ref().map(|s| verify::spawn(Arc::clone(s)));
     let cluster_task = shared.cluster.as_ref().map(|c| {
         tokio::spawn(crate::cluster::sync::run(
             Arc::clone(c),
@@ -877,6 +884,13 @@ pub async fn serve_with(
         edge: Arc::clone(&edge),
         reload,
     };
+    let failure = verify::Failure::default();
+    let shutdown = verify::shutdown_or_failure(
+        shutdown,
+        checked,
+        health_reporter.clone(),
+        Arc::clone(&failure),
+    );
     let shutdown = drain(shutdown, Arc::clone(&shared), health_reporter);
     let secs = Duration::from_secs_f64;
     let router = builder
@@ -940,6 +954,7 @@ pub async fn serve_with(
     }
     // A last trim, so a stopped data dir is within its bounds whatever the sweeper's phase was.
     shared.trim_events().await;
+    verify::take_failure(&failure)?;
     if let Some(store) = &shared.store {
         store.with(Store::flush)?;
     }

@@ -58,6 +58,9 @@ impl Store {
                 ));
             }
         }
+        // A copy is of a verified db: the decision log's check after start is finished first
+        // (a failed one refuses the backup).
+        self.verify_all()?;
         // No commit or trim while copying (both take this lock).
         let _writes = lock(&self.digest);
         let copy = Store::open_with(dir, 16)?;

@@ -7,7 +7,9 @@
 //! temporary file, rename) after every flush, from a digest the store keeps up to date as it
 //! writes: each commit and trim adjusts it by the records it replaces and writes, under one lock,
 //! so no write needs a scan of the db. The whole db is scanned only at open (and by `switchyard
-//! state check`), and after the writer reopens the db following a write failure.
+//! state check`), and after the writer reopens the db following a write failure. `serve` opens
+//! a cleanly flushed db with every tree but the decision log scanned, and scans the decision log
+//! in the background while it serves ([`super::deferred`]).
 //!
 //! Generations: every commit or trim first writes its new generation to `meta/intent`, then its
 //! records. After a crash the db is a prefix of its writes (sled's log is one sequence for every
@@ -42,6 +44,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::deferred::{Scan, Verifying};
 use super::{lock, Store, StoreError, SCHEMA_VERSION};
 
 /// The manifest's file name inside the data dir.
@@ -253,6 +256,9 @@ pub struct Verified {
     /// from the db's record of that flush.
     pub manifest_behind: bool,
     pub trees: Digest,
+    /// The decision log's digest was taken from the manifest and awaits the scan after start
+    /// ([`Store::verify_step`]).
+    pub deferred: bool,
 }
 
 impl Store {
@@ -285,12 +291,19 @@ impl Store {
     pub(super) fn scan_digest(&self) -> Result<Digest, StoreError> {
         let mut d = Digest::default();
         for i in 0..TREES.len() {
-            for kv in self.tree_by_index(i).iter() {
-                let (k, v) = kv.map_err(|e| self.io(e))?;
-                d.add(i, &k, &v);
-            }
+            d.0[i] = self.scan_tree_digest(i)?;
         }
         Ok(d)
+    }
+
+    /// Digest of tree `i` of [`TREES`], by a full scan.
+    pub(super) fn scan_tree_digest(&self, i: usize) -> Result<TreeDigest, StoreError> {
+        let mut d = Digest::default();
+        for kv in self.tree_by_index(i).iter() {
+            let (k, v) = kv.map_err(|e| self.io(e))?;
+            d.add(i, &k, &v);
+        }
+        Ok(d.0[i])
     }
 
     /// The db's record of its last flush, if it has one.
@@ -305,7 +318,9 @@ impl Store {
 
     /// Full verification against the manifest (see the module doc); on success the digest the
     /// store keeps starts from the scan, and a flush brings the db's record and the manifest level.
-    pub(super) fn verify_manifest(&self) -> Result<Verified, StoreError> {
+    /// `defer`: a db at the generation of the flush it is checked against has its decision log
+    /// checked later, by [`Store::verify_step`] (see [`super::deferred`]).
+    pub(super) fn verify_manifest(&self, defer: bool) -> Result<Verified, StoreError> {
         let dir = self.path.clone();
         let corrupt_file = |file: PathBuf, detail: String| StoreError::Corrupt {
             path: dir.display().to_string(),
@@ -317,7 +332,8 @@ impl Store {
         let checkpoint = self.read_checkpoint()?;
         let generation = self.db_generation()?;
         self.generation.fetch_max(generation, Ordering::Relaxed);
-        let trees = self.scan_digest()?;
+        let mut trees = None;
+        let mut deferred = false;
         let mut compared = false;
         let mut manifest_behind = false;
         if let Some(m) = &manifest {
@@ -384,6 +400,19 @@ impl Store {
                 }
             };
             if generation == reference.0 {
+                let started = std::time::Instant::now();
+                let got = if defer {
+                    deferred = true;
+                    self.scan_digest_deferred(&reference.1)?
+                } else {
+                    self.scan_digest()?
+                };
+                tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    deferred,
+                    "start: trees compared with the manifest"
+                );
+                let trees = *trees.insert(got);
                 for (i, name) in TREES.iter().enumerate() {
                     let (want, got) = (reference.1 .0[i], trees.0[i]);
                     if want != got {
@@ -405,11 +434,20 @@ impl Store {
                 );
             }
         }
+        let trees = match trees {
+            Some(t) => t,
+            None => self.scan_digest()?,
+        };
         let numbered = checkpoint
             .map_or(0, |c| c.flush)
             .max(manifest.as_ref().map_or(0, |m| m.flush));
         self.flushes.store(numbered, Ordering::Relaxed);
         lock(&self.digest).0 = trees;
+        *lock(&self.verifying) = if deferred {
+            Verifying::Scanning(Scan::new(generation))
+        } else {
+            Verifying::Done
+        };
         self.flush()?;
         Ok(Verified {
             generation,
@@ -417,6 +455,7 @@ impl Store {
             compared,
             manifest_behind,
             trees,
+            deferred,
         })
     }
 
@@ -444,6 +483,8 @@ impl Store {
     /// every write before it.
     pub(super) fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
         let d = lock(&self.digest);
+        // A db found damaged after start is never described as good by a manifest.
+        self.refuse_if_failed(&lock(&self.verifying))?;
         let c = Checkpoint {
             // A flush whose manifest was not written (a full disk) is numbered again.
             flush: self.flushes.load(Ordering::Relaxed) + 1,
@@ -474,6 +515,14 @@ impl Store {
         writes: &Writes,
         removed: &[Vec<u8>],
     ) -> Result<Digest, StoreError> {
+        // While the decision log is checked after start, writes behind the scan adjust it; after
+        // a failed check nothing is written.
+        let mut verifying = lock(&self.verifying);
+        self.refuse_if_failed(&verifying)?;
+        let mut scan = match &mut *verifying {
+            Verifying::Scanning(s) => Some(s),
+            _ => None,
+        };
         self.meta
             .insert("intent", &generation.to_be_bytes())
             .map_err(|e| self.io(e))?;
@@ -482,24 +531,31 @@ impl Store {
         self.bump_write_seq();
         let mut d = Digest::default();
         for (tree, k, hash, old) in &writes.entries {
-            match old {
-                Old::Absent if trusted => {}
-                Old::Hash(h) if trusted => {
-                    let t = &mut d.0[*tree];
-                    t.count = t.count.wrapping_sub(1);
-                    t.sum = t.sum.wrapping_sub(*h);
-                }
-                _ => {
-                    if let Some(old) = self.tree_by_index(*tree).get(k).map_err(|e| self.io(e))? {
-                        d.remove(*tree, k, &old);
-                    }
-                }
+            let old = match old {
+                Old::Absent if trusted => None,
+                Old::Hash(h) if trusted => Some(*h),
+                _ => self
+                    .tree_by_index(*tree)
+                    .get(k)
+                    .map_err(|e| self.io(e))?
+                    .map(|old| record_hash(k, &old)),
+            };
+            if let Some(h) = old {
+                let t = &mut d.0[*tree];
+                t.count = t.count.wrapping_sub(1);
+                t.sum = t.sum.wrapping_sub(h);
             }
             d.add_hash(*tree, *hash);
+            if let (Some(s), DECISIONS) = (scan.as_mut(), *tree) {
+                s.adjust(k, old, Some(*hash));
+            }
         }
         for k in removed {
             if let Some(old) = self.decisions.get(k).map_err(|e| self.io(e))? {
                 d.remove(DECISIONS, k, &old);
+                if let Some(s) = scan.as_mut() {
+                    s.adjust(k, Some(record_hash(k, &old)), None);
+                }
             }
         }
         Ok(d)
@@ -522,7 +578,7 @@ impl Store {
                 path: dir.display().to_string(),
             });
         }
-        Store::open_verified(dir, 16).map(|(_, v)| v)
+        Store::open_verified(dir, 16, false).map(|(_, v)| v)
     }
 }
 

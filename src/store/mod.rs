@@ -15,6 +15,7 @@
 
 mod backup;
 mod cache_tree;
+mod deferred;
 mod legacy;
 pub mod manifest;
 mod outbox;
@@ -23,6 +24,7 @@ mod recover;
 mod spend;
 
 pub use backup::Copied;
+pub use deferred::Step;
 pub use manifest::{Verified, MANIFEST_FILE};
 pub use recover::StoreSlot;
 
@@ -211,6 +213,8 @@ pub struct Store {
     skipped_arms: AtomicU64,
     /// The last value written of each arm, breaker, ledger and objective (see [`Written`]).
     written: Mutex<Written>,
+    /// The decision log's check after start (see [`deferred`]); locked after `digest`.
+    verifying: Mutex<deferred::Verifying>,
 }
 
 /// The last value written of each arm, breaker, ledger and objective by key, with its record's
@@ -254,11 +258,17 @@ impl Store {
     /// Opens the data dir `dir`, creating it when it does not exist, with a sled page cache of
     /// `cache_mb`; checks its schema and migrates an older one.
     pub fn open_with(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
-        Store::open_verified(dir, cache_mb).map(|(store, _)| store)
+        Store::open_verified(dir, cache_mb, false).map(|(store, _)| store)
     }
 
-    /// [`Store::open_with`], also returning what the full verification against the manifest found.
-    fn open_verified(dir: &Path, cache_mb: u64) -> Result<(Store, Verified), StoreError> {
+    /// [`Store::open_with`], also returning what the verification against the manifest found;
+    /// `defer`: see [`Store::open_serving`].
+    fn open_verified(
+        dir: &Path,
+        cache_mb: u64,
+        defer: bool,
+    ) -> Result<(Store, Verified), StoreError> {
+        let started = std::time::Instant::now();
         let path = dir.display().to_string();
         let db_file = dir.join("db");
         let corrupt = |detail: String| StoreError::Corrupt {
@@ -294,6 +304,10 @@ impl Store {
                     .unwrap_or_else(|| "sled panicked".into());
                 corrupt(format!("cannot be read: {what}"))
             })?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "start: sled opened the db"
+        );
         let db = opened.map_err(|e| {
             let text = e.to_string();
             match e {
@@ -370,11 +384,17 @@ impl Store {
             digest: Mutex::new(manifest::Running::default()),
             skipped_arms: AtomicU64::new(0),
             written: Mutex::new(Written::default()),
+            verifying: Mutex::new(deferred::Verifying::Done),
             db,
             path: dir.to_path_buf(),
         };
         store.read_meta()?;
-        let verified = store.verify_manifest()?;
+        let verified = store.verify_manifest(defer)?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            deferred = verified.deferred,
+            "start: data dir opened and checked"
+        );
         Ok((store, verified))
     }
 
@@ -781,7 +801,10 @@ impl Store {
                 .pending(&k, &names)
                 .map_err(|e| self.corrupt("decisions", &k, e))?
             {
-                index.insert(id_bytes(&p.decision.id).0, p.decision.created_ms);
+                // The key holds the id's 16 bytes after its creation time.
+                let id = <[u8; 16]>::try_from(k.get(8..24).unwrap_or_default())
+                    .unwrap_or_else(|_| id_bytes(&p.decision.id).0);
+                index.insert(id, p.decision.created_ms);
                 r.pending.push(p);
             }
         }

@@ -191,8 +191,15 @@ pub(super) fn show_key(k: &[u8]) -> String {
     }
 }
 
+/// The hex id of a decision key (a restart makes one per pending decision: no `format!`).
 fn key_id(k: &[u8]) -> String {
-    k.iter().skip(8).map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * k.len().saturating_sub(8));
+    for &b in k.iter().skip(8) {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
 }
 
 /// A quick hasher for the name table's short keys, looked up a dozen times per record written

@@ -67,6 +67,12 @@ impl StoreSlot {
         }
     }
 
+    /// Whether the store is closed after a write failure (a reopen is pending).
+    pub fn is_closed(&self) -> bool {
+        let slot = self.slot.read().unwrap_or_else(|p| p.into_inner());
+        matches!(&*slot, Slot::Closed(_))
+    }
+
     /// Drops sled's handles and opens the data dir again, keeping the name table and the pending
     /// index. On failure (the disk is still unusable, or sled's lock is still held by a thread of
     /// the old handle) the slot stays closed and a later call tries again.
