@@ -28,8 +28,9 @@ use std::sync::Arc;
 use super::embed::dot;
 use super::simhash::{self, Code, Hyperplanes};
 
-/// Up to this many rows a lookup scans every vector (at 4,096 rows of 256 floats, 4 MB, about as
-/// long as the code scan of 100,000 rows), and its answer is exact.
+/// Up to this many rows a lookup scans every vector, and its answer is exact: at 4,096 rows of 256
+/// floats (4 MB) the scan takes about half as long as the two stages at 100,000 rows, so the
+/// exactness costs no worst case (`benches/cache.rs`).
 pub const EXACT_SCAN_ROWS: usize = 4_096;
 
 /// Default cap on the candidates of the first stage that are rescored: a hit's near duplicates are
@@ -111,7 +112,7 @@ impl VectorSpace {
         let planes = self
             .planes
             .get_or_insert_with(|| Arc::new(Hyperplanes::new(dim)));
-        let code = pulp::Arch::new().dispatch(|| planes.code(v));
+        let code = pulp::Arch::new().dispatch(Coding { planes, v });
         self.rows.extend_from_slice(v);
         self.codes.push(code);
         self.scopes.push(scope);
@@ -141,30 +142,34 @@ impl VectorSpace {
     /// exhaustively in a small space or for a threshold so low that the codes would keep most rows,
     /// in two stages otherwise.
     pub fn nearest(&self, q: &[f32], scope: u64, min_similarity: f32) -> Option<Nearest> {
-        if q.len() != self.dim || self.dim == 0 {
-            return None;
-        }
         let bound = simhash::hamming_bound(min_similarity);
-        let arch = pulp::Arch::new();
-        match &self.planes {
+        let stage = match &self.planes {
             Some(planes)
                 if self.len() > EXACT_SCAN_ROWS && (bound as usize) < simhash::BITS / 2 =>
             {
-                arch.dispatch(|| {
-                    let rows = self.candidates(&planes.code(q), scope, bound);
-                    self.best_of(rows.into_iter(), q, scope, min_similarity)
-                })
+                Stage::TwoStage(planes, bound)
             }
-            _ => arch.dispatch(|| self.best_of(0..self.len(), q, scope, min_similarity)),
-        }
+            _ => Stage::Exact,
+        };
+        self.lookup(q, scope, min_similarity, stage)
     }
 
     /// The exhaustive scan, whatever the size: the reference the two stages are measured against.
     pub fn nearest_exact(&self, q: &[f32], scope: u64, min_similarity: f32) -> Option<Nearest> {
+        self.lookup(q, scope, min_similarity, Stage::Exact)
+    }
+
+    fn lookup(&self, q: &[f32], scope: u64, min_similarity: f32, stage: Stage) -> Option<Nearest> {
         if q.len() != self.dim || self.dim == 0 {
             return None;
         }
-        pulp::Arch::new().dispatch(|| self.best_of(0..self.len(), q, scope, min_similarity))
+        pulp::Arch::new().dispatch(Lookup {
+            space: self,
+            q,
+            scope,
+            min_similarity,
+            stage,
+        })
     }
 
     /// The first stage: rows in `scope` whose code is within `bound` of `code`, the
@@ -218,6 +223,61 @@ impl VectorSpace {
         self.codes.clear();
         self.scopes.clear();
         self.owners.clear();
+    }
+}
+
+/// How a lookup searches.
+enum Stage<'a> {
+    Exact,
+    /// Codes within the Hamming bound, then the exact cosine.
+    TwoStage(&'a Hyperplanes, u32),
+}
+
+/// A lookup run through `pulp`'s dispatch. A struct with an `inline(always)` body rather than a
+/// closure: only code inlined into pulp's function is compiled with the detected features (a
+/// closure of this size was not inlined, and its popcounts stayed the baseline's bit tricks).
+struct Lookup<'a> {
+    space: &'a VectorSpace,
+    q: &'a [f32],
+    scope: u64,
+    min_similarity: f32,
+    stage: Stage<'a>,
+}
+
+impl pulp::WithSimd for Lookup<'_> {
+    type Output = Option<Nearest>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
+        let Lookup {
+            space,
+            q,
+            scope,
+            min_similarity,
+            stage,
+        } = self;
+        match stage {
+            Stage::Exact => space.best_of(0..space.len(), q, scope, min_similarity),
+            Stage::TwoStage(planes, bound) => {
+                let rows = space.candidates(&planes.code(q), scope, bound);
+                space.best_of(rows.into_iter(), q, scope, min_similarity)
+            }
+        }
+    }
+}
+
+/// A row's code, computed through `pulp`'s dispatch (as [`Lookup`]).
+struct Coding<'a> {
+    planes: &'a Hyperplanes,
+    v: &'a [f32],
+}
+
+impl pulp::WithSimd for Coding<'_> {
+    type Output = Code;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
+        self.planes.code(self.v)
     }
 }
 
