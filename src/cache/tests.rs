@@ -340,15 +340,25 @@ mod two_stage {
         out
     }
 
-    /// Queries whose exact answer (owner and similarity) the two stages return, of `queries`.
-    fn agreement(space: &VectorSpace, queries: &[Vec<f32>], min: f32) -> (usize, usize) {
+    /// Asserts that the two stages return the exact scan's answer (owner and similarity) for at
+    /// least 99% of `queries`, of which at least `min_hits` hit (else the workload tests no hits).
+    fn assert_agreement(
+        name: &str,
+        space: &VectorSpace,
+        queries: &[Vec<f32>],
+        min: f32,
+        min_hits: usize,
+    ) {
         let (mut same, mut hits) = (0, 0);
         for q in queries {
             let exact = space.nearest_exact(q, 0, min);
             hits += usize::from(exact.is_some());
             same += usize::from(space.nearest(q, 0, min) == exact);
         }
-        (same, hits)
+        let n = queries.len();
+        eprintln!("{name}: {same}/{n} queries answered as the exact scan ({hits} hits at cosine >= {min})");
+        assert!(same * 100 >= n * 99, "{name}: {same} of {n}");
+        assert!(hits >= min_hits, "{name}: only {hits} hits");
     }
 
     #[test]
@@ -382,20 +392,7 @@ mod two_stage {
             })
             .collect();
         let min = 0.92;
-        let (same, hits) = agreement(&space, &queries, min);
-        eprintln!(
-            "clustered: {same}/{} queries answered as the exact scan ({hits} hits at cosine >= {min})",
-            queries.len()
-        );
-        assert!(
-            same * 100 >= queries.len() * 99,
-            "{same} of {}",
-            queries.len()
-        );
-        assert!(
-            hits >= 800,
-            "only {hits} hits: the workload does not test hits"
-        );
+        assert_agreement("clustered", &space, &queries, min, 800);
     }
 
     /// Prompts of a support desk and a coding assistant, from templates.
@@ -502,20 +499,7 @@ mod two_stage {
             })
             .collect();
         let min = 0.95;
-        let (same, hits) = agreement(&space, &queries, min);
-        eprintln!(
-            "lexical: {same}/{} queries answered as the exact scan ({hits} hits at cosine >= {min})",
-            queries.len()
-        );
-        assert!(
-            same * 100 >= queries.len() * 99,
-            "{same} of {}",
-            queries.len()
-        );
-        assert!(
-            hits >= 400,
-            "only {hits} hits: the workload does not test hits"
-        );
+        assert_agreement("lexical", &space, &queries, min, 400);
     }
 
     #[test]
