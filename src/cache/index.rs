@@ -338,5 +338,19 @@ mod tests {
             found(&s, 7),
             s.nearest_exact(&row(7), 0, 0.999).map(|n| n.owner)
         );
+        // Ten near copies of row 9 (cosine ~0.99, ~11 bits away) with only two candidates
+        // rescored: the closest codes are kept, and row 9's own (0 bits away) is one of them.
+        s.set_max_candidates(2);
+        for k in 0..10 {
+            let mut v: Vec<f32> = row(9)
+                .iter()
+                .map(|x| x + 0.035 * rng.sample::<f32, _>(StandardNormal))
+                .collect();
+            crate::cache::embed::normalise(&mut v);
+            s.push(&v, 0, n + k);
+        }
+        let near = s.nearest(&row(9), 0, 0.95);
+        assert_eq!(near.map(|n| n.owner), Some(9));
+        assert_eq!(near, s.nearest_exact(&row(9), 0, 0.95));
     }
 }
