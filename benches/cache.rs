@@ -1,11 +1,12 @@
 //! Response-cache lookups at 1,000, 10,000 and 100,000 entries: exact (a hash map) and semantic
-//! (an exhaustive cosine scan of the built-in 256-dimension lexical embeddings, through the
-//! cache), plus the embedding itself and the bare f32 scan of the same rows. `cargo bench --bench cache`; figures in
-//! README ("Response cache").
+//! (the built-in 256-dimension lexical embeddings through the cache's index: an exhaustive cosine
+//! scan up to 4,096 entries, SimHash codes then an exact rescore above), plus the embedding itself,
+//! the index alone in both modes (two stages against the exact scan it replaces) and the bare f32
+//! scan of the same rows. `cargo bench --bench cache`; figures in README ("Response cache").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use switchyard::cache::{embed, Reported, ResponseCache};
+use switchyard::cache::{embed, Reported, ResponseCache, VectorSpace};
 use switchyard::config::Config;
 use switchyard::engine::RouteInput;
 
@@ -80,13 +81,34 @@ fn bench(c: &mut Criterion) {
             });
             let s = &cache.stats()[0];
             eprintln!(
-                "{mode}: {} entries, ~{:.1} MiB",
+                "{mode}: {} entries, ~{:.1} MiB, {} bytes per entry",
                 s.entries,
-                s.bytes as f64 / 1048576.0
+                s.bytes as f64 / 1048576.0,
+                s.bytes / s.entries.max(1)
             );
         }
         group.finish();
     }
+    // The index alone: the two-stage lookup against the exhaustive scan, on the same rows.
+    let mut group = c.benchmark_group("semantic index");
+    for entries in SIZES {
+        let mut space = VectorSpace::new(embed::LEXICAL_DIM);
+        for i in 0..entries {
+            space.push(&embed::lexical(&prompt(i)), 0, i);
+        }
+        let hit = embed::lexical(&prompt(entries * 42 / 100).to_uppercase());
+        let miss = embed::lexical("something else entirely");
+        for (name, q, found) in [("hit", &hit, true), ("miss", &miss, false)] {
+            group.bench_function(
+                BenchmarkId::new(format!("two-stage {name}"), entries),
+                |b| b.iter(|| assert_eq!(space.nearest(black_box(q), 0, 0.95).is_some(), found)),
+            );
+            group.bench_function(BenchmarkId::new(format!("exact {name}"), entries), |b| {
+                b.iter(|| assert_eq!(space.nearest_exact(black_box(q), 0, 0.95).is_some(), found))
+            });
+        }
+    }
+    group.finish();
     // The bare scan of the same rows, without the cache around it, under the same load.
     let mut group = c.benchmark_group("bare f32 scan");
     for entries in SIZES {

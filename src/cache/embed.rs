@@ -134,7 +134,9 @@ pub fn normalise(v: &mut [f32]) {
 }
 
 /// Dot product of two equally long vectors (the cosine of unit vectors), written in chunks of 8 so
-/// the compiler vectorises it.
+/// the compiler vectorises it. Always inlined, so the index's scans compile it with the CPU features
+/// they dispatch on.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0_f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -29,6 +29,7 @@
 pub mod embed;
 pub mod index;
 pub mod key;
+pub mod simhash;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -379,9 +380,7 @@ impl ClassCache {
             .flatten()
             .map(|e| (e.response.len() + e.preview.len() + e.model.len() + e.tenant.len()) as u64)
             .sum();
-        let vectors = (self.lexical.len() * self.lexical.dim()
-            + self.caller.len() * self.caller.dim()) as u64
-            * 4;
+        let vectors = self.lexical.bytes() + self.caller.bytes();
         CacheStats {
             task_class: name.to_string(),
             mode: self.config.mode.as_str(),

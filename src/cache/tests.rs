@@ -317,3 +317,217 @@ fn bad_cache_settings_name_their_key_and_what_is_right() {
         }
     }
 }
+
+/// The two-stage index (`index.rs`) against the exact scan it replaces above 4,096 rows.
+mod two_stage {
+    use super::*;
+    use crate::cache::embed::{lexical, normalise};
+    use crate::cache::index::{VectorSpace, EXACT_SCAN_ROWS};
+    use rand::{rngs::StdRng, seq::IndexedRandom, Rng, SeedableRng};
+    use rand_distr::StandardNormal;
+
+    const SEED: u64 = 18;
+
+    /// `v` plus Gaussian noise of norm about `sigma`, to unit length: its cosine with a unit `v`
+    /// is about 1/sqrt(1 + sigma^2).
+    fn perturbed(rng: &mut StdRng, v: &[f32], sigma: f32) -> Vec<f32> {
+        let scale = sigma / (v.len() as f32).sqrt();
+        let mut out: Vec<f32> = v
+            .iter()
+            .map(|x| x + scale * rng.sample::<f32, _>(StandardNormal))
+            .collect();
+        normalise(&mut out);
+        out
+    }
+
+    /// Asserts that the two stages return the exact scan's answer (owner and similarity) for at
+    /// least 99% of `queries`, of which at least `min_hits` hit (else the workload tests no hits).
+    fn assert_agreement(
+        name: &str,
+        space: &VectorSpace,
+        queries: &[Vec<f32>],
+        min: f32,
+        min_hits: usize,
+    ) {
+        let (mut same, mut hits) = (0, 0);
+        for q in queries {
+            let exact = space.nearest_exact(q, 0, min);
+            hits += usize::from(exact.is_some());
+            same += usize::from(space.nearest(q, 0, min) == exact);
+        }
+        let n = queries.len();
+        eprintln!("{name}: {same}/{n} queries answered as the exact scan ({hits} hits at cosine >= {min})");
+        assert!(same * 100 >= n * 99, "{name}: {same} of {n}");
+        assert!(hits >= min_hits, "{name}: only {hits} hits");
+    }
+
+    #[test]
+    fn clustered_vectors_get_the_exact_answer() {
+        // 100,000 vectors of 256 dimensions around 1,000 centres: each at cosine 0.96-0.995 from
+        // its centre, so a cluster's members are near duplicates of each other (cosine ~0.92-0.99).
+        let dim = 256;
+        let mut rng = StdRng::seed_from_u64(SEED);
+        let centres: Vec<Vec<f32>> = (0..1_000)
+            .map(|_| perturbed(&mut rng, &vec![0.0; dim], 1.0))
+            .collect();
+        let mut space = VectorSpace::new(dim);
+        let mut rows = Vec::new();
+        for (c, centre) in centres.iter().enumerate() {
+            for _ in 0..100 {
+                let sigma = rng.random_range(0.1..0.29);
+                let v = perturbed(&mut rng, centre, sigma);
+                space.push(&v, 0, c);
+                rows.push(v);
+            }
+        }
+        // 1,000 queries: 900 perturbed copies of stored vectors (cosine ~0.96-0.999 with it), 100
+        // unrelated vectors that must miss.
+        let queries: Vec<Vec<f32>> = (0..1_000)
+            .map(|i| match (i % 10, rows.choose(&mut rng)) {
+                (0, _) | (_, None) => perturbed(&mut rng, &vec![0.0; dim], 1.0),
+                (_, Some(v)) => {
+                    let sigma = rng.random_range(0.05..0.3);
+                    perturbed(&mut rng, v, sigma)
+                }
+            })
+            .collect();
+        let min = 0.92;
+        assert_agreement("clustered", &space, &queries, min, 800);
+    }
+
+    /// Prompts of a support desk and a coding assistant, from templates.
+    fn prompt(rng: &mut StdRng) -> String {
+        const VERBS: [&str; 10] = [
+            "reset", "change", "export", "delete", "rename", "share", "restore", "move", "sync",
+            "lock",
+        ];
+        const THINGS: [&str; 12] = [
+            "my password",
+            "the billing address",
+            "a shared folder",
+            "my profile picture",
+            "the API key",
+            "an old invoice",
+            "the team calendar",
+            "my phone number",
+            "a project board",
+            "the backup settings",
+            "a webhook",
+            "my email alias",
+        ];
+        const PLACES: [&str; 6] = [
+            "from the mobile app",
+            "in the admin console",
+            "on the website",
+            "with the command line tool",
+            "for my whole organisation",
+            "without losing data",
+        ];
+        const LANGS: [&str; 6] = ["Rust", "Python", "Go", "TypeScript", "Java", "C"];
+        const TASKS: [&str; 8] = [
+            "parse a CSV file",
+            "read a JSON config",
+            "retry an HTTP request",
+            "sort a list of records by date",
+            "hash a password",
+            "stream a large file",
+            "spawn a worker pool",
+            "format a timestamp",
+        ];
+        let n = rng.random_range(2..500);
+        let pick = |rng: &mut StdRng, list: &[&'static str]| list[rng.random_range(0..list.len())];
+        match rng.random_range(0..4) {
+            0 => format!(
+                "How do I {} {} {}?",
+                pick(rng, &VERBS),
+                pick(rng, &THINGS),
+                pick(rng, &PLACES)
+            ),
+            1 => format!(
+                "Write a {} function to {} and explain each step",
+                pick(rng, &LANGS),
+                pick(rng, &TASKS)
+            ),
+            2 => format!(
+                "Order {n} was charged twice; can you refund {} and {}?",
+                pick(rng, &THINGS),
+                pick(rng, &VERBS)
+            ),
+            _ => format!(
+                "In {}, what is the fastest way to {} with {n} items?",
+                pick(rng, &LANGS),
+                pick(rng, &TASKS)
+            ),
+        }
+    }
+
+    /// A near copy of `p`: other case, no punctuation, a typo, or a word more.
+    fn edited(rng: &mut StdRng, p: &str) -> String {
+        match rng.random_range(0..4) {
+            0 => p.to_uppercase(),
+            1 => p.replace(['?', ';', ','], ""),
+            2 => {
+                let mut chars: Vec<char> = p.chars().collect();
+                let i = rng.random_range(1..chars.len() - 1);
+                chars.swap(i, i + 1);
+                chars.into_iter().collect()
+            }
+            _ => format!("Please, {p}"),
+        }
+    }
+
+    #[test]
+    fn lexical_embeddings_of_prompts_get_the_exact_answer() {
+        // 20,000 stored prompts from templates (so many share most of their trigrams), queried by
+        // near copies, by prompts of the same templates, and by negations.
+        let mut rng = StdRng::seed_from_u64(SEED);
+        let mut space = VectorSpace::new(embed::LEXICAL_DIM);
+        let stored: Vec<String> = (0..20_000).map(|_| prompt(&mut rng)).collect();
+        for (i, p) in stored.iter().enumerate() {
+            space.push(&lexical(p), 0, i);
+        }
+        assert!(space.len() > EXACT_SCAN_ROWS);
+        let queries: Vec<Vec<f32>> = (0..1_000)
+            .map(|i| {
+                let p = &stored[rng.random_range(0..stored.len())];
+                let text = match i % 4 {
+                    0 | 1 => edited(&mut rng, p),
+                    2 => prompt(&mut rng),
+                    _ => format!("{p} I don't want that"),
+                };
+                lexical(&text)
+            })
+            .collect();
+        let min = 0.95;
+        assert_agreement("lexical", &space, &queries, min, 400);
+    }
+
+    #[test]
+    fn a_large_semantic_cache_hits_and_invalidates_through_the_codes() {
+        let config = config(r#"{ mode = "semantic", max_entries = 10000 }"#);
+        let mut c = ResponseCache::new(config.task_classes.values(), TTL_MS, 10_000);
+        let mut rng = StdRng::seed_from_u64(SEED);
+        let n = EXACT_SCAN_ROWS + 500;
+        for i in 0..n {
+            let p = format!("{} (ticket {i})", prompt(&mut rng));
+            store(&mut c, &format!("d{i}"), &p, &format!("answer {i}"), 0);
+        }
+        let target = format!("{} (ticket 77)", "Weather in Paris today");
+        store(&mut c, "paris", &target, "sunny", 0);
+        let hit = c.lookup(&q(&c, "weather in PARIS today (ticket 77)"), 1);
+        assert_eq!(hit.map(|h| h.source_decision_id), Some("paris".to_string()));
+        assert_eq!(c.invalidate("qa", "weather in paris", ""), 1);
+        assert_eq!(
+            c.lookup(&q(&c, "weather in PARIS today (ticket 77)"), 1),
+            None
+        );
+        let s = &c.stats()[0];
+        assert_eq!(s.entries, n as u64);
+        // Each entry's vector and code are in the bytes, and the hyperplanes once.
+        assert!(
+            s.bytes >= n as u64 * (256 * 4 + 32) + 256 * 256 * 4,
+            "{}",
+            s.bytes
+        );
+    }
+}
