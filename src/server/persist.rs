@@ -9,10 +9,7 @@
 //! Durability waits work by generations: a caller takes a *ticket* (bumps `requested`) after its
 //! engine call, wakes the writer and waits until a finished cycle covers its number. The writer
 //! reads `requested` before it takes the lock, so every change made before a caller's bump is in
-//! the cycle that satisfies it; concurrent callers share one cycle and one flush. A new decision
-//! nothing has reported on is the one change a cycle may hold back, for up to [`DEFER`], so that
-//! it is written once with its Feedback (`persist/defer.rs`); a Feedback's cycle writes its own
-//! decision, and a stop writes everything held.
+//! the cycle that satisfies it; concurrent callers share one cycle and one flush.
 //!
 //! Failures and recovery. A cycle that cannot write keeps everything it had: change sets not yet
 //! encoded, batches not yet committed, and batches committed but not yet flushed (sled loses
@@ -36,9 +33,6 @@ use tonic::Status;
 
 use crate::engine::Changes as EngineChanges;
 use crate::store::{Batch, StoreError, StoreSlot};
-
-mod defer;
-pub use defer::DEFER;
 
 /// How often the writer writes what changed (flushes follow `storage.flush_interval_ms`).
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
@@ -125,8 +119,7 @@ impl Writer {
         })
     }
 
-    /// Waits until every change made before this call is written and flushed (but new decisions
-    /// not reported on, which may be held for [`DEFER`]).
+    /// Waits until every change made before this call is written and flushed.
     pub async fn wait(&self) -> Result<(), Status> {
         let target = self.ticket()?;
         let mut rx = self.done.clone();
@@ -203,24 +196,9 @@ pub struct Backlog {
     unflushed: Vec<Batch>,
     /// The store was reopened and the log's counters need a recount.
     reopened: bool,
-    /// New decisions held for their Feedback (none unless made with [`Backlog::deferring`]).
-    deferred: defer::Deferred,
 }
 
 impl Backlog {
-    /// A backlog that holds new decisions for [`DEFER`] (`defer.rs`): the writer thread's.
-    pub fn deferring() -> Backlog {
-        Backlog {
-            deferred: defer::Deferred::new(DEFER),
-            ..Backlog::default()
-        }
-    }
-
-    /// From now on holds nothing, and the next cycle writes everything held (a stop).
-    fn release_all(&mut self) {
-        self.deferred.hold = Duration::ZERO;
-    }
-
     /// After a reopen: what was committed but not flushed goes first in the queue again.
     fn requeue(&mut self) {
         for b in self.unflushed.drain(..).rev() {
@@ -245,11 +223,10 @@ pub fn cycle(
     flush: bool,
 ) -> Result<(), StoreError> {
     let started = Instant::now();
-    let taken = take();
+    let changes = Some(take()).filter(|c| !c.is_empty());
     let locked = started.elapsed();
-    let changes = backlog.deferred.settle(taken, started);
-    if !changes.is_empty() {
-        backlog.unprepared.push_back(changes);
+    if let Some(c) = changes {
+        backlog.unprepared.push_back(c);
     }
     slot.with(|store| {
         while let Some(batch) = backlog.queue.pop_front() {
@@ -289,7 +266,6 @@ pub fn cycle(
             }
         }
         tracing::debug!(
-            held = backlog.deferred.len(),
             locked_us = locked.as_micros() as u64,
             committed_us = committed.as_micros() as u64,
             total_us = started.elapsed().as_micros() as u64,
@@ -316,7 +292,7 @@ fn run(
     let mut last_flush = Instant::now();
     let (mut done, mut committed) = (0, 0);
     let mut seq = 0;
-    let mut backlog = Backlog::deferring();
+    let mut backlog = Backlog::default();
     // While cycles fail: the delay before the next retry (doubling up to MAX_RETRY_DELAY).
     let mut retry: Option<(Instant, Duration)> = None;
     loop {
@@ -348,9 +324,6 @@ fn run(
                 }
                 continue;
             }
-        }
-        if stop {
-            backlog.release_all();
         }
         let flush = stop || upto > done || last_flush.elapsed() >= flush_every || retry.is_some();
         if flush {
