@@ -204,6 +204,22 @@ pub struct Ledger {
     /// ([`SUM_UNKNOWN`]) in a record written before the sum was kept, recomputed on first use.
     #[serde(default = "sum_unknown")]
     reserved_pico: i128,
+    /// Whether anything changed since [`Ledger::take_changed`]: the engine hands the store only
+    /// the ledgers that changed, without comparing them. Not persisted (a ledger read back is
+    /// what the data dir holds: unchanged; a new one is changed), and no part of equality.
+    #[serde(skip)]
+    changed: Changed,
+}
+
+/// [`Ledger`]'s change flag: equal whatever its value, so that two ledgers holding the same
+/// money compare equal however they were last persisted.
+#[derive(Debug, Clone, Copy, Default)]
+struct Changed(bool);
+
+impl PartialEq for Changed {
+    fn eq(&self, _: &Changed) -> bool {
+        true
+    }
 }
 
 /// [`Ledger`]'s reservation sum before it is recomputed.
@@ -236,7 +252,13 @@ impl Ledger {
             history: Vec::new(),
             tombstones: BTreeMap::new(),
             reserved_pico: 0,
+            changed: Changed(true),
         }
+    }
+
+    /// Whether the ledger changed since the last call (or since it was made, when new); clears it.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed.0)
     }
 
     /// Whether reservation `r` takes headroom of the current period.
@@ -255,6 +277,7 @@ impl Ledger {
 
     /// Inserts reservation `r` under `id`, keeping the running sum; returns the one it replaced.
     fn put(&mut self, id: &str, r: Reservation) -> Option<Reservation> {
+        self.changed.0 = true;
         if self.current(&r) {
             self.reserved_pico += pico(r.amount_usd);
         }
@@ -268,6 +291,7 @@ impl Ledger {
     /// Removes reservation `id`, keeping the running sum.
     fn take(&mut self, id: &str) -> Option<Reservation> {
         let r = self.reservations.remove(id)?;
+        self.changed.0 = true;
         self.forget(&r);
         Some(r)
     }
@@ -293,10 +317,12 @@ impl Ledger {
     pub fn roll(&mut self, cfg: &BudgetConfig, now_ms: u64) -> Option<ClosedPeriod> {
         if self.reserved_pico < 0 {
             self.reserved_pico = self.walked_sum();
+            self.changed.0 = true;
         }
         if now_ms < self.period_end_ms {
             return None;
         }
+        self.changed.0 = true;
         let closed = ClosedPeriod {
             start_ms: self.period_start_ms,
             end_ms: self.period_end_ms,
@@ -393,6 +419,7 @@ impl Ledger {
         now_ms: u64,
     ) -> Settlement {
         self.roll(cfg, now_ms);
+        self.changed.0 = true;
         let limit = cfg.limit_usd;
         let over_before = (self.spent_usd + self.reserved_usd() - limit).max(0.0);
         let reservation = self.take(id);
@@ -505,6 +532,7 @@ impl Ledger {
         let Some(p) = self.history.iter_mut().find(|p| p.start_ms == start_ms) else {
             return 0.0; // older than the history: nothing left to charge
         };
+        self.changed.0 = true;
         let before = (p.spent_usd - limit).max(0.0);
         p.spent_usd += usd;
         let over = (p.spent_usd - limit).max(0.0) - before;
@@ -547,8 +575,12 @@ impl Ledger {
 
     /// Drops tombstones older than `limits.ttl_ms`, then the oldest beyond `limits.max`.
     pub fn trim_tombstones(&mut self, limits: TombstoneLimits, now_ms: u64) {
+        let before = self.tombstones.len();
         self.tombstones
             .retain(|_, t| now_ms.saturating_sub(t.buried_ms) <= limits.ttl_ms);
+        if self.tombstones.len() != before {
+            self.changed.0 = true;
+        }
         if self.tombstones.len() > limits.max {
             let mut by_age: Vec<(u64, String)> = self
                 .tombstones
@@ -557,6 +589,7 @@ impl Ledger {
                 .collect();
             by_age.sort();
             let excess = self.tombstones.len() - limits.max;
+            self.changed.0 = true;
             for (_, id) in by_age.into_iter().take(excess) {
                 self.tombstones.remove(&id);
             }
@@ -572,6 +605,7 @@ impl Ledger {
     pub fn set_tombstone_tenant(&mut self, id: &str, tenant: Option<String>) {
         if let Some(t) = self.tombstones.get_mut(id) {
             t.tenant = Some(tenant);
+            self.changed.0 = true;
         }
     }
 
@@ -579,6 +613,7 @@ impl Ledger {
     pub fn set_tombstone_tags(&mut self, id: &str, tags: &BTreeMap<String, String>) {
         if let Some(t) = self.tombstones.get_mut(id) {
             t.tags.clone_from(tags);
+            self.changed.0 = true;
         }
     }
 
@@ -599,6 +634,7 @@ impl Ledger {
     ) -> Option<LateSettlement> {
         self.roll(cfg, now_ms);
         let tombstone = self.tombstones.remove(id)?;
+        self.changed.0 = true;
         let recorded = actual_usd
             .filter(|&a| valid_amount(a))
             .unwrap_or(tombstone.reserved_usd);

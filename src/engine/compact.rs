@@ -88,17 +88,19 @@ pub(super) struct Names {
     shapes: FxSet<Arc<Shape>>,
 }
 
-/// What a decision has in common with many others.
+/// What a decision has in common with many others. Read by the store, which encodes a shape's
+/// names once and keeps them by the shape's identity ([`CompactPending::shape`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Shape {
-    task_class: Arc<str>,
-    model: Arc<str>,
-    provider: Arc<str>,
-    policy: Arc<str>,
-    budget_key: Option<Arc<str>>,
-    tenant: Option<Arc<str>>,
-    fallbacks: Refs,
-    eligible: Arc<[Arc<str>]>,
+pub struct Shape {
+    pub task_class: Arc<str>,
+    pub model: Arc<str>,
+    pub provider: Arc<str>,
+    pub policy: Arc<str>,
+    pub budget_key: Option<Arc<str>>,
+    pub tenant: Option<Arc<str>>,
+    /// (model, provider) of each fallback.
+    pub fallbacks: Refs,
+    pub eligible: Arc<[Arc<str>]>,
 }
 
 impl Names {
@@ -344,6 +346,60 @@ impl CompactPending {
 
     pub fn key(&self) -> &DecisionKey {
         &self.key
+    }
+
+    /// The shared names (the same `Arc` for every decision of the shape while the engine's
+    /// table holds it).
+    pub fn shape(&self) -> &Arc<Shape> {
+        &self.shape
+    }
+
+    pub fn propensity(&self) -> f64 {
+        self.propensity
+    }
+
+    pub fn expected(&self) -> &Expected {
+        &self.expected
+    }
+
+    /// Token counts the decision assumed (input, output).
+    pub fn tokens(&self) -> (u64, u64) {
+        (self.input_tokens, self.output_tokens)
+    }
+
+    pub fn experiment_group(&self) -> Option<ExperimentGroup> {
+        self.experiment_group
+    }
+
+    pub fn replayed(&self) -> bool {
+        self.extra.as_deref().is_some_and(|x| x.replayed)
+    }
+
+    pub fn quality_target(&self) -> Option<f64> {
+        self.extra.as_deref().and_then(|x| x.quality_target)
+    }
+
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.extra.as_deref().and_then(|x| x.max_output_tokens)
+    }
+
+    pub fn classified_by(&self) -> Option<&str> {
+        self.extra
+            .as_deref()
+            .and_then(|x| x.classified_by.as_deref())
+    }
+
+    /// The shadow call's (model, provider), if the decision issued one.
+    pub fn shadow(&self) -> Option<(&str, &str)> {
+        self.extra
+            .as_deref()
+            .and_then(|x| x.shadow.as_ref())
+            .map(|(m, p)| (&**m, &**p))
+    }
+
+    /// Models whose reported outcome was a failure.
+    pub fn failed(&self) -> &[Arc<str>] {
+        self.extra.as_deref().map_or(&[], |x| &x.failed)
     }
 
     pub fn id(&self) -> String {

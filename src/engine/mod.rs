@@ -60,7 +60,7 @@ pub use cache_hit::HitFeedback;
 pub use cap::{serve_map, CapPlan, Room, SharedBudget};
 pub use claims::Fact;
 use compact::Names;
-pub use compact::{CompactPending, DecisionKey, SharedPending};
+pub use compact::{CompactPending, DecisionKey, Shape as PendingShape, SharedPending};
 pub use error::*;
 pub use experiment::{stable_unit, ExperimentGroup};
 use gate::*;
@@ -132,14 +132,17 @@ pub fn target_key(target: f64) -> u32 {
 }
 
 /// What changed since the last [`Engine::take_changes`], copied out for the store: the arms of
-/// changed classes, changed pending decisions (`None`: gone), every breaker and ledger (few, one per
-/// model and per budget key, and changed by most calls) and the new events. The engine hands these
+/// changed classes, changed pending decisions (`None`: gone), every breaker (few, one per model,
+/// and changed by most calls), the ledgers that changed (each tracks it: a ledger holds every
+/// live reservation of its budget key, so copying the unchanged ones each cycle cost the more
+/// the more decisions were pending) and the new events. The engine hands these
 /// out; the store persists them without reading the engine.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
     /// (task class, model, arm) of every arm of a changed class.
     pub arms: Vec<(String, String, Arm)>,
-    pub pending: Vec<(String, Option<SharedPending>)>,
+    /// By id key (formatting ids as text under the engine lock cost more than the rest).
+    pub pending: Vec<(DecisionKey, Option<SharedPending>)>,
     pub breakers: Vec<(String, Breaker)>,
     pub ledgers: Vec<(String, Ledger)>,
     pub events: Vec<Logged>,
@@ -353,10 +356,11 @@ impl Engine {
                 .iter()
                 .map(|(k, b)| (k.clone(), b.clone()))
                 .collect(),
+            // Only the ledgers that changed: one holds every live reservation of its key.
             ledgers: self
                 .ledgers
-                .iter()
-                .map(|(k, l)| (k.clone(), l.clone()))
+                .iter_mut()
+                .filter_map(|(k, l)| l.take_changed().then(|| (k.clone(), l.clone())))
                 .collect(),
             events: std::mem::take(&mut self.events),
             objectives,

@@ -198,12 +198,12 @@ impl Pending {
     }
 
     /// The changed decisions by id (`None`: gone), and starts tracking afresh.
-    pub(super) fn take_changes(&mut self) -> Vec<(String, Option<SharedPending>)> {
+    pub(super) fn take_changes(&mut self) -> Vec<(DecisionKey, Option<SharedPending>)> {
         std::mem::take(&mut self.dirty)
             .into_iter()
             .map(|k| {
                 let p = self.by_id.get(&k).cloned();
-                (k.to_string(), p)
+                (k, p)
             })
             .collect()
     }

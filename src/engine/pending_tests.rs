@@ -203,6 +203,6 @@ fn feedback_changes_a_pending_decision_in_its_compact_form() {
     assert_eq!(after.decision.tags.len(), 2);
     let changes = e.take_changes();
     let (id, p) = changes.pending.last().unwrap();
-    assert_eq!(id, &d.id);
+    assert_eq!(id.to_string(), d.id);
     assert_eq!(p.as_ref().map(|p| p.expand()), Some(after));
 }

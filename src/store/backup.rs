@@ -104,7 +104,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.arms.iter() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
-            match serde_json::from_slice::<Arm>(&v) {
+            match super::arm_record::decode(&v) {
                 Ok(arm) => out.push((arm_key_parts(&k), arm)),
                 Err(e) => {
                     self.skipped_arms.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +144,7 @@ impl Store {
         let store = Store::open(dir)?;
         let json = |tree: &str, v: &[u8]| -> Result<(), String> {
             let r = match tree {
-                "arms" => serde_json::from_slice::<Arm>(v).map(drop),
+                "arms" => return super::arm_record::decode(v).map(drop),
                 "breakers" => serde_json::from_slice::<Breaker>(v).map(drop),
                 "ledgers" => serde_json::from_slice::<Ledger>(v).map(drop),
                 _ => serde_json::from_slice::<Targets>(v).map(drop),

@@ -112,7 +112,7 @@ pub(super) fn write_v2(
     let pending = db.open_tree("pending")?;
     for (id, p) in &changes.pending {
         if let Some(p) = p {
-            pending.insert(id.as_bytes(), serde_json::to_vec(&p.expand())?)?;
+            pending.insert(id.to_string().as_bytes(), serde_json::to_vec(&p.expand())?)?;
         }
     }
     let events = db.open_tree("events")?;

@@ -4,17 +4,19 @@
 //! the decision log's `log_count` / `log_bytes`, big-endian u64, rewritten by every write),
 //! `names` (the name table: big-endian u32 id -> name), `decisions` (key: big-endian creation ms +
 //! 16-byte id, see [`records`]; value: one prost [`records::StoredDecision`] per decision, which
-//! Feedback rewrites), `arms` (key `class\0model`), `breakers` (key model), `ledgers` (key budget
-//! key), `objectives` (key task class: its `min_cost` states by target); the last four are few,
-//! small and JSON. The engine never sees sled: the server hands this
+//! Feedback rewrites), `arms` (key `class\0model`; a prost record, `arm_record.rs`, or JSON as
+//! written before), `breakers` (key model), `ledgers` (key budget key), `objectives` (key task
+//! class: its `min_cost` states by target); the last three are few, small and JSON. The engine never sees sled: the server hands this
 //! module the engine's [`Changes`] after each call.
 //!
 //! The decision log is also where pending decisions live: a restart reads the newest decisions
 //! back (newest first, until one has expired or `limits.max_pending` are found), so a decision is
 //! written once when made and once per Feedback, never as a pending record plus events.
 
+mod arm_record;
 mod backup;
 mod cache_tree;
+mod compact_record;
 mod deferred;
 mod legacy;
 pub mod manifest;
@@ -497,9 +499,10 @@ impl Store {
         {
             let mut names = lock(&self.names);
             let mut index = lock(&self.index);
-            let mut touched: HashMap<DecisionKey, Touched> = HashMap::new();
+            let mut touched: HashMap<DecisionKey, Touched, records::BuildNameHasher> =
+                HashMap::default();
             let fetch = |key: DecisionKey,
-                         touched: &mut HashMap<DecisionKey, Touched>,
+                         touched: &mut HashMap<DecisionKey, Touched, records::BuildNameHasher>,
                          known: bool,
                          names: &Names|
              -> Result<(), StoreError> {
@@ -545,9 +548,12 @@ impl Store {
                 }
             });
             for (p, made) in logged.chain(pending) {
-                let (id, created_ms) = (p.id(), p.created_ms());
-                let key = decision_key(created_ms, &id);
-                let known = index.insert(id_bytes(&id).0, created_ms).is_some();
+                let created_ms = p.created_ms();
+                let id_key = compact_record::key_bytes(p.key()).0;
+                let mut key: DecisionKey = [0; 24];
+                key[..8].copy_from_slice(&created_ms.to_be_bytes());
+                key[8..].copy_from_slice(&id_key);
+                let known = index.insert(id_key, created_ms).is_some();
                 fetch(key, &mut touched, known, &names)?;
                 let Some(t) = touched.get_mut(&key) else {
                     continue;
@@ -560,8 +566,8 @@ impl Store {
                     continue;
                 }
                 t.record
-                    .set_pending(&p.expand(), &mut names)
-                    .map_err(|e| bad("decision", &id, e))?;
+                    .set_compact(p, &mut names)
+                    .map_err(|e| bad("decision", &p.id(), e))?;
                 t.set_from = Some(Arc::as_ptr(p));
             }
             for l in &changes.events {
@@ -590,8 +596,8 @@ impl Store {
                 }
                 .map_err(|e| bad("feedback of decision", id, e))?;
             }
-            for id in removed {
-                index.remove(&id_bytes(id).0);
+            for key in removed {
+                index.remove(&compact_record::key_bytes(key).0);
             }
             let mut buf = Vec::new();
             for (key, t) in touched {
@@ -623,12 +629,13 @@ impl Store {
         let mut arms = Vec::new();
         for (class, model, arm) in &changes.arms {
             let k = arm_key(class, model);
+            let enc = |a: &crate::policy::Arm| Ok(arm_record::encode(a));
             self.small(
                 &written.arms,
                 manifest::ARMS,
                 k,
                 arm,
-                model,
+                &enc,
                 &mut b,
                 &mut arms,
             )?;
@@ -636,12 +643,13 @@ impl Store {
         let mut breakers = Vec::new();
         for (model, br) in &changes.breakers {
             let k = model.as_bytes().to_vec();
+            let enc = |v: &_| self.encode(v, model);
             self.small(
                 &written.breakers,
                 manifest::BREAKERS,
                 k,
                 br,
-                model,
+                &enc,
                 &mut b,
                 &mut breakers,
             )?;
@@ -649,12 +657,13 @@ impl Store {
         let mut ledgers = Vec::new();
         for (key, l) in &changes.ledgers {
             let k = key.as_bytes().to_vec();
+            let enc = |v: &_| self.encode(v, key);
             self.small(
                 &written.ledgers,
                 manifest::LEDGERS,
                 k,
                 l,
-                key,
+                &enc,
                 &mut b,
                 &mut ledgers,
             )?;
@@ -662,12 +671,13 @@ impl Store {
         let mut objectives = Vec::new();
         for (class, t) in &changes.objectives {
             let k = class.as_bytes().to_vec();
+            let enc = |v: &_| self.encode(v, class);
             self.small(
                 &written.objectives,
                 manifest::OBJECTIVES,
                 k,
                 t,
-                class,
+                &enc,
                 &mut b,
                 &mut objectives,
             )?;
@@ -679,16 +689,16 @@ impl Store {
         Ok(b)
     }
 
-    /// Adds the JSON record `key` = `v` of tree `tree` to `b`, unless it equals what `last` says
-    /// was written; `out` gets what to remember once the whole batch is encoded.
+    /// Adds the record `key` = `encode(v)` of tree `tree` to `b`, unless `v` equals what `last`
+    /// says was written; `out` gets what to remember once the whole batch is encoded.
     #[allow(clippy::too_many_arguments)]
-    fn small<T: PartialEq + Clone + Serialize>(
+    fn small<T: PartialEq + Clone>(
         &self,
         last: &HashMap<Vec<u8>, (T, u64)>,
         tree: usize,
         key: Vec<u8>,
         v: &T,
-        name: &str,
+        encode: &dyn Fn(&T) -> Result<Vec<u8>, StoreError>,
         b: &mut Batch,
         out: &mut Vec<(Vec<u8>, (T, u64))>,
     ) -> Result<(), StoreError> {
@@ -697,13 +707,7 @@ impl Store {
             Some((_, hash)) => Old::Hash(*hash),
             None => Old::Unknown,
         };
-        let what = match tree {
-            manifest::ARMS => "arm",
-            manifest::BREAKERS => "breaker",
-            manifest::LEDGERS => "budget ledger",
-            _ => "objective",
-        };
-        let bytes = self.encode(v, what, name)?;
+        let bytes = encode(v)?;
         let hash = b.writes.insert_over(tree, &key, &bytes, old);
         let part = match tree {
             manifest::ARMS => &mut b.arms,
@@ -758,11 +762,11 @@ impl Store {
         self.meta.apply_batch(m).map_err(|e| self.io(e))
     }
 
-    /// JSON of an arm, breaker or ledger.
-    fn encode<T: Serialize>(&self, v: &T, what: &str, name: &str) -> Result<Vec<u8>, StoreError> {
+    /// JSON of a breaker, ledger or objective (named `name` in an error).
+    fn encode<T: Serialize>(&self, v: &T, name: &str) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(v).map_err(|e| StoreError::Io {
             path: self.path.display().to_string(),
-            detail: format!("cannot encode {what} {name}: {e}"),
+            detail: format!("cannot encode the record of {name}: {e}"),
         })
     }
 

@@ -244,6 +244,8 @@ pub struct Names {
     names: Vec<String>,
     /// Assigned but not yet written.
     pub(super) fresh: Vec<(u32, String)>,
+    /// The ids of the engine's shared decision shapes (`compact_record.rs`).
+    pub(super) shapes: super::compact_record::ShapeIds,
 }
 
 impl Names {
@@ -341,7 +343,7 @@ impl Names {
     }
 }
 
-fn finite(what: &str, v: f64) -> Result<f64, String> {
+pub(super) fn finite(what: &str, v: f64) -> Result<f64, String> {
     if v.is_finite() {
         Ok(v)
     } else {
