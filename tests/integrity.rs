@@ -716,6 +716,7 @@ fn poke(data: &Path, tree: &str, key: &[u8], value: &[u8]) {
                 db.flush().unwrap();
                 drop(db);
                 std::fs::remove_file(data.join("manifest")).unwrap();
+                common::wait_sled_unlocked(data);
                 return;
             }
             // A stopped server's lock goes with its process.

@@ -1,6 +1,8 @@
 //! Restart and crash tests of the real binary on a temporary data dir, over gRPC.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -416,6 +418,8 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
                 let meta = db.open_tree("meta").unwrap();
                 meta.insert("schema", &99u32.to_be_bytes()).unwrap();
                 db.flush().unwrap();
+                drop((meta, db));
+                common::wait_sled_unlocked(&data);
                 break;
             }
             // The killed server's lock goes with its process; wait for the OS to release it.

@@ -128,3 +128,20 @@ pub fn spec(id: &'static str, provider: &'static str) -> ModelSpec {
         quality: 0.5,
     }
 }
+
+/// Waits until nothing holds sled's lock on `data` (sled's background threads may hold it a moment
+/// after the last handle is dropped), so a server started next does not find it held.
+pub fn wait_sled_unlocked(data: &std::path::Path) {
+    use fs2::FileExt;
+    let file = std::fs::File::open(data.join("db")).unwrap();
+    let start = std::time::Instant::now();
+    while file.try_lock_exclusive().is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "sled's lock on {} was never released",
+            data.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    FileExt::unlock(&file).unwrap();
+}
