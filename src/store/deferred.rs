@@ -254,8 +254,8 @@ mod tests {
     use super::super::LogBounds;
     use super::*;
     use crate::config::Config;
-    use crate::engine::{Engine, FeedbackInput, RouteInput};
-    use crate::policy::Outcome;
+    use crate::engine::Engine;
+    use crate::store::tests::{feedback, route};
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
@@ -275,24 +275,6 @@ mod tests {
             }
         }
         panic!("{} stayed locked", dir.display());
-    }
-
-    fn route(engine: &mut Engine, rng: &mut SmallRng, t: u64) -> String {
-        let input = RouteInput {
-            task_class: "qa".into(),
-            ..Default::default()
-        };
-        engine.route(&input, t, rng).unwrap().id
-    }
-
-    fn feedback(engine: &mut Engine, id: &str, t: u64) {
-        let fb = FeedbackInput {
-            decision_id: id.to_string(),
-            outcome: Some(Outcome::Success),
-            latency_ms: Some(100.0),
-            ..Default::default()
-        };
-        engine.feedback(&fb, t).unwrap();
     }
 
     /// A store with `n` decisions (one a second) written and flushed, and the engine that made

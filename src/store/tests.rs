@@ -7,6 +7,26 @@ use crate::policy::Outcome;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+/// Routes one request of class "qa" at `t`; returns the decision id.
+pub(super) fn route(engine: &mut Engine, rng: &mut SmallRng, t: u64) -> String {
+    let input = RouteInput {
+        task_class: "qa".into(),
+        ..Default::default()
+    };
+    engine.route(&input, t, rng).unwrap().id
+}
+
+/// Reports decision `id` a success of 100 ms at `t`.
+pub(super) fn feedback(engine: &mut Engine, id: &str, t: u64) {
+    let fb = FeedbackInput {
+        decision_id: id.to_string(),
+        outcome: Some(Outcome::Success),
+        latency_ms: Some(100.0),
+        ..Default::default()
+    };
+    engine.feedback(&fb, t).unwrap();
+}
+
 /// Reopens after a drop: sled's flusher thread lets go of the lock shortly after.
 fn reopen(dir: &Path) -> Store {
     for _ in 0..200 {
@@ -300,27 +320,14 @@ fn the_digest_follows_writes_whose_old_versions_were_read_at_encoding() {
         "the first cycle writes every breaker"
     );
     store.commit(&first).unwrap();
-    let feedback = |engine: &mut Engine, id: &str, t: u64| {
-        let fb = FeedbackInput {
-            decision_id: id.to_string(),
-            outcome: Some(Outcome::Success),
-            latency_ms: Some(100.0),
-            ..Default::default()
-        };
-        engine.feedback(&fb, t).unwrap();
-    };
     let mut ids = Vec::new();
     for i in 0..20u64 {
-        let input = RouteInput {
-            task_class: "qa".into(),
-            ..Default::default()
-        };
-        let d = engine.route(&input, 1_000 * i, &mut rng).unwrap();
+        let id = route(&mut engine, &mut rng, 1_000 * i);
         if i % 2 == 0 {
             // Made and reported in one cycle.
-            feedback(&mut engine, &d.id, 1_000 * i + 5);
+            feedback(&mut engine, &id, 1_000 * i + 5);
         }
-        ids.push(d.id);
+        ids.push(id);
         let batch = store.prepare(&engine.take_changes()).unwrap();
         if i % 2 == 1 {
             assert_eq!(batch.breakers.len, 0, "unchanged breakers are not written");
