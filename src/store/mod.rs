@@ -840,6 +840,9 @@ impl Store {
     /// bounds, as one sled batch.
     fn trim_some(&self, now_ms: u64, bounds: &LogBounds, max: usize) -> Result<u64, StoreError> {
         let cutoff = now_ms.saturating_sub(bounds.max_age_ms);
+        // Under the digest's lock, which orders commits: what is read here is what is removed,
+        // so each record is read and hashed once.
+        let mut digest = lock(&self.digest);
         let mut count = self.log_count.load(Ordering::Relaxed);
         let mut bytes = self.log_bytes.load(Ordering::Relaxed);
         let mut batch = sled::Batch::default();
@@ -855,7 +858,7 @@ impl Store {
                 break;
             }
             let size = (k.len() + v.len()) as u64;
-            removed.push(k.to_vec());
+            removed.push((k.to_vec(), manifest::hash_record(&k, &v)));
             batch.remove(k);
             count -= 1;
             bytes = bytes.saturating_sub(size);
@@ -865,7 +868,6 @@ impl Store {
         if dropped == 0 {
             return Ok(0);
         }
-        let mut digest = lock(&self.digest);
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let delta = self.begin_write(generation, &manifest::Writes::default(), &removed)?;
         self.decisions.apply_batch(batch).map_err(|e| self.io(e))?;
