@@ -458,6 +458,8 @@ impl Store {
                     "the data dir stopped between a write and its flush (a crash?): writes newer \
                      than its last flush are kept unverified"
                 );
+                // Those writes may stop inside a commit, before its counters were written.
+                self.count_log()?;
             }
         }
         let trees = match trees {

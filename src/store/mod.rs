@@ -43,11 +43,12 @@ use crate::record::{DecisionRecord, Event};
 use manifest::Old;
 use records::{decision_key, id_bytes, key_ms, show_key, DecisionKey, Names, StoredDecision};
 
-/// The most decisions one sled batch of a trim drops. sled keeps every node version a batch
-/// replaces until the batch ends (its epoch guard is held throughout), so one batch of a second's
-/// worth of decisions (37 500 in the soak) held tens of megabytes of garbage at a time, and the
-/// process's resident memory stepped up by ~300 MB once trimming began (README, Performance: the
-/// soak). Small batches let sled free what each replaced before the next.
+/// The most decisions one step of a trim drops (one write of its own, under the digest's lock,
+/// which commits wait for). A trim was one `sled::Batch` of everything beyond the bounds; sled
+/// keeps every node version a batch replaces until the batch ends (its epoch guard is held
+/// throughout), so a second's worth of decisions (37 500 in the soak) held tens of megabytes of
+/// garbage at a time, and the process's resident memory stepped up by ~300 MB once trimming began
+/// (README, Performance: the soak). Small steps also keep the writer's waits short.
 const TRIM_BATCH: usize = 512;
 
 /// Version of the on-disk layout. 1 and 2 (JSON pending records and a JSON event log) are
@@ -112,27 +113,43 @@ pub struct Summary {
     pub last_event_ms: Option<u64>,
 }
 
-/// One tree's part of a [`Batch`]: a sled batch and how many writes it holds (an empty part is
-/// not applied: each applied batch is a sealed write in sled's log).
+/// One tree's part of a [`Batch`]: its writes in order (`None`: a removal).
+///
+/// A commit applies them one by one, not as a `sled::Batch`: sled makes each applied batch
+/// atomic by sealing its in-memory log buffer and handing it to its I/O threads before and after
+/// (`Tree::apply_batch` -> `PageCache::pin_log` -> `roll_iobuf`), so the seven batches of a cycle
+/// cost seven buffer writes, each waking all of sled's idle I/O threads: under `sync` Feedback
+/// (~750 cycles a second) half of the writer's CPU time was that. Atomicity per tree adds nothing
+/// here: a cycle writes several trees, and a crash that lands inside a cycle leaves a db ahead of
+/// its last flush, whose unflushed writes are kept as they are and whose decision-log counters
+/// are recounted at open (see [`manifest`]).
 #[derive(Default, Clone)]
 pub struct Part {
-    batch: sled::Batch,
-    len: usize,
+    writes: Vec<(sled::IVec, Option<sled::IVec>)>,
 }
 
 impl Part {
     fn insert(&mut self, key: impl Into<sled::IVec>, value: impl Into<sled::IVec>) {
-        self.batch.insert(key, value);
-        self.len += 1;
+        self.writes.push((key.into(), Some(value.into())));
     }
 
     fn remove(&mut self, key: impl Into<sled::IVec>) {
-        self.batch.remove(key);
-        self.len += 1;
+        self.writes.push((key.into(), None));
+    }
+
+    /// Applies the writes to `tree`, in order.
+    fn apply(&self, tree: &sled::Tree) -> sled::Result<()> {
+        for (k, v) in &self.writes {
+            match v {
+                Some(v) => tree.insert(k, v.clone())?,
+                None => tree.remove(k)?,
+            };
+        }
+        Ok(())
     }
 }
 
-/// Encoded writes, one sled batch per tree, from [`Store::prepare`]. Cloneable so that a failed
+/// Encoded writes, one [`Part`] per tree, from [`Store::prepare`]. Cloneable so that a failed
 /// commit can be retried as it was.
 #[derive(Default, Clone)]
 pub struct Batch {
@@ -728,8 +745,8 @@ impl Store {
     }
 
     /// Applies a batch from [`Store::prepare`]; batches must be committed in the order they were
-    /// prepared (a failed one is retried before later ones). Each tree's part is applied
-    /// atomically; names before the records that use them, the manifest last.
+    /// prepared (a failed one is retried before later ones). Writes are applied in order (names
+    /// before the records that use them, the manifest last), each on its own (see [`Part`]).
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut digest = lock(&self.digest);
         let generation = self.generation.load(Ordering::Relaxed) + 1;
@@ -743,10 +760,7 @@ impl Store {
             (&self.objectives, &batch.objectives),
             (&self.spend, &batch.spend),
         ] {
-            if part.len > 0 {
-                tree.apply_batch(part.batch.clone())
-                    .map_err(|e| self.io(e))?;
-            }
+            part.apply(tree).map_err(|e| self.io(e))?;
         }
         // Atomic adds: trimming subtracts from the same counters on another thread.
         let count = apply_delta(&self.log_count, batch.count_delta);
@@ -762,11 +776,11 @@ impl Store {
     }
 
     fn write_manifest(&self, generation: u64, count: u64, bytes: u64) -> Result<(), StoreError> {
-        let mut m = sled::Batch::default();
+        let mut m = Part::default();
         m.insert("generation", &generation.to_be_bytes());
         m.insert("log_count", &count.to_be_bytes());
         m.insert("log_bytes", &bytes.to_be_bytes());
-        self.meta.apply_batch(m).map_err(|e| self.io(e))
+        m.apply(&self.meta).map_err(|e| self.io(e))
     }
 
     /// JSON of a breaker, ledger or objective (named `name` in an error).
@@ -845,7 +859,7 @@ impl Store {
         let mut digest = lock(&self.digest);
         let mut count = self.log_count.load(Ordering::Relaxed);
         let mut bytes = self.log_bytes.load(Ordering::Relaxed);
-        let mut batch = sled::Batch::default();
+        let mut batch = Part::default();
         let mut removed = Vec::new();
         let (mut dropped, mut freed) = (0u64, 0u64);
         for kv in self.decisions.iter() {
@@ -870,7 +884,7 @@ impl Store {
         }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let delta = self.begin_write(generation, &manifest::Writes::default(), &removed)?;
-        self.decisions.apply_batch(batch).map_err(|e| self.io(e))?;
+        batch.apply(&self.decisions).map_err(|e| self.io(e))?;
         // The writer may have added records meanwhile: subtract rather than store.
         let count = apply_delta(&self.log_count, -(dropped as i64));
         let bytes = apply_delta(&self.log_bytes, -(freed as i64));
