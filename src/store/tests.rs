@@ -447,3 +447,42 @@ fn a_trim_larger_than_one_batch_drops_everything_beyond_the_bounds_and_verifies(
     }
     panic!("{} stayed locked", dir.path().display());
 }
+
+/// A db that stopped inside a commit (its intent and a record written, its counters not) opens
+/// with the decision log's counters recounted from the records.
+#[test]
+fn counters_are_recounted_when_the_db_stopped_inside_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), 8).unwrap();
+        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
+        engine.log_events();
+        let mut rng = SmallRng::seed_from_u64(5);
+        for i in 0..10 {
+            route(&mut engine, &mut rng, 1_000 * i);
+        }
+        store.write(engine.take_changes()).unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.summary(0).unwrap().decisions, 10);
+        // What a kill inside the next commit leaves: its intent and one record, no counters.
+        let generation = store.generation.load(Ordering::Relaxed) + 1;
+        store
+            .meta
+            .insert("intent", &generation.to_be_bytes())
+            .unwrap();
+        let (k, v) = store.decisions.last().unwrap().unwrap();
+        let mut key = k.to_vec();
+        key[0..8].copy_from_slice(&20_000u64.to_be_bytes());
+        store.decisions.insert(key, v).unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = reopen(dir.path());
+    let s = store.summary(0).unwrap();
+    assert_eq!((s.decisions, s.last_event_ms), (11, Some(20_000)));
+    let bytes: u64 = store
+        .decisions
+        .iter()
+        .map(|kv| kv.map(|(k, v)| (k.len() + v.len()) as u64).unwrap())
+        .sum();
+    assert_eq!(s.decision_bytes, bytes);
+}
