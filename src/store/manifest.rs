@@ -223,8 +223,9 @@ impl Manifest {
 const MANIFEST_MAX_LEN: u64 = 4096;
 
 /// Writes `text` over the start of the file at `path` (created if missing), padded with blanks to
-/// the file's length: `None` when the file is longer than [`MANIFEST_MAX_LEN`] or `text` would be.
-fn write_in_place(path: &Path, text: &[u8]) -> std::io::Result<Option<()>> {
+/// the file's length: `false` (nothing written) when the file is longer than [`MANIFEST_MAX_LEN`]
+/// or `text` would be.
+fn write_in_place(path: &Path, text: &[u8]) -> std::io::Result<bool> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -233,12 +234,12 @@ fn write_in_place(path: &Path, text: &[u8]) -> std::io::Result<Option<()>> {
         .open(path)?;
     let len = f.metadata()?.len();
     if len > MANIFEST_MAX_LEN || text.len() as u64 > MANIFEST_MAX_LEN {
-        return Ok(None);
+        return Ok(false);
     }
     let mut buf = text.to_vec();
     buf.resize(buf.len().max(len as usize), b' ');
     f.write_all_at(&buf, 0)?;
-    Ok(Some(()))
+    Ok(true)
 }
 
 /// The path of `dir`'s manifest.
@@ -507,7 +508,7 @@ impl Store {
         };
         let text = m.encode().map_err(|e| io(e.to_string()))?;
         let path = manifest_path(&self.path);
-        if let Some(()) = write_in_place(&path, text.as_bytes()).map_err(|e| io(e.to_string()))? {
+        if write_in_place(&path, text.as_bytes()).map_err(|e| io(e.to_string()))? {
             return Ok(());
         }
         let tmp = self.path.join("manifest.tmp");
@@ -672,16 +673,13 @@ mod tests {
         };
         for generation in [u64::MAX, 5, 1_000_000, 0] {
             let m = manifest(generation);
-            assert_eq!(
-                write_in_place(&path, m.encode().unwrap().as_bytes()).unwrap(),
-                Some(())
-            );
+            assert!(write_in_place(&path, m.encode().unwrap().as_bytes()).unwrap());
             assert_eq!(read(dir.path()).unwrap(), Some(m));
         }
         let long = std::fs::metadata(&path).unwrap().len();
         assert_eq!(long as usize, manifest(u64::MAX).encode().unwrap().len());
         std::fs::write(&path, vec![b' '; MANIFEST_MAX_LEN as usize + 1]).unwrap();
-        assert_eq!(write_in_place(&path, b"x").unwrap(), None);
+        assert!(!write_in_place(&path, b"x").unwrap());
         let text = manifest(1).encode().unwrap();
         assert!(Manifest::decode(&format!("{text}  \n \n")).is_ok());
         let err = Manifest::decode(&format!("{text}{{}}\n")).unwrap_err();

@@ -836,8 +836,8 @@ impl Store {
         Ok(r)
     }
 
-    /// Drops the oldest decisions beyond the log's bounds (age, count, bytes) in one batch, never
-    /// a pending one; returns how many were dropped. Blocking: the server runs it off its async
+    /// Drops the oldest decisions beyond the log's bounds (age, count, bytes) in steps of at most
+    /// [`TRIM_BATCH`], never a pending one; returns how many were dropped. Blocking: the server runs it off its async
     /// threads.
     pub fn trim_events(&self, now_ms: u64, bounds: &LogBounds) -> Result<u64, StoreError> {
         let mut dropped = 0;
@@ -885,7 +885,7 @@ impl Store {
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let delta = self.begin_write(generation, &manifest::Writes::default(), &removed)?;
         batch.apply(&self.decisions).map_err(|e| self.io(e))?;
-        // The writer may have added records meanwhile: subtract rather than store.
+        // Atomic adds, as in `commit` (which this lock keeps out until the trim is applied).
         let count = apply_delta(&self.log_count, -(dropped as i64));
         let bytes = apply_delta(&self.log_bytes, -(freed as i64));
         // The manifest's counters follow the trim at once (a stop may come before the next write).
