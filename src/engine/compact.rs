@@ -13,7 +13,7 @@
 //! expand what they read. Nothing here is persisted as such: on restart the store's records are
 //! read back as [`PendingDecision`]s and compacted again, and the name table starts empty.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -86,6 +86,39 @@ pub(super) struct Names {
     lists: FxSet<Arc<[Arc<str>]>>,
     refs: FxSet<Refs>,
     shapes: FxSet<Arc<Shape>>,
+    /// The shapes by a hash of a decision's own strings, so that a Route whose shape is known
+    /// finds it without looking each name up and building the shape first (`Names::shape_of`).
+    by_print: ShapeMemo,
+}
+
+/// A cache over `Names::shapes`, not part of the value: two tables with the same names and
+/// shapes are equal whatever either has looked up since.
+#[derive(Debug, Clone, Default)]
+struct ShapeMemo(HashMap<u64, Arc<Shape>, rustc_hash::FxBuildHasher>);
+
+impl PartialEq for ShapeMemo {
+    fn eq(&self, _: &ShapeMemo) -> bool {
+        true
+    }
+}
+
+/// A hash of the strings that make decision `d`'s shape (with `tenant`).
+fn shape_print(d: &Decision, tenant: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    d.task_class.hash(&mut h);
+    d.model.hash(&mut h);
+    d.provider.hash(&mut h);
+    d.policy.hash(&mut h);
+    d.budget_key.hash(&mut h);
+    tenant.hash(&mut h);
+    h.write_usize(d.fallbacks.len());
+    for m in &d.fallbacks {
+        m.model.hash(&mut h);
+        m.provider.hash(&mut h);
+    }
+    d.eligible.hash(&mut h);
+    h.finish()
 }
 
 /// What a decision has in common with many others. Read by the store, which encodes a shape's
@@ -101,6 +134,23 @@ pub struct Shape {
     /// (model, provider) of each fallback.
     pub fallbacks: Refs,
     pub eligible: Arc<[Arc<str>]>,
+}
+
+impl Shape {
+    /// Whether this is the shape of decision `d` made under `tenant`.
+    fn is_of(&self, d: &Decision, tenant: Option<&str>) -> bool {
+        *self.task_class == *d.task_class
+            && *self.model == *d.model
+            && *self.provider == *d.provider
+            && *self.policy == *d.policy
+            && self.budget_key.as_deref() == d.budget_key.as_deref()
+            && self.tenant.as_deref() == tenant
+            && self.fallbacks.len() == d.fallbacks.len()
+            && (self.fallbacks.iter().zip(&d.fallbacks))
+                .all(|((m, p), r)| **m == *r.model && **p == *r.provider)
+            && self.eligible.len() == d.eligible.len()
+            && (self.eligible.iter().zip(&d.eligible)).all(|(a, b)| **a == **b)
+    }
 }
 
 impl Names {
@@ -130,6 +180,35 @@ impl Names {
 }
 
 impl Names {
+    /// The shared shape of decision `d` made under `tenant`. A shape seen before is found by a
+    /// hash of `d`'s strings and checked field by field against them; only a new one is built
+    /// from shared names and interned.
+    fn shape_of(&mut self, d: &Decision, tenant: Option<&str>) -> Arc<Shape> {
+        let print = shape_print(d, tenant);
+        if let Some(s) = self.by_print.0.get(&print).filter(|s| s.is_of(d, tenant)) {
+            return Arc::clone(s);
+        }
+        let shape = Shape {
+            task_class: self.name(&d.task_class),
+            model: self.name(&d.model),
+            provider: self.name(&d.provider),
+            policy: self.name(&d.policy),
+            budget_key: d.budget_key.as_deref().map(|s| self.name(s)),
+            tenant: tenant.map(|s| self.name(s)),
+            fallbacks: self.refs(&d.fallbacks),
+            eligible: self.list(&d.eligible),
+        };
+        let shape = self.shape(shape);
+        if self.by_print.0.len() < MAX_SHARED {
+            // A colliding print keeps its first shape; the other is built each time.
+            self.by_print
+                .0
+                .entry(print)
+                .or_insert_with(|| Arc::clone(&shape));
+        }
+        shape
+    }
+
     fn shape(&mut self, s: Shape) -> Arc<Shape> {
         if let Some(a) = self.shapes.get(&s) {
             return Arc::clone(a);
@@ -261,17 +340,7 @@ impl CompactPending {
             qualities: names_of(reports.qualities, names),
             sides: reports.sides,
         };
-        let shape = Shape {
-            task_class: names.name(&d.task_class),
-            model: names.name(&d.model),
-            provider: names.name(&d.provider),
-            policy: names.name(&d.policy),
-            budget_key: d.budget_key.as_deref().map(|s| names.name(s)),
-            tenant: tenant.map(|s| names.name(s)),
-            fallbacks: names.refs(&d.fallbacks),
-            eligible: names.list(&d.eligible),
-        };
-        let shape = names.shape(shape);
+        let shape = names.shape_of(d, tenant);
         CompactPending {
             key: DecisionKey::of(&d.id),
             shape,

@@ -61,7 +61,9 @@ impl Engine {
             }
         }
         let r = self.check_feedback(input, now_ms)?;
-        self.dirty_classes.insert(r.class.name.clone());
+        if !self.untracked {
+            self.dirty_classes.insert(r.class.name.clone());
+        }
         self.pending.mark(&input.decision_id);
         self.observe(input, &r, now_ms)?;
         self.account_objective(input, &r, now_ms);

@@ -97,6 +97,9 @@ pub struct Engine {
     ledgers: BTreeMap<String, Ledger>,
     /// Task classes whose arms changed since the last [`Engine::take_changes`].
     dirty_classes: BTreeSet<String>,
+    /// Set when nothing ever takes the changes (no data dir, [`Engine::untracked`]): Route then
+    /// skips noting its class and decision as changed, which it would only discard.
+    untracked: bool,
     /// Thompson's pools of posterior draws per class, parallel to its arms (derived state: never
     /// persisted, refilled on first use).
     pools: BTreeMap<String, Vec<DrawPool>>,
@@ -237,6 +240,7 @@ impl Engine {
             ledgers,
             // Nothing of a new engine is persisted yet.
             dirty_classes: config_classes,
+            untracked: false,
             pools: BTreeMap::new(),
             objectives: BTreeMap::new(),
             log_events: false,
@@ -330,6 +334,10 @@ impl Engine {
 
     /// Copies out what changed since the last call (for the store) and starts tracking afresh.
     pub fn take_changes(&mut self) -> Changes {
+        if self.untracked {
+            self.discard_changes();
+            return Changes::default();
+        }
         let spend = self.spend.take_changes();
         if self.dirty_classes.is_empty()
             && !self.pending.has_changes()
@@ -362,7 +370,11 @@ impl Engine {
                 .iter_mut()
                 .filter_map(|(k, l)| l.take_changed().then(|| (k.clone(), l.clone())))
                 .collect(),
-            events: std::mem::take(&mut self.events),
+            events: {
+                // The next cycle's log starts at this one's size: no regrowth under the lock.
+                let next = Vec::with_capacity(self.events.len());
+                std::mem::replace(&mut self.events, next)
+            },
             objectives,
             spend,
         }
@@ -377,6 +389,15 @@ impl Engine {
     /// The objective states of a task class, by quality target in basis points.
     pub fn class_objectives(&self, class: &str) -> Option<&Targets> {
         self.objectives.get(class)
+    }
+
+    /// Stops noting what changed, for an engine whose changes nothing persists (the service
+    /// without a data dir): Route and Feedback no longer note their decision and class, and
+    /// [`Engine::take_changes`] answers nothing.
+    pub fn untracked(&mut self) {
+        self.discard_changes();
+        self.untracked = true;
+        self.pending.untracked();
     }
 
     /// Forgets what changed (nothing persists it), without copying it.

@@ -3,7 +3,7 @@
 //! ([`CompactPending`], `compact.rs`): this map is most of the service's memory. In memory only;
 //! on restart the store reads the pending records back and they are inserted again.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -37,8 +37,13 @@ pub(super) struct Pending {
     /// Decision ids in creation order (so also expiry order: the TTL is the same for all).
     order: VecDeque<DecisionKey>,
     by_request: HashMap<Box<str>, DecisionKey>,
-    /// Ids inserted, changed or removed since the last [`Engine::take_changes`].
-    dirty: BTreeSet<DecisionKey>,
+    /// Ids inserted, changed or removed since the last [`Engine::take_changes`], each with the
+    /// decision as it is now (`None`: gone). Kept current on every change, so that taking the
+    /// changes (under the engine's lock, which every Route waits for) only moves this map and
+    /// never looks ids up in `by_id`.
+    dirty: HashMap<DecisionKey, Option<SharedPending>>,
+    /// Set when nothing takes the changes ([`Pending::untracked`]): `dirty` stays empty.
+    untracked: bool,
     /// The names and lists the decisions share.
     pub(super) names: Names,
 }
@@ -64,11 +69,12 @@ impl Pending {
 
     fn insert_compact(&mut self, c: CompactPending, max: usize) -> Vec<SharedPending> {
         let key = c.key().clone();
-        self.dirty.insert(key.clone());
         if let Some(r) = c.request_id() {
             self.by_request.insert(r.into(), key.clone());
         }
-        if self.by_id.insert(key.clone(), Arc::new(c)).is_none() {
+        let c = Arc::new(c);
+        self.note(key.clone(), Some(Arc::clone(&c)));
+        if self.by_id.insert(key.clone(), c).is_none() {
             self.order.push_back(key);
         }
         let mut evicted = Vec::new();
@@ -97,7 +103,7 @@ impl Pending {
                 self.by_request.remove(r);
             }
         }
-        self.dirty.insert(key);
+        self.note(key, None);
         p
     }
 
@@ -167,8 +173,12 @@ impl Pending {
     ) -> Option<R> {
         let key = DecisionKey::of(id);
         let p = self.by_id.get_mut(&key)?;
+        // The snapshot of an earlier change this cycle goes first: it is replaced below, and
+        // holding it would make `make_mut` copy the decision.
+        self.dirty.remove(&key);
         let r = f(Arc::make_mut(p), &mut self.names);
-        self.dirty.insert(key);
+        let now = Some(Arc::clone(p));
+        self.note(key, now);
         Some(r)
     }
 
@@ -184,13 +194,29 @@ impl Pending {
         let mut full = slot.expand();
         let r = f(&mut full);
         *slot = Arc::new(CompactPending::new(full, &mut self.names));
-        self.dirty.insert(key);
+        let now = Some(Arc::clone(slot));
+        self.note(key, now);
         Some(r)
     }
 
     /// Notes `id` as changed.
     pub(super) fn mark(&mut self, id: &str) {
-        self.dirty.insert(DecisionKey::of(id));
+        let key = DecisionKey::of(id);
+        let now = self.by_id.get(&key).cloned();
+        self.note(key, now);
+    }
+
+    /// Notes decision `key` as changed, as it is `now` (`None`: gone).
+    fn note(&mut self, key: DecisionKey, now: Option<SharedPending>) {
+        if !self.untracked {
+            self.dirty.insert(key, now);
+        }
+    }
+
+    /// Stops noting changes (see [`Engine::untracked`]).
+    pub(super) fn untracked(&mut self) {
+        self.dirty.clear();
+        self.untracked = true;
     }
 
     pub(super) fn has_changes(&self) -> bool {
@@ -199,13 +225,8 @@ impl Pending {
 
     /// The changed decisions by id (`None`: gone), and starts tracking afresh.
     pub(super) fn take_changes(&mut self) -> Vec<(DecisionKey, Option<SharedPending>)> {
-        std::mem::take(&mut self.dirty)
-            .into_iter()
-            .map(|k| {
-                let p = self.by_id.get(&k).cloned();
-                (k, p)
-            })
-            .collect()
+        // Drained rather than taken: the map keeps its capacity for the next cycle's changes.
+        self.dirty.drain().collect()
     }
 
     pub(super) fn clear_changes(&mut self) {
@@ -215,6 +236,6 @@ impl Pending {
     /// Forgets the changes of decisions still held (what was just read back is persisted).
     pub(super) fn keep_removals_only(&mut self) {
         let by_id = &self.by_id;
-        self.dirty.retain(|k| !by_id.contains_key(k));
+        self.dirty.retain(|k, _| !by_id.contains_key(k));
     }
 }

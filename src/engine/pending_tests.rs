@@ -206,3 +206,128 @@ fn feedback_changes_a_pending_decision_in_its_compact_form() {
     assert_eq!(id.to_string(), d.id);
     assert_eq!(p.as_ref().map(|p| p.expand()), Some(after));
 }
+
+#[test]
+fn a_known_shape_is_found_again_and_any_difference_makes_another() {
+    let mut names = Names::default();
+    let a = CompactPending::new(full_decision("a"), &mut names);
+    let b = CompactPending::new(full_decision("b"), &mut names);
+    assert!(a.shares_names_with(&b));
+    // Each part of the shape, changed alone, gives a shape of its own that reads back as made.
+    type Change = fn(&mut PendingDecision);
+    let changes: [(&str, Change); 11] = [
+        ("class", |p| p.decision.task_class = "qa2".into()),
+        ("model", |p| p.decision.model = "mini".into()),
+        ("provider", |p| p.decision.provider = "other".into()),
+        ("policy", |p| p.decision.policy = "ucb".into()),
+        ("no budget", |p| p.decision.budget_key = None),
+        ("other tenant", |p| p.tenant = Some("other".into())),
+        ("no tenant", |p| p.tenant = None),
+        ("fallback order", |p| p.decision.fallbacks.reverse()),
+        ("one fallback", |p| p.decision.fallbacks.truncate(1)),
+        ("eligible order", |p| p.decision.eligible.swap(0, 1)),
+        ("more eligible", |p| p.decision.eligible.push("x".into())),
+    ];
+    let mut made: Vec<CompactPending> = Vec::new();
+    for (what, change) in changes {
+        let mut p = full_decision("c");
+        change(&mut p);
+        let c = CompactPending::new(p.clone(), &mut names);
+        assert!(!c.shares_names_with(&a), "{what}");
+        assert!(made.iter().all(|m| !c.shares_names_with(m)), "{what}");
+        assert_eq!(c.expand(), p, "{what}");
+        let again = CompactPending::new(p, &mut names);
+        assert!(again.shares_names_with(&c), "{what}");
+        made.push(c);
+    }
+}
+
+#[test]
+fn taken_changes_hold_each_decision_as_it_was_when_taken() {
+    let mut e = Engine::new(crate::config::Config::builtin().unwrap(), 1_000);
+    let mut rng = SmallRng::seed_from_u64(4);
+    let input = RouteInput {
+        task_class: "qa".into(),
+        ..Default::default()
+    };
+    let d = e.route(&input, 2_000, &mut rng).unwrap();
+    let other = e.route(&input, 2_001, &mut rng).unwrap();
+    let held = |c: &Changes, id: &str| {
+        let found = c.pending.iter().find(|(k, _)| k.to_string() == id);
+        found.map(|(_, p)| p.as_ref().map(|p| p.expand()))
+    };
+    let first = e.take_changes();
+    assert_eq!(first.pending.len(), 2);
+    let before = first
+        .pending
+        .iter()
+        .find(|(k, _)| k.to_string() == d.id)
+        .and_then(|(_, p)| p.clone())
+        .unwrap();
+    let report = |model: &str| FeedbackInput {
+        decision_id: d.id.clone(),
+        model: model.to_string(),
+        outcome: Some(crate::policy::Outcome::Success),
+        ..Default::default()
+    };
+    e.feedback(&report(&d.model), 2_100).unwrap();
+    e.feedback(
+        &FeedbackInput {
+            quality: Some(0.5),
+            outcome: None,
+            ..report(&d.model)
+        },
+        2_101,
+    )
+    .unwrap();
+    // What was taken stays as it was; the next take has both changes, once, and nothing of
+    // the decision that did not change.
+    assert!(before.expand().outcomes.is_empty());
+    let second = e.take_changes();
+    assert_eq!(second.pending.len(), 1);
+    let now = held(&second, &d.id).flatten().unwrap();
+    assert_eq!(now.outcomes, vec![d.model.clone()]);
+    assert_eq!(now.qualities, vec![d.model.clone()]);
+    assert_eq!(Some(now), e.pending(&d.id));
+    assert_eq!(held(&second, &other.id), None);
+    // A decision that expires is taken as gone.
+    e.expire(2_000 + 3_600_000 * 2);
+    let third = e.take_changes();
+    assert_eq!(held(&third, &d.id), Some(None));
+    assert_eq!(held(&third, &other.id), Some(None));
+}
+
+#[test]
+fn an_untracked_engine_routes_the_same_and_notes_no_changes() {
+    let config = crate::config::Config::builtin().unwrap();
+    let mut tracked = Engine::new(config.clone(), 1_000);
+    let mut untracked = Engine::new(config, 1_000);
+    untracked.untracked();
+    tracked.take_changes();
+    let (mut r1, mut r2) = (SmallRng::seed_from_u64(5), SmallRng::seed_from_u64(5));
+    let input = RouteInput {
+        task_class: "qa".into(),
+        ..Default::default()
+    };
+    for i in 0..20 {
+        let a = tracked.route(&input, 2_000 + i, &mut r1).unwrap();
+        let b = untracked.route(&input, 2_000 + i, &mut r2).unwrap();
+        assert_eq!(a, b);
+        let report = FeedbackInput {
+            decision_id: a.id.clone(),
+            model: a.model.clone(),
+            outcome: Some(crate::policy::Outcome::Success),
+            quality: Some(0.8),
+            ..Default::default()
+        };
+        tracked.feedback(&report, 2_100 + i).unwrap();
+        untracked.feedback(&report, 2_100 + i).unwrap();
+        assert_eq!(tracked.pending(&a.id), untracked.pending(&b.id));
+        assert!(!untracked.pending.has_changes());
+        assert!(untracked.dirty_classes.is_empty());
+    }
+    let changes = tracked.take_changes();
+    assert_eq!(changes.pending.len(), 20);
+    assert!(!changes.arms.is_empty());
+    assert!(untracked.take_changes().is_empty());
+}

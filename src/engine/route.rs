@@ -24,7 +24,7 @@ impl Engine {
         let resolved = self.resolve_class(input, prompt, &mut counted)?;
         let class = self.class(&resolved.class)?.clone();
         check_id("request_id", &input.request_id)?;
-        if !self.dirty_classes.contains(&class.name) {
+        if !self.untracked && !self.dirty_classes.contains(&class.name) {
             self.dirty_classes.insert(class.name.clone());
         }
         if let Some(replay) = self.replay(input, &class.name, now_ms)? {
@@ -283,7 +283,7 @@ impl Engine {
                 }
             }
         };
-        let id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
+        let id = decision_id(rng.random(), rng.random());
         let mut plan = None;
         let choice = match p.budget_key.as_ref().and_then(|k| config.budgets.get(k)) {
             Some(b) => {
@@ -430,11 +430,9 @@ impl Engine {
         );
         self.bury(&evicted, now_ms);
         // A decision waiting for its shared admission is logged once admitted (`cap.rs`).
-        if let Some(p) = self
-            .pending
-            .get(&decision.id)
-            .filter(|_| !self.awaits_admission(&decision.id))
-        {
+        // Looked up only when something takes the log: without a data dir nothing does.
+        let logged = self.log_events && !self.awaits_admission(&decision.id);
+        if let Some(p) = logged.then(|| self.pending.get(&decision.id)).flatten() {
             let p = Arc::clone(p);
             self.log(|| Logged::Decision(p));
         }
@@ -705,4 +703,39 @@ pub(super) fn request_money(input: &RouteInput) -> Result<Option<Valuation>, Eng
         usd_per_quality,
         usd_per_second: s.unwrap_or(0.0),
     }))
+}
+
+/// A new decision's id: two random words as 32 lowercase hex digits (the form
+/// [`DecisionKey::of`] keeps as two integers). Written a digit at a time: `format!` was a tenth
+/// of the cost of picking a model.
+fn decision_id(hi: u64, lo: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for word in [hi, lo] {
+        for shift in (0..16).rev() {
+            id.push(char::from(DIGITS[((word >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    id
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::decision_id;
+
+    #[test]
+    fn decision_ids_are_the_two_words_in_fixed_width_hex() {
+        for (hi, lo) in [
+            (0, 0),
+            (1, u64::MAX),
+            (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210),
+        ] {
+            assert_eq!(decision_id(hi, lo), format!("{hi:016x}{lo:016x}"));
+        }
+        let id = decision_id(0xdead_beef, 42);
+        assert_eq!(
+            crate::engine::compact::DecisionKey::of(&id),
+            crate::engine::compact::DecisionKey::Hex([0xdead_beef, 42])
+        );
+    }
 }

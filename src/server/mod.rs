@@ -99,7 +99,12 @@ impl Shared {
         Shared {
             cache: cache::new_cache(&config),
             core: Arc::new(Mutex::new(Core {
-                engine: Engine::new(config, now_ms()),
+                engine: {
+                    // Nothing persists this engine's changes (`with_store` builds its own).
+                    let mut engine = Engine::new(config, now_ms());
+                    engine.untracked();
+                    engine
+                },
                 rng,
             })),
             alerts: None,
@@ -528,7 +533,8 @@ impl RouteService {
                         crate::validation::echo(&input.request_id)
                     )));
                 }
-            } else {
+            } else if tenant.is_some() {
+                // A new decision is made without a tenant: only a tenant's key changes it.
                 engine.set_tenant(&d.id, tenant);
             }
             Ok((d, engine.unpersisted()))

@@ -523,8 +523,12 @@ impl Store {
         {
             let mut names = lock(&self.names);
             let mut index = lock(&self.index);
+            // Sized for the cycle up front: growing it would move every record read so far.
             let mut touched: HashMap<DecisionKey, Touched, records::BuildNameHasher> =
-                HashMap::default();
+                HashMap::with_capacity_and_hasher(
+                    changes.pending.len() + changes.events.len(),
+                    records::BuildNameHasher,
+                );
             let fetch = |key: DecisionKey,
                          touched: &mut HashMap<DecisionKey, Touched, records::BuildNameHasher>,
                          known: bool,
