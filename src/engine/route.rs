@@ -710,13 +710,13 @@ pub(super) fn request_money(input: &RouteInput) -> Result<Option<Valuation>, Eng
 /// of the cost of picking a model.
 fn decision_id(hi: u64, lo: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(32);
-    for word in [hi, lo] {
-        for shift in (0..16).rev() {
-            id.push(char::from(DIGITS[((word >> (shift * 4)) & 0xf) as usize]));
-        }
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        let word = if i < 16 { hi } else { lo };
+        *digit = DIGITS[((word >> ((15 - i % 16) * 4)) & 0xf) as usize];
     }
-    id
+    // Hex digits are ASCII: never the empty default.
+    String::from_utf8(hex.to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
