@@ -333,7 +333,7 @@ impl Engine {
                         a.record_pull(now_ms);
                     }
                 }
-                self.dirty_classes.insert(class);
+                self.note_class(&class);
             }
         }
         let decision = p.decision.clone();

@@ -50,7 +50,7 @@ impl Engine {
         evidence.apply(arm);
         // The draws came from the old posterior.
         self.pools.remove(class);
-        self.dirty_classes.insert(class.to_string());
+        self.note_class(class);
         true
     }
 

@@ -138,18 +138,29 @@ pub struct Shape {
 
 impl Shape {
     /// Whether this is the shape of decision `d` made under `tenant`.
+    /// Destructured, so that a field added to the shape cannot be left out of the check.
     fn is_of(&self, d: &Decision, tenant: Option<&str>) -> bool {
-        *self.task_class == *d.task_class
-            && *self.model == *d.model
-            && *self.provider == *d.provider
-            && *self.policy == *d.policy
-            && self.budget_key.as_deref() == d.budget_key.as_deref()
-            && self.tenant.as_deref() == tenant
-            && self.fallbacks.len() == d.fallbacks.len()
-            && (self.fallbacks.iter().zip(&d.fallbacks))
+        let Shape {
+            task_class,
+            model,
+            provider,
+            policy,
+            budget_key,
+            tenant: of_tenant,
+            fallbacks,
+            eligible,
+        } = self;
+        **task_class == *d.task_class
+            && **model == *d.model
+            && **provider == *d.provider
+            && **policy == *d.policy
+            && budget_key.as_deref() == d.budget_key.as_deref()
+            && of_tenant.as_deref() == tenant
+            && fallbacks.len() == d.fallbacks.len()
+            && (fallbacks.iter().zip(&d.fallbacks))
                 .all(|((m, p), r)| **m == *r.model && **p == *r.provider)
-            && self.eligible.len() == d.eligible.len()
-            && (self.eligible.iter().zip(&d.eligible)).all(|(a, b)| **a == **b)
+            && eligible.len() == d.eligible.len()
+            && (eligible.iter().zip(&d.eligible)).all(|(a, b)| **a == **b)
     }
 }
 

@@ -61,9 +61,7 @@ impl Engine {
             }
         }
         let r = self.check_feedback(input, now_ms)?;
-        if !self.untracked {
-            self.dirty_classes.insert(r.class.name.clone());
-        }
+        self.note_class(&r.class.name);
         self.pending.mark(&input.decision_id);
         self.observe(input, &r, now_ms)?;
         self.account_objective(input, &r, now_ms);

@@ -97,8 +97,9 @@ pub struct Engine {
     ledgers: BTreeMap<String, Ledger>,
     /// Task classes whose arms changed since the last [`Engine::take_changes`].
     dirty_classes: BTreeSet<String>,
-    /// Set when nothing ever takes the changes (no data dir, [`Engine::untracked`]): Route then
-    /// skips noting its class and decision as changed, which it would only discard.
+    /// Set when nothing ever takes the changes (no data dir, [`Engine::untracked`]): Route and
+    /// Feedback then skip noting their class and decision as changed, which would only be
+    /// discarded.
     untracked: bool,
     /// Thompson's pools of posterior draws per class, parallel to its arms (derived state: never
     /// persisted, refilled on first use).
@@ -400,6 +401,13 @@ impl Engine {
         self.pending.untracked();
     }
 
+    /// Notes that the arms of `class` changed (unless the engine is [`Engine::untracked`]).
+    fn note_class(&mut self, class: &str) {
+        if !self.untracked && !self.dirty_classes.contains(class) {
+            self.dirty_classes.insert(class.to_string());
+        }
+    }
+
     /// Forgets what changed (nothing persists it), without copying it.
     pub fn discard_changes(&mut self) {
         self.dirty_classes.clear();
@@ -471,7 +479,7 @@ impl Engine {
                 n += 1;
             }
         }
-        self.dirty_classes.insert(class.to_string());
+        self.note_class(class);
         Ok(n)
     }
 

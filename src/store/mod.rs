@@ -841,8 +841,8 @@ impl Store {
     }
 
     /// Drops the oldest decisions beyond the log's bounds (age, count, bytes) in steps of at most
-    /// [`TRIM_BATCH`], never a pending one; returns how many were dropped. Blocking: the server runs it off its async
-    /// threads.
+    /// [`TRIM_BATCH`], never a pending one; returns how many were dropped. Blocking: the server
+    /// runs it off its async threads.
     pub fn trim_events(&self, now_ms: u64, bounds: &LogBounds) -> Result<u64, StoreError> {
         let mut dropped = 0;
         loop {
