@@ -186,6 +186,7 @@ impl Engine {
                 health: if degraded { degraded_factor } else { 1.0 },
                 prior_utility: state.prior_utility[i],
                 pool: pools.get(i).map_or(&[], DrawPool::draws),
+                columns: pools.get(i).map(DrawPool::columns),
             }
         };
         let candidate = |i: usize| -> Option<Candidate<'_>> {

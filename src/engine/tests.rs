@@ -658,6 +658,7 @@ fn every_policy_reason_is_a_named_reason() {
             health: 1.0,
             prior_utility: 0.0,
             pool: &[],
+            columns: None,
         })
         .collect();
     assert!(candidates.len() > 1);

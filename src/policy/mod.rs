@@ -392,6 +392,15 @@ impl Scoring {
         u
     }
 
+    /// The latency SLA (on p95) and the cost cap, +infinity where unset: `x > limit` is then
+    /// false for every x, as [`Scoring::violations`] takes an unset limit.
+    pub fn limits(&self) -> (f64, f64) {
+        (
+            self.max_latency_ms.unwrap_or(f64::INFINITY),
+            self.max_cost_usd.unwrap_or(f64::INFINITY),
+        )
+    }
+
     /// How many of the request's constraints the draw breaks (0, 1 or 2).
     pub fn violations(&self, s: &Sample) -> u8 {
         let sla = self.max_latency_ms.is_some_and(|m| s.latency_p95_ms > m);
@@ -449,6 +458,9 @@ pub struct Candidate<'a> {
     /// The arm's pool of posterior draws at the class's typical size and full health (see
     /// [`pool`]); empty when the caller keeps none.
     pub pool: &'a [Sample],
+    /// The same pool by component, when the caller keeps it so (Thompson then scores it a
+    /// column at a time: [`Utility::utilities`]).
+    pub columns: Option<&'a pool::Columns>,
 }
 
 impl Candidate<'_> {
@@ -739,6 +751,7 @@ pub(crate) mod test_support {
                 health: 1.0,
                 prior_utility: 0.0,
                 pool: &[],
+                columns: None,
             })
             .collect()
     }

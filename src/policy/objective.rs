@@ -59,6 +59,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::pool::Columns;
 use super::{Arm, Sample, Scoring, MAX_NORMALISED_TERM};
 
 /// Largest |ln lambda - ln lambda_0|: a factor of about 3e6 either way.
@@ -77,11 +78,85 @@ const MIN_BEST_QUALITY: f64 = 0.05;
 /// money-denominated [`RequestScoring`] drive the same Thompson, UCB and greedy code.
 pub trait Utility {
     fn utility(&self, s: &Sample) -> f64;
+
+    /// The utility of each draw of `columns` scaled to one candidate (quality x `health`, cost x
+    /// `cost_scale`, as [`super::Candidate::scale`]), into `out[j]` for the first `out.len()`
+    /// draws: bit for bit what [`Utility::utility`] gives each scaled draw. This default scores a
+    /// draw at a time; the implementations below read the columns in one loop of the same
+    /// arithmetic, which the compiler runs on packed doubles (a pool is most of a Route's work).
+    fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = self.utility(&Sample {
+                success: columns.success[j],
+                quality: columns.quality[j] * health,
+                cost_usd: columns.cost_usd[j] * cost_scale,
+                latency_ms: columns.latency_ms[j],
+                latency_p95_ms: columns.latency_p95_ms[j],
+            });
+        }
+    }
 }
 
 impl Utility for Scoring {
     fn utility(&self, s: &Sample) -> f64 {
         Scoring::utility(self, s)
+    }
+
+    fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
+        let n = out.len();
+        let c = Scaled::of(columns, n);
+        let w = self.weights;
+        let (sla, cap) = self.limits();
+        for (j, out) in out.iter_mut().enumerate() {
+            let quality = c.quality[j] * health;
+            let cost = c.cost_usd[j] * cost_scale;
+            // The expression of `Scoring::utility`, term for term and in its order.
+            let mut u = w.quality * c.success[j] * quality
+                - w.cost * capped(cost / self.cost_ref_usd)
+                - w.latency * capped(c.latency_ms[j] / self.latency_ref_ms);
+            u -= self.violation_penalty * violations(c.latency_p95_ms[j], sla, cost, cap);
+            *out = u;
+        }
+    }
+}
+
+/// The first `n` draws of each column (so that the loops index without bounds checks).
+struct Scaled<'a> {
+    success: &'a [f64],
+    quality: &'a [f64],
+    cost_usd: &'a [f64],
+    latency_ms: &'a [f64],
+    latency_p95_ms: &'a [f64],
+}
+
+impl<'a> Scaled<'a> {
+    fn of(c: &'a Columns, n: usize) -> Scaled<'a> {
+        Scaled {
+            success: &c.success[..n],
+            quality: &c.quality[..n],
+            cost_usd: &c.cost_usd[..n],
+            latency_ms: &c.latency_ms[..n],
+            latency_p95_ms: &c.latency_p95_ms[..n],
+        }
+    }
+}
+
+/// [`Scoring::violations`] as a number (0.0, 1.0 or 2.0, the values `f64::from` gives the count),
+/// with the limits from [`Scoring::limits`]; selects rather than integer counts, so that it stays
+/// in packed doubles.
+fn violations(p95: f64, sla: f64, cost: f64, cap: f64) -> f64 {
+    let one = |broken: bool| if broken { 1.0 } else { 0.0 };
+    one(p95 > sla) + one(cost > cap)
+}
+
+/// `x.min(MAX_NORMALISED_TERM)` for every x, NaN included (which gives the cap, as `min` does),
+/// as one compare: what a packed `min` instruction does, where `f64::min`'s handling of a NaN on
+/// either side takes several.
+fn capped(x: f64) -> f64 {
+    if x < MAX_NORMALISED_TERM {
+        x
+    } else {
+        MAX_NORMALISED_TERM
     }
 }
 
@@ -126,6 +201,29 @@ impl Utility for RequestScoring {
                     - usd_per_second * s.latency_ms / 1000.0
                     - self.penalty_usd(usd_per_quality) * f64::from(self.scoring.violations(s))
             }
+        }
+    }
+
+    fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
+        let Valuation::Money {
+            usd_per_quality,
+            usd_per_second,
+        } = self.valuation
+        else {
+            return self.scoring.utilities(columns, health, cost_scale, out);
+        };
+        let n = out.len();
+        let c = Scaled::of(columns, n);
+        let penalty = self.penalty_usd(usd_per_quality);
+        let (sla, cap) = self.scoring.limits();
+        for (j, out) in out.iter_mut().enumerate() {
+            let quality = c.quality[j] * health;
+            let cost = c.cost_usd[j] * cost_scale;
+            // The expression of the scalar `utility` above, term for term and in its order.
+            *out = usd_per_quality * c.success[j] * quality
+                - cost
+                - usd_per_second * c.latency_ms[j] / 1000.0
+                - penalty * violations(c.latency_p95_ms[j], sla, cost, cap);
         }
     }
 }
@@ -460,6 +558,7 @@ mod tests {
                     health: 1.0,
                     prior_utility: 0.0,
                     pool: p.draws(),
+                    columns: Some(p.columns()),
                 })
                 .collect();
             let i = thompson::choose(&cands, &rs, 64, &mut rng).index;

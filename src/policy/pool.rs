@@ -23,10 +23,60 @@ pub const REPLACE_DIVISOR: usize = 8;
 /// A pool is redrawn whole once it is older than the decay half-life over this.
 pub const AGE_DIVISOR: f64 = 32.0;
 
+/// A pool's draws a component at a time (draw `j` is `success[j]`, `quality[j]`, ...), kept in
+/// step with [`DrawPool::draws`]: scoring a whole pool for one request then reads five contiguous
+/// columns, which the compiler turns into packed arithmetic (see [`super::Utility::utilities`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns {
+    pub success: Vec<f64>,
+    pub quality: Vec<f64>,
+    pub cost_usd: Vec<f64>,
+    pub latency_ms: Vec<f64>,
+    pub latency_p95_ms: Vec<f64>,
+}
+
+impl Columns {
+    /// How many draws.
+    pub fn len(&self) -> usize {
+        self.success.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.success.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.success.clear();
+        self.quality.clear();
+        self.cost_usd.clear();
+        self.latency_ms.clear();
+        self.latency_p95_ms.clear();
+    }
+
+    fn push(&mut self, s: &Sample) {
+        self.success.push(s.success);
+        self.quality.push(s.quality);
+        self.cost_usd.push(s.cost_usd);
+        self.latency_ms.push(s.latency_ms);
+        self.latency_p95_ms.push(s.latency_p95_ms);
+    }
+
+    fn set(&mut self, j: usize, s: &Sample) {
+        self.success[j] = s.success;
+        self.quality[j] = s.quality;
+        self.cost_usd[j] = s.cost_usd;
+        self.latency_ms[j] = s.latency_ms;
+        self.latency_p95_ms[j] = s.latency_p95_ms;
+    }
+}
+
 /// One arm's pool of posterior draws.
 #[derive(Debug, Clone, Default)]
 pub struct DrawPool {
     draws: Vec<Sample>,
+    /// The same draws by component.
+    columns: Columns,
     /// Next draw to replace (oldest first).
     next: usize,
     /// The arm's observation count the pool reflects.
@@ -39,6 +89,11 @@ impl DrawPool {
     /// The draws (empty before the first refresh).
     pub fn draws(&self) -> &[Sample] {
         &self.draws
+    }
+
+    /// The draws by component (the same draws as [`DrawPool::draws`]).
+    pub fn columns(&self) -> &Columns {
+        &self.columns
     }
 
     /// Brings the pool up to date with `arm` at `now_ms`: redraws it whole when its size differs
@@ -60,6 +115,10 @@ impl DrawPool {
             let sampler = ArmSampler::new(arm, 1.0, 1.0);
             self.draws.clear();
             self.draws.extend((0..size).map(|_| sampler.sample(rng)));
+            self.columns.clear();
+            for d in &self.draws {
+                self.columns.push(d);
+            }
             self.next = 0;
             self.seen = observed;
             self.full_at_ms = now_ms;
@@ -73,7 +132,9 @@ impl DrawPool {
         let n = new.saturating_mul(size.div_ceil(REPLACE_DIVISOR)).min(size);
         let sampler = ArmSampler::new(arm, 1.0, 1.0);
         for _ in 0..n {
-            self.draws[self.next] = sampler.sample(rng);
+            let d = sampler.sample(rng);
+            self.draws[self.next] = d;
+            self.columns.set(self.next, &d);
             self.next = (self.next + 1) % size;
         }
         n
@@ -103,6 +164,29 @@ mod tests {
         assert_eq!(p.draws(), &before[..]);
     }
 
+    /// The pool's columns hold its draws, component by component.
+    fn columns_match(p: &DrawPool) {
+        let c = p.columns();
+        assert_eq!(c.len(), p.draws().len());
+        for (j, d) in p.draws().iter().enumerate() {
+            let got = [
+                c.success[j],
+                c.quality[j],
+                c.cost_usd[j],
+                c.latency_ms[j],
+                c.latency_p95_ms[j],
+            ];
+            let want = [
+                d.success,
+                d.quality,
+                d.cost_usd,
+                d.latency_ms,
+                d.latency_p95_ms,
+            ];
+            assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "draw {j}");
+        }
+    }
+
     #[test]
     fn each_observation_replaces_an_eighth_oldest_first() {
         let mut rng = SmallRng::seed_from_u64(2);
@@ -114,6 +198,7 @@ mod tests {
         assert_eq!(p.refresh(&a, 64, 0, 86_400.0, &mut rng), 8);
         let changed: Vec<usize> = (0..64).filter(|&i| p.draws()[i] != before[i]).collect();
         assert_eq!(changed, (0..8).collect::<Vec<_>>());
+        columns_match(&p);
         // Two more observations: the next 16, not the first 8 again.
         a.observe_quality(0.9, 0);
         a.observe_quality(0.9, 0);
@@ -121,11 +206,16 @@ mod tests {
         assert_eq!(p.refresh(&a, 64, 0, 86_400.0, &mut rng), 16);
         let changed: Vec<usize> = (0..64).filter(|&i| p.draws()[i] != mid[i]).collect();
         assert_eq!(changed, (8..24).collect::<Vec<_>>());
+        columns_match(&p);
         // Many observations: at most the whole pool.
         for _ in 0..20 {
             a.observe_quality(0.9, 0);
         }
         assert_eq!(p.refresh(&a, 64, 0, 86_400.0, &mut rng), 64);
+        columns_match(&p);
+        // Resized: redrawn whole, the columns too.
+        assert_eq!(p.refresh(&a, 16, 0, 86_400.0, &mut rng), 16);
+        columns_match(&p);
     }
 
     #[test]

@@ -91,22 +91,28 @@ fn pool_size(candidates: &[Candidate<'_>]) -> Option<usize> {
 /// draws): [`argmax`] at each index, ties to the earliest candidate, a NaN never winning.
 ///
 /// Scored a candidate at a time over its whole pool (k x candidates utilities per decision, the
-/// largest part of a Route's engine work): the inner loop over one contiguous pool with one
-/// scoring lets the compiler hoist the per-request branches out of it.
+/// largest part of a Route's engine work): from the pool's columns when the candidate carries
+/// them ([`Utility::utilities`], packed arithmetic), else draw by draw; the values are the same
+/// either way.
 fn winners<S: Utility + ?Sized>(candidates: &[Candidate<'_>], scoring: &S, k: usize) -> Vec<usize> {
     let mut best = vec![0usize; k];
     let mut best_value = vec![f64::NEG_INFINITY; k];
+    let mut utility = vec![0.0; k];
     for (i, c) in candidates.iter().enumerate() {
-        let draws = c
-            .pool
-            .iter()
-            .zip(best.iter_mut().zip(best_value.iter_mut()));
-        for (draw, (b, v)) in draws {
-            let u = scoring.utility(&c.scale(draw));
-            if u > *v {
-                *v = u;
-                *b = i;
+        match c.columns.filter(|cols| cols.len() == k) {
+            Some(cols) => scoring.utilities(cols, c.health, c.cost_scale, &mut utility),
+            None => {
+                for (u, draw) in utility.iter_mut().zip(c.pool) {
+                    *u = scoring.utility(&c.scale(draw));
+                }
             }
+        }
+        // Both stores unconditional (selects, not branches), so that this loop is packed too.
+        let slots = best.iter_mut().zip(best_value.iter_mut()).zip(&utility);
+        for ((b, v), &u) in slots {
+            let wins = u > *v;
+            *v = if wins { u } else { *v };
+            *b = if wins { i } else { *b };
         }
     }
     best
@@ -136,6 +142,7 @@ fn pick<R: Rng + ?Sized>(winners: &[usize], shares: &[f64], rng: &mut R) -> Choi
 mod tests {
     use super::super::test_support::*;
     use super::super::Arm;
+    use super::super::Sample;
     use super::*;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
@@ -175,6 +182,110 @@ mod tests {
             (mean_propensity - freq).abs() < 0.03,
             "{mean_propensity} vs {freq}"
         );
+    }
+
+    /// A value for one draw component: ordinary most of the time, else one of the values that
+    /// take a different path through the scoring (NaN, infinities, zeros, huge, exactly the
+    /// normalisation cap or a limit).
+    fn component<R: Rng>(rng: &mut R, ordinary: f64) -> f64 {
+        match rng.random_range(0..12) {
+            0 => f64::NAN,
+            1 => f64::INFINITY,
+            2 => f64::NEG_INFINITY,
+            3 => 0.0,
+            4 => -0.0,
+            5 => 1e300,
+            6 => 0.05,   // cost_ref x the cap: lands on MAX_NORMALISED_TERM exactly
+            7 => 2000.0, // the SLA below
+            _ => ordinary * rng.random::<f64>(),
+        }
+    }
+
+    #[test]
+    fn scoring_a_pool_by_columns_gives_every_draws_utility_bit_for_bit_and_the_same_winners() {
+        use super::super::objective::{RequestScoring, Valuation};
+        use super::super::pool::Columns;
+        let mut rng = SmallRng::seed_from_u64(11);
+        let arms = overlapping_arms();
+        for round in 0..400 {
+            let k = rng.random_range(1..70);
+            let n_cands = rng.random_range(1..5);
+            let mut pools: Vec<Vec<Sample>> = Vec::new();
+            for _ in 0..n_cands {
+                pools.push(
+                    (0..k)
+                        .map(|_| Sample {
+                            success: component(&mut rng, 1.0),
+                            quality: component(&mut rng, 1.0),
+                            cost_usd: component(&mut rng, 0.01),
+                            latency_ms: component(&mut rng, 5000.0),
+                            latency_p95_ms: component(&mut rng, 8000.0),
+                        })
+                        .collect(),
+                );
+            }
+            let columns: Vec<Columns> = pools
+                .iter()
+                .map(|p| Columns {
+                    success: p.iter().map(|d| d.success).collect(),
+                    quality: p.iter().map(|d| d.quality).collect(),
+                    cost_usd: p.iter().map(|d| d.cost_usd).collect(),
+                    latency_ms: p.iter().map(|d| d.latency_ms).collect(),
+                    latency_p95_ms: p.iter().map(|d| d.latency_p95_ms).collect(),
+                })
+                .collect();
+            let mut sc = scoring();
+            sc.max_latency_ms = rng.random_bool(0.5).then_some(2000.0);
+            sc.max_cost_usd = rng.random_bool(0.5).then(|| rng.random::<f64>() * 0.01);
+            let rs = RequestScoring {
+                scoring: sc,
+                valuation: if round % 2 == 0 {
+                    Valuation::Weights
+                } else {
+                    Valuation::Money {
+                        usd_per_quality: 0.5,
+                        usd_per_second: 0.01,
+                    }
+                },
+            };
+            let base: Vec<Candidate<'_>> = (0..n_cands)
+                .map(|i| {
+                    let mut c = candidates(&arms)[i % 2];
+                    c.health = if rng.random_bool(0.3) { 0.5 } else { 1.0 };
+                    c.cost_scale = [1.0, 0.3, 7.5, 0.0][rng.random_range(0..4)];
+                    c.pool = &pools[i];
+                    c
+                })
+                .collect();
+            let with_columns: Vec<Candidate<'_>> = base
+                .iter()
+                .zip(&columns)
+                .map(|(c, cols)| Candidate {
+                    columns: Some(cols),
+                    ..*c
+                })
+                .collect();
+            for (c, cols) in with_columns.iter().zip(&columns) {
+                let mut out = vec![0.0; k];
+                rs.utilities(cols, c.health, c.cost_scale, &mut out);
+                let mut plain = vec![0.0; k];
+                sc.utilities(cols, c.health, c.cost_scale, &mut plain);
+                for (j, draw) in c.pool.iter().enumerate() {
+                    let scaled = c.scale(draw);
+                    assert_eq!(out[j].to_bits(), rs.utility(&scaled).to_bits(), "{draw:?}");
+                    assert_eq!(
+                        plain[j].to_bits(),
+                        sc.utility(&scaled).to_bits(),
+                        "{draw:?}"
+                    );
+                }
+            }
+            assert_eq!(
+                winners(&with_columns, &rs, k),
+                winners(&base, &rs, k),
+                "round {round}"
+            );
+        }
     }
 
     #[test]
