@@ -220,6 +220,22 @@ struct Scratch {
     sorted: Vec<(DecisionKey, Touched)>,
 }
 
+impl Scratch {
+    /// Empties both for a cycle of `need` records, with room for them all (growing the map
+    /// mid-cycle would move every record read so far). A burst's capacity (a cycle after a
+    /// stall) is not kept for good: past four times what a cycle needs, the map and list are
+    /// freed and sized anew.
+    fn ready_for(&mut self, need: usize) {
+        let keep = need.max(1024).saturating_mul(4);
+        if self.touched.capacity() > keep || self.sorted.capacity() > keep {
+            *self = Scratch::default();
+        }
+        self.touched.clear();
+        self.sorted.clear();
+        self.touched.reserve(need);
+    }
+}
+
 /// An open data dir.
 pub struct Store {
     path: PathBuf,
@@ -538,11 +554,9 @@ impl Store {
             let mut names = lock(&self.names);
             let mut index = lock(&self.index);
             let mut scratch = lock(&self.scratch);
+            let need = changes.pending.len() + changes.events.len();
+            scratch.ready_for(need);
             let Scratch { touched, sorted } = &mut *scratch;
-            touched.clear();
-            sorted.clear();
-            // Sized for the cycle up front: growing it would move every record read so far.
-            touched.reserve(changes.pending.len() + changes.events.len());
             let fetch = |key: DecisionKey,
                          touched: &mut HashMap<DecisionKey, Touched, records::BuildNameHasher>,
                          known: bool,

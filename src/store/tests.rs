@@ -478,3 +478,34 @@ fn counters_are_recounted_when_the_db_stopped_inside_a_commit() {
         .sum();
     assert_eq!(s.decision_bytes, bytes);
 }
+
+/// The writer's per-cycle map is kept between cycles, but a burst's capacity is not: past four
+/// times what a cycle needs (at least 1 024 records' worth) it is freed and sized anew.
+#[test]
+fn the_cycle_scratch_keeps_its_room_but_not_a_bursts() {
+    let mut s = Scratch::default();
+    s.ready_for(600);
+    let room = s.touched.capacity();
+    assert!(room >= 600, "{room}");
+    s.touched.insert([1; 24], untouched());
+    s.sorted.push(([2; 24], untouched()));
+    s.ready_for(500);
+    assert!(s.touched.is_empty() && s.sorted.is_empty());
+    assert_eq!(s.touched.capacity(), room, "kept, not freed");
+    s.ready_for(50_000);
+    assert!(s.touched.capacity() >= 50_000);
+    s.ready_for(600);
+    assert!(s.touched.capacity() < 50_000 && s.touched.capacity() >= 600);
+    s.sorted.reserve(20_000);
+    s.ready_for(600);
+    assert!(s.sorted.capacity() < 20_000, "the list is bounded too");
+}
+
+fn untouched() -> Touched {
+    Touched {
+        record: StoredDecision::default(),
+        old_size: 0,
+        old: Old::Absent,
+        set_from: None,
+    }
+}
