@@ -81,7 +81,8 @@ pub trait Utility {
 
     /// The utility of each draw of `columns` scaled to one candidate (quality x `health`, cost x
     /// `cost_scale`, as [`super::Candidate::scale`]), into `out[j]` for the first `out.len()`
-    /// draws: bit for bit what [`Utility::utility`] gives each scaled draw. This default scores a
+    /// draws (the columns hold at least that many): bit for bit what [`Utility::utility`] gives
+    /// each scaled draw. This default scores a
     /// draw at a time; the implementations below read the columns in one loop of the same
     /// arithmetic, which the compiler runs on packed doubles (a pool is most of a Route's work).
     fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
@@ -104,7 +105,7 @@ impl Utility for Scoring {
 
     fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
         let n = out.len();
-        let c = Scaled::of(columns, n);
+        let c = Prefix::of(columns, n);
         let w = self.weights;
         let (sla, cap) = self.limits();
         for (j, out) in out.iter_mut().enumerate() {
@@ -121,7 +122,7 @@ impl Utility for Scoring {
 }
 
 /// The first `n` draws of each column (so that the loops index without bounds checks).
-struct Scaled<'a> {
+struct Prefix<'a> {
     success: &'a [f64],
     quality: &'a [f64],
     cost_usd: &'a [f64],
@@ -129,9 +130,9 @@ struct Scaled<'a> {
     latency_p95_ms: &'a [f64],
 }
 
-impl<'a> Scaled<'a> {
-    fn of(c: &'a Columns, n: usize) -> Scaled<'a> {
-        Scaled {
+impl<'a> Prefix<'a> {
+    fn of(c: &'a Columns, n: usize) -> Prefix<'a> {
+        Prefix {
             success: &c.success[..n],
             quality: &c.quality[..n],
             cost_usd: &c.cost_usd[..n],
@@ -213,7 +214,7 @@ impl Utility for RequestScoring {
             return self.scoring.utilities(columns, health, cost_scale, out);
         };
         let n = out.len();
-        let c = Scaled::of(columns, n);
+        let c = Prefix::of(columns, n);
         let penalty = self.penalty_usd(usd_per_quality);
         let (sla, cap) = self.scoring.limits();
         for (j, out) in out.iter_mut().enumerate() {
