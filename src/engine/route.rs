@@ -6,7 +6,7 @@ use rand::Rng;
 use crate::breaker::BreakerState;
 use crate::config::{Config, ModelConfig, TaskClassConfig, MAX_COST_CAP_USD, MAX_WEIGHT};
 use crate::policy::objective::{self, ArmValue, RequestScoring, Valuation};
-use crate::policy::pool::DrawPool;
+use crate::policy::pool::{Columns, DrawPool};
 use crate::policy::{self, floor, Candidate, Means, PolicyKind, Sample, Scoring};
 
 use super::*;
@@ -185,8 +185,7 @@ impl Engine {
                 cost_scale: cost_scale(model, class, p.input_tokens, p.output_tokens),
                 health: if degraded { degraded_factor } else { 1.0 },
                 prior_utility: state.prior_utility[i],
-                pool: pools.get(i).map_or(&[], DrawPool::draws),
-                columns: pools.get(i).map(DrawPool::columns),
+                pool: pools.get(i).map_or(Columns::empty(), DrawPool::draws),
             }
         };
         let candidate = |i: usize| -> Option<Candidate<'_>> {

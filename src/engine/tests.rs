@@ -657,8 +657,7 @@ fn every_policy_reason_is_a_named_reason() {
             cost_scale: 1.0,
             health: 1.0,
             prior_utility: 0.0,
-            pool: &[],
-            columns: None,
+            pool: crate::policy::pool::Columns::empty(),
         })
         .collect();
     assert!(candidates.len() > 1);

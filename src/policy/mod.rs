@@ -456,11 +456,8 @@ pub struct Candidate<'a> {
     /// Utility of the arm's priors alone (what a static choice would go by).
     pub prior_utility: f64,
     /// The arm's pool of posterior draws at the class's typical size and full health (see
-    /// [`pool`]); empty when the caller keeps none.
-    pub pool: &'a [Sample],
-    /// The same pool by component, when the caller keeps it so (Thompson then scores it a
-    /// column at a time: [`Utility::utilities`]).
-    pub columns: Option<&'a pool::Columns>,
+    /// [`pool`]), by component; [`pool::Columns::empty`] when the caller keeps none.
+    pub pool: &'a pool::Columns,
 }
 
 impl Candidate<'_> {
@@ -750,8 +747,7 @@ pub(crate) mod test_support {
                 cost_scale: 1.0,
                 health: 1.0,
                 prior_utility: 0.0,
-                pool: &[],
-                columns: None,
+                pool: pool::Columns::empty(),
             })
             .collect()
     }

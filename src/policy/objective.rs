@@ -87,12 +87,11 @@ pub trait Utility {
     /// arithmetic, which the compiler runs on packed doubles (a pool is most of a Route's work).
     fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
         for (j, o) in out.iter_mut().enumerate() {
+            let s = columns.sample(j);
             *o = self.utility(&Sample {
-                success: columns.success[j],
-                quality: columns.quality[j] * health,
-                cost_usd: columns.cost_usd[j] * cost_scale,
-                latency_ms: columns.latency_ms[j],
-                latency_p95_ms: columns.latency_p95_ms[j],
+                quality: s.quality * health,
+                cost_usd: s.cost_usd * cost_scale,
+                ..s
             });
         }
     }
@@ -559,7 +558,6 @@ mod tests {
                     health: 1.0,
                     prior_utility: 0.0,
                     pool: p.draws(),
-                    columns: Some(p.columns()),
                 })
                 .collect();
             let i = thompson::choose(&cands, &rs, 64, &mut rng).index;

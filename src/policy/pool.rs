@@ -23,9 +23,9 @@ pub const REPLACE_DIVISOR: usize = 8;
 /// A pool is redrawn whole once it is older than the decay half-life over this.
 pub const AGE_DIVISOR: f64 = 32.0;
 
-/// A pool's draws a component at a time (draw `j` is `success[j]`, `quality[j]`, ...), kept in
-/// step with [`DrawPool::draws`]: scoring a whole pool for one request then reads five contiguous
-/// columns, which the compiler turns into packed arithmetic (see [`super::Utility::utilities`]).
+/// A pool's draws a component at a time (draw `j` is `success[j]`, `quality[j]`, ...): scoring a
+/// whole pool for one request then reads five contiguous columns, which the compiler turns into
+/// packed arithmetic (see [`super::Utility::utilities`]). The columns always have one length.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Columns {
     pub success: Vec<f64>,
@@ -35,7 +35,32 @@ pub struct Columns {
     pub latency_p95_ms: Vec<f64>,
 }
 
+/// No draws: the pool of a candidate whose caller keeps none.
+static EMPTY: Columns = Columns {
+    success: Vec::new(),
+    quality: Vec::new(),
+    cost_usd: Vec::new(),
+    latency_ms: Vec::new(),
+    latency_p95_ms: Vec::new(),
+};
+
 impl Columns {
+    /// No draws.
+    pub fn empty() -> &'static Columns {
+        &EMPTY
+    }
+
+    /// Draw `j` (`j < len()`).
+    pub fn sample(&self, j: usize) -> Sample {
+        Sample {
+            success: self.success[j],
+            quality: self.quality[j],
+            cost_usd: self.cost_usd[j],
+            latency_ms: self.latency_ms[j],
+            latency_p95_ms: self.latency_p95_ms[j],
+        }
+    }
+
     /// How many draws.
     pub fn len(&self) -> usize {
         self.success.len()
@@ -71,12 +96,20 @@ impl Columns {
     }
 }
 
+impl FromIterator<Sample> for Columns {
+    fn from_iter<I: IntoIterator<Item = Sample>>(draws: I) -> Columns {
+        let mut c = Columns::default();
+        for d in draws {
+            c.push(&d);
+        }
+        c
+    }
+}
+
 /// One arm's pool of posterior draws.
 #[derive(Debug, Clone, Default)]
 pub struct DrawPool {
-    draws: Vec<Sample>,
-    /// The same draws by component.
-    columns: Columns,
+    draws: Columns,
     /// Next draw to replace (oldest first).
     next: usize,
     /// The arm's observation count the pool reflects.
@@ -86,14 +119,9 @@ pub struct DrawPool {
 }
 
 impl DrawPool {
-    /// The draws (empty before the first refresh).
-    pub fn draws(&self) -> &[Sample] {
+    /// The draws by component (none before the first refresh).
+    pub fn draws(&self) -> &Columns {
         &self.draws
-    }
-
-    /// The draws by component (the same draws as [`DrawPool::draws`]).
-    pub fn columns(&self) -> &Columns {
-        &self.columns
     }
 
     /// Brings the pool up to date with `arm` at `now_ms`: redraws it whole when its size differs
@@ -114,10 +142,8 @@ impl DrawPool {
         if self.draws.len() != size || observed < self.seen || age_ms > max_age_ms {
             let sampler = ArmSampler::new(arm, 1.0, 1.0);
             self.draws.clear();
-            self.draws.extend((0..size).map(|_| sampler.sample(rng)));
-            self.columns.clear();
-            for d in &self.draws {
-                self.columns.push(d);
+            for _ in 0..size {
+                self.draws.push(&sampler.sample(rng));
             }
             self.next = 0;
             self.seen = observed;
@@ -132,9 +158,7 @@ impl DrawPool {
         let n = new.saturating_mul(size.div_ceil(REPLACE_DIVISOR)).min(size);
         let sampler = ArmSampler::new(arm, 1.0, 1.0);
         for _ in 0..n {
-            let d = sampler.sample(rng);
-            self.draws[self.next] = d;
-            self.columns.set(self.next, &d);
+            self.draws.set(self.next, &sampler.sample(rng));
             self.next = (self.next + 1) % size;
         }
         n
@@ -159,32 +183,39 @@ mod tests {
         let mut p = DrawPool::default();
         assert_eq!(p.refresh(&a, 64, 0, 86_400.0, &mut rng), 64);
         assert_eq!(p.draws().len(), 64);
-        let before = p.draws().to_vec();
+        let before = p.draws().clone();
         assert_eq!(p.refresh(&a, 64, 1_000, 86_400.0, &mut rng), 0);
-        assert_eq!(p.draws(), &before[..]);
+        assert_eq!(p.draws(), &before);
     }
 
-    /// The pool's columns hold its draws, component by component.
-    fn columns_match(p: &DrawPool) {
-        let c = p.columns();
-        assert_eq!(c.len(), p.draws().len());
-        for (j, d) in p.draws().iter().enumerate() {
-            let got = [
-                c.success[j],
-                c.quality[j],
-                c.cost_usd[j],
-                c.latency_ms[j],
-                c.latency_p95_ms[j],
-            ];
-            let want = [
-                d.success,
-                d.quality,
-                d.cost_usd,
-                d.latency_ms,
-                d.latency_p95_ms,
-            ];
-            assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "draw {j}");
-        }
+    /// The indices at which two pools' draws differ (in any component, NaN-safe).
+    fn changed(now: &Columns, before: &Columns) -> Vec<usize> {
+        let bits = |s: Sample| {
+            [
+                s.success,
+                s.quality,
+                s.cost_usd,
+                s.latency_ms,
+                s.latency_p95_ms,
+            ]
+            .map(f64::to_bits)
+        };
+        (0..now.len())
+            .filter(|&j| bits(now.sample(j)) != bits(before.sample(j)))
+            .collect()
+    }
+
+    /// Every column has the pool's length.
+    fn aligned(p: &DrawPool, n: usize) {
+        let c = p.draws();
+        let lens = [
+            c.success.len(),
+            c.quality.len(),
+            c.cost_usd.len(),
+            c.latency_ms.len(),
+            c.latency_p95_ms.len(),
+        ];
+        assert_eq!(lens, [n; 5]);
     }
 
     #[test]
@@ -193,29 +224,27 @@ mod tests {
         let mut a = arm();
         let mut p = DrawPool::default();
         p.refresh(&a, 64, 0, 86_400.0, &mut rng);
-        let before = p.draws().to_vec();
+        let before = p.draws().clone();
         a.observe_quality(0.9, 0);
         assert_eq!(p.refresh(&a, 64, 0, 86_400.0, &mut rng), 8);
-        let changed: Vec<usize> = (0..64).filter(|&i| p.draws()[i] != before[i]).collect();
-        assert_eq!(changed, (0..8).collect::<Vec<_>>());
-        columns_match(&p);
+        assert_eq!(changed(p.draws(), &before), (0..8).collect::<Vec<_>>());
+        aligned(&p, 64);
         // Two more observations: the next 16, not the first 8 again.
         a.observe_quality(0.9, 0);
         a.observe_quality(0.9, 0);
-        let mid = p.draws().to_vec();
+        let mid = p.draws().clone();
         assert_eq!(p.refresh(&a, 64, 0, 86_400.0, &mut rng), 16);
-        let changed: Vec<usize> = (0..64).filter(|&i| p.draws()[i] != mid[i]).collect();
-        assert_eq!(changed, (8..24).collect::<Vec<_>>());
-        columns_match(&p);
+        assert_eq!(changed(p.draws(), &mid), (8..24).collect::<Vec<_>>());
+        aligned(&p, 64);
         // Many observations: at most the whole pool.
         for _ in 0..20 {
             a.observe_quality(0.9, 0);
         }
         assert_eq!(p.refresh(&a, 64, 0, 86_400.0, &mut rng), 64);
-        columns_match(&p);
-        // Resized: redrawn whole, the columns too.
+        aligned(&p, 64);
+        // Resized: redrawn whole, every column.
         assert_eq!(p.refresh(&a, 16, 0, 86_400.0, &mut rng), 16);
-        columns_match(&p);
+        aligned(&p, 16);
     }
 
     #[test]
@@ -251,7 +280,7 @@ mod tests {
             a.observe_quality(0.95, 0);
             p.refresh(&a, 256, 0, f64::INFINITY, &mut rng);
         }
-        let mean = p.draws().iter().map(|s| s.quality).sum::<f64>() / 256.0;
+        let mean = p.draws().quality.iter().sum::<f64>() / 256.0;
         let want = a.quality.mean();
         assert!((mean - want).abs() < 0.02, "{mean} vs {want}");
     }

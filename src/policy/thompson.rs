@@ -90,23 +90,16 @@ fn pool_size(candidates: &[Candidate<'_>]) -> Option<usize> {
 /// The winning candidate at each of the `k` pool indices (every candidate's pool holds `k`
 /// draws): [`argmax`] at each index, ties to the earliest candidate, a NaN never winning.
 ///
-/// Scored a candidate at a time over its whole pool (k x candidates utilities per decision, the
-/// largest part of a Route's engine work): from the pool's columns when the candidate carries
-/// them ([`Utility::utilities`], packed arithmetic), else draw by draw; the values are the same
-/// either way.
+/// Scored a candidate at a time over its whole pool, a column at a time
+/// ([`Utility::utilities`], packed arithmetic): k x candidates utilities per decision, the
+/// largest part of a Route's engine work.
 fn winners<S: Utility + ?Sized>(candidates: &[Candidate<'_>], scoring: &S, k: usize) -> Vec<usize> {
     let mut best = vec![0usize; k];
     let mut best_value = vec![f64::NEG_INFINITY; k];
     let mut utility = vec![0.0; k];
     for (i, c) in candidates.iter().enumerate() {
-        match c.columns.filter(|cols| cols.len() == k) {
-            Some(cols) => scoring.utilities(cols, c.health, c.cost_scale, &mut utility),
-            None => {
-                for (u, draw) in utility.iter_mut().zip(c.pool) {
-                    *u = scoring.utility(&c.scale(draw));
-                }
-            }
-        }
+        // Every pool holds k draws (`pool_size`): the precondition of `utilities`.
+        scoring.utilities(c.pool, c.health, c.cost_scale, &mut utility);
         // Both stores unconditional (selects, not branches), so that this loop is packed too.
         let slots = best.iter_mut().zip(best_value.iter_mut()).zip(&utility);
         for ((b, v), &u) in slots {
@@ -210,7 +203,7 @@ mod tests {
         for round in 0..400 {
             let k = rng.random_range(1..70);
             let n_cands = rng.random_range(1..5);
-            let mut pools: Vec<Vec<Sample>> = Vec::new();
+            let mut pools: Vec<Columns> = Vec::new();
             for _ in 0..n_cands {
                 pools.push(
                     (0..k)
@@ -224,16 +217,6 @@ mod tests {
                         .collect(),
                 );
             }
-            let columns: Vec<Columns> = pools
-                .iter()
-                .map(|p| Columns {
-                    success: p.iter().map(|d| d.success).collect(),
-                    quality: p.iter().map(|d| d.quality).collect(),
-                    cost_usd: p.iter().map(|d| d.cost_usd).collect(),
-                    latency_ms: p.iter().map(|d| d.latency_ms).collect(),
-                    latency_p95_ms: p.iter().map(|d| d.latency_p95_ms).collect(),
-                })
-                .collect();
             let mut sc = scoring();
             sc.max_latency_ms = rng.random_bool(0.5).then_some(2000.0);
             sc.max_cost_usd = rng.random_bool(0.5).then(|| rng.random::<f64>() * 0.01);
@@ -248,7 +231,7 @@ mod tests {
                     }
                 },
             };
-            let base: Vec<Candidate<'_>> = (0..n_cands)
+            let cands: Vec<Candidate<'_>> = (0..n_cands)
                 .map(|i| {
                     let mut c = candidates(&arms)[i % 2];
                     c.health = if rng.random_bool(0.3) { 0.5 } else { 1.0 };
@@ -257,34 +240,31 @@ mod tests {
                     c
                 })
                 .collect();
-            let with_columns: Vec<Candidate<'_>> = base
-                .iter()
-                .zip(&columns)
-                .map(|(c, cols)| Candidate {
-                    columns: Some(cols),
-                    ..*c
-                })
-                .collect();
-            for (c, cols) in with_columns.iter().zip(&columns) {
+            // Each scaled draw scored alone, by the scalar `utility` of each scoring.
+            let one = |c: &Candidate<'_>, j: usize| c.scale(&c.pool.sample(j));
+            for c in &cands {
                 let mut out = vec![0.0; k];
-                rs.utilities(cols, c.health, c.cost_scale, &mut out);
+                rs.utilities(c.pool, c.health, c.cost_scale, &mut out);
                 let mut plain = vec![0.0; k];
-                sc.utilities(cols, c.health, c.cost_scale, &mut plain);
-                for (j, draw) in c.pool.iter().enumerate() {
-                    let scaled = c.scale(draw);
-                    assert_eq!(out[j].to_bits(), rs.utility(&scaled).to_bits(), "{draw:?}");
+                sc.utilities(c.pool, c.health, c.cost_scale, &mut plain);
+                for j in 0..k {
+                    let scaled = one(c, j);
+                    assert_eq!(
+                        out[j].to_bits(),
+                        rs.utility(&scaled).to_bits(),
+                        "{scaled:?}"
+                    );
                     assert_eq!(
                         plain[j].to_bits(),
                         sc.utility(&scaled).to_bits(),
-                        "{draw:?}"
+                        "{scaled:?}"
                     );
                 }
             }
-            assert_eq!(
-                winners(&with_columns, &rs, k),
-                winners(&base, &rs, k),
-                "round {round}"
-            );
+            let expected: Vec<usize> = (0..k)
+                .map(|j| argmax(cands.iter().map(|c| rs.utility(&one(c, j)))))
+                .collect();
+            assert_eq!(winners(&cands, &rs, k), expected, "round {round}");
         }
     }
 
@@ -343,7 +323,7 @@ mod tests {
 
     #[test]
     fn winners_are_the_argmax_at_each_pool_index_ties_to_the_first_and_never_nan() {
-        use super::super::pool::DrawPool;
+        use super::super::pool::{Columns, DrawPool};
         use super::super::Sample;
         let sc = scoring();
         let mut rng = SmallRng::seed_from_u64(11);
@@ -352,23 +332,31 @@ mod tests {
             Arm::new(&prior(0.55, 450.0, 0.002), 0),
             Arm::new(&prior(0.6, 700.0, 0.001), 0),
         ];
-        let mut pools: Vec<Vec<Sample>> = arms
+        let mut draws: Vec<Vec<Sample>> = arms
             .iter()
             .map(|a| {
                 let mut p = DrawPool::default();
                 p.refresh(a, 64, 0, f64::INFINITY, &mut rng);
-                p.draws().to_vec()
+                (0..64).map(|j| p.draws().sample(j)).collect()
             })
             .collect();
         // A tie between the last two at index 3 (the earlier wins), a NaN at index 5 (never wins).
-        pools[2][3] = pools[1][3];
-        pools[1][5].quality = f64::NAN;
+        draws[2][3] = draws[1][3];
+        draws[1][5].quality = f64::NAN;
+        let pools: Vec<Columns> = draws.iter().map(|d| d.iter().copied().collect()).collect();
         let mut cands = candidates(&arms);
         for (c, p) in cands.iter_mut().zip(&pools) {
             c.pool = p;
         }
         let expected: Vec<usize> = (0..64)
-            .map(|j| argmax(cands.iter().map(|c| sc.utility(&c.scale(&c.pool[j])))))
+            .map(|j| {
+                argmax(
+                    draws
+                        .iter()
+                        .zip(&cands)
+                        .map(|(d, c)| sc.utility(&c.scale(&d[j]))),
+                )
+            })
             .collect();
         assert_eq!(winners(&cands, &sc, 64), expected);
         assert_ne!(expected[3], 2, "the tie goes to the earlier candidate");
