@@ -411,14 +411,19 @@ impl proto::route_server::Route for RouteService {
         &self,
         request: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteResponse>, Status> {
-        self.timed(Method::Route, self.route_impl(request)).await
+        // Boxed: a Route's future is large, and moved by value through `timed`, its span and
+        // the trait's box it would be copied at each step (callgrind: 1.2k instructions of
+        // memcpy per Route); boxed once, only the pointer moves.
+        self.timed(Method::Route, Box::pin(self.route_impl(request)))
+            .await
     }
 
     async fn feedback(
         &self,
         request: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
-        self.timed(Method::Feedback, self.feedback_impl(request))
+        // Boxed, as Route's.
+        self.timed(Method::Feedback, Box::pin(self.feedback_impl(request)))
             .await
     }
 
