@@ -82,19 +82,9 @@ pub trait Utility {
     /// The utility of each draw of `columns` scaled to one candidate (quality x `health`, cost x
     /// `cost_scale`, as [`super::Candidate::scale`]), into `out[j]` for the first `out.len()`
     /// draws (the columns hold at least that many): bit for bit what [`Utility::utility`] gives
-    /// each scaled draw. This default scores a
-    /// draw at a time; the implementations below read the columns in one loop of the same
+    /// each scaled draw. Each implementation reads the columns in one loop of its `utility`'s
     /// arithmetic, which the compiler runs on packed doubles (a pool is most of a Route's work).
-    fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
-        for (j, o) in out.iter_mut().enumerate() {
-            let s = columns.sample(j);
-            *o = self.utility(&Sample {
-                quality: s.quality * health,
-                cost_usd: s.cost_usd * cost_scale,
-                ..s
-            });
-        }
-    }
+    fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]);
 }
 
 impl Utility for Scoring {
