@@ -12,6 +12,9 @@ pub(super) struct Gate {
     pub closed: Vec<usize>,
     /// A choice the breakers impose: a half-open probe, or the least-bad model when all are open.
     pub forced: Option<(usize, Reason)>,
+    /// Indices of requested models whose breaker reports them degraded (their quality is
+    /// discounted): noted while the gate holds each breaker, so the policy looks none up again.
+    pub degraded: Vec<usize>,
 }
 
 impl Gate {
@@ -33,7 +36,7 @@ impl Engine {
 
     /// Applies time-driven breaker changes (cooldowns ending, health ttls expiring).
     pub fn poll_breakers(&mut self, now_ms: u64) {
-        for (model, b) in &mut self.breakers {
+        for (model, b) in self.breakers.iter_mut() {
             if let Some(t) = b.poll(now_ms) {
                 self.transitions.push(ModelTransition {
                     model: model.clone(),
@@ -61,6 +64,7 @@ impl Engine {
         let mut closed = Vec::new();
         let mut probe = None;
         let mut soonest: Option<(u64, usize)> = None;
+        let mut degraded = Vec::new();
         for &i in requested {
             let model = &class.models[i];
             let Some(b) = self.breakers.get_mut(model) else {
@@ -72,6 +76,9 @@ impl Engine {
                     model: model.clone(),
                     transition: t,
                 });
+            }
+            if b.degraded(now_ms) {
+                degraded.push(i);
             }
             match b.state(now_ms) {
                 BreakerState::Closed => closed.push(i),
@@ -90,18 +97,21 @@ impl Engine {
             return Ok(Gate {
                 closed,
                 forced: Some((p, Reason::BreakerProbe)),
+                degraded,
             });
         }
         if !closed.is_empty() {
             return Ok(Gate {
                 closed,
                 forced: None,
+                degraded,
             });
         }
         match (self.config.health.all_open, soonest) {
             (AllOpen::LeastBad, Some((_, i))) => Ok(Gate {
                 closed,
                 forced: Some((i, Reason::AllBreakersOpen)),
+                degraded,
             }),
             _ => {
                 let list: Vec<String> = requested

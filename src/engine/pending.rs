@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
+/// The maps' hasher: foldhash, seeded per map, is a fraction of std's SipHash on a 16-byte id
+/// (three to four look-ups per Route and per Feedback) and still varies its seed, so request ids
+/// a caller picks cannot be aimed at one bucket chain.
+type Quick = foldhash::fast::RandomState;
+
 /// A decision waiting for (or still accepting) feedback.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingDecision {
@@ -33,15 +38,15 @@ pub struct PendingDecision {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Pending {
     /// Shared so that the store's snapshot of a changed decision is a reference count, not a copy.
-    by_id: HashMap<DecisionKey, SharedPending>,
+    by_id: HashMap<DecisionKey, SharedPending, Quick>,
     /// Decision ids in creation order (so also expiry order: the TTL is the same for all).
     order: VecDeque<DecisionKey>,
-    by_request: HashMap<Box<str>, DecisionKey>,
+    by_request: HashMap<Box<str>, DecisionKey, Quick>,
     /// Ids inserted, changed or removed since the last [`Engine::take_changes`], each with the
     /// decision as it is now (`None`: gone). Kept current on every change, so that taking the
     /// changes (under the engine's lock, which every Route waits for) only moves this map and
     /// never looks ids up in `by_id`.
-    dirty: HashMap<DecisionKey, Option<SharedPending>>,
+    dirty: HashMap<DecisionKey, Option<SharedPending>, Quick>,
     /// Set when nothing takes the changes ([`Pending::untracked`]): `dirty` stays empty.
     untracked: bool,
     /// The names and lists the decisions share.

@@ -166,7 +166,6 @@ impl Engine {
             config,
             classes,
             pools,
-            breakers,
             ledgers,
             objectives,
             shared_budgets,
@@ -179,7 +178,7 @@ impl Engine {
         let pools = pools.get(&class.name).map_or(&[][..], Vec::as_slice);
         let degraded_factor = config.health.degraded_quality_factor;
         let candidate_of = |i: usize, model: &ModelConfig| -> Candidate<'_> {
-            let degraded = breakers.get(&model.id).is_some_and(|b| b.degraded(now_ms));
+            let degraded = p.gate.degraded.contains(&i);
             Candidate {
                 arm: &state.arms[i],
                 cost_scale: cost_scale(model, class, p.input_tokens, p.output_tokens),
@@ -188,15 +187,14 @@ impl Engine {
                 pool: pools.get(i).map_or(Columns::empty(), DrawPool::draws),
             }
         };
-        let candidate = |i: usize| -> Option<Candidate<'_>> {
-            Some(candidate_of(i, config.models.get(&class.models[i])?))
-        };
-        // The eligible models and their candidates, each model looked up once.
+        let candidate =
+            |i: usize| -> Option<Candidate<'_>> { Some(candidate_of(i, state.models.get(i)?)) };
+        // The eligible models and their candidates.
         let (models, candidates): (Vec<&ModelConfig>, Vec<Candidate<'_>>) = p
             .eligible
             .iter()
             .filter_map(|&i| {
-                let m = config.models.get(&class.models[i])?;
+                let m = state.models.get(i)?;
                 Some((m, candidate_of(i, m)))
             })
             .unzip();
