@@ -28,6 +28,17 @@ impl Breakers {
         self.list.get_mut(i).map(|(_, b)| b)
     }
 
+    /// Where `model`'s breaker is, for [`Breakers::at_mut`]: places hold while the set of
+    /// breakers does (it is fixed when made).
+    pub fn slot(&self, model: &str) -> Option<usize> {
+        self.index.get(model).copied()
+    }
+
+    /// The breaker at `slot` (from [`Breakers::slot`]).
+    pub fn at_mut(&mut self, slot: usize) -> Option<&mut Breaker> {
+        self.list.get_mut(slot).map(|(_, b)| b)
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }
@@ -97,9 +108,16 @@ mod tests {
             assert!(b.get_mut(name).is_some(), "{name}");
         }
         assert!(b.get("m-d").is_none());
+        assert_eq!(b.slot("m-d"), None);
+        for (i, name) in ["m-a", "m-b", "m-c"].iter().enumerate() {
+            assert_eq!(b.slot(name), Some(i));
+        }
+        assert!(b.at_mut(3).is_none());
         assert!(b.get("").is_none());
-        // Each name reaches its own breaker: a change through one name shows only there.
-        b.get_mut("m-b").expect("m-b").set_degraded(5_000);
+        // Each name reaches its own breaker, and so does its slot: a change through one shows
+        // only there.
+        let slot = b.slot("m-b").expect("m-b");
+        b.at_mut(slot).expect("slot of m-b").set_degraded(5_000);
         let degraded: Vec<&str> = b
             .iter()
             .filter(|(_, x)| x.degraded(1_000))

@@ -65,9 +65,14 @@ impl Engine {
         let mut probe = None;
         let mut soonest: Option<(u64, usize)> = None;
         let mut degraded = Vec::new();
+        let slots = self
+            .classes
+            .get(&class.name)
+            .map_or(&[][..], |s| s.breaker_slots.as_slice());
         for &i in requested {
             let model = &class.models[i];
-            let Some(b) = self.breakers.get_mut(model) else {
+            let slot = slots.get(i).copied().flatten();
+            let Some(b) = slot.and_then(|s| self.breakers.at_mut(s)) else {
                 closed.push(i);
                 continue;
             };

@@ -87,6 +87,9 @@ struct ClassState {
     /// and nine look-ups by name in the config's map were a tenth of the engine's Route work.
     /// Made with the state, so a reload (which builds new states) replaces it.
     models: Vec<ModelConfig>,
+    /// Each arm's breaker, as its place in the engine's [`Breakers`] (made with them, so a
+    /// reload replaces both together).
+    breaker_slots: Vec<Option<usize>>,
 }
 
 /// The router core.
@@ -206,6 +209,11 @@ pub struct Restored {
 impl Engine {
     /// An engine with every arm at its priors, as of `now_ms`.
     pub fn new(config: Config, now_ms: u64) -> Self {
+        let breakers: Breakers = config
+            .models
+            .keys()
+            .map(|m| (m.clone(), Breaker::new()))
+            .collect();
         let mut classes = BTreeMap::new();
         for (name, class) in &config.task_classes {
             let scoring = class_scoring(&config, class, None);
@@ -221,20 +229,17 @@ impl Engine {
                 arms.push(arm);
                 models.push(model.clone());
             }
+            let breaker_slots = models.iter().map(|m| breakers.slot(&m.id)).collect();
             classes.insert(
                 name.clone(),
                 ClassState {
                     arms,
                     prior_utility,
                     models,
+                    breaker_slots,
                 },
             );
         }
-        let breakers = config
-            .models
-            .keys()
-            .map(|m| (m.clone(), Breaker::new()))
-            .collect();
         let ledgers = config
             .budgets
             .iter()

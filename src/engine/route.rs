@@ -369,10 +369,12 @@ impl Engine {
 
     /// Counts the pull on the chosen arm and, for a half-open breaker, takes its probe slot.
     fn take_arm(&mut self, class: &str, picked: &Picked, now_ms: u64) {
-        if let Some(state) = self.classes.get_mut(class) {
-            state.arms[picked.arm_index].record_pull(now_ms);
-        }
-        if let Some(b) = self.breakers.get_mut(&picked.model.model) {
+        let Some(state) = self.classes.get_mut(class) else {
+            return;
+        };
+        state.arms[picked.arm_index].record_pull(now_ms);
+        let slot = state.breaker_slots.get(picked.arm_index).copied().flatten();
+        if let Some(b) = slot.and_then(|s| self.breakers.at_mut(s)) {
             if b.state(now_ms) == BreakerState::HalfOpen {
                 b.admit(now_ms, &self.config.breaker);
             }
