@@ -206,6 +206,50 @@ mod tests {
     }
 
     #[test]
+    fn breakers_gate_their_own_models_after_a_reload_moves_their_places() {
+        use rand::SeedableRng;
+        let mut e = Engine::new(config(&[("b", 1.0), ("c", 1.0), ("d", 1.0)]), 0);
+        let health = |model: &str, state| HealthInput {
+            model: model.into(),
+            state: Some(state),
+            provider: String::new(),
+            ttl_secs: 3_600,
+            reason: String::new(),
+        };
+        e.report_health(&health("c", HealthSignal::Down), 0)
+            .unwrap();
+        e.report_health(&health("d", HealthSignal::Degraded), 0)
+            .unwrap();
+        // "a" sorts first: every breaker's place among the breakers moves up by one.
+        e.reconfigure(
+            config(&[("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0)]),
+            10,
+        );
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let mut chosen = BTreeMap::<String, usize>::new();
+        for t in 0..200 {
+            let input = RouteInput {
+                task_class: "qa".into(),
+                ..Default::default()
+            };
+            let d = e.route(&input, 20 + t, &mut rng).unwrap();
+            assert_ne!(d.model, "c", "the model whose breaker is down was chosen");
+            assert!(
+                d.fallbacks.iter().all(|f| f.model != "c"),
+                "{:?}",
+                d.fallbacks
+            );
+            *chosen.entry(d.model).or_default() += 1;
+        }
+        // Equal models but for health: the degraded one (quality discounted) is picked least.
+        let n = |m: &str| chosen.get(m).copied().unwrap_or(0);
+        assert!(n("d") < n("a") && n("d") < n("b"), "{chosen:?}");
+        assert!(e.breaker("c").unwrap().open_until_ms(30).is_some());
+        assert!(e.breaker("d").unwrap().degraded(30));
+        assert!(!e.breaker("a").unwrap().degraded(30) && !e.breaker("b").unwrap().degraded(30));
+    }
+
+    #[test]
     fn a_price_change_scales_the_expected_cost_at_once() {
         let mut e = Engine::new(config(&[("a", 1.0)]), 0);
         let before = arm(&e, "a").unwrap().cost.mean_exp();
