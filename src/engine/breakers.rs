@@ -1,6 +1,7 @@
 //! The breakers, one per model, in model order with an index by name. Route reaches every
-//! candidate's breaker by name; in a `BTreeMap` that was a linear walk of string comparisons per
-//! model (about twenty `memcmp` calls a Route), here it is one quick hash and one comparison.
+//! candidate's breaker; in a `BTreeMap` by name that was a linear walk of string comparisons per
+//! model (about twenty `memcmp` calls a Route). Here Route goes by place (each class state keeps
+//! its arms' places, [`Breakers::slot`]) and the rarer callers by name through one quick hash.
 //! Iteration stays in name order, as the persisted records, metrics and transitions expect.
 
 use std::collections::HashMap;

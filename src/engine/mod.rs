@@ -84,7 +84,7 @@ struct ClassState {
     /// Utility of each arm's priors under the class's weights (static-best baseline).
     prior_utility: Vec<f64>,
     /// Each arm's model as configured, parallel to `arms`: Route reads it for every candidate,
-    /// and nine look-ups by name in the config's map were a tenth of the engine's Route work.
+    /// which by name in the config's `BTreeMap` was a walk of string comparisons per model.
     /// Made with the state, so a reload (which builds new states) replaces it.
     models: Vec<ModelConfig>,
     /// Each arm's breaker, as its place in the engine's [`Breakers`] (made with them, so a
