@@ -21,12 +21,11 @@ pub struct Breakers {
 
 impl Breakers {
     pub fn get(&self, model: &str) -> Option<&Breaker> {
-        self.index.get(model).map(|&i| &self.list[i].1)
+        self.list.get(self.slot(model)?).map(|(_, b)| b)
     }
 
     pub fn get_mut(&mut self, model: &str) -> Option<&mut Breaker> {
-        let i = *self.index.get(model)?;
-        self.list.get_mut(i).map(|(_, b)| b)
+        self.at_mut(self.slot(model)?)
     }
 
     /// Where `model`'s breaker is, for [`Breakers::at_mut`]: places hold while the set of

@@ -60,14 +60,20 @@ impl Engine {
         let requested = self.candidate_indices(class, &input.candidates)?;
         let input_tokens = match tokens("input_tokens", input.input_tokens)? {
             Some(n) => n,
-            None => counted
-                .input_tokens(
-                    requested
-                        .iter()
-                        .filter_map(|&i| self.config.models.get(&class.models[i]))
-                        .map(|m| m.tokenizer),
-                )
-                .unwrap_or(class.typical_input_tokens),
+            None => {
+                let models = self
+                    .classes
+                    .get(&class.name)
+                    .map_or(&[][..], |s| s.models.as_slice());
+                counted
+                    .input_tokens(
+                        requested
+                            .iter()
+                            .filter_map(|&i| models.get(i))
+                            .map(|m| m.tokenizer),
+                    )
+                    .unwrap_or(class.typical_input_tokens)
+            }
         };
         let (output_tokens, max_output_tokens) =
             prompted::output_tokens(class, tokens("max_output_tokens", input.max_output_tokens)?);
