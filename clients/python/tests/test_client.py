@@ -1,5 +1,5 @@
 """Tests of the wrapper against a running Switchyard (SWITCHYARD_ADDR, default 127.0.0.1:50051),
-as tests/python_client.rs runs them, plus a local Python server that records the metadata sent.
+as tests/suite/python_client.rs runs them, plus a local Python server that records the metadata sent.
 
 The served config must have a task class "qa" whose decisions have at least one fallback (the
 built-in default does).

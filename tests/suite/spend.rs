@@ -4,7 +4,7 @@
 //! anomaly reaches the webhook and the metric; the Grafana dashboard queries only served metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! spend past a budget's limit (requests with and without max_output_tokens).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! whose hit rate and saved cost show in the metrics and in GetArmStats (`switchyard stats`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

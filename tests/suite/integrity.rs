@@ -3,7 +3,7 @@
 //! disk recovers without a restart, keeping every acknowledged Feedback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::webhook;
 

@@ -4,7 +4,7 @@
 //! size bound, and `switchyard classify` on the RouterArena prompts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! condition with a generous deadline; the measured figures are printed (`--nocapture`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

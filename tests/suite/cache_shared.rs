@@ -5,7 +5,7 @@
 //! cache, counted in a metric. Every wait polls a condition with a generous deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

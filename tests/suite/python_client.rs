@@ -4,7 +4,7 @@
 //! `scripts/test.sh` (SWITCHYARD_PYTHON); without them these tests fail and say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! half-open probes; provider-wide health signals; active HTTP health probes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! End-to-end tests of `switchyard.v1.Route` over real gRPC on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

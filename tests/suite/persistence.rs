@@ -1,7 +1,7 @@
 //! Restart and crash tests of the real binary on a temporary data dir, over gRPC.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! HTTP; every documented series must be there with the counts the traffic implies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

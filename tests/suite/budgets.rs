@@ -5,7 +5,7 @@
 // Helpers outside #[test] functions (webhook, hammer) unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! no assertion on speed or latency, which depend on the machine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! reflection client; and grpc.health.v1 answering SERVING.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use prost::Message;

@@ -3,7 +3,7 @@
 //! its tables must tell the same story. The compiled binary is run against the same service.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 
