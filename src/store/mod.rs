@@ -850,6 +850,11 @@ impl Store {
         let names = lock(&self.names);
         let mut index = lock(&self.index);
         index.clear();
+        // Reserved once: a pending decision is about 800 bytes, and growing the vector by doubling
+        // to 100 000 of them copied each size into fresh pages, which the kernel zeroes; that was
+        // half of a restart on a million-decision data dir (README, Performance).
+        let logged = usize::try_from(self.log_count.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        r.pending.reserve_exact(max_pending.min(logged));
         for kv in self.decisions.iter().rev() {
             if r.pending.len() >= max_pending {
                 break;

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The throughput and latency goals of the Performance section, measured as they are judged:
+# RUNS interleaved runs per durability mode (memory, then sync, then the next run), each
+# `switchyard bench` command against a fresh server on a fresh data dir, then the median of each
+# figure. Takes about 2 minutes a run.
+#
+#   cargo build --release && benches/perf/goals.sh [RUNS] [OUT_DIR]
+#
+# Per run and mode: closed loop `--workload floor,route,pair --duration 10 --warmup 2` (Route/floor
+# and pairs/s from the same run) and open loop `--workload floor,route --rate 10000 --duration 10
+# --warmup 2` (Route's p99). Raw reports go to OUT_DIR (default target/perf/goals).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-target/release/switchyard}
+RUNS=${1:-3}
+OUT=${2:-target/perf/goals}
+ADDR=127.0.0.1:50093
+mkdir -p "$OUT"
+SERVER=
+DATA=
+
+stop_server() {
+    if [[ -n "$SERVER" ]]; then
+        kill -TERM "$SERVER" 2>/dev/null || true
+        wait "$SERVER" 2>/dev/null || true
+        SERVER=
+    fi
+    if [[ -n "$DATA" ]]; then rm -rf "$DATA"; DATA=; fi
+}
+trap stop_server EXIT
+
+start_server() { # MODE
+    stop_server
+    DATA=$(mktemp -d)
+    "$BIN" serve --config src/default_config.toml --config "benches/perf/$1.toml" \
+        --listen "$ADDR" --data-dir "$DATA/d" >"$DATA/out" 2>"$DATA/err" &
+    SERVER=$!
+    for _ in $(seq 100); do
+        grep -q "listening on" "$DATA/out" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "server ($1) did not start:" >&2
+    cat "$DATA/err" >&2
+    exit 1
+}
+
+# field WORKLOAD COLUMN FILE: a column of a workload's row in a bench report (4: throughput,
+# 8: p99 in us).
+field() { awk -v w="$1" -v c="$2" '$1 == w { print $c; exit }' "$3"; }
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+declare -A series
+for run in $(seq "$RUNS"); do
+    for mode in memory sync; do
+        start_server "$mode"
+        closed="$OUT/closed-$mode-$run.txt"
+        "$BIN" bench --addr "$ADDR" --workload floor,route,pair --duration 10 --warmup 2 \
+            2>/dev/null >"$closed"
+        start_server "$mode"
+        open="$OUT/open-$mode-$run.txt"
+        "$BIN" bench --addr "$ADDR" --workload floor,route --rate 10000 --duration 10 --warmup 2 \
+            2>/dev/null >"$open"
+        stop_server
+        floor=$(field floor 4 "$closed")
+        route=$(field route 4 "$closed")
+        ratio=$(awk -v r="$route" -v f="$floor" 'BEGIN { printf "%.3f", r / f }')
+        pairs=$(field pair 4 "$closed")
+        p99=$(field route 8 "$open")
+        printf 'run %d %-6s Route/floor %s (%s / %s req/s), pairs/s %s, Route p99 at 10k req/s %s us\n' \
+            "$run" "$mode" "$ratio" "$route" "$floor" "$pairs" "$p99"
+        series[$mode-ratio]+="$ratio "
+        series[$mode-pairs]+="$pairs "
+        series[$mode-p99]+="$p99 "
+    done
+done
+
+med() { tr ' ' '\n' <<<"${series[$1]}" | grep . | median; }
+verdict() { # VALUE OP LIMIT
+    awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >= l : v <= l; print ok ? "met" : "not met" }'
+}
+echo
+echo "medians of $RUNS runs:"
+m=$(med memory-ratio); echo "memory Route/floor     $m   (goal >= 0.8: $(verdict "$m" '>=' 0.8))"
+m=$(med sync-ratio); echo "sync Route/floor       $m   (goal >= 0.6: $(verdict "$m" '>=' 0.6))"
+m=$(med sync-pairs); echo "sync pairs/s           $m   (goal >= 10000: $(verdict "$m" '>=' 10000))"
+m=$(med sync-p99); echo "sync Route p99 (us)    $m   (goal <= 1500: $(verdict "$m" '<=' 1500))"
+m=$(med memory-p99); echo "memory Route p99 (us)  $m"
