@@ -1,6 +1,6 @@
 //! The integration suite as one test binary. Every file here links the whole crate and its
-//! dependencies; as separate binaries they cost a link each and about 80 MB of disk each (2.7 GB
-//! for a clean build), so they are modules of this one. `cargo test --test suite cluster::` runs
+//! dependencies; as separate binaries they cost a link each and about 80 MB of disk each even
+//! with line tables only (2.7 GB for a clean build), so they are modules of this one. `cargo test --test suite cluster::` runs
 //! one file's tests; the tests of all files share the harness's threads as tests of one file did.
 
 // Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
