@@ -479,7 +479,11 @@ async fn bad_inputs_get_clear_statuses_and_the_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_duplicates_late_quality_and_fallback_feedback() {
-    let server = TestServer::start(Config::builtin().unwrap()).await;
+    // Seeded: with the OS's seed the first decision is now and then the exploration floor's pick
+    // (reason "exploration_floor"), not a Thompson draw.
+    let mut config = Config::builtin().unwrap();
+    config.policy.seed = Some(7);
+    let server = TestServer::start(config).await;
     let mut c = server.client().await;
     let mut req = route_req("code");
     req.request_id = "req-42".into();
