@@ -159,10 +159,12 @@ impl Store {
                     let (k, v) = kv.map_err(|e| store.io(e))?;
                     let checked = if i == manifest::DECISIONS {
                         store
-                            .decode(&k, &v, &names)
+                            .decode_kv(&k, &v, &names)
                             .map_err(|e| e.to_string())
-                            .and_then(|r| {
-                                r.pending(&k, &names).map(drop).map_err(|e| e.to_string())
+                            .and_then(|all| {
+                                all.iter().try_for_each(|(key, r)| {
+                                    r.pending(key, &names).map(drop).map_err(|e| e.to_string())
+                                })
                             })
                     } else {
                         json(name, &v)

@@ -3,8 +3,9 @@
 //! Trees (schema 3): `meta` (key `schema`: big-endian u32 [`SCHEMA_VERSION`]; `generation`, and
 //! the decision log's `log_count` / `log_bytes`, big-endian u64, rewritten by every write),
 //! `names` (the name table: big-endian u32 id -> name), `decisions` (key: big-endian creation ms +
-//! 16-byte id, see [`records`]; value: one prost [`records::StoredDecision`] per decision, which
-//! Feedback rewrites), `arms` (key `class\0model`; a prost record, `arm_record.rs`, or JSON as
+//! 16-byte id, see [`records`]; value: one prost [`records::StoredDecision`], which Feedback
+//! rewrites; or a [`segment`] of up to 32 such records that one write cycle made, under a 33-byte
+//! key, which a Feedback on any of them rewrites), `arms` (key `class\0model`; a prost record, `arm_record.rs`, or JSON as
 //! written before), `breakers` (key model), `ledgers` (key budget key), `objectives` (key task
 //! class: its `min_cost` states by target); the last three are few, small and JSON. The engine never sees sled: the server hands this
 //! module the engine's [`Changes`] after each call.
@@ -23,6 +24,7 @@ pub mod manifest;
 mod outbox;
 pub mod records;
 mod recover;
+mod segment;
 mod spend;
 
 pub use backup::Copied;
@@ -42,6 +44,7 @@ use crate::engine::{Changes, Logged, Restored};
 use crate::record::{DecisionRecord, Event};
 use manifest::Old;
 use records::{decision_key, id_bytes, key_ms, show_key, DecisionKey, Names, StoredDecision};
+use segment::SegmentKey;
 
 /// The most decisions one step of a trim drops (one write of its own, under the digest's lock,
 /// which commits wait for). A trim was one `sled::Batch` of everything beyond the bounds; sled
@@ -197,6 +200,23 @@ pub struct LogBounds {
     pub pending_ttl_ms: u64,
 }
 
+/// Where a pending decision's record is in the log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Loc {
+    pub created_ms: u64,
+    /// The segment that holds it; `None`: its own key (or not written yet).
+    pub segment: Option<SegmentKey>,
+}
+
+/// A segment read by one [`Store::prepare`] because a decision in it changed.
+struct SegmentTouched {
+    /// Its records in key order; a changed one is taken out while it is updated.
+    records: Vec<(DecisionKey, StoredDecision)>,
+    /// Its encoded size before, key included.
+    old_size: usize,
+    old: Old,
+}
+
 /// A decision record touched by one [`Store::prepare`].
 struct Touched {
     record: StoredDecision,
@@ -207,6 +227,8 @@ struct Touched {
     /// The address of the pending record last folded in (a new decision is logged and changed
     /// in one cycle, as the same shared record); compared, never followed.
     set_from: Option<usize>,
+    /// The segment it was taken from (it goes back there).
+    segment: Option<SegmentKey>,
 }
 
 /// The maps [`Store::prepare`] builds each cycle, kept between cycles (emptied, not freed): a
@@ -216,22 +238,30 @@ struct Touched {
 #[derive(Default)]
 struct Scratch {
     touched: HashMap<DecisionKey, Touched, records::BuildNameHasher>,
+    segments: HashMap<SegmentKey, SegmentTouched, records::BuildNameHasher>,
+    /// The decisions first written this cycle, in key order, to be grouped into segments.
+    fresh: Vec<(DecisionKey, StoredDecision)>,
     /// The touched records in key order, for the commit.
     sorted: Vec<(DecisionKey, Touched)>,
 }
 
 impl Scratch {
-    /// Empties both for a cycle of `need` records, with room for them all (growing the map
+    /// Empties them for a cycle of `need` records, with room for them all (growing the map
     /// mid-cycle would move every record read so far). A burst's capacity (a cycle after a
     /// stall) is not kept for good: past four times what a cycle needs, the map and list are
     /// freed and sized anew.
     fn ready_for(&mut self, need: usize) {
         let keep = need.max(1024).saturating_mul(4);
-        if self.touched.capacity() > keep || self.sorted.capacity() > keep {
+        if self.touched.capacity() > keep
+            || self.sorted.capacity() > keep
+            || self.fresh.capacity() > keep
+        {
             *self = Scratch::default();
         }
         self.touched.clear();
         self.sorted.clear();
+        self.segments.clear();
+        self.fresh.clear();
         self.touched.reserve(need);
     }
 }
@@ -251,8 +281,8 @@ pub struct Store {
     /// The spend rollup and anomaly baselines (`spend.rs`).
     spend: sled::Tree,
     names: Mutex<Names>,
-    /// Creation time of each pending decision by id (locates its record for Feedback).
-    index: Mutex<HashMap<[u8; 16], u64>>,
+    /// Where each pending decision's record is, by id (locates it for Feedback).
+    index: Mutex<HashMap<[u8; 16], Loc>>,
     log_count: AtomicU64,
     log_bytes: AtomicU64,
     generation: AtomicU64,
@@ -533,6 +563,23 @@ impl Store {
         Ok(r)
     }
 
+    /// Decodes what one key of the decisions tree holds (a decision, or a segment of several) and
+    /// checks their name ids against `names` (the caller holds the name table's lock).
+    fn decode_kv(
+        &self,
+        k: &[u8],
+        v: &[u8],
+        names: &Names,
+    ) -> Result<Vec<(DecisionKey, StoredDecision)>, StoreError> {
+        let all = segment::decode_all(k, v).map_err(|e| self.corrupt("decisions", k, e))?;
+        for (_, r) in &all {
+            names
+                .check(r)
+                .map_err(|e| self.corrupt("decisions", k, e))?;
+        }
+        Ok(all)
+    }
+
     /// Encodes what changed into a batch of writes. Each decision touched is one record: new
     /// ones from their pending record, others read back and updated (outcome and quality folded
     /// in); removed pending decisions stay in the log (they leave the in-memory index only).
@@ -556,38 +603,89 @@ impl Store {
             let mut scratch = lock(&self.scratch);
             let need = changes.pending.len() + changes.events.len();
             scratch.ready_for(need);
-            let Scratch { touched, sorted } = &mut *scratch;
-            let fetch = |key: DecisionKey,
-                         touched: &mut HashMap<DecisionKey, Touched, records::BuildNameHasher>,
-                         known: bool,
-                         names: &Names|
-             -> Result<(), StoreError> {
-                if touched.contains_key(&key) {
-                    return Ok(());
-                }
-                let old = if known {
-                    self.decisions.get(key).map_err(|e| self.io(e))?
-                } else {
-                    None
-                };
-                let entry = match old {
-                    Some(v) => Touched {
-                        record: self.decode(&key, &v, names)?,
-                        old_size: key.len() + v.len(),
-                        old: Old::Hash(manifest::hash_record(&key, &v)),
-                        set_from: None,
-                    },
-                    None => Touched {
+            let Scratch {
+                touched,
+                sorted,
+                segments,
+                fresh,
+            } = &mut *scratch;
+            // `at`: where the log holds the record (`Some(None)`: its own key, `Some(Some(s))`:
+            // segment `s`), `None` when the log does not know the decision.
+            let fetch =
+                |key: DecisionKey,
+                 at: Option<Option<SegmentKey>>,
+                 touched: &mut HashMap<DecisionKey, Touched, records::BuildNameHasher>,
+                 segments: &mut HashMap<SegmentKey, SegmentTouched, records::BuildNameHasher>,
+                 names: &Names|
+                 -> Result<(), StoreError> {
+                    if touched.contains_key(&key) {
+                        return Ok(());
+                    }
+                    let absent = |old| Touched {
                         record: StoredDecision::default(),
                         old_size: 0,
-                        // Read and found absent; or not read (an id the log does not know).
-                        old: if known { Old::Absent } else { Old::Unknown },
+                        old,
                         set_from: None,
-                    },
+                        segment: None,
+                    };
+                    let entry = match at {
+                        // Not read (an id the log does not know).
+                        None => absent(Old::Unknown),
+                        Some(None) => match self.decisions.get(key).map_err(|e| self.io(e))? {
+                            Some(v) => Touched {
+                                record: self.decode(&key, &v, names)?,
+                                old_size: key.len() + v.len(),
+                                old: Old::Hash(manifest::hash_record(&key, &v)),
+                                set_from: None,
+                                segment: None,
+                            },
+                            None => absent(Old::Absent),
+                        },
+                        Some(Some(sk)) => {
+                            use std::collections::hash_map::Entry as Slot;
+                            let seg = match segments.entry(sk) {
+                                Slot::Occupied(o) => o.into_mut(),
+                                Slot::Vacant(slot) => {
+                                    let Some(v) = self.decisions.get(sk).map_err(|e| self.io(e))?
+                                    else {
+                                        // Trimmed: the record is written again, as a new one.
+                                        touched.insert(key, absent(Old::Absent));
+                                        return Ok(());
+                                    };
+                                    slot.insert(SegmentTouched {
+                                        records: self.decode_kv(&sk, &v, names)?,
+                                        old_size: sk.len() + v.len(),
+                                        old: Old::Hash(manifest::hash_record(&sk, &v)),
+                                    })
+                                }
+                            };
+                            let found = seg
+                                .records
+                                .binary_search_by_key(&key, |(k, _)| *k)
+                                .ok()
+                                .and_then(|i| seg.records.get_mut(i))
+                                .map(|(_, r)| std::mem::take(r));
+                            match found {
+                                Some(record) => Touched {
+                                    record,
+                                    old_size: 0,
+                                    old: Old::Absent,
+                                    set_from: None,
+                                    segment: Some(sk),
+                                },
+                                None => {
+                                    return Err(self.corrupt(
+                                        "decisions",
+                                        &sk,
+                                        format!("does not hold {}", show_key(&key)),
+                                    ))
+                                }
+                            }
+                        }
+                    };
+                    touched.insert(key, entry);
+                    Ok(())
                 };
-                touched.insert(key, entry);
-                Ok(())
-            };
             let mut removed = Vec::new();
             // A decision's logged snapshot is older than its pending change of the same cycle
             // (a Feedback copies the shared record on write): the snapshot first, then the change.
@@ -609,8 +707,21 @@ impl Store {
                 let mut key: DecisionKey = [0; 24];
                 key[..8].copy_from_slice(&created_ms.to_be_bytes());
                 key[8..].copy_from_slice(&id_key);
-                let known = index.insert(id_key, created_ms).is_some();
-                fetch(key, touched, known, &names)?;
+                let at = match index.get(&id_key) {
+                    Some(loc) => Some(loc.segment),
+                    None => {
+                        index.insert(
+                            id_key,
+                            Loc {
+                                created_ms,
+                                segment: None,
+                            },
+                        );
+                        None
+                    }
+                };
+                let known = at.is_some();
+                fetch(key, at, touched, segments, &names)?;
                 let Some(t) = touched.get_mut(&key) else {
                     continue;
                 };
@@ -634,12 +745,12 @@ impl Store {
                     Event::Quality(q) => &q.decision_id,
                     Event::Decision(d) => &d.decision_id,
                 };
-                let Some(&created) = index.get(&id_bytes(id).0) else {
+                let Some(&loc) = index.get(&id_bytes(id).0) else {
                     tracing::debug!(decision_id = %id, "outcome of a decision not in the log");
                     continue;
                 };
-                let key = decision_key(created, id);
-                fetch(key, touched, true, &names)?;
+                let key = decision_key(loc.created_ms, id);
+                fetch(key, Some(loc.segment), touched, segments, &names)?;
                 let Some(t) = touched.get_mut(&key) else {
                     continue;
                 };
@@ -653,15 +764,28 @@ impl Store {
                 }
                 .map_err(|e| bad("feedback of decision", id, e))?;
             }
-            for key in removed {
-                index.remove(&compact_record::key_bytes(key).0);
-            }
             // Written in key order: a cycle's records sit together at the log's newest end, and
             // one after another they reach the same few leaves of sled's tree while those are hot.
             sorted.extend(touched.drain());
             sorted.sort_unstable_by_key(|(key, _)| *key);
             let mut buf = Vec::new();
             for (key, t) in sorted.drain(..) {
+                if let Some(sk) = t.segment {
+                    // Back into its segment, encoded below with the segment's other records.
+                    let slot = segments.get_mut(&sk).and_then(|seg| {
+                        let i = seg.records.binary_search_by_key(&key, |(k, _)| *k).ok()?;
+                        seg.records.get_mut(i)
+                    });
+                    if let Some((_, r)) = slot {
+                        *r = t.record;
+                    }
+                    continue;
+                }
+                if t.old_size == 0 && t.old == Old::Absent {
+                    // First written now: grouped into segments below.
+                    fresh.push((key, t.record));
+                    continue;
+                }
                 buf.clear();
                 t.record
                     .encode(&mut buf)
@@ -672,6 +796,57 @@ impl Store {
                 }
                 b.writes.insert_over(manifest::DECISIONS, &key, &buf, t.old);
                 b.decisions.insert(key.as_slice(), buf.as_slice());
+            }
+            for (sk, seg) in segments.drain() {
+                let records: Vec<_> = seg.records.iter().map(|(k, r)| (*k, r)).collect();
+                segment::encode(&records, &mut buf);
+                b.bytes_delta += (sk.len() + buf.len()) as i64 - seg.old_size as i64;
+                b.writes
+                    .insert_over(manifest::DECISIONS, &sk, &buf, seg.old);
+                b.decisions.insert(sk.as_slice(), buf.as_slice());
+            }
+            // The new decisions in segments of about equal size, at most `SEGMENT_MAX` each; a
+            // lone decision keeps its own key.
+            let parts = fresh.len().div_ceil(segment::SEGMENT_MAX);
+            let mut rest = &fresh[..];
+            for i in 0..parts {
+                let (group, tail) = rest.split_at(rest.len().div_ceil(parts - i));
+                rest = tail;
+                let (Some((first, first_rec)), Some((last, _))) = (group.first(), group.last())
+                else {
+                    continue;
+                };
+                if group.len() == 1 {
+                    buf.clear();
+                    first_rec
+                        .encode(&mut buf)
+                        .map_err(|e| bad("decision", &show_key(first), e.to_string()))?;
+                    b.writes
+                        .insert_over(manifest::DECISIONS, first, &buf, Old::Absent);
+                    b.decisions.insert(first.as_slice(), buf.as_slice());
+                    b.bytes_delta += (first.len() + buf.len()) as i64;
+                    b.count_delta += 1;
+                    continue;
+                }
+                let sk = segment::segment_key(first, key_ms(last), group.len());
+                let records: Vec<_> = group.iter().map(|(k, r)| (*k, r)).collect();
+                segment::encode(&records, &mut buf);
+                b.writes
+                    .insert_over(manifest::DECISIONS, &sk, &buf, Old::Absent);
+                b.decisions.insert(sk.as_slice(), buf.as_slice());
+                b.bytes_delta += (sk.len() + buf.len()) as i64;
+                b.count_delta += group.len() as i64;
+                for (k, _) in group {
+                    if let Some(loc) = <[u8; 16]>::try_from(&k[8..])
+                        .ok()
+                        .and_then(|id| index.get_mut(&id))
+                    {
+                        loc.segment = Some(sk);
+                    }
+                }
+            }
+            for key in removed {
+                index.remove(&compact_record::key_bytes(key).0);
             }
             for (id, name) in &names.fresh {
                 b.writes
@@ -855,24 +1030,33 @@ impl Store {
         // half of a restart on a million-decision data dir (README, Performance).
         let logged = usize::try_from(self.log_count.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         r.pending.reserve_exact(max_pending.min(logged));
-        for kv in self.decisions.iter().rev() {
-            if r.pending.len() >= max_pending {
-                break;
-            }
+        'log: for kv in self.decisions.iter().rev() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
-            let rec = self.decode(&k, &v, &names)?;
-            if key_ms(&k).saturating_add(rec.ttl_ms) <= now_ms && rec.has_pending {
-                break;
-            }
-            if let Some(p) = rec
-                .pending(&k, &names)
-                .map_err(|e| self.corrupt("decisions", &k, e))?
-            {
-                // The key holds the id's 16 bytes after its creation time.
-                let id = <[u8; 16]>::try_from(k.get(8..24).unwrap_or_default())
-                    .unwrap_or_else(|_| id_bytes(&p.decision.id).0);
-                index.insert(id, p.decision.created_ms);
-                r.pending.push(p);
+            let segment = SegmentKey::try_from(k.as_ref()).ok();
+            for (key, rec) in self.decode_kv(&k, &v, &names)?.into_iter().rev() {
+                if r.pending.len() >= max_pending {
+                    break 'log;
+                }
+                if key_ms(&key).saturating_add(rec.ttl_ms) <= now_ms && rec.has_pending {
+                    break 'log;
+                }
+                if let Some(p) = rec
+                    .pending(&key, &names)
+                    .map_err(|e| self.corrupt("decisions", &k, e))?
+                {
+                    // The key holds the id's 16 bytes after its creation time.
+                    let id = <[u8; 16]>::try_from(&key[8..24])
+                        .unwrap_or_else(|_| id_bytes(&p.decision.id).0);
+                    let created_ms = p.decision.created_ms;
+                    index.insert(
+                        id,
+                        Loc {
+                            created_ms,
+                            segment,
+                        },
+                    );
+                    r.pending.push(p);
+                }
             }
         }
         Ok(r)
@@ -884,17 +1068,22 @@ impl Store {
     pub fn trim_events(&self, now_ms: u64, bounds: &LogBounds) -> Result<u64, StoreError> {
         let mut dropped = 0;
         loop {
-            let n = self.trim_some(now_ms, bounds, TRIM_BATCH)?;
+            let (n, keys) = self.trim_some(now_ms, bounds, TRIM_BATCH)?;
             dropped += n;
-            if n < TRIM_BATCH as u64 {
+            if keys < TRIM_BATCH {
                 return Ok(dropped);
             }
         }
     }
 
-    /// One step of [`Store::trim_events`]: drops at most `max` of the oldest decisions beyond the
-    /// bounds, as one sled batch.
-    fn trim_some(&self, now_ms: u64, bounds: &LogBounds, max: usize) -> Result<u64, StoreError> {
+    /// One step of [`Store::trim_events`]: drops at most `max` of the oldest keys (decisions and
+    /// segments) beyond the bounds, as one sled batch; returns the decisions and keys dropped.
+    fn trim_some(
+        &self,
+        now_ms: u64,
+        bounds: &LogBounds,
+        max: usize,
+    ) -> Result<(u64, usize), StoreError> {
         let cutoff = now_ms.saturating_sub(bounds.max_age_ms);
         // Under the digest's lock, which orders commits: what is read here is what is removed,
         // so each record is read and hashed once.
@@ -906,23 +1095,26 @@ impl Store {
         let (mut dropped, mut freed) = (0u64, 0u64);
         for kv in self.decisions.iter() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
-            let t = key_ms(&k);
+            // A segment goes whole: over a bound when its newest decision is (or the log is),
+            // kept while its newest decision may be pending.
+            let n = segment::key_count(&k);
+            let t = segment::key_last_ms(&k);
             let over = t < cutoff || count > bounds.max_count || bytes > bounds.max_bytes;
-            let pending =
-                count <= bounds.keep_pending && t.saturating_add(bounds.pending_ttl_ms) > now_ms;
+            let pending = count.saturating_sub(n) < bounds.keep_pending
+                && t.saturating_add(bounds.pending_ttl_ms) > now_ms;
             if !over || pending || removed.len() >= max {
                 break;
             }
             let size = (k.len() + v.len()) as u64;
             removed.push((k.to_vec(), manifest::hash_record(&k, &v)));
             batch.remove(k);
-            count -= 1;
+            count = count.saturating_sub(n);
             bytes = bytes.saturating_sub(size);
-            dropped += 1;
+            dropped += n;
             freed += size;
         }
         if dropped == 0 {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let delta = self.begin_write(generation, &manifest::Writes::default(), &removed)?;
@@ -934,29 +1126,38 @@ impl Store {
         self.generation.store(generation, Ordering::Relaxed);
         self.write_manifest(generation, count, bytes)?;
         manifest::apply(&mut digest.0, &delta);
-        Ok(dropped)
+        Ok((dropped, removed.len()))
     }
 
     /// Logged-traffic records of the decisions made in `[since_ms, until_ms)`, with the outcome
     /// and quality reported later (for the chosen model, else the first reported).
     pub fn export(&self, since_ms: u64, until_ms: u64) -> Result<Vec<DecisionRecord>, StoreError> {
         let mut out = Vec::new();
-        let lo = decision_key(since_ms, "");
-        let mut lo_key = lo;
-        lo_key[8..].fill(0);
-        for kv in self.decisions.range(lo_key.as_slice()..) {
+        // From the log's start: a segment that began before `since_ms` may hold later decisions
+        // (the keys say when each segment ends, so the older ones are passed over unread).
+        for kv in self.decisions.iter() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
             if key_ms(&k) >= until_ms {
                 break;
             }
+            if segment::key_last_ms(&k) < since_ms {
+                continue;
+            }
             let names = lock(&self.names);
-            let rec = self.decode(&k, &v, &names)?;
-            out.push(
-                rec.record(&k, &names)
-                    .map_err(|e| self.corrupt("decisions", &k, e))?,
-            );
+            for (key, rec) in self.decode_kv(&k, &v, &names)? {
+                let ms = key_ms(&key);
+                if ms < since_ms || ms >= until_ms {
+                    continue;
+                }
+                let r = rec
+                    .record(&key, &names)
+                    .map_err(|e| self.corrupt("decisions", &k, e))?;
+                out.push((key, r));
+            }
         }
-        Ok(out)
+        // In key order, as a log of single records reads (segments may overlap in time).
+        out.sort_unstable_by_key(|(k, _)| *k);
+        Ok(out.into_iter().map(|(_, r)| r).collect())
     }
 
     pub fn reset_arms(&self, class: &str, model: Option<&str>) -> Result<usize, StoreError> {
@@ -989,13 +1190,14 @@ impl Store {
         let last = self.decisions.last().map_err(|e| self.io(e))?;
         let mut pending = 0;
         let names = lock(&self.names);
-        for kv in self.decisions.iter().rev() {
+        'log: for kv in self.decisions.iter().rev() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
-            let rec = self.decode(&k, &v, &names)?;
-            if key_ms(&k).saturating_add(rec.ttl_ms) <= now_ms && rec.has_pending {
-                break;
+            for (key, rec) in self.decode_kv(&k, &v, &names)?.into_iter().rev() {
+                if key_ms(&key).saturating_add(rec.ttl_ms) <= now_ms && rec.has_pending {
+                    break 'log;
+                }
+                pending += usize::from(rec.has_pending);
             }
-            pending += usize::from(rec.has_pending);
         }
         Ok(Summary {
             schema: SCHEMA_VERSION,
@@ -1006,7 +1208,7 @@ impl Store {
             decisions: self.log_count.load(Ordering::Relaxed),
             decision_bytes: self.log_bytes.load(Ordering::Relaxed),
             first_event_ms: first.map(|(k, _)| key_ms(&k)),
-            last_event_ms: last.map(|(k, _)| key_ms(&k)),
+            last_event_ms: last.map(|(k, _)| segment::key_last_ms(&k)),
         })
     }
 

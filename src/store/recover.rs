@@ -20,12 +20,12 @@ use std::sync::atomic::Ordering;
 use std::sync::RwLock;
 
 use super::records::Names;
-use super::{lock, Store, StoreError};
+use super::{lock, segment, Store, StoreError};
 
 /// The in-memory part of a [`Store`] that outlives a reopen.
 struct Carry {
     names: Names,
-    index: HashMap<[u8; 16], u64>,
+    index: HashMap<[u8; 16], super::Loc>,
 }
 
 enum Slot {
@@ -113,7 +113,7 @@ impl Store {
         let (mut count, mut bytes) = (0u64, 0u64);
         for kv in self.decisions.iter() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
-            count += 1;
+            count += segment::key_count(&k);
             bytes += (k.len() + v.len()) as u64;
         }
         self.log_count.store(count, Ordering::Relaxed);

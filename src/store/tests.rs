@@ -61,7 +61,9 @@ fn state(e: &Engine) -> serde_json::Value {
 
 /// Model-based test: random Route / Feedback / Expire / Reset / Restart, applied to an engine
 /// persisted through the store and to an in-memory reference engine that never restarts.
-/// After each Restart the restored engine must equal the reference exactly.
+/// After each Restart the restored engine must equal the reference exactly. Writes come after a
+/// random number of steps, as the writer's cycles do, so decisions land in segments of several
+/// and Feedback rewrites them, before and after restarts.
 #[test]
 fn restored_engine_matches_an_engine_that_never_restarted() {
     for seed in 0..3u64 {
@@ -71,6 +73,8 @@ fn restored_engine_matches_an_engine_that_never_restarted() {
         let mut now = 1_700_000_000_000u64;
         let mut reference = Engine::new(config.clone(), now);
         let mut real = Engine::new(config.clone(), now);
+        // As the server does: decisions and reports go to the log.
+        real.log_events();
         let mut store = Store::open_with(dir.path(), 8).unwrap();
         // Persist the initial state (breakers, ledgers) like the server does.
         store.write(real.take_changes()).unwrap();
@@ -78,6 +82,7 @@ fn restored_engine_matches_an_engine_that_never_restarted() {
         let mut rng_ref = SmallRng::seed_from_u64(seed + 100);
         let mut rng_real = rng_ref.clone();
         let mut ids: Vec<String> = Vec::new();
+        let mut fed = std::collections::HashSet::new();
         for step in 0..300 {
             now += ops.random_range(0..5_000);
             match ops.random_range(0..10) {
@@ -107,8 +112,12 @@ fn restored_engine_matches_an_engine_that_never_restarted() {
                         ..Default::default()
                     };
                     let a = reference.feedback(&input, now).map(|r| r.duplicate);
-                    let b = real.feedback(&input, now).map(|r| r.duplicate);
+                    let b = real.feedback(&input, now);
                     assert_eq!(a.is_ok(), b.is_ok(), "seed {seed} step {step}");
+                    // A late report (after expiry) settles money only: not logged.
+                    if b.is_ok_and(|r| !r.late) {
+                        fed.insert(input.decision_id.clone());
+                    }
                 }
                 8 => {
                     now += 600_000;
@@ -116,12 +125,14 @@ fn restored_engine_matches_an_engine_that_never_restarted() {
                     real.expire(now);
                 }
                 _ => {
+                    store.write(real.take_changes()).unwrap();
                     drop(store);
                     store = reopen(dir.path());
                     let (restored, warnings) =
                         Engine::restore(config.clone(), store.load(now, usize::MAX).unwrap(), now);
                     assert!(warnings.is_empty(), "{warnings:?}");
                     real = restored;
+                    real.log_events();
                     // Thompson's draw pools are derived state, redrawn after a restart: the
                     // reference drops its own at the same moment so both draw alike.
                     reference.drop_draw_pools();
@@ -130,8 +141,30 @@ fn restored_engine_matches_an_engine_that_never_restarted() {
                     assert_eq!(state(&real), state(&reference), "seed {seed} step {step}");
                 }
             }
-            store.write(real.take_changes()).unwrap();
+            if ops.random_bool(0.3) {
+                store.write(real.take_changes()).unwrap();
+            }
         }
+        store.write(real.take_changes()).unwrap();
+        // Every decision is in the log once, in segments and under keys of its own.
+        let logged = store.export(0, u64::MAX).unwrap();
+        let mut got: Vec<&str> = logged.iter().map(|r| r.decision_id.as_str()).collect();
+        got.sort_unstable();
+        let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "seed {seed}");
+        for r in &logged {
+            let reported = r.outcome.is_some();
+            assert_eq!(reported, fed.contains(&r.decision_id), "seed {seed}: {r:?}");
+        }
+        assert_eq!(store.summary(now).unwrap().decisions, ids.len() as u64);
+        let segments = store
+            .decisions
+            .iter()
+            .keys()
+            .filter(|k| segment::is_segment(k.as_ref().unwrap()))
+            .count();
+        assert!(segments > 10, "seed {seed}: {segments} segments");
     }
 }
 
@@ -402,8 +435,9 @@ fn the_digest_follows_writes_whose_old_versions_were_read_at_encoding() {
     );
 }
 
-/// A trim of more decisions than one batch holds drops them all, batch by batch, and leaves a
-/// data dir whose manifest still verifies (each batch is a write of its own).
+/// A trim of more keys than one batch holds drops them all, batch by batch, and leaves a data dir
+/// whose manifest still verifies (each batch is a write of its own). Segments go whole, so the
+/// count bound is kept to within one segment below it.
 #[test]
 fn a_trim_larger_than_one_batch_drops_everything_beyond_the_bounds_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -413,14 +447,16 @@ fn a_trim_larger_than_one_batch_drops_everything_beyond_the_bounds_and_verifies(
         engine.log_events();
         let mut rng = SmallRng::seed_from_u64(11);
         let total = 3 * TRIM_BATCH as u64 + 40;
+        // Cycles of two decisions (one segment each), and one of 100 (four segments).
         for i in 0..total {
             route(&mut engine, &mut rng, 10 * i);
-            if i % 100 == 99 {
+            if i % 2 == 1 && !(1_000..1_099).contains(&i) {
                 store.write(engine.take_changes()).unwrap();
             }
         }
         store.write(engine.take_changes()).unwrap();
         assert_eq!(store.summary(0).unwrap().decisions, total);
+        assert_eq!(store.decisions.len() as u64, (total - 100) / 2 + 4);
         let bounds = LogBounds {
             max_age_ms: u64::MAX,
             max_count: 100,
@@ -434,6 +470,13 @@ fn a_trim_larger_than_one_batch_drops_everything_beyond_the_bounds_and_verifies(
             (s.decisions, s.first_event_ms),
             (100, Some(10 * (total - 100)))
         );
+        // Past the count bound by one decision: the oldest segment (of two) goes.
+        let tighter = LogBounds {
+            max_count: 99,
+            ..bounds
+        };
+        assert_eq!(store.trim_events(10 * total, &tighter).unwrap(), 2);
+        assert_eq!(store.summary(u64::MAX).unwrap().decisions, 98);
         store.flush().unwrap();
     }
     // Every open verifies the data dir against its manifest in full.
@@ -450,12 +493,17 @@ fn counters_are_recounted_when_the_db_stopped_inside_a_commit() {
         let mut engine = Engine::new(Config::builtin().unwrap(), 0);
         engine.log_events();
         let mut rng = SmallRng::seed_from_u64(5);
+        // A segment of nine, and one decision under its own key (copied below).
         for i in 0..10 {
             route(&mut engine, &mut rng, 1_000 * i);
+            if i == 8 {
+                store.write(engine.take_changes()).unwrap();
+            }
         }
         store.write(engine.take_changes()).unwrap();
         store.flush().unwrap();
         assert_eq!(store.summary(0).unwrap().decisions, 10);
+        assert_eq!(store.decisions.len(), 2);
         // What a kill inside the next commit leaves: its intent and one record, no counters.
         let generation = store.generation.load(Ordering::Relaxed) + 1;
         store
@@ -507,5 +555,28 @@ fn untouched() -> Touched {
         old_size: 0,
         old: Old::Absent,
         set_from: None,
+        segment: None,
     }
+}
+
+/// A Feedback on a decision in a segment rewrites that segment: the outcome is in the log, once.
+#[test]
+fn feedback_on_a_decision_in_a_segment_rewrites_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 8).unwrap();
+    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
+    engine.log_events();
+    let mut rng = SmallRng::seed_from_u64(3);
+    let a = route(&mut engine, &mut rng, 1_000);
+    let b = route(&mut engine, &mut rng, 2_000);
+    store.write(engine.take_changes()).unwrap();
+    assert_eq!(store.decisions.len(), 1, "one segment");
+    feedback(&mut engine, &a, 3_000);
+    store.write(engine.take_changes()).unwrap();
+    assert_eq!(store.decisions.len(), 1, "rewritten in place");
+    let logged = store.export(0, u64::MAX).unwrap();
+    let ids: Vec<_> = logged.iter().map(|r| r.decision_id.clone()).collect();
+    assert_eq!(ids, vec![a, b]);
+    assert_eq!(logged[0].outcome, Some(Outcome::Success));
+    assert_eq!(logged[1].outcome, None);
 }
