@@ -45,7 +45,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::deferred::{Scan, Verifying};
-use super::{lock, Store, StoreError, SCHEMA_VERSION};
+use super::{lock, Store, StoreError, SCHEMA_BEFORE_SEGMENTS, SCHEMA_VERSION};
 
 /// The manifest's file name inside the data dir.
 pub const MANIFEST_FILE: &str = "manifest";
@@ -364,7 +364,9 @@ impl Store {
         let mut compared = false;
         let mut manifest_behind = false;
         if let Some(m) = &manifest {
-            if m.schema != SCHEMA_VERSION && m.generation >= generation {
+            // A manifest of schema 3 vouches for the same trees (4 only adds segments).
+            let schema_ok = m.schema == SCHEMA_VERSION || m.schema == SCHEMA_BEFORE_SEGMENTS;
+            if !schema_ok && m.generation >= generation {
                 return Err(corrupt(format!(
                     "its manifest is of schema {} but the db of schema {SCHEMA_VERSION}",
                     m.schema
@@ -742,6 +744,49 @@ mod tests {
         rewrite(dir.path(), |m| m.flush = 9);
         let err = open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("flushed writes are missing"), "{err}");
+    }
+
+    /// A data dir of schema 3 (every decision under its own key, a manifest of schema 3) opens
+    /// as it is: stamped 4, its decisions read back, and new ones written in segments.
+    #[test]
+    fn a_schema_3_data_dir_opens_as_it_is_and_is_stamped_4() {
+        use crate::config::Config;
+        use crate::engine::Engine;
+        use rand::SeedableRng;
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
+        engine.log_events();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(4);
+        {
+            let store = open(dir.path()).unwrap();
+            for i in 0..5 {
+                crate::store::tests::route(&mut engine, &mut rng, 1_000 * i);
+                store.write(engine.take_changes()).unwrap();
+            }
+            store.flush().unwrap();
+            store.meta.insert("schema", &3u32.to_be_bytes()).unwrap();
+            store.db.flush().unwrap();
+        }
+        rewrite(dir.path(), |m| m.schema = 3);
+        let store = open(dir.path()).unwrap();
+        let stamped = store.meta.get("schema").unwrap().unwrap();
+        assert_eq!(stamped.as_ref(), &4u32.to_be_bytes());
+        assert_eq!(store.load(10_000, 100).unwrap().pending.len(), 5);
+        for i in 5..8 {
+            crate::store::tests::route(&mut engine, &mut rng, 1_000 * i);
+        }
+        store.write(engine.take_changes()).unwrap();
+        store.flush().unwrap();
+        let s = store.summary(10_000).unwrap();
+        assert_eq!((s.schema, s.decisions, s.pending), (4, 8, 8));
+        assert_eq!(
+            store.decisions.len(),
+            6,
+            "five of their own and one segment"
+        );
+        drop(store);
+        assert_eq!(read(dir.path()).unwrap().unwrap().schema, 4);
+        open(dir.path()).unwrap();
     }
 
     #[test]

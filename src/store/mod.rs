@@ -1,6 +1,6 @@
 //! sled persistence of engine state and the decision log.
 //!
-//! Trees (schema 3): `meta` (key `schema`: big-endian u32 [`SCHEMA_VERSION`]; `generation`, and
+//! Trees (schema 4): `meta` (key `schema`: big-endian u32 [`SCHEMA_VERSION`]; `generation`, and
 //! the decision log's `log_count` / `log_bytes`, big-endian u64, rewritten by every write),
 //! `names` (the name table: big-endian u32 id -> name), `decisions` (key: big-endian creation ms +
 //! 16-byte id, see [`records`]; value: one prost [`records::StoredDecision`], which Feedback
@@ -55,8 +55,13 @@ use segment::SegmentKey;
 const TRIM_BATCH: usize = 512;
 
 /// Version of the on-disk layout. 1 and 2 (JSON pending records and a JSON event log) are
-/// migrated at open; another version is refused.
-pub const SCHEMA_VERSION: u32 = 3;
+/// migrated at open; 3 (every decision under its own key) is read as it is and stamped 4, since 4
+/// only adds [`segment`]s; another version is refused. A release that reads only 3 refuses a
+/// data dir of 4 by its version, rather than as corrupt at the first segment.
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// The schema a data dir had before segments: opened as it is.
+const SCHEMA_BEFORE_SEGMENTS: u32 = 3;
 
 /// sled's page cache when `storage.cache_mb` is not set. sled counts its cache in on-disk bytes,
 /// and its in-memory pages take several times that, so its 1 GiB default allows the cache to grow
@@ -428,6 +433,16 @@ impl Store {
         };
         match found {
             Some(SCHEMA_VERSION) => {}
+            Some(SCHEMA_BEFORE_SEGMENTS) => {
+                meta.insert("schema", &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(io)?;
+                tracing::info!(
+                    from = SCHEMA_BEFORE_SEGMENTS,
+                    to = SCHEMA_VERSION,
+                    data_dir = %path,
+                    "data dir opened as it is: schema 4 only adds segments"
+                );
+            }
             None => {
                 meta.insert("schema", &SCHEMA_VERSION.to_be_bytes())
                     .map_err(io)?;
