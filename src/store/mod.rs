@@ -213,10 +213,15 @@ pub(super) struct Loc {
     pub segment: Option<SegmentKey>,
 }
 
-/// A segment read by one [`Store::prepare`] because a decision in it changed.
+/// A segment read by one [`Store::prepare`] because a decision in it changed. Only the changed
+/// records are decoded and encoded again; the others' bytes are copied (a segment holds up to 32
+/// records, and a Feedback changes one).
 struct SegmentTouched {
-    /// Its records in key order; a changed one is taken out while it is updated.
-    records: Vec<(DecisionKey, StoredDecision)>,
+    value: sled::IVec,
+    /// Where each entry of `value` is, in key order.
+    spans: Vec<segment::Span>,
+    /// The changed records, by position (`None`: copied as they were).
+    updated: Vec<Option<StoredDecision>>,
     /// Its encoded size before, key included.
     old_size: usize,
     old: Old,
@@ -667,19 +672,28 @@ impl Store {
                                         touched.insert(key, absent(Old::Absent));
                                         return Ok(());
                                     };
+                                    let spans = segment::spans(&sk, &v)
+                                        .map_err(|e| self.corrupt("decisions", &sk, e))?;
                                     slot.insert(SegmentTouched {
-                                        records: self.decode_kv(&sk, &v, names)?,
                                         old_size: sk.len() + v.len(),
                                         old: Old::Hash(manifest::hash_record(&sk, &v)),
+                                        updated: vec![None; spans.len()],
+                                        spans,
+                                        value: v,
                                     })
                                 }
                             };
-                            let found = seg
-                                .records
-                                .binary_search_by_key(&key, |(k, _)| *k)
-                                .ok()
-                                .and_then(|i| seg.records.get_mut(i))
-                                .map(|(_, r)| std::mem::take(r));
+                            let found = match seg.spans.binary_search_by_key(&key, |s| s.key) {
+                                Ok(i) => {
+                                    let bytes = seg
+                                        .spans
+                                        .get(i)
+                                        .and_then(|s| seg.value.get(s.record.clone()))
+                                        .unwrap_or_default();
+                                    Some(self.decode(&sk, bytes, names)?)
+                                }
+                                Err(_) => None,
+                            };
                             match found {
                                 Some(record) => Touched {
                                     record,
@@ -788,11 +802,11 @@ impl Store {
                 if let Some(sk) = t.segment {
                     // Back into its segment, encoded below with the segment's other records.
                     let slot = segments.get_mut(&sk).and_then(|seg| {
-                        let i = seg.records.binary_search_by_key(&key, |(k, _)| *k).ok()?;
-                        seg.records.get_mut(i)
+                        let i = seg.spans.binary_search_by_key(&key, |s| s.key).ok()?;
+                        seg.updated.get_mut(i)
                     });
-                    if let Some((_, r)) = slot {
-                        *r = t.record;
+                    if let Some(r) = slot {
+                        *r = Some(t.record);
                     }
                     continue;
                 }
@@ -813,8 +827,14 @@ impl Store {
                 b.decisions.insert(key.as_slice(), buf.as_slice());
             }
             for (sk, seg) in segments.drain() {
-                let records: Vec<_> = seg.records.iter().map(|(k, r)| (*k, r)).collect();
-                segment::encode(&records, &mut buf);
+                buf.clear();
+                for (s, new) in seg.spans.iter().zip(&seg.updated) {
+                    match new {
+                        Some(r) => segment::encode_entry(&s.key, r, &mut buf),
+                        None => buf
+                            .extend_from_slice(seg.value.get(s.entry.clone()).unwrap_or_default()),
+                    }
+                }
                 b.bytes_delta += (sk.len() + buf.len()) as i64 - seg.old_size as i64;
                 b.writes
                     .insert_over(manifest::DECISIONS, &sk, &buf, seg.old);

@@ -128,21 +128,114 @@ pub fn decode_all(k: &[u8], v: &[u8]) -> Result<Vec<(DecisionKey, StoredDecision
 /// Encodes records (in key order, at least two) as a segment value into `buf`: the bytes of a
 /// [`Segment`], written field by field so that no record is copied into an owned message first.
 pub fn encode(records: &[(DecisionKey, &StoredDecision)], buf: &mut Vec<u8>) {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     buf.clear();
     for (k, r) in records {
-        let rlen = r.encoded_len();
-        // Field 1 (key: tag, length, 24 bytes), field 2 (tag, length, record).
-        let entry_len = 2 + k.len() + 1 + encoded_len_varint(rlen as u64) + rlen;
-        encode_key(1, WireType::LengthDelimited, buf);
-        encode_varint(entry_len as u64, buf);
-        encode_key(1, WireType::LengthDelimited, buf);
-        encode_varint(k.len() as u64, buf);
-        buf.extend_from_slice(k);
-        encode_key(2, WireType::LengthDelimited, buf);
-        encode_varint(rlen as u64, buf);
-        r.encode_raw(buf);
+        encode_entry(k, r, buf);
     }
+}
+
+/// Appends one [`Entry`] of a segment (field 1 of [`Segment`]) to `buf`.
+pub fn encode_entry(k: &DecisionKey, r: &StoredDecision, buf: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    let rlen = r.encoded_len();
+    // Field 1 (key: tag, length, 24 bytes), field 2 (tag, length, record).
+    let entry_len = 2 + k.len() + 1 + encoded_len_varint(rlen as u64) + rlen;
+    encode_key(1, WireType::LengthDelimited, buf);
+    encode_varint(entry_len as u64, buf);
+    encode_key(1, WireType::LengthDelimited, buf);
+    encode_varint(k.len() as u64, buf);
+    buf.extend_from_slice(k);
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(rlen as u64, buf);
+    r.encode_raw(buf);
+}
+
+/// Where one entry of a segment value is: its key, the bytes of the whole entry (tag and length
+/// included) and of its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub key: DecisionKey,
+    pub entry: std::ops::Range<usize>,
+    pub record: std::ops::Range<usize>,
+}
+
+/// The entries of a segment value, found without decoding their records: a Feedback rewrites a
+/// segment by decoding and encoding only its own decision's record and copying the others' bytes.
+/// Checked as [`decode_all`] checks a segment (count, order, first key, last time); the records
+/// themselves are checked when decoded.
+pub fn spans(k: &[u8], v: &[u8]) -> Result<Vec<Span>, String> {
+    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    if !is_segment(k) {
+        return Err(format!("key of {} bytes is not a segment's", k.len()));
+    }
+    let err = |e: prost::DecodeError| format!("segment: {e}");
+    // Reads a length-delimited field's length at `buf` and returns its range in `v`.
+    let delimited = |buf: &mut &[u8]| -> Result<std::ops::Range<usize>, String> {
+        let len = usize::try_from(decode_varint(buf).map_err(err)?).unwrap_or(usize::MAX);
+        // `buf` is a tail of a part of `v`: its offset in `v`.
+        let start = (buf.as_ptr() as usize).saturating_sub(v.as_ptr() as usize);
+        if len > buf.len() {
+            return Err("segment: a field runs past the value's end".into());
+        }
+        *buf = &buf[len..];
+        Ok(start..start + len)
+    };
+    let mut out: Vec<Span> = Vec::new();
+    let mut buf = v;
+    while !buf.is_empty() {
+        let at = v.len() - buf.len();
+        let (tag, wire) = decode_key(&mut buf).map_err(err)?;
+        if wire != WireType::LengthDelimited {
+            skip_field(wire, tag, &mut buf, DecodeContext::default()).map_err(err)?;
+            continue;
+        }
+        let body = delimited(&mut buf)?;
+        if tag != 1 {
+            continue;
+        }
+        let (mut key, mut record) = (None, None);
+        let mut inner = &v[body.clone()];
+        while !inner.is_empty() {
+            let (t, w) = decode_key(&mut inner).map_err(err)?;
+            if w != WireType::LengthDelimited {
+                skip_field(w, t, &mut inner, DecodeContext::default()).map_err(err)?;
+                continue;
+            }
+            let r = delimited(&mut inner)?;
+            match t {
+                1 => key = Some(r),
+                2 => record = Some(r),
+                _ => {}
+            }
+        }
+        let key = key
+            .and_then(|r| DecisionKey::try_from(&v[r]).ok())
+            .ok_or_else(|| "segment entry without a 24-byte key".to_string())?;
+        let record = record.ok_or_else(|| "segment entry without a record".to_string())?;
+        if out.last().is_some_and(|prev| prev.key >= key) {
+            return Err("segment entries out of key order".into());
+        }
+        out.push(Span {
+            key,
+            entry: at..body.end,
+            record,
+        });
+    }
+    let n = out.len();
+    if n as u64 != key_count(k) || n < 2 {
+        return Err(format!(
+            "segment holds {n} records, its key says {}",
+            key_count(k)
+        ));
+    }
+    let first_ok = out.first().is_some_and(|f| f.key[..] == k[..24]);
+    let last_ok = out
+        .last()
+        .is_some_and(|l| super::records::key_ms(&l.key) == key_last_ms(k));
+    if !first_ok || !last_ok {
+        return Err("segment's first key or last time differs from its key".into());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -193,6 +286,46 @@ mod tests {
         a.encode(&mut one).unwrap();
         assert_eq!(decode_all(&key(5, 5), &one).unwrap(), vec![(key(5, 5), a)]);
         assert_eq!((key_count(&key(5, 5)), key_last_ms(&key(5, 5))), (1, 5));
+    }
+
+    /// A segment rewritten from its spans, one record re-encoded and the others' bytes copied, is
+    /// the segment encoded whole with that record changed; spans refuse what `decode_all` does.
+    #[test]
+    fn spans_locate_each_entry_and_a_rewrite_from_them_equals_a_whole_encoding() {
+        let recs: Vec<StoredDecision> = (0..5).map(|i| rec(100 * i + 7)).collect();
+        let keys: Vec<DecisionKey> = (0..5).map(|i| key(10 + i, i as u8)).collect();
+        let all: Vec<_> = keys.iter().copied().zip(recs.iter()).collect();
+        let mut buf = Vec::new();
+        encode(&all, &mut buf);
+        let k = segment_key(&keys[0], 14, 5);
+        let spans = spans(&k, &buf).unwrap();
+        assert_eq!(spans.len(), 5);
+        for (s, (key, r)) in spans.iter().zip(&all) {
+            assert_eq!(s.key, *key);
+            assert_eq!(StoredDecision::decode(&buf[s.record.clone()]).unwrap(), **r);
+        }
+        let changed = StoredDecision {
+            ttl_ms: 1 << 40,
+            fallback_models: vec![3, 4],
+            ..rec(0)
+        };
+        let mut rewritten = Vec::new();
+        for (i, s) in spans.iter().enumerate() {
+            if i == 2 {
+                encode_entry(&s.key, &changed, &mut rewritten);
+            } else {
+                rewritten.extend_from_slice(&buf[s.entry.clone()]);
+            }
+        }
+        let mut whole = Vec::new();
+        let mut expect = all.clone();
+        expect[2].1 = &changed;
+        encode(&expect, &mut whole);
+        assert_eq!(rewritten, whole);
+        assert!(super::spans(&segment_key(&keys[0], 14, 4), &buf).is_err());
+        assert!(super::spans(&segment_key(&keys[0], 13, 5), &buf).is_err());
+        assert!(super::spans(&k, &buf[..buf.len() - 1]).is_err());
+        assert!(super::spans(&keys[0], &buf).is_err());
     }
 
     #[test]
