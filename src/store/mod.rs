@@ -178,6 +178,16 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Adds a write of the decisions tree: `key` = `value`, over `old_size` bytes (key included)
+    /// that held `old`, adding `added` decisions to the log.
+    fn put_decision(&mut self, key: &[u8], value: &[u8], old_size: usize, old: Old, added: usize) {
+        self.bytes_delta += (key.len() + value.len()) as i64 - old_size as i64;
+        self.count_delta += added as i64;
+        self.writes
+            .insert_over(manifest::DECISIONS, key, value, old);
+        self.decisions.insert(key, value);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.empty
     }
@@ -614,6 +624,11 @@ impl Store {
             path: self.path.display().to_string(),
             detail: format!("refusing to persist {what} {id}: {e}"),
         };
+        let encode_record = |key: &DecisionKey, r: &StoredDecision, buf: &mut Vec<u8>| {
+            buf.clear();
+            r.encode(buf)
+                .map_err(|e| bad("decision", &show_key(key), e.to_string()))
+        };
         // What the reads below find is what the commit replaces, unless another write (a trim)
         // reaches the store first: the commit then reads the old versions again.
         b.writes.read_at(self.write_seq_now());
@@ -683,32 +698,24 @@ impl Store {
                                     })
                                 }
                             };
-                            let found = match seg.spans.binary_search_by_key(&key, |s| s.key) {
-                                Ok(i) => {
-                                    let bytes = seg
-                                        .spans
-                                        .get(i)
-                                        .and_then(|s| seg.value.get(s.record.clone()))
-                                        .unwrap_or_default();
-                                    Some(self.decode(&sk, bytes, names)?)
-                                }
-                                Err(_) => None,
-                            };
-                            match found {
-                                Some(record) => Touched {
-                                    record,
-                                    old_size: 0,
-                                    old: Old::Absent,
-                                    set_from: None,
-                                    segment: Some(sk),
-                                },
-                                None => {
-                                    return Err(self.corrupt(
-                                        "decisions",
-                                        &sk,
-                                        format!("does not hold {}", show_key(&key)),
-                                    ))
-                                }
+                            let i =
+                                seg.spans
+                                    .binary_search_by_key(&key, |s| s.key)
+                                    .map_err(|_| {
+                                        let e = format!("does not hold {}", show_key(&key));
+                                        self.corrupt("decisions", &sk, e)
+                                    })?;
+                            let bytes = seg
+                                .spans
+                                .get(i)
+                                .and_then(|s| seg.value.get(s.record.clone()))
+                                .unwrap_or_default();
+                            Touched {
+                                record: self.decode(&sk, bytes, names)?,
+                                old_size: 0,
+                                old: Old::Absent,
+                                set_from: None,
+                                segment: Some(sk),
                             }
                         }
                     };
@@ -815,16 +822,9 @@ impl Store {
                     fresh.push((key, t.record));
                     continue;
                 }
-                buf.clear();
-                t.record
-                    .encode(&mut buf)
-                    .map_err(|e| bad("decision", &show_key(&key), e.to_string()))?;
-                b.bytes_delta += (key.len() + buf.len()) as i64 - t.old_size as i64;
-                if t.old_size == 0 {
-                    b.count_delta += 1;
-                }
-                b.writes.insert_over(manifest::DECISIONS, &key, &buf, t.old);
-                b.decisions.insert(key.as_slice(), buf.as_slice());
+                encode_record(&key, &t.record, &mut buf)?;
+                let added = usize::from(t.old_size == 0);
+                b.put_decision(&key, &buf, t.old_size, t.old, added);
             }
             for (sk, seg) in segments.drain() {
                 buf.clear();
@@ -835,10 +835,7 @@ impl Store {
                             .extend_from_slice(seg.value.get(s.entry.clone()).unwrap_or_default()),
                     }
                 }
-                b.bytes_delta += (sk.len() + buf.len()) as i64 - seg.old_size as i64;
-                b.writes
-                    .insert_over(manifest::DECISIONS, &sk, &buf, seg.old);
-                b.decisions.insert(sk.as_slice(), buf.as_slice());
+                b.put_decision(&sk, &buf, seg.old_size, seg.old, 0);
             }
             // The new decisions in segments of about equal size, at most `SEGMENT_MAX` each; a
             // lone decision keeps its own key.
@@ -852,25 +849,13 @@ impl Store {
                     continue;
                 };
                 if group.len() == 1 {
-                    buf.clear();
-                    first_rec
-                        .encode(&mut buf)
-                        .map_err(|e| bad("decision", &show_key(first), e.to_string()))?;
-                    b.writes
-                        .insert_over(manifest::DECISIONS, first, &buf, Old::Absent);
-                    b.decisions.insert(first.as_slice(), buf.as_slice());
-                    b.bytes_delta += (first.len() + buf.len()) as i64;
-                    b.count_delta += 1;
+                    encode_record(first, first_rec, &mut buf)?;
+                    b.put_decision(first, &buf, 0, Old::Absent, 1);
                     continue;
                 }
                 let sk = segment::segment_key(first, key_ms(last), group.len());
-                let records: Vec<_> = group.iter().map(|(k, r)| (*k, r)).collect();
-                segment::encode(&records, &mut buf);
-                b.writes
-                    .insert_over(manifest::DECISIONS, &sk, &buf, Old::Absent);
-                b.decisions.insert(sk.as_slice(), buf.as_slice());
-                b.bytes_delta += (sk.len() + buf.len()) as i64;
-                b.count_delta += group.len() as i64;
+                segment::encode(group.iter().map(|(k, r)| (k, r)), &mut buf);
+                b.put_decision(&sk, &buf, 0, Old::Absent, group.len());
                 for (k, _) in group {
                     if let Some(loc) = <[u8; 16]>::try_from(&k[8..])
                         .ok()

@@ -28,7 +28,11 @@ pub const SEGMENT_KEY_LEN: usize = 33;
 
 pub type SegmentKey = [u8; SEGMENT_KEY_LEN];
 
-/// Several decision records, in key order.
+/// Several decision records, in key order: the format of a segment's value, as prost defines it.
+/// [`encode`] and [`spans`] write and read it field by field (a test checks that the bytes are
+/// prost's), so that no record is copied into an owned message and a rewrite decodes only the
+/// records it changes.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Segment {
     #[prost(message, repeated, tag = "1")]
@@ -36,6 +40,7 @@ pub struct Segment {
 }
 
 /// One decision in a segment: its 24-byte key and its record.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Entry {
     #[prost(bytes = "vec", tag = "1")]
@@ -95,39 +100,22 @@ pub fn decode_all(k: &[u8], v: &[u8]) -> Result<Vec<(DecisionKey, StoredDecision
             k.len()
         ));
     }
-    let seg = Segment::decode(v).map_err(|e| format!("segment: {e}"))?;
-    let n = seg.entries.len();
-    if n as u64 != key_count(k) || n < 2 {
-        return Err(format!(
-            "segment holds {n} records, its key says {}",
-            key_count(k)
-        ));
-    }
-    let mut out: Vec<(DecisionKey, StoredDecision)> = Vec::with_capacity(n);
-    for e in seg.entries {
-        let key = DecisionKey::try_from(e.key.as_slice())
-            .map_err(|_| format!("segment entry key of {} bytes, not 24", e.key.len()))?;
-        if out.last().is_some_and(|(prev, _)| *prev >= key) {
-            return Err("segment entries out of key order".into());
-        }
-        let record = e
-            .record
-            .ok_or_else(|| "segment entry without a record".to_string())?;
-        out.push((key, record));
-    }
-    let first_ok = out.first().is_some_and(|(f, _)| f[..] == k[..24]);
-    let last_ok = out
-        .last()
-        .is_some_and(|(l, _)| super::records::key_ms(l) == key_last_ms(k));
-    if !first_ok || !last_ok {
-        return Err("segment's first key or last time differs from its key".into());
-    }
-    Ok(out)
+    spans(k, v)?
+        .into_iter()
+        .map(|s| {
+            let bytes = v.get(s.record).unwrap_or_default();
+            let r = StoredDecision::decode(bytes).map_err(|e| format!("segment record: {e}"))?;
+            Ok((s.key, r))
+        })
+        .collect()
 }
 
 /// Encodes records (in key order, at least two) as a segment value into `buf`: the bytes of a
 /// [`Segment`], written field by field so that no record is copied into an owned message first.
-pub fn encode(records: &[(DecisionKey, &StoredDecision)], buf: &mut Vec<u8>) {
+pub fn encode<'a>(
+    records: impl IntoIterator<Item = (&'a DecisionKey, &'a StoredDecision)>,
+    buf: &mut Vec<u8>,
+) {
     buf.clear();
     for (k, r) in records {
         encode_entry(k, r, buf);
@@ -261,7 +249,7 @@ mod tests {
         let (a, b, c) = (rec(1), rec(2), rec(3));
         let recs = [(key(10, 1), &a), (key(10, 2), &b), (key(12, 0), &c)];
         let mut buf = Vec::new();
-        encode(&recs, &mut buf);
+        encode(recs.iter().map(|(k, r)| (k, *r)), &mut buf);
         let k = segment_key(&key(10, 1), 12, 3);
         assert!(is_segment(&k));
         assert_eq!(key_count(&k), 3);
@@ -296,7 +284,7 @@ mod tests {
         let keys: Vec<DecisionKey> = (0..5).map(|i| key(10 + i, i as u8)).collect();
         let all: Vec<_> = keys.iter().copied().zip(recs.iter()).collect();
         let mut buf = Vec::new();
-        encode(&all, &mut buf);
+        encode(all.iter().map(|(k, r)| (k, *r)), &mut buf);
         let k = segment_key(&keys[0], 14, 5);
         let spans = spans(&k, &buf).unwrap();
         assert_eq!(spans.len(), 5);
@@ -320,7 +308,7 @@ mod tests {
         let mut whole = Vec::new();
         let mut expect = all.clone();
         expect[2].1 = &changed;
-        encode(&expect, &mut whole);
+        encode(expect.iter().map(|(k, r)| (k, *r)), &mut whole);
         assert_eq!(rewritten, whole);
         assert!(super::spans(&segment_key(&keys[0], 14, 4), &buf).is_err());
         assert!(super::spans(&segment_key(&keys[0], 13, 5), &buf).is_err());
@@ -332,7 +320,7 @@ mod tests {
     fn a_segment_that_disagrees_with_its_key_is_refused() {
         let (a, b) = (rec(1), rec(2));
         let mut buf = Vec::new();
-        encode(&[(key(10, 1), &a), (key(11, 2), &b)], &mut buf);
+        encode([(&key(10, 1), &a), (&key(11, 2), &b)], &mut buf);
         let good = segment_key(&key(10, 1), 11, 2);
         assert!(decode_all(&good, &buf).is_ok());
         for bad in [
@@ -342,7 +330,7 @@ mod tests {
         ] {
             assert!(decode_all(&bad, &buf).is_err());
         }
-        encode(&[(key(11, 2), &b), (key(10, 1), &a)], &mut buf);
+        encode([(&key(11, 2), &b), (&key(10, 1), &a)], &mut buf);
         let err = decode_all(&segment_key(&key(11, 2), 10, 2), &buf).unwrap_err();
         assert!(err.contains("order"), "{err}");
         assert!(decode_all(&good, b"\xff\xff\xff").is_err());
