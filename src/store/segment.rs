@@ -12,8 +12,9 @@
 //!
 //! Key of a segment (33 bytes): its first record's 24-byte key (creation ms, id), its last
 //! record's creation ms (big-endian u64) and its record count (u8). So the log still sorts and
-//! trims by creation time, and counting, trimming and the age bound read keys only. Value: a prost
-//! [`Segment`].
+//! trims by creation time, and counting, trimming and the age bound decide from keys without
+//! decoding a segment. Value: the bytes of the prost message `Segment` (defined for the tests;
+//! [`encode`] and [`spans`] write and read it field by field).
 
 use prost::Message;
 
@@ -111,7 +112,7 @@ pub fn decode_all(k: &[u8], v: &[u8]) -> Result<Vec<(DecisionKey, StoredDecision
 }
 
 /// Encodes records (in key order, at least two) as a segment value into `buf`: the bytes of a
-/// [`Segment`], written field by field so that no record is copied into an owned message first.
+/// `Segment`, written field by field so that no record is copied into an owned message first.
 pub fn encode<'a>(
     records: impl IntoIterator<Item = (&'a DecisionKey, &'a StoredDecision)>,
     buf: &mut Vec<u8>,
@@ -122,7 +123,7 @@ pub fn encode<'a>(
     }
 }
 
-/// Appends one [`Entry`] of a segment (field 1 of [`Segment`]) to `buf`.
+/// Appends one `Entry` of a segment (field 1 of `Segment`) to `buf`.
 pub fn encode_entry(k: &DecisionKey, r: &StoredDecision, buf: &mut Vec<u8>) {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     let rlen = r.encoded_len();
