@@ -157,6 +157,10 @@ pub struct Metrics {
     pending: Gauge,
     resident_memory: Gauge,
     store_errors: Counter,
+    store_cycle: Histogram,
+    store_flush: Histogram,
+    store_backlog: Gauge,
+    store_backpressure: Counter,
     skipped_arms: Counter,
     lock_wait: Histogram,
     lock_hold: Histogram,
@@ -180,6 +184,11 @@ fn handling_histogram() -> Histogram {
 fn lock_histogram() -> Histogram {
     // 1 us .. ~16 ms.
     Histogram::new(exponential_buckets(0.000_001, 2.0, 15))
+}
+
+fn store_histogram() -> Histogram {
+    // 50 us .. ~1.6 s: a writer cycle or its flush (fsync).
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
 fn model_latency_histogram() -> Histogram {
@@ -344,6 +353,33 @@ impl Metrics {
                 &mut r,
                 "switchyard_store_write_errors",
                 "Writer cycles whose write or flush to the data dir failed",
+                Counter::default(),
+            ),
+            store_cycle: register(
+                &mut r,
+                "switchyard_store_cycle_seconds",
+                "Duration of each successful writer cycle: taking the engine's changes, encoding, \
+                 committing and, when it flushes, the flush (a sync Feedback waits for up to two)",
+                store_histogram(),
+            ),
+            store_flush: register(
+                &mut r,
+                "switchyard_store_flush_seconds",
+                "Duration of each flush of the data dir to disk by the writer (sled's fsync)",
+                store_histogram(),
+            ),
+            store_backlog: register(
+                &mut r,
+                "switchyard_store_backlog_events",
+                "Logged decisions and outcomes not yet written, as the last Route saw it; past \
+                 20 000 a Route waits for the writer's next cycle",
+                Gauge::default(),
+            ),
+            store_backpressure: register(
+                &mut r,
+                "switchyard_store_backpressure_waits",
+                "Routes that waited for a writer cycle because the backlog was past its bound \
+                 (the disk, not the router, set the pace)",
                 Counter::default(),
             ),
             skipped_arms: register(
@@ -511,6 +547,17 @@ impl Metrics {
         self.store_errors.inc();
     }
 
+    /// The writer's backlog as a Route saw it.
+    pub fn store_backlog(&self, events: usize) {
+        self.store_backlog
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
+    }
+
+    /// A Route waited for the writer (backlog past its bound).
+    pub fn store_backpressure(&self) {
+        self.store_backpressure.inc();
+    }
+
     /// Bad arm records skipped by the restore at start.
     pub fn skipped_arms(&self, n: u64) {
         self.skipped_arms.inc_by(n);
@@ -617,6 +664,20 @@ fn resident_memory_bytes() -> Option<u64> {
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The writer thread's cycles, as metrics.
+impl super::persist::Observe for std::sync::Arc<Metrics> {
+    fn cycle(&self, times: &super::persist::CycleTimes) {
+        self.store_cycle.observe(times.total.as_secs_f64());
+        if let Some(flush) = times.flush {
+            self.store_flush.observe(flush.as_secs_f64());
+        }
+    }
+
+    fn failed(&self, _: &crate::store::StoreError) {
+        self.store_error();
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -154,12 +154,11 @@ impl Shared {
         phase.done("first write cycle flushed");
         let metrics = Arc::new(metrics::Metrics::new());
         metrics.skipped_arms(store.with(|s| Ok(s.skipped_arms()))?);
-        let counted = Arc::clone(&metrics);
         let writer = persist::Writer::start(
             Arc::clone(&store),
             take,
             interval,
-            Box::new(move |_| counted.store_error()),
+            Box::new(Arc::clone(&metrics)),
         )
         .map_err(|e| StoreError::Io {
             path: String::from("(writer thread)"),
@@ -544,8 +543,10 @@ impl RouteService {
             }
             Ok((d, engine.unpersisted()))
         })?;
-        if backlog > persist::MAX_BACKLOG {
-            if let Some(w) = &self.shared.writer {
+        if let Some(w) = &self.shared.writer {
+            self.shared.metrics.store_backlog(backlog);
+            if backlog > persist::MAX_BACKLOG {
+                self.shared.metrics.store_backpressure();
                 w.next_cycle().await;
             }
         }

@@ -70,6 +70,28 @@ enum Msg {
 /// Takes the engine's change set (under the engine lock, which it releases before returning).
 pub type TakeChanges = Box<dyn Fn() -> EngineChanges + Send>;
 
+/// How long one successful cycle took: the whole cycle (taking the changes, encoding, committing,
+/// flushing) and the flush alone when it flushed. A `sync` Feedback waits for up to two of them.
+#[derive(Debug, Clone, Copy)]
+pub struct CycleTimes {
+    pub total: Duration,
+    pub flush: Option<Duration>,
+}
+
+/// What the writer tells the service about its cycles (the metrics), from its own thread.
+pub trait Observe: Send {
+    /// A cycle wrote (and, if asked, flushed) everything it had.
+    fn cycle(&self, times: &CycleTimes);
+    /// A cycle failed; it is retried.
+    fn failed(&self, error: &StoreError);
+}
+
+/// Nothing observes the cycles.
+impl Observe for () {
+    fn cycle(&self, _: &CycleTimes) {}
+    fn failed(&self, _: &StoreError) {}
+}
+
 /// Handle to the writer thread. The thread owns the store and a way to take the engine's changes;
 /// it knows nothing of the service, so data flows one way: engine -> changes -> writer -> store.
 pub struct Writer {
@@ -82,12 +104,12 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the thread: it writes what `take` hands out every [`WRITE_INTERVAL`] (at once when
-    /// woken), flushes at least every `flush_every`, and reports failed cycles to `on_error`.
+    /// woken), flushes at least every `flush_every`, and tells `observe` how each cycle went.
     pub fn start(
         store: Arc<StoreSlot>,
         take: TakeChanges,
         flush_every: Duration,
-        on_error: Box<dyn Fn(&StoreError) + Send>,
+        observe: Box<dyn Observe>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = tokio::sync::watch::channel(Cycle::default());
@@ -105,7 +127,7 @@ impl Writer {
                     &done_tx,
                     &healthy_tx,
                     flush_every,
-                    &*on_error,
+                    &*observe,
                 );
                 // Dropping done_tx here (also when run panics) fails every waiting caller with
                 // UNAVAILABLE rather than leaving it hanging.
@@ -221,7 +243,7 @@ pub fn cycle(
     take: &TakeChanges,
     backlog: &mut Backlog,
     flush: bool,
-) -> Result<(), StoreError> {
+) -> Result<CycleTimes, StoreError> {
     let started = Instant::now();
     let changes = Some(take()).filter(|c| !c.is_empty());
     let locked = started.elapsed();
@@ -256,8 +278,11 @@ pub fn cycle(
             }
         }
         let committed = started.elapsed();
+        let mut flushed = None;
         if flush {
+            let flush_started = Instant::now();
             store.flush()?;
+            flushed = Some(flush_started.elapsed());
             backlog.unflushed.clear();
             if backlog.reopened {
                 store.recount()?;
@@ -271,7 +296,10 @@ pub fn cycle(
             total_us = started.elapsed().as_micros() as u64,
             "writer cycle"
         );
-        Ok(())
+        Ok(CycleTimes {
+            total: started.elapsed(),
+            flush: flushed,
+        })
     })
 }
 
@@ -287,7 +315,7 @@ fn run(
     done_tx: &tokio::sync::watch::Sender<Cycle>,
     healthy: &tokio::sync::watch::Sender<bool>,
     flush_every: Duration,
-    on_error: &dyn Fn(&StoreError),
+    observe: &dyn Observe,
 ) {
     let mut last_flush = Instant::now();
     let (mut done, mut committed) = (0, 0);
@@ -335,7 +363,8 @@ fn run(
             None => Ok(()),
         };
         let error = match result.and_then(|()| cycle(store, take, &mut backlog, flush)) {
-            Ok(()) => {
+            Ok(times) => {
+                observe.cycle(&times);
                 committed = upto;
                 if retry.take().is_some() {
                     tracing::info!("storage writer recovered: the data dir is written again");
@@ -346,7 +375,7 @@ fn run(
             Err(e) => {
                 let delay = retry.map_or(WRITE_INTERVAL * 2, |(_, d)| (d * 2).min(MAX_RETRY_DELAY));
                 tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, queued = backlog.queue.len() + backlog.unflushed.len(), "cannot persist engine state");
-                on_error(&e);
+                observe.failed(&e);
                 if retry.is_none() {
                     healthy.send_replace(false);
                 }
@@ -386,7 +415,7 @@ mod tests {
             assert!(!flag.load(Ordering::SeqCst), "writer thread dies here");
             EngineChanges::default()
         });
-        let writer = Writer::start(slot, take, Duration::from_millis(5), Box::new(|_| {})).unwrap();
+        let writer = Writer::start(slot, take, Duration::from_millis(5), Box::new(())).unwrap();
         writer.wait().await.unwrap();
         die.store(true, Ordering::SeqCst);
         let err = writer.wait().await.unwrap_err();
