@@ -2,10 +2,12 @@
 //! driven over gRPC, stopped with SIGTERM; `config print-default` piped into `config check`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use crate::common;
+
+use std::process::Command;
 use std::time::Duration;
 
+use common::served::ServedBinary;
 use switchyard::proto::route_client::RouteClient;
 use switchyard::proto::{FeedbackRequest, Outcome, RouteRequest};
 
@@ -15,25 +17,8 @@ fn bin() -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_the_builtin_default_answers_and_stops_cleanly_on_sigterm() {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-
-    let mut client = RouteClient::connect(format!("http://{addr}"))
+    let mut served = ServedBinary::start();
+    let mut client = RouteClient::connect(format!("http://{}", served.addr))
         .await
         .unwrap();
     for class in ["qa", "code", "summarize"] {
@@ -60,23 +45,7 @@ async fn serve_on_the_builtin_default_answers_and_stops_cleanly_on_sigterm() {
         assert!(r.accepted && !r.duplicate);
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Some(s) = child.try_wait().unwrap() {
-            exited = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let Some(status) = exited else {
-        child.kill().unwrap();
-        panic!("serve did not stop within 5 s of SIGTERM");
-    };
+    let status = served.terminate(Duration::from_secs(5)).await;
     assert!(status.success(), "serve exited with {status}");
 }
 

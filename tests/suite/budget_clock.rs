@@ -79,11 +79,11 @@ impl Clock {
 }
 
 fn serve(cfg: &Path, data: &Path, clock: &Clock) -> ServedBinary {
-    ServedBinary::start_env(
-        data,
-        &["--config", cfg.to_str().unwrap()],
-        &[(TEST_CLOCK_ENV, clock.0.as_path())],
-    )
+    ServedBinary::builder()
+        .config(cfg)
+        .data_dir(data)
+        .env(TEST_CLOCK_ENV, &clock.0)
+        .start()
 }
 
 async fn connect(served: &ServedBinary) -> Channel {

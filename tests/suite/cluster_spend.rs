@@ -57,15 +57,11 @@ impl Replica {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config(&redis.url(), webhook_url, id)).unwrap();
-        let served = ServedBinary::start_with(
-            &dir.path().join("data"),
-            &[
-                "--config",
-                path.to_str().unwrap(),
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ],
-        );
+        let served = ServedBinary::builder()
+            .config(&path)
+            .data_dir(&dir.path().join("data"))
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .start();
         Replica { served, _dir: dir }
     }
 

@@ -2,6 +2,8 @@
 //! rule, API keys per role and tenant, live reload under traffic, and the drain on shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::common::served::ServedBinary;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1259,8 +1261,6 @@ fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_export_carries_a_route_span_with_class_model_and_reason() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let (collector, spans) = otlp_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
@@ -1272,48 +1272,19 @@ async fn otlp_export_carries_a_route_span_with_class_model_and_reason() {
             class("qa", &["m1", "m2"])
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .arg("--otlp-endpoint")
-        .arg(format!("http://{collector}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    let ch = connect(Endpoint::from_shared(format!("http://{addr}")).unwrap()).await;
+    let mut served = ServedBinary::builder()
+        .memory()
+        .config(&path)
+        .args(["--otlp-endpoint".to_string(), format!("http://{collector}")])
+        .start();
+    let ch = connect(Endpoint::from_shared(format!("http://{}", served.addr)).unwrap()).await;
     let d = RouteClient::new(ch)
         .route(route_req("qa", ""))
         .await
         .unwrap()
         .into_inner();
     // SIGTERM: the server drains, stops and flushes the queued spans on its way out.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut exited = false;
-    for _ in 0..500 {
-        if child.try_wait().unwrap().is_some() {
-            exited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if !exited {
-        child.kill().unwrap();
-        panic!("serve did not stop after SIGTERM");
-    }
+    served.terminate(Duration::from_secs(10)).await;
     let route = |spans: &[opentelemetry_proto::tonic::trace::v1::Span]| {
         spans
             .iter()

@@ -334,6 +334,15 @@ async fn scrape_after_traffic_finds_every_documented_series_with_its_count() {
         sum(&s, "switchyard_store_skipped_arm_records_total", &[]),
         0.0
     );
+    for name in [
+        "switchyard_store_cycle_seconds_count",
+        "switchyard_store_flush_seconds_count",
+        "switchyard_store_backpressure_waits_total",
+        "switchyard_store_backlog_events",
+    ] {
+        assert!(has(&s, name, &[]), "{name}\n{text}");
+        assert_eq!(sum(&s, name, &[]), 0.0, "{name}");
+    }
 
     // Pending decisions (feedback does not end a decision: late quality may follow) and memory.
     assert_eq!(sum(&s, "switchyard_pending_decisions", &[]), 40.0);
@@ -411,4 +420,61 @@ async fn late_settlements_alerts_and_overruns_are_counted() {
     }
     assert_eq!(sum(&s, "switchyard_budget_alerts_total", &[]), 3.0);
     server.stop().await;
+}
+
+async fn scrape(url: &str) -> Vec<Sample> {
+    parse(&reqwest::get(url).await.unwrap().text().await.unwrap())
+}
+
+/// With a data dir (`sync`, the default) the writer's cycles and flushes are timed. Each Feedback
+/// here is sent after the one before was acknowledged, and an acknowledged `sync` Feedback waited
+/// for a flushed cycle that covered it, so five of them add at least five flushes; a flush is part
+/// of a cycle, so there are never more flushes than cycles. No Route waited for the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_cycles_and_flushes_are_timed_with_a_data_dir() {
+    let served = common::served::ServedBinary::builder()
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .start();
+    let url = served.metrics.clone().unwrap();
+    let mut c =
+        switchyard::proto::route_client::RouteClient::connect(format!("http://{}", served.addr))
+            .await
+            .unwrap();
+    let flushes = |s: &[Sample]| sum(s, "switchyard_store_flush_seconds_count", &[]);
+    let before = flushes(&scrape(&url).await);
+    for _ in 0..5 {
+        let d = c
+            .route(RouteRequest {
+                task_class: "qa".into(),
+                input_tokens: 500,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        c.feedback(feedback(&d.decision_id, Outcome::Success, 800.0, Some(0.8)))
+            .await
+            .unwrap();
+    }
+    let s = scrape(&url).await;
+    let after = flushes(&s);
+    assert!(after >= before + 5.0, "flushes {before} -> {after}");
+    let cycles = sum(&s, "switchyard_store_cycle_seconds_count", &[]);
+    assert!(cycles >= after, "{cycles} cycles, {after} flushes");
+    assert!(sum(&s, "switchyard_store_flush_seconds_sum", &[]) > 0.0);
+    assert!(
+        sum(&s, "switchyard_store_cycle_seconds_sum", &[])
+            >= sum(&s, "switchyard_store_flush_seconds_sum", &[])
+    );
+    assert!(has(
+        &s,
+        "switchyard_store_cycle_seconds_bucket",
+        &[("le", "+Inf")]
+    ));
+    assert!(has(&s, "switchyard_store_backlog_events", &[]));
+    assert_eq!(
+        sum(&s, "switchyard_store_backpressure_waits_total", &[]),
+        0.0
+    );
+    assert_eq!(sum(&s, "switchyard_store_write_errors_total", &[]), 0.0);
 }

@@ -3,11 +3,11 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::served::ServedBinary;
 use switchyard::config::DEFAULT_CONFIG_TOML;
 use switchyard::proto::route_client::RouteClient;
 use switchyard::proto::{
@@ -32,67 +32,30 @@ fn write_config(dir: &Path, storage: &str, pending_ttl_secs: f64) -> std::path::
     path
 }
 
-struct Service {
-    child: Child,
-    addr: String,
+/// The binary on `config` and the caller's data dir `data`, which outlives it (restarts, the
+/// offline tools).
+fn serve(config: &Path, data: &Path) -> ServedBinary {
+    ServedBinary::builder()
+        .config(config)
+        .data_dir(data)
+        .start()
 }
 
-impl Service {
-    fn start(config: &Path, data: &Path) -> Service {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Service { child, addr }
-    }
-
-    async fn client(&self) -> RouteClient<Channel> {
-        let url = format!("http://{}", self.addr);
-        for _ in 0..100 {
-            if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
-                return RouteClient::new(ch);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+async fn client(served: &ServedBinary) -> RouteClient<Channel> {
+    let url = format!("http://{}", served.addr);
+    for _ in 0..100 {
+        if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
+            return RouteClient::new(ch);
         }
-        panic!("no connection to {url}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    panic!("no connection to {url}");
+}
 
-    /// SIGTERM, then wait for a clean exit. Polls without blocking the test's runtime: the
-    /// server's graceful shutdown waits for the clients' connections, which this runtime drives.
-    async fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(st.success());
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status:?}");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.child.kill().unwrap();
-        panic!("serve did not stop within 10 s of SIGTERM");
-    }
-
-    /// SIGKILL: no chance to flush.
-    fn crash(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
+/// SIGTERM, then a clean exit within 10 s.
+async fn terminate(mut served: ServedBinary) {
+    let status = served.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}");
 }
 
 async fn route(c: &mut RouteClient<Channel>) -> String {
@@ -160,8 +123,8 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cfg = write_config(tmp.path(), "durability = \"sync\"", 3600.0);
-    let svc = Service::start(&cfg, &data);
-    let mut c = svc.client().await;
+    let svc = serve(&cfg, &data);
+    let mut c = client(&svc).await;
     let mut ids = Vec::new();
     for _ in 0..20 {
         ids.push(route(&mut c).await);
@@ -179,10 +142,10 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
         err.contains("in use by another switchyard process"),
         "{err}"
     );
-    svc.terminate().await;
+    terminate(svc).await;
 
-    let svc = Service::start(&cfg, &data);
-    let mut c = svc.client().await;
+    let svc = serve(&cfg, &data);
+    let mut c = client(&svc).await;
     assert_eq!(stats(&mut c).await, before);
     // Pending decisions accept their feedback; the ones already counted are duplicates.
     for (i, id) in ids.iter().enumerate() {
@@ -211,7 +174,7 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
         0
     );
     drop(c);
-    svc.terminate().await;
+    terminate(svc).await;
 
     // The event log exports as logged traffic.
     let out = Command::new(BIN)
@@ -241,8 +204,8 @@ async fn crash_run(storage: &str, wait_before_kill: Duration) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cfg = write_config(tmp.path(), storage, 3600.0);
-    let svc = Service::start(&cfg, &data);
-    let c = svc.client().await;
+    let mut svc = serve(&cfg, &data);
+    let c = client(&svc).await;
     let mut ids = Vec::new();
     {
         let mut c = c.clone();
@@ -265,17 +228,17 @@ async fn crash_run(storage: &str, wait_before_kill: Duration) {
         t.await.unwrap();
     }
     tokio::time::sleep(wait_before_kill).await;
-    svc.crash();
+    svc.kill();
 
-    let svc = Service::start(&cfg, &data);
-    let mut c = svc.client().await;
+    let svc = serve(&cfg, &data);
+    let mut c = client(&svc).await;
     assert_eq!(successes(&stats(&mut c).await), N as u64);
     for (i, id) in ids.iter().enumerate() {
         assert!(feedback(&mut c, id, i).await, "decision {i} counted twice");
     }
     assert_eq!(successes(&stats(&mut c).await), N as u64);
     drop(c);
-    svc.terminate().await;
+    terminate(svc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,8 +265,8 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
         "durability = \"periodic\"\nevent_log_max_events = 50",
         1.0,
     );
-    let svc = Service::start(&cfg, &data);
-    let mut c = svc.client().await;
+    let svc = serve(&cfg, &data);
+    let mut c = client(&svc).await;
     let mut last = String::new();
     for _ in 0..300 {
         last = route(&mut c).await;
@@ -334,7 +297,7 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(c);
-    svc.terminate().await;
+    terminate(svc).await;
     let out = state_show(&data);
     assert!(
         out.status.success(),
@@ -378,21 +341,12 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
     // While a server holds the dir, the offline tools say so and what to do. "listening on" comes
     // only once the data dir is open and restored: the restore's log line is already written.
     let cfg = write_config(tmp.path(), "durability = \"sync\"", 3600.0);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
+    let mut served = ServedBinary::builder()
+        .config(&cfg)
+        .data_dir(&data)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on "), "{line:?}");
+        .capture_stderr()
+        .start();
     let out = state_show(&data);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -404,10 +358,8 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         err.contains("stop that process or use another --data-dir"),
         "{err}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    served.kill();
+    let log = served.stderr();
     assert!(log.contains("state restored from data dir"), "{log}");
 
     // A schema this build does not know is refused naming both versions and what to do.
@@ -450,11 +402,7 @@ fn a_deleted_db_is_refused_at_start_naming_the_file() {
     let db = data.join("db");
     assert!(db.is_file());
     std::fs::remove_file(&db).unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = ServedBinary::builder().data_dir(&data).output();
     assert!(!out.status.success());
     assert_ne!(out.status.code(), Some(101), "panicked");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -8,9 +8,9 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use common::served::ServedBinary;
 use common::{config, spec, ModelSpec, TestServer};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -344,24 +344,8 @@ fn the_router_beats_a_static_control_on_cost_at_equal_quality_and_report_ab_show
     let data = dir.path().join("data");
     let cfg = dir.path().join("switchyard.toml");
     std::fs::write(&cfg, ab_config_toml()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let mut served = ServedBinary::builder().config(&cfg).data_dir(&data).start();
+    let addr = served.addr.clone();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (control_n, router_n) = runtime.block_on(async {
@@ -431,8 +415,7 @@ fn the_router_beats_a_static_control_on_cost_at_equal_quality_and_report_ab_show
         "{online}"
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
+    served.kill();
     // Offline, from the data dir the service left: the same figures.
     let offline = report(&[
         "--data-dir",

@@ -136,8 +136,7 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
     let cfg = dir.path().join("switchyard.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let data = dir.path().join("data");
-    let cfg_arg = cfg.to_str().unwrap();
-    let served = ServedBinary::start_with(&data, &["--config", cfg_arg]);
+    let served = ServedBinary::builder().config(&cfg).data_dir(&data).start();
     let mut c = client(&served.addr).await;
     workload(&mut c, 5).await;
 
@@ -256,7 +255,7 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
     );
 
     // Restarted on the same data dir, the rollup is back as it was.
-    let served = ServedBinary::start_with(&data, &["--config", cfg_arg]);
+    let served = ServedBinary::builder().config(&cfg).data_dir(&data).start();
     let mut c = client(&served.addr).await;
     let again = spend(&mut c, &[]).await.rows[0].clone();
     assert_eq!(again, total);
@@ -378,15 +377,11 @@ async fn the_grafana_dashboard_queries_only_metrics_the_binary_serves() {
         "limit_usd = 0.02\nalert_thresholds = [0.5]",
     ) + "[anomaly]\nwarmup_hours = 0\nmin_usd = 0.0001\n";
     std::fs::write(&cfg, text).unwrap();
-    let served = ServedBinary::start_with(
-        &dir.path().join("data"),
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let served = ServedBinary::builder()
+        .config(&cfg)
+        .data_dir(&dir.path().join("data"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .start();
     let mut c = client(&served.addr).await;
     let d = c
         .route(RouteRequest {

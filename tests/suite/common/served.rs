@@ -1,8 +1,16 @@
 //! The real `switchyard` binary serving on a free loopback port, for tests that drive it from
-//! another process (the Python client, `switchyard health`). Killed when dropped.
+//! another process (the Python client, `switchyard health`) or that stop it the way an operator
+//! or a crash does (SIGTERM, SIGKILL). Killed when dropped.
+//!
+//! [`ServedBinary::builder`] says how to start it (config, data dir or none, more arguments,
+//! environment, stderr); [`ServeBuilder::start`] returns once the process printed its
+//! `listening on ADDR` line, so every test starts, waits and stops the binary the same way.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub struct ServedBinary {
     pub addr: String,
@@ -12,44 +20,96 @@ pub struct ServedBinary {
     _data: Option<tempfile::TempDir>,
 }
 
-impl ServedBinary {
-    /// `switchyard serve` on the built-in default config, 127.0.0.1 port 0, a fresh data dir;
-    /// returns once it printed its `listening on ADDR` line.
-    pub fn start() -> ServedBinary {
-        let data = tempfile::tempdir().unwrap();
-        let mut served = Self::start_in(data.path());
-        served._data = Some(data);
-        served
+/// Where `serve` keeps its state.
+enum DataDir {
+    /// A temporary dir owned by the [`ServedBinary`], gone when it is dropped.
+    Fresh,
+    /// The caller's dir, which outlives the process (restarts, the offline tools).
+    At(PathBuf),
+    /// No `--data-dir` at all: the config's `durability = "memory"` runs without one.
+    Memory,
+}
+
+/// How to start `switchyard serve` on 127.0.0.1 port 0; from [`ServedBinary::builder`].
+#[must_use]
+pub struct ServeBuilder {
+    data: DataDir,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    stderr: bool,
+}
+
+impl ServeBuilder {
+    /// Serve on the caller's data dir `data` instead of a fresh temporary one (for restarts on the
+    /// same state, or the offline tools after the process is gone).
+    pub fn data_dir(mut self, data: &Path) -> Self {
+        self.data = DataDir::At(data.to_path_buf());
+        self
     }
 
-    /// `switchyard serve` on the built-in default config with the caller's data dir `data` (for
-    /// restarts on the same state).
-    pub fn start_in(data: &std::path::Path) -> ServedBinary {
-        Self::start_with(data, &[])
+    /// Start without `--data-dir` (a config with `durability = "memory"`).
+    pub fn memory(mut self) -> Self {
+        self.data = DataDir::Memory;
+        self
     }
 
-    /// `switchyard serve` on 127.0.0.1 port 0 with data dir `data` and `extra` arguments (a
-    /// `--config`, `--metrics-listen`); with `--metrics-listen`, `metrics` is the scrape URL.
-    pub fn start_with(data: &std::path::Path, extra: &[&str]) -> ServedBinary {
-        Self::start_env(data, extra, &[])
+    /// `--config path` instead of the built-in default config.
+    pub fn config(self, path: &Path) -> Self {
+        self.args([OsStr::new("--config"), path.as_os_str()])
     }
 
-    /// [`ServedBinary::start_with`] with environment variables `env` set for the process (the
-    /// test clock's file).
-    pub fn start_env(
-        data: &std::path::Path,
-        extra: &[&str],
-        env: &[(&str, &std::path::Path)],
-    ) -> ServedBinary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+    /// More arguments after the others (`--metrics-listen 127.0.0.1:0`, `--otlp-endpoint URL`);
+    /// with `--metrics-listen`, [`ServedBinary::metrics`] is the scrape URL.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// An environment variable for the process (the test clock's file, `RUST_LOG`).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// Keep the process's stderr for [`ServedBinary::stderr`] instead of discarding it. The pipe
+    /// is read only then, so a test logs little (one `RUST_LOG=info` start, not a load run).
+    pub fn capture_stderr(mut self) -> Self {
+        self.stderr = true;
+        self
+    }
+
+    /// The command line; a fresh data dir is created here and returned to be kept alive.
+    fn command(&self) -> (Command, Option<tempfile::TempDir>) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        let fresh = match &self.data {
+            DataDir::Fresh => {
+                let dir = tempfile::tempdir().unwrap();
+                cmd.arg("--data-dir").arg(dir.path());
+                Some(dir)
+            }
+            DataDir::At(path) => {
+                cmd.arg("--data-dir").arg(path);
+                None
+            }
+            DataDir::Memory => None,
+        };
+        cmd.args(&self.args).envs(self.env.iter().cloned());
+        (cmd, fresh)
+    }
+
+    /// Spawns the process and returns once it printed `listening on ADDR` (and `metrics on URL`
+    /// with `--metrics-listen`): by then its data dir is open and restored and the port bound.
+    pub fn start(self) -> ServedBinary {
+        let (mut cmd, data) = self.command();
+        let stderr = if self.stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
@@ -58,7 +118,7 @@ impl ServedBinary {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        let metrics = extra.contains(&"--metrics-listen").then(|| {
+        let metrics = self.args.iter().any(|a| a == "--metrics-listen").then(|| {
             let mut line = String::new();
             out.read_line(&mut line).unwrap();
             line.trim()
@@ -70,8 +130,79 @@ impl ServedBinary {
             addr,
             metrics,
             child,
-            _data: None,
+            _data: data,
         }
+    }
+
+    /// Runs the process to its exit with stdout and stderr captured, for a start that is meant
+    /// to be refused (it never serves, so there is nothing to wait for or stop).
+    pub fn output(self) -> Output {
+        self.command().0.output().unwrap()
+    }
+}
+
+impl ServedBinary {
+    /// How to start `switchyard serve`: by default on the built-in default config with a fresh
+    /// data dir, stderr discarded.
+    pub fn builder() -> ServeBuilder {
+        ServeBuilder {
+            data: DataDir::Fresh,
+            args: Vec::new(),
+            env: Vec::new(),
+            stderr: false,
+        }
+    }
+
+    /// `switchyard serve` on the built-in default config, 127.0.0.1 port 0, a fresh data dir;
+    /// returns once it printed its `listening on ADDR` line.
+    pub fn start() -> ServedBinary {
+        Self::builder().start()
+    }
+
+    /// `switchyard serve` on the built-in default config with the caller's data dir `data` (for
+    /// restarts on the same state).
+    pub fn start_in(data: &Path) -> ServedBinary {
+        Self::builder().data_dir(data).start()
+    }
+
+    /// SIGTERM, then the exit status once the process is gone; panics (after a SIGKILL) if it
+    /// has not stopped `within`. Polls without blocking the test's runtime: the server's graceful
+    /// shutdown waits for the test's open connections, which that runtime drives.
+    pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.child.kill().unwrap();
+                panic!("serve did not stop within {within:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL and reap: a crash, with no chance to flush. The data dir stays (a caller's until
+    /// the caller drops it, a fresh one until this is dropped) for a restart or the offline tools.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Everything the process wrote to stderr; started with [`ServeBuilder::capture_stderr`].
+    /// Reads to the end, so call it once the process has exited.
+    pub fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        self.child
+            .stderr
+            .take()
+            .expect("started without capture_stderr")
+            .read_to_string(&mut text)
+            .unwrap();
+        text
     }
 }
 
