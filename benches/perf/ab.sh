@@ -37,34 +37,15 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 ADDR=127.0.0.1:50093
 OUT=$(mktemp -d)
-SERVER=
-DATA=
-cleanup() {
-    if [[ -n "$SERVER" ]]; then
-        kill -TERM "$SERVER" 2>/dev/null || true
-        wait "$SERVER" 2>/dev/null || true
-    fi
-    if [[ -n "$DATA" ]]; then rm -rf "$DATA"; fi
-    rm -rf "$OUT"
-}
-trap cleanup EXIT
+LOG_DIR=$OUT
+source benches/perf/lib.sh
+trap 'sy_cleanup; rm -rf "$OUT"' EXIT
 
 one() { # BIN CONFIG MODE -> prints "route_rps pairs_per_s"
-    DATA=$(mktemp -d)
-    "$1" serve --config "$2" --config "benches/perf/$3.toml" \
-        --listen "$ADDR" --data-dir "$DATA/d" >"$OUT/serve.out" 2>&1 &
-    SERVER=$!
-    for _ in $(seq 200); do
-        grep -q "listening on" "$OUT/serve.out" 2>/dev/null && break
-        sleep 0.1
-    done
+    sy_start ab "$1" --config "$2" --config "benches/perf/$3.toml"
     "$B" bench --addr "$ADDR" --workload route,pair --duration "$DURATION" --warmup 2 --json \
         >"$OUT/bench.json" 2>/dev/null
-    kill -TERM "$SERVER" 2>/dev/null || true
-    wait "$SERVER" 2>/dev/null || true
-    SERVER=
-    rm -rf "$DATA"
-    DATA=
+    sy_cleanup
     python3 - "$OUT/bench.json" <<'EOF'
 import json, sys
 doc = json.load(open(sys.argv[1]))
@@ -92,13 +73,12 @@ for mode in "${MODES[@]}"; do
     done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 echo
 printf '%-7s %-6s %10s %10s %8s\n' mode load A B 'B/A-1'
 for mode in "${MODES[@]}"; do
     for w in route pair; do
-        a=$(echo "${RESULTS[$mode.A.$w]}" | median)
-        b=$(echo "${RESULTS[$mode.B.$w]}" | median)
+        a=$(tr ' ' '\n' <<<"${RESULTS[$mode.A.$w]}" | median)
+        b=$(tr ' ' '\n' <<<"${RESULTS[$mode.B.$w]}" | median)
         awk -v m="$mode" -v w="$w" -v a="$a" -v b="$b" \
             'BEGIN {printf "%-7s %-6s %10d %10d %+7.1f%%\n", m, w, a, b, (a > 0 ? (b / a - 1) * 100 : 0)}'
     done

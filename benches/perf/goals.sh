@@ -16,39 +16,16 @@ RUNS=${1:-3}
 OUT=${2:-target/perf/goals}
 ADDR=127.0.0.1:50093
 mkdir -p "$OUT"
-SERVER=
-DATA=
-
-stop_server() {
-    if [[ -n "$SERVER" ]]; then
-        kill -TERM "$SERVER" 2>/dev/null || true
-        wait "$SERVER" 2>/dev/null || true
-        SERVER=
-    fi
-    if [[ -n "$DATA" ]]; then rm -rf "$DATA"; DATA=; fi
-}
-trap stop_server EXIT
+source benches/perf/lib.sh
+trap sy_cleanup EXIT
 
 start_server() { # MODE
-    stop_server
-    DATA=$(mktemp -d)
-    "$BIN" serve --config src/default_config.toml --config "benches/perf/$1.toml" \
-        --listen "$ADDR" --data-dir "$DATA/d" >"$DATA/out" 2>"$DATA/err" &
-    SERVER=$!
-    for _ in $(seq 100); do
-        grep -q "listening on" "$DATA/out" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "server ($1) did not start:" >&2
-    cat "$DATA/err" >&2
-    exit 1
+    sy_start "$1" "$BIN" --config src/default_config.toml --config "benches/perf/$1.toml"
 }
 
 # field WORKLOAD COLUMN FILE: a column of a workload's row in a bench report (4: throughput,
 # 8: p99 in us).
 field() { awk -v w="$1" -v c="$2" '$1 == w { print $c; exit }' "$3"; }
-
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A series
 for run in $(seq "$RUNS"); do
@@ -61,7 +38,7 @@ for run in $(seq "$RUNS"); do
         open="$OUT/open-$mode-$run.txt"
         "$BIN" bench --addr "$ADDR" --workload floor,route --rate 10000 --duration 10 --warmup 2 \
             2>/dev/null >"$open"
-        stop_server
+        sy_cleanup
         floor=$(field floor 4 "$closed")
         route=$(field route 4 "$closed")
         ratio=$(awk -v r="$route" -v f="$floor" 'BEGIN { printf "%.3f", r / f }')
@@ -75,7 +52,7 @@ for run in $(seq "$RUNS"); do
     done
 done
 
-med() { tr ' ' '\n' <<<"${series[$1]}" | grep . | median; }
+med() { tr ' ' '\n' <<<"${series[$1]}" | median; }
 verdict() { # VALUE OP LIMIT
     awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >= l : v <= l; print ok ? "met" : "not met" }'
 }

@@ -27,32 +27,13 @@ if [[ "${1:-}" == soak ]]; then
     OUT=${3:-target/perf}
 fi
 mkdir -p "$OUT"
-SERVER=
-DATA=
-
-stop_server() {
-    if [[ -n "$SERVER" ]]; then
-        kill -TERM "$SERVER" 2>/dev/null || true
-        wait "$SERVER" 2>/dev/null || true
-        SERVER=
-    fi
-}
-trap 'stop_server; if [[ -n "$DATA" ]]; then rm -rf "$DATA"; fi' EXIT
+LOG_DIR=$OUT
+source benches/perf/lib.sh
+trap sy_cleanup EXIT
 
 start_server() { # MODE
-    stop_server
-    if [[ -n "$DATA" ]]; then rm -rf "$DATA"; fi
-    DATA=$(mktemp -d)
-    "$BIN" serve --config src/default_config.toml --config "benches/perf/$1.toml" "${EXTRA[@]}" \
-        --listen "$ADDR" --metrics-listen "$METRICS" --data-dir "$DATA/d" \
-        >"$OUT/serve-$1.out" 2>"$OUT/serve-$1.err" &
-    SERVER=$!
-    for _ in $(seq 100); do
-        grep -q "listening on" "$OUT/serve-$1.out" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "server ($1) did not start" >&2
-    exit 1
+    sy_start "$1" "$BIN" --config src/default_config.toml --config "benches/perf/$1.toml" \
+        "${EXTRA[@]}" --metrics-listen "$METRICS"
 }
 
 run() { # NAME ARGS...
@@ -80,7 +61,7 @@ if [[ -n "$SOAK" ]]; then
     done
     wait "$LOAD" || true
     sed -n '3,7p' "$OUT/soak-bench.txt"
-    stop_server
+    sy_stop
     "$BIN" state show --data-dir "$DATA/d" | tee "$OUT/soak-state.txt"
     awk -F': ' '/^decisions:/ {n=$2} /^decision bytes:/ {b=$2} END {if (n > 0) printf "bytes per decision (log): %.0f\n", b / n}' "$OUT/soak-state.txt"
     echo "data dir: $(du -sb "$DATA/d" | cut -f1) bytes"
@@ -93,7 +74,7 @@ if [[ -n "$SOAK" ]]; then
         sleep 0.05
     done
     echo "restart to first Route: $(( ($(date +%s%N) - t0) / 1000000 )) ms (upper bound: includes a 0.1 s bench)"
-    stop_server
+    sy_stop
     exit 0
 fi
 
@@ -116,4 +97,4 @@ run million --workload route --rate 10000 --duration 100 --warmup 0
 echo "\$ curl -s http://$METRICS/metrics | grep -E '^(process_resident_memory_bytes|switchyard_pending_decisions) '"
 curl -s "http://$METRICS/metrics" | grep -E '^(process_resident_memory_bytes|switchyard_pending_decisions) ' \
     | tee "$OUT/million-metrics.txt"
-stop_server
+sy_stop
