@@ -86,17 +86,6 @@ fn serve(cfg: &Path, data: &Path, clock: &Clock) -> ServedBinary {
         .start()
 }
 
-async fn connect(served: &ServedBinary) -> Channel {
-    let url = format!("http://{}", served.addr);
-    for _ in 0..250 {
-        if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
-            return ch;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no connection to {url}");
-}
-
 async fn budget(client: &mut RouteClient<Channel>) -> proto::Budget {
     client
         .get_budgets(proto::GetBudgetsRequest {
@@ -271,7 +260,7 @@ async fn honest_clients_never_overrun_across_a_rollover_a_restart_and_late_feedb
     clock.set(day1 + DAY_MS / 2);
 
     let served = serve(&cfg, &data, &clock);
-    let channel = connect(&served).await;
+    let channel = served.channel().await;
     let mut client = RouteClient::new(channel.clone());
     let b = budget(&mut client).await;
     assert_eq!(
@@ -339,7 +328,7 @@ async fn honest_clients_never_overrun_across_a_rollover_a_restart_and_late_feedb
     drop(channel);
     drop(served);
     let served = serve(&cfg, &data, &clock);
-    let channel = connect(&served).await;
+    let channel = served.channel().await;
     let mut client = RouteClient::new(channel.clone());
     let b3 = budget(&mut client).await;
     assert_eq!(b3.period_start_unix_ms, b2.period_start_unix_ms);

@@ -7,12 +7,11 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer as Redis;
+use common::served::ServedBinary;
 use switchyard::proto::route_client::RouteClient;
 use switchyard::proto::{
     CacheStats, FeedbackRequest, GetArmStatsRequest, InvalidateCacheRequest, Outcome, RouteRequest,
@@ -20,7 +19,6 @@ use switchyard::proto::{
 };
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const DEADLINE: Duration = Duration::from_secs(60);
 
 type Client = RouteClient<Channel>;
@@ -43,97 +41,37 @@ fn config(dir: &Path, ttl_secs: f64, extra: &str) -> std::path::PathBuf {
     path
 }
 
-/// `switchyard serve` on a free port with `config`, `data` and its metrics endpoint.
-struct Served {
-    child: Child,
-    addr: String,
-    metrics: String,
+/// `switchyard serve` on a free port with `config`, `data` and its metrics endpoint, its debug
+/// log in the temporary dir's file `log` (emptied first: each start's log alone).
+fn serve(config: &Path, data: &Path, log: &str) -> ServedBinary {
+    let log = std::env::temp_dir().join(log);
+    let _ = std::fs::remove_file(&log);
+    ServedBinary::builder()
+        .config(config)
+        .data_dir(data)
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "switchyard=debug")
+        .log_to(&log)
+        .start()
 }
 
-impl Served {
-    fn start(config: &Path, data: &Path, log: &str) -> Served {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen"])
-            .arg("127.0.0.1:0")
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .env("RUST_LOG", "switchyard=debug")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(std::env::temp_dir().join(log)).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = |prefix: &str| {
-            let mut l = String::new();
-            out.read_line(&mut l).unwrap();
-            l.trim()
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("unexpected line {l:?}"))
-                .to_string()
-        };
-        let addr = line("listening on ");
-        let metrics = line("metrics on ");
-        Served {
-            child,
-            addr,
-            metrics,
-        }
-    }
-
-    async fn client(&self) -> Client {
-        let url = format!("http://{}", self.addr);
-        let start = Instant::now();
-        loop {
-            if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
-                return RouteClient::new(ch);
-            }
-            assert!(start.elapsed() < DEADLINE, "no connection to {url}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM, then wait for a clean exit (polling, so this runtime keeps driving connections).
-    async fn terminate(mut self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status:?}");
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "serve did not stop after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn metric(&self, series: &str) -> f64 {
-        let text = reqwest::get(&self.metrics)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(series))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
+async fn client(s: &ServedBinary) -> Client {
+    RouteClient::new(s.channel().await)
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGTERM, then wait for a clean exit.
+async fn terminate(mut s: ServedBinary) {
+    let status = s.terminate(DEADLINE).await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+async fn metric(s: &ServedBinary, series: &str) -> f64 {
+    let url = s.metrics.as_deref().expect("a metrics listener");
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn route(c: &mut Client, class: &str, prompt: &str) -> RouteResponse {
@@ -211,16 +149,16 @@ async fn entries_survive_a_restart_with_their_age_and_invalidation_reaches_the_d
     let data = dir.path().join("data");
     let long = config(dir.path(), 3600.0, "");
 
-    let s = Served::start(&long, &data, "switchyard-cache-restart.log");
-    let mut c = s.client().await;
+    let s = serve(&long, &data, "switchyard-cache-restart.log");
+    let mut c = client(&s).await;
     let before_store = Instant::now();
     let exact = store(&mut c, "qa", CAPITAL, "Paris").await;
     let semantic = store(&mut c, "sem", BOILING, "100 °C").await;
     let stored = Instant::now();
-    s.terminate().await;
+    terminate(s).await;
 
-    let s = Served::start(&long, &data, "switchyard-cache-restart.log");
-    let mut c = s.client().await;
+    let s = serve(&long, &data, "switchyard-cache-restart.log");
+    let mut c = client(&s).await;
     let asked = Instant::now();
     let hit = route(&mut c, "qa", CAPITAL).await;
     let upper = before_store.elapsed();
@@ -249,22 +187,22 @@ async fn entries_survive_a_restart_with_their_age_and_invalidation_reaches_the_d
 
     // Invalidated, then restarted: gone from the disk too; the other class keeps its entry.
     assert_eq!(invalidate(&mut c, "qa", "what is the capital").await, 1);
-    s.terminate().await;
-    let s = Served::start(&long, &data, "switchyard-cache-restart.log");
-    let mut c = s.client().await;
+    terminate(s).await;
+    let s = serve(&long, &data, "switchyard-cache-restart.log");
+    let mut c = client(&s).await;
     assert!(route(&mut c, "qa", CAPITAL).await.cache_hit.is_none());
     assert_eq!(stats(&mut c, "qa").await.restored, 0);
     assert!(route(&mut c, "sem", BOILING).await.cache_hit.is_some());
-    s.terminate().await;
+    terminate(s).await;
 
     // A restart whose config gives entries a shorter life drops those already older at load.
     let short = config(dir.path(), 0.5, "");
     wait_for(|| async { stored.elapsed() > Duration::from_millis(600) }).await;
-    let s = Served::start(&short, &data, "switchyard-cache-restart.log");
-    let mut c = s.client().await;
+    let s = serve(&short, &data, "switchyard-cache-restart.log");
+    let mut c = client(&s).await;
     assert_eq!(stats(&mut c, "sem").await.restored, 0);
     assert!(route(&mut c, "sem", BOILING).await.cache_hit.is_none());
-    s.terminate().await;
+    terminate(s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,14 +218,14 @@ async fn replicas_share_entries_and_invalidations_through_redis() {
         let sub = dir.path().join(id);
         std::fs::create_dir_all(&sub).unwrap();
         let cfg = config(&sub, 3600.0, &cluster);
-        Served::start(
+        serve(
             &cfg,
             &sub.join("data"),
             &format!("switchyard-cache-{id}.log"),
         )
     };
     let (a, b) = (replica("a"), replica("b"));
-    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let (mut ca, mut cb) = (client(&a).await, client(&b).await);
 
     // Exact: stored via A, found in Redis by B's miss.
     let exact = store(&mut ca, "qa", CAPITAL, "Paris").await;
@@ -367,5 +305,5 @@ async fn replicas_share_entries_and_invalidations_through_redis() {
     assert_eq!(h.response, "Hemingway");
     assert!(route(&mut cb, "qa", prompt).await.cache_hit.is_none());
     let series = "switchyard_cache_redis_local_only_total";
-    wait_for(|| async { a.metric(series).await >= 2.0 && b.metric(series).await >= 1.0 }).await;
+    wait_for(|| async { metric(&a, series).await >= 2.0 && metric(&b, series).await >= 1.0 }).await;
 }

@@ -6,14 +6,13 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer as Redis;
+use common::served::ServedBinary;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use switchyard::proto::route_client::RouteClient;
@@ -23,7 +22,6 @@ use switchyard::proto::{
 };
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 /// Price-table cost of one request of the test class: 500 input tokens at $1/M plus 500 output
 /// tokens at $2/M.
 const CALL_USD: f64 = 0.0015;
@@ -51,10 +49,7 @@ fn config_text(redis_url: &str, prefix: &str, replica: &str, seed: u64, limit_us
 
 /// One `switchyard serve` replica.
 struct Replica {
-    child: Child,
-    addr: String,
-    /// The `/metrics` URL, when started with a metrics listener.
-    metrics: Option<String>,
+    served: ServedBinary,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -69,22 +64,8 @@ impl Replica {
         limit_usd: f64,
         edit: impl Fn(String) -> String,
     ) -> Replica {
-        let dir = tempfile::tempdir().unwrap();
-        let config: PathBuf = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            edit(config_text(&redis.url(), prefix, id, seed, limit_usd)),
-        )
-        .unwrap();
-        let log = std::env::temp_dir().join(format!("switchyard-cluster-{prefix}-{id}.log"));
-        let (child, addr, metrics) = Self::spawn(dir.path(), &log);
-        Replica {
-            child,
-            addr,
-            metrics,
-            log,
-            _dir: dir,
-        }
+        let text = edit(config_text(&redis.url(), prefix, id, seed, limit_usd));
+        Self::start_text(&text, &log_path(prefix, id))
     }
 
     /// A replica on config `text`, logging to `log` (emptied first).
@@ -92,62 +73,34 @@ impl Replica {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), text).unwrap();
         let _ = std::fs::remove_file(log);
-        let (child, addr, metrics) = Self::spawn(dir.path(), log);
         Replica {
-            child,
-            addr,
-            metrics,
+            served: Self::serve(dir.path(), log),
             log: log.to_path_buf(),
             _dir: dir,
         }
     }
 
-    /// `switchyard serve` on `dir`'s config and data dir; returns its gRPC address and metrics URL.
-    fn spawn(dir: &Path, log: &Path) -> (Child, String, Option<String>) {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(dir.join("config.toml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
+    /// `switchyard serve` on `dir`'s config and data dir with a metrics listener, appending its
+    /// log to `log`.
+    fn serve(dir: &Path, log: &Path) -> ServedBinary {
+        ServedBinary::builder()
+            .config(&dir.join("config.toml"))
+            .data_dir(&dir.join("data"))
             .args(["--metrics-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "switchyard=info,switchyard::cluster::cap=debug")
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        line.clear();
-        out.read_line(&mut line).unwrap();
-        let metrics = line.trim().strip_prefix("metrics on ").map(str::to_string);
-        (child, addr, metrics)
+            .log_to(log)
+            .start()
     }
 
-    /// SIGKILL, then start again on the same config and data dir.
+    /// SIGKILL, then start again on the same config, data dir and log.
     fn restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let (child, addr, metrics) = Self::spawn(self._dir.path(), &self.log);
-        self.child = child;
-        self.addr = addr;
-        self.metrics = metrics;
+        self.served.kill();
+        self.served = Self::serve(self._dir.path(), &self.log);
     }
 
     /// The value of one unlabelled series on `/metrics`.
     async fn metric(&self, name: &str) -> f64 {
-        let url = self.metrics.as_ref().expect("a metrics listener");
+        let url = self.served.metrics.as_ref().expect("a metrics listener");
         let text = reqwest::get(url).await.unwrap().text().await.unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -155,22 +108,7 @@ impl Replica {
     }
 
     async fn client(&self) -> RouteClient<Channel> {
-        let url = format!("http://{}", self.addr);
-        let start = Instant::now();
-        loop {
-            if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
-                return RouteClient::new(ch);
-            }
-            assert!(start.elapsed() < DEADLINE, "no connection to {url}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        RouteClient::new(self.served.channel().await)
     }
 }
 
@@ -637,8 +575,7 @@ async fn replica_death_and_redis_outage() {
         let mut victim = victim;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            victim.child.kill().unwrap();
-            victim.child.wait().unwrap();
+            victim.served.kill();
         })
     };
     let (acked, _) = load(clients.clone(), Arc::clone(&dead), |n| n >= 600, true).await;

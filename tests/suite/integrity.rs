@@ -5,11 +5,12 @@
 
 use crate::common;
 
+use common::served::{ServeBuilder, ServedBinary};
 use common::webhook;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use switchyard::config::DEFAULT_CONFIG_TOML;
@@ -34,125 +35,28 @@ fn write_config(dir: &Path) -> PathBuf {
     path
 }
 
-/// A started `serve`: its address when it printed "listening on", else its first stdout line.
-struct Started {
-    child: Child,
-    addr: Option<String>,
-    first_line: String,
-    /// The `/metrics` URL, when started with `--metrics-listen`.
-    metrics: Option<String>,
+/// How long a `serve` may take to stop.
+const STOP: Duration = Duration::from_secs(20);
+
+/// `serve` on `config` and `data` with its stderr kept, for a start that may be refused.
+fn watched(config: &Path, data: &Path) -> ServeBuilder {
+    ServedBinary::builder()
+        .config(config)
+        .data_dir(data)
+        .capture_stderr()
 }
 
-fn spawn(config: &Path, data: &Path, stderr: Stdio) -> Started {
-    spawn_with(config, data, stderr, &[])
+/// `serve` on `config` and `data` whose log goes to `config`'s folder (`serve.log`, appended by
+/// every start), so it never blocks and the test reads it after the process is gone.
+fn logged(config: &Path, data: &Path) -> ServeBuilder {
+    ServedBinary::builder()
+        .config(config)
+        .data_dir(data)
+        .log_to(&config.with_file_name("serve.log"))
 }
 
-/// [`spawn`] with `extra` arguments (`--metrics-listen`).
-fn spawn_with(config: &Path, data: &Path, stderr: Stdio, extra: &[&str]) -> Started {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .map(str::to_string);
-    let metrics = (addr.is_some() && extra.contains(&"--metrics-listen")).then(|| {
-        let mut m = String::new();
-        out.read_line(&mut m).unwrap();
-        m.trim()
-            .strip_prefix("metrics on ")
-            .unwrap_or_else(|| panic!("unexpected second line {m:?}"))
-            .to_string()
-    });
-    Started {
-        child,
-        addr,
-        first_line: line,
-        metrics,
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Started {
-    /// A running `serve` whose log goes to `config`'s folder (`serve.log`), so it never blocks.
-    fn running(config: &Path, data: &Path) -> Started {
-        Self::running_with(config, data, &[])
-    }
-
-    /// [`Started::running`] with `extra` arguments.
-    fn running_with(config: &Path, data: &Path, extra: &[&str]) -> Started {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(config.with_file_name("serve.log"))
-            .unwrap();
-        let s = spawn_with(config, data, Stdio::from(log), extra);
-        assert!(s.addr.is_some(), "unexpected first line {:?}", s.first_line);
-        s
-    }
-
-    async fn client(&self) -> RouteClient<Channel> {
-        RouteClient::new(self.channel().await)
-    }
-
-    async fn channel(&self) -> Channel {
-        let url = format!("http://{}", self.addr.as_ref().unwrap());
-        for _ in 0..100 {
-            if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
-                return ch;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no connection to {url}");
-    }
-
-    /// SIGTERM, then the exit status (polled so this runtime keeps driving the connections).
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        self.wait_exit().await
-    }
-
-    async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        for _ in 0..400 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.child.kill().unwrap();
-        panic!("serve did not stop within 20 s");
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-        }
-        s
-    }
+async fn client(s: &ServedBinary) -> RouteClient<Channel> {
+    RouteClient::new(s.channel().await)
 }
 
 async fn route(c: &mut RouteClient<Channel>) -> Result<String, tonic::Status> {
@@ -221,17 +125,19 @@ async fn damaged_db_is_refused_or_intact(damage: fn(&Path)) {
         damage(f);
     }
 
-    let mut s = spawn(&cfg, &data, Stdio::piped());
-    if s.addr.is_some() {
-        let mut c = s.client().await;
-        let got = successes(&mut c).await;
-        drop(c);
-        let _ = s.terminate().await;
-        assert_eq!(got, n as u64, "a damaged data dir started with lost state");
-        return;
-    }
-    let status = s.wait_exit().await;
-    let err = s.stderr();
+    let out = match watched(&cfg, &data).try_start() {
+        Ok(mut s) => {
+            let mut c = client(&s).await;
+            let got = successes(&mut c).await;
+            drop(c);
+            let _ = s.terminate(STOP).await;
+            assert_eq!(got, n as u64, "a damaged data dir started with lost state");
+            return;
+        }
+        Err(out) => out,
+    };
+    let status = out.status;
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!status.success(), "exit {status:?}, stderr {err}");
     assert_ne!(status.code(), Some(101), "panicked: {err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -343,8 +249,8 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
     std::fs::write(&filler, vec![0x5Au8; 7 * 1024 * 1024]).unwrap();
     let data = mnt.join("data");
     let cfg = write_config(tmp.path());
-    let svc = Started::running(&cfg, &data);
-    let mut c = svc.client().await;
+    let mut svc = logged(&cfg, &data).start();
+    let mut c = client(&svc).await;
     let mut h = HealthClient::new(svc.channel().await);
     assert_eq!(
         store_health(&mut h).await,
@@ -398,11 +304,11 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
     assert!(in_memory >= acked, "{in_memory} < {acked} acknowledged");
     drop(c);
     drop(h);
-    let status = svc.terminate().await;
+    let status = svc.terminate(STOP).await;
     assert!(status.success(), "graceful stop after recovery: {status:?}");
 
-    let svc = Started::running(&cfg, &data);
-    let mut c = svc.client().await;
+    let mut svc = logged(&cfg, &data).start();
+    let mut c = client(&svc).await;
     let restored = successes(&mut c).await;
     assert!(
         restored >= acked,
@@ -410,7 +316,7 @@ async fn a_full_disk_recovers_without_restart_and_keeps_acknowledged_feedback() 
     );
     assert_eq!(restored, in_memory, "memory and disk disagree");
     drop(c);
-    assert!(svc.terminate().await.success());
+    assert!(svc.terminate(STOP).await.success());
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
     assert!(log.contains("cannot persist engine state"), "{log}");
     assert!(log.contains("storage writer recovered"), "{log}");
@@ -456,9 +362,11 @@ async fn a_budget_alert_is_published_only_once_the_spend_that_crossed_it_is_comm
         ),
     )
     .unwrap();
-    let svc = Started::running_with(&cfg, &data, &["--metrics-listen", "127.0.0.1:0"]);
+    let mut svc = logged(&cfg, &data)
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .start();
     let metrics = svc.metrics.clone().unwrap();
-    let mut c = svc.client().await;
+    let mut c = client(&svc).await;
     let h = HealthClient::new(svc.channel().await);
     // The budgeted decision is made while the disk has room.
     let budgeted = c
@@ -547,7 +455,7 @@ async fn a_budget_alert_is_published_only_once_the_spend_that_crossed_it_is_comm
     assert!(got[0]["spent_usd"].as_f64().unwrap() >= 0.6, "{got:?}");
     drop(c);
     drop(h);
-    assert!(svc.terminate().await.success());
+    assert!(svc.terminate(STOP).await.success());
 }
 
 /// The db's own record of its last flush against the manifest's: a db one flush ahead of its
@@ -619,15 +527,15 @@ fn state_cmd(cmd: &str, data: &Path) -> std::process::Output {
 /// Starts, routes and settles `n` more decisions, stops gracefully; returns the successes the
 /// service counted before stopping.
 async fn add_state(config: &Path, data: &Path, n: usize) -> u64 {
-    let svc = Started::running(config, data);
-    let mut c = svc.client().await;
+    let mut svc = logged(config, data).start();
+    let mut c = client(&svc).await;
     for _ in 0..n {
         let id = route(&mut c).await.unwrap();
         feedback(&mut c, &id).await.unwrap();
     }
     let counted = successes(&mut c).await;
     drop(c);
-    assert!(svc.terminate().await.success());
+    assert!(svc.terminate(STOP).await.success());
     counted
 }
 
@@ -645,10 +553,11 @@ fn copy_files(from: &Path, to: &Path, skip: &str) {
 /// Asserts `serve` and `state check` both refuse `data`, naming `file` and saying `why` and what
 /// to do, without a panic.
 fn refused(cfg: &Path, data: &Path, file: &Path, why: &str) {
-    let mut s = spawn(cfg, data, Stdio::piped());
-    assert!(s.addr.is_none(), "started on a damaged data dir");
-    let status = s.child.wait().unwrap();
-    let err = s.stderr();
+    let Err(out) = watched(cfg, data).try_start() else {
+        panic!("started on a damaged data dir");
+    };
+    let status = out.status;
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!status.success(), "{err}");
     assert_ne!(status.code(), Some(101), "panicked: {err}");
     for want in [&file.display().to_string(), why, "restore a backup"] {
@@ -759,14 +668,14 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cfg = write_config(tmp.path());
-    let svc = Started::running(&cfg, &data);
-    let mut c = svc.client().await;
+    let mut svc = logged(&cfg, &data).start();
+    let mut c = client(&svc).await;
     for _ in 0..6 {
         let id = route(&mut c).await.unwrap();
         feedback(&mut c, &id).await.unwrap();
     }
     let backup = tmp.path().join("backup");
-    let out = backup_cmd(&backup, svc.addr.as_ref().unwrap());
+    let out = backup_cmd(&backup, &svc.addr);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -775,7 +684,7 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
     );
     assert!(text.contains("backed up"), "{text}");
     // A second backup into the same (now full) directory is refused, saying why.
-    let out = backup_cmd(&backup, svc.addr.as_ref().unwrap());
+    let out = backup_cmd(&backup, &svc.addr);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -788,7 +697,7 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
     }
     assert_eq!(successes(&mut c).await, 9);
     drop(c);
-    assert!(svc.terminate().await.success());
+    assert!(svc.terminate(STOP).await.success());
 
     let restored = tmp.path().join("restored");
     let out = Command::new(BIN)
@@ -809,21 +718,21 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let svc = Started::running(&cfg, &restored);
-    let mut c = svc.client().await;
+    let mut svc = logged(&cfg, &restored).start();
+    let mut c = client(&svc).await;
     assert_eq!(
         successes(&mut c).await,
         6,
         "the backup holds what preceded it"
     );
     drop(c);
-    assert!(svc.terminate().await.success());
+    assert!(svc.terminate(STOP).await.success());
 
     // A bad arm record: skipped, named in the log; the service starts.
     let arm = first_key(&restored, "arms");
     poke(&restored, "arms", &arm, b"null");
-    let svc = Started::running(&cfg, &restored);
-    assert!(svc.terminate().await.success());
+    let mut svc = logged(&cfg, &restored).start();
+    assert!(svc.terminate(STOP).await.success());
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
     assert!(log.contains("skipped a bad arm record"), "{log}");
     let class =
@@ -832,10 +741,11 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
 
     // A bad ledger record: start refused naming it, until repaired.
     poke(&restored, "ledgers", b"team", b"null");
-    let mut s = spawn(&cfg, &restored, Stdio::piped());
-    assert!(s.addr.is_none(), "started with a bad ledger");
-    let status = s.child.wait().unwrap();
-    let err = s.stderr();
+    let Err(out) = watched(&cfg, &restored).try_start() else {
+        panic!("started with a bad ledger");
+    };
+    let status = out.status;
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!status.success(), "{err}");
     assert!(err.contains("tree ledgers, key \"team\""), "{err}");
     assert!(
@@ -859,8 +769,8 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let svc = Started::running(&cfg, &restored);
-    let status = svc.terminate().await;
+    let mut svc = logged(&cfg, &restored).start();
+    let status = svc.terminate(STOP).await;
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
     assert!(status.success(), "{status:?}\n{log}");
 }
@@ -880,13 +790,10 @@ async fn a_decision_lost_from_a_clean_data_dir_is_found_after_start_and_stops_th
     // A drain long enough to see the health status before the process exits.
     let drain = tmp.path().join("drain.toml");
     std::fs::write(&drain, "[server]\ndrain_secs = 10.0\n").unwrap();
-    let drain = drain.display().to_string();
-    let mut s = spawn_with(&cfg, &data, Stdio::piped(), &["--config", &drain]);
-    assert!(
-        s.addr.is_some(),
-        "the start waited for the decision log: {:?}",
-        s.first_line
-    );
+    let mut s = watched(&cfg, &data)
+        .config(&drain)
+        .try_start()
+        .unwrap_or_else(|out| panic!("the start waited for the decision log: {out:?}"));
     let h = HealthClient::new(s.channel().await);
     wait_for("switchyard.v1.Store NOT_SERVING", || {
         let mut h = h.clone();
@@ -894,7 +801,7 @@ async fn a_decision_lost_from_a_clean_data_dir_is_found_after_start_and_stops_th
     })
     .await;
     drop(h);
-    let status = s.wait_exit().await;
+    let status = s.wait_exit(STOP).await;
     let err = s.stderr();
     assert!(!status.success(), "exit {status:?}, stderr {err}");
     assert_ne!(status.code(), Some(101), "panicked: {err}");

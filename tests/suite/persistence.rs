@@ -42,14 +42,7 @@ fn serve(config: &Path, data: &Path) -> ServedBinary {
 }
 
 async fn client(served: &ServedBinary) -> RouteClient<Channel> {
-    let url = format!("http://{}", served.addr);
-    for _ in 0..100 {
-        if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
-            return RouteClient::new(ch);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no connection to {url}");
+    RouteClient::new(served.channel().await)
 }
 
 /// SIGTERM, then a clean exit within 10 s.

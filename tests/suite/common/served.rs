@@ -3,14 +3,17 @@
 //! or a crash does (SIGTERM, SIGKILL). Killed when dropped.
 //!
 //! [`ServedBinary::builder`] says how to start it (config, data dir or none, more arguments,
-//! environment, stderr); [`ServeBuilder::start`] returns once the process printed its
-//! `listening on ADDR` line, so every test starts, waits and stops the binary the same way.
+//! environment, stderr kept or logged to a file); [`ServeBuilder::start`] returns once the process
+//! printed its `listening on ADDR` line ([`ServeBuilder::try_start`] also when it may refuse to
+//! start), so every test starts, waits and stops the binary the same way.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
 
 pub struct ServedBinary {
     pub addr: String,
@@ -30,13 +33,22 @@ enum DataDir {
     Memory,
 }
 
+/// Where the process's stderr (its log) goes.
+enum Stderr {
+    Discard,
+    /// A pipe, read by [`ServedBinary::stderr`] or into a refused start's [`Output`].
+    Capture,
+    /// Appended to this file.
+    Log(PathBuf),
+}
+
 /// How to start `switchyard serve` on 127.0.0.1 port 0; from [`ServedBinary::builder`].
 #[must_use]
 pub struct ServeBuilder {
     data: DataDir,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
-    stderr: bool,
+    stderr: Stderr,
 }
 
 impl ServeBuilder {
@@ -73,10 +85,19 @@ impl ServeBuilder {
         self
     }
 
-    /// Keep the process's stderr for [`ServedBinary::stderr`] instead of discarding it. The pipe
-    /// is read only then, so a test logs little (one `RUST_LOG=info` start, not a load run).
+    /// Keep the process's stderr for [`ServedBinary::stderr`] (or a refused start's [`Output`])
+    /// instead of discarding it. The pipe is read only then, so a test logs little (one
+    /// `RUST_LOG=info` start, not a load run; [`ServeBuilder::log_to`] for those).
     pub fn capture_stderr(mut self) -> Self {
-        self.stderr = true;
+        self.stderr = Stderr::Capture;
+        self
+    }
+
+    /// Append the process's stderr to the file `log` (created when missing) instead of discarding
+    /// it: for a test that reads the log after the process is gone or across restarts (each start
+    /// appends), or that logs more than an unread pipe holds (`RUST_LOG=debug` under load).
+    pub fn log_to(mut self, log: &Path) -> Self {
+        self.stderr = Stderr::Log(log.to_path_buf());
         self
     }
 
@@ -102,17 +123,35 @@ impl ServeBuilder {
 
     /// Spawns the process and returns once it printed `listening on ADDR` (and `metrics on URL`
     /// with `--metrics-listen`): by then its data dir is open and restored and the port bound.
+    /// Panics when it exits instead (see [`ServeBuilder::try_start`]).
     pub fn start(self) -> ServedBinary {
+        self.try_start()
+            .unwrap_or_else(|out| panic!("serve exited without serving: {out:?}"))
+    }
+
+    /// [`ServeBuilder::start`] for a start that may be refused (a damaged data dir): `Err` with
+    /// the exit status and stderr (with [`ServeBuilder::capture_stderr`]) when the process closed
+    /// its stdout without a line, which a refused `serve` does by exiting. Any other first line
+    /// panics, as it is neither serving nor a refusal.
+    pub fn try_start(self) -> Result<ServedBinary, Output> {
         let (mut cmd, data) = self.command();
-        let stderr = if self.stderr {
-            Stdio::piped()
-        } else {
-            Stdio::null()
+        let stderr = match &self.stderr {
+            Stderr::Discard => Stdio::null(),
+            Stderr::Capture => Stdio::piped(),
+            Stderr::Log(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap()
+                .into(),
         };
         let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        out.read_line(&mut line).unwrap();
+        if out.read_line(&mut line).unwrap() == 0 {
+            // Reads stderr while waiting, so a long refusal cannot fill the pipe and hang.
+            return Err(child.wait_with_output().unwrap());
+        }
         let addr = line
             .trim()
             .strip_prefix("listening on ")
@@ -126,12 +165,12 @@ impl ServeBuilder {
                 .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
                 .to_string()
         });
-        ServedBinary {
+        Ok(ServedBinary {
             addr,
             metrics,
             child,
             _data: data,
-        }
+        })
     }
 
     /// Runs the process to its exit with stdout and stderr captured, for a start that is meant
@@ -149,7 +188,7 @@ impl ServedBinary {
             data: DataDir::Fresh,
             args: Vec::new(),
             env: Vec::new(),
-            stderr: false,
+            stderr: Stderr::Discard,
         }
     }
 
@@ -165,6 +204,21 @@ impl ServedBinary {
         Self::builder().data_dir(data).start()
     }
 
+    /// A channel to the server. The port is bound by the time [`ServeBuilder::start`] returns, but
+    /// a loaded machine (two cores, replicas under load) can still refuse or time out a connect,
+    /// so this tries again every 20 ms for up to a minute before it panics.
+    pub async fn channel(&self) -> Channel {
+        let url = format!("http://{}", self.addr);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
+                return ch;
+            }
+            assert!(Instant::now() < deadline, "no connection to {url}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM, then the exit status once the process is gone; panics (after a SIGKILL) if it
     /// has not stopped `within`. Polls without blocking the test's runtime: the server's graceful
     /// shutdown waits for the test's open connections, which that runtime drives.
@@ -172,6 +226,13 @@ impl ServedBinary {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
+        self.wait_exit(within).await
+    }
+
+    /// The exit status once the process stops by itself (a server that finds damage after it
+    /// started serving stops with an error); panics (after a SIGKILL) if it has not stopped
+    /// `within`. Polls like [`ServedBinary::terminate`], for the same reason.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -179,7 +240,7 @@ impl ServedBinary {
             }
             if Instant::now() >= deadline {
                 self.child.kill().unwrap();
-                panic!("serve did not stop within {within:?} of SIGTERM");
+                panic!("serve did not stop within {within:?}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
