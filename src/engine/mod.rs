@@ -119,6 +119,8 @@ pub struct Engine {
     /// Whether decisions, outcomes and quality scores are logged into [`Engine::take_changes`]
     /// (the service with a data dir; off for the simulator, which keeps no log).
     log_events: bool,
+    /// XORed into the two random words of each new decision id ([`Engine::salt_decision_ids`]).
+    id_salt: (u64, u64),
     /// Events not yet taken.
     events: Vec<Logged>,
     /// Arms of models a reload removed from their class, by (task class, model): kept so that
@@ -259,6 +261,7 @@ impl Engine {
             pools: BTreeMap::new(),
             objectives: BTreeMap::new(),
             log_events: false,
+            id_salt: (0, 0),
             events: Vec::new(),
             retired: BTreeMap::new(),
             spend: Default::default(),
@@ -340,6 +343,15 @@ impl Engine {
         // rewritten once (new arms of a changed config start at priors and must be persisted).
         engine.pending.keep_removals_only();
         (engine, warnings)
+    }
+
+    /// Mixes `salt` into every decision id from now on. Ids are drawn from the RNG the caller
+    /// passes, which `policy.seed` fixes: a seeded service would hand out the ids of its last run
+    /// again after a restart (the data dir still holds those decisions, some pending), and seeded
+    /// replicas each other's ids. The service salts each process's ids from OS entropy; the
+    /// policy's own draws, and so its choices, stay those the seed fixes.
+    pub fn salt_decision_ids(&mut self, salt: (u64, u64)) {
+        self.id_salt = salt;
     }
 
     /// Logs decisions, outcomes and quality scores as events in [`Engine::take_changes`] from now on.

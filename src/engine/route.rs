@@ -176,6 +176,7 @@ impl Engine {
             objectives,
             shared_budgets,
             cap_plans,
+            id_salt,
             ..
         } = self;
         let state = classes
@@ -285,7 +286,10 @@ impl Engine {
                 }
             }
         };
-        let id = decision_id(rng.random(), rng.random());
+        let id = decision_id(
+            rng.random::<u64>() ^ id_salt.0,
+            rng.random::<u64>() ^ id_salt.1,
+        );
         let mut plan = None;
         let choice = match p.budget_key.as_ref().and_then(|k| config.budgets.get(k)) {
             Some(b) => {

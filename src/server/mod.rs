@@ -89,6 +89,13 @@ pub struct Shared {
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
+/// A process's decision-id salt, from OS entropy whatever `policy.seed` says
+/// ([`Engine::salt_decision_ids`]).
+fn id_salt() -> (u64, u64) {
+    use rand::Rng;
+    SmallRng::from_os_rng().random()
+}
+
 impl Shared {
     /// Shared state whose budget alerts are only logged.
     pub fn new(config: Config) -> Self {
@@ -103,6 +110,7 @@ impl Shared {
                     // Nothing persists this engine's changes (`with_store` builds its own).
                     let mut engine = Engine::new(config, now_ms());
                     engine.untracked();
+                    engine.salt_decision_ids(id_salt());
                     engine
                 },
                 rng,
@@ -128,6 +136,7 @@ impl Shared {
         let restored = store.with(|s| s.load(now_ms(), config.limits.max_pending))?;
         phase.done("arms, breakers, ledgers and pending decisions read");
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
+        engine.salt_decision_ids(id_salt());
         if engine
             .config()
             .task_classes

@@ -744,8 +744,19 @@ impl Store {
                 key[..8].copy_from_slice(&created_ms.to_be_bytes());
                 key[8..].copy_from_slice(&id_key);
                 let at = match index.get(&id_key) {
-                    Some(loc) => Some(loc.segment),
-                    None => {
+                    Some(loc) if loc.created_ms == created_ms => Some(loc.segment),
+                    found => {
+                        if found.is_some() {
+                            // A logged decision's id on a new decision (ids drawn again from one
+                            // seed, or a 1-in-2^128 repeat): a different decision, logged under
+                            // its own key. The id names the new one from now on, as it does in
+                            // the engine; the old record stays in the log as it was.
+                            tracing::warn!(
+                                decision_id = %p.id(),
+                                "a new decision has the id of a logged one; both are kept, \
+                                 Feedback for the id goes to the new one"
+                            );
+                        }
                         index.insert(
                             id_key,
                             Loc {
@@ -1068,13 +1079,17 @@ impl Store {
                     let id = <[u8; 16]>::try_from(&key[8..24])
                         .unwrap_or_else(|_| id_bytes(&p.decision.id).0);
                     let created_ms = p.decision.created_ms;
-                    index.insert(
-                        id,
-                        Loc {
-                            created_ms,
-                            segment,
-                        },
-                    );
+                    match index.entry(id) {
+                        // Read newest first: an older decision with a newer one's id (see
+                        // `prepare`) is no longer pending under it.
+                        std::collections::hash_map::Entry::Occupied(_) => continue,
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(Loc {
+                                created_ms,
+                                segment,
+                            });
+                        }
+                    }
                     r.pending.push(p);
                 }
             }

@@ -580,3 +580,73 @@ fn feedback_on_a_decision_in_a_segment_rewrites_the_segment() {
     assert_eq!(logged[0].outcome, Some(Outcome::Success));
     assert_eq!(logged[1].outcome, None);
 }
+
+/// A new decision whose id a logged one already has (ids drawn again from the same seed after a
+/// restart, before ids were salted; or a 1-in-2^128 repeat) is a different decision: it is
+/// logged under its own key and its Feedback lands on it. Before, the log looked the new decision
+/// up in the old one's segment, found no such key, and called the data dir corrupt: every later
+/// write cycle failed.
+#[test]
+fn a_new_decision_with_a_logged_decisions_id_is_logged_as_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 8).unwrap();
+    let mut first = Engine::new(Config::builtin().unwrap(), 0);
+    first.log_events();
+    let mut rng = SmallRng::seed_from_u64(3);
+    let a = route(&mut first, &mut rng, 1_000);
+    let b = route(&mut first, &mut rng, 2_000);
+    store.write(first.take_changes()).unwrap();
+    assert_eq!(store.decisions.len(), 1, "one segment");
+    // The same draws again, later: the same ids for other decisions.
+    let mut again = Engine::new(Config::builtin().unwrap(), 0);
+    again.log_events();
+    let mut rng = SmallRng::seed_from_u64(3);
+    assert_eq!(route(&mut again, &mut rng, 5_000), a);
+    assert_eq!(route(&mut again, &mut rng, 6_000), b);
+    store.write(again.take_changes()).unwrap();
+    feedback(&mut again, &a, 7_000);
+    store.write(again.take_changes()).unwrap();
+    let logged = store.export(0, u64::MAX).unwrap();
+    let seen: Vec<_> = logged
+        .iter()
+        .map(|r| (r.decision_id.clone(), r.t_ms, r.outcome))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (a.clone(), 1_000, None),
+            (b.clone(), 2_000, None),
+            (a.clone(), 5_000, Some(Outcome::Success)),
+            (b.clone(), 6_000, None),
+        ]
+    );
+    // After a restart the id names the newer decision too: one pending decision per id, and
+    // Feedback lands on the newer.
+    drop(store);
+    let store = reopen(dir.path());
+    let (mut restored, _) = Engine::restore(
+        Config::builtin().unwrap(),
+        store.load(8_000, usize::MAX).unwrap(),
+        8_000,
+    );
+    restored.log_events();
+    let pending = restored.pending(&b).map(|p| p.decision.created_ms);
+    assert_eq!(pending, Some(6_000));
+    feedback(&mut restored, &b, 9_000);
+    store.write(restored.take_changes()).unwrap();
+    let outcomes: Vec<_> = store
+        .export(0, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| (r.t_ms, r.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (1_000, None),
+            (2_000, None),
+            (5_000, Some(Outcome::Success)),
+            (6_000, Some(Outcome::Success)),
+        ]
+    );
+}

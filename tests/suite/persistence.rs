@@ -403,3 +403,79 @@ fn a_deleted_db_is_refused_at_start_naming_the_file() {
     assert!(err.contains("restore a backup"), "{err}");
     assert!(!db.exists(), "a new empty db was created");
 }
+
+/// Routes `n` requests at once (so that write cycles take several decisions, stored as one
+/// segment) and returns their decision ids.
+async fn route_concurrently(c: &RouteClient<Channel>, n: usize) -> Vec<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let mut c = c.clone();
+        tasks.spawn(async move { route(&mut c).await });
+    }
+    tasks.join_all().await
+}
+
+/// `policy.seed` fixes the policy's draws, not decision ids. A seeded service restarted on its
+/// data dir after SIGKILL, and a second one beside it, hand out ids the first never did, and
+/// every Feedback after the restart is accepted and persisted. (Before ids were salted per
+/// process, the restarted service drew its last run's ids again, and its writer refused the data
+/// dir as corrupt when an old id's decision sat in a segment.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_service_never_repeats_a_decision_id_across_restarts_or_replicas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = write_config(tmp.path(), "durability = \"sync\"", 3600.0);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("[policy]\n", "[policy]\nseed = 7\n")).unwrap();
+
+    let mut first = serve(&cfg, &data);
+    let c = client(&first).await;
+    let before = route_concurrently(&c, 40).await;
+    for (i, id) in before.iter().enumerate().take(20) {
+        let mut c = c.clone();
+        assert!(!feedback(&mut c, id, i).await, "{id}");
+    }
+    drop(c);
+    first.kill();
+
+    let again = serve(&cfg, &data);
+    let c = client(&again).await;
+    let after = route_concurrently(&c, 40).await;
+    let replica = ServedBinary::builder().config(&cfg).start();
+    let beside = route_concurrently(&client(&replica).await, 40).await;
+    for (i, id) in after.iter().enumerate() {
+        let mut c = c.clone();
+        assert!(!feedback(&mut c, id, i).await, "{id}");
+    }
+    let mut all: Vec<&String> = before.iter().chain(&after).chain(&beside).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 120, "a decision id was handed out twice");
+    drop(c);
+    terminate(again).await;
+
+    // Every decision is in the log once, with the outcome its Feedback reported.
+    let out = Command::new(BIN)
+        .args(["trace", "export", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let logged: Vec<LoggedDecision> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut ids: Vec<&str> = logged.iter().map(|d| d.decision_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((logged.len(), ids.len()), (80, 80));
+    for id in before.iter().take(20).chain(&after) {
+        let d = logged.iter().find(|d| d.decision_id == *id);
+        assert_eq!(
+            d.and_then(|d| d.outcome),
+            Some(switchyard::policy::Outcome::Success),
+            "{id}"
+        );
+    }
+}
