@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Measures the README's performance table: the release server and `switchyard bench` on this
-# machine, one server per durability mode on the built-in config. Prints each figure with the
+# Measures the table of docs/performance-history.md's first section: the release server and
+# `switchyard bench` on this machine, one server per durability mode on the built-in config. Prints each figure with the
 # command that produced it. Takes about 8 minutes.
 #
 #   cargo build --release && benches/perf/run.sh [OUT_DIR]

@@ -495,7 +495,7 @@ impl Store {
     /// the new one whole (a write of a few hundred bytes to the page cache is not torn by a
     /// kill). Writing a temporary file and renaming it over the manifest cost an inode created
     /// and one freed per flush: a seventh of the writer's CPU time under `sync` Feedback, which
-    /// flushes ~750 times a second (README, Performance). A missing file is created; one grown
+    /// flushes ~750 times a second (docs/performance-history.md). A missing file is created; one grown
     /// past [`MANIFEST_MAX_LEN`] (not written by this code) is replaced by a rename.
     fn write_manifest_file(&self, c: Checkpoint) -> Result<(), StoreError> {
         let m = Manifest {

@@ -51,7 +51,7 @@ use segment::SegmentKey;
 /// keeps every node version a batch replaces until the batch ends (its epoch guard is held
 /// throughout), so a second's worth of decisions (37 500 in the soak) held tens of megabytes of
 /// garbage at a time, and the process's resident memory stepped up by ~300 MB once trimming began
-/// (README, Performance: the soak). Small steps also keep the writer's waits short.
+/// (docs/performance-history.md: the soak). Small steps also keep the writer's waits short.
 const TRIM_BATCH: usize = 512;
 
 /// Version of the on-disk layout. 1 and 2 (JSON pending records and a JSON event log) are
@@ -69,7 +69,7 @@ const SCHEMA_BEFORE_SEGMENTS: u32 = 3;
 /// small: Feedback reads back the records of pending decisions, the newest ones (100 000 x ~115
 /// bytes = 11.5 MB), and trimming reads the oldest once. 16 MiB holds that working set. The
 /// resident-memory growth the soak measures is not this cache: it grew alike with 16 MiB and
-/// 1 GiB (README, Performance).
+/// 1 GiB (docs/performance-history.md).
 pub const DEFAULT_CACHE_MB: u64 = 16;
 
 /// Errors opening, reading or writing a data dir; each names the data dir.
@@ -1058,7 +1058,7 @@ impl Store {
         index.clear();
         // Reserved once: a pending decision is about 800 bytes, and growing the vector by doubling
         // to 100 000 of them copied each size into fresh pages, which the kernel zeroes; that was
-        // half of a restart on a million-decision data dir (README, Performance).
+        // half of a restart on a million-decision data dir (docs/performance-history.md).
         let logged = usize::try_from(self.log_count.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         r.pending.reserve_exact(max_pending.min(logged));
         'log: for kv in self.decisions.iter().rev() {
