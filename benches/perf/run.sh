@@ -8,8 +8,9 @@
 #
 # soak: one `sync` server (the default mode), closed-loop `route` for SECONDS (default 600);
 # every 10 s prints elapsed seconds, the server's RSS (MB, from /proc) and the data dir's size
-# (MB, du); then the decision log's bytes per decision (`switchyard state show`) and the time from
-# a restart on that data dir to its first answered Route.
+# (MB, du); then the writer's cycles from /metrics (Routes that waited for it, the mean cycle, the
+# slowest), the decision log's bytes per decision (`switchyard state show`) and the time from a
+# restart on that data dir to its first answered Route.
 #
 # EXTRA_CONFIG=FILE layers one more config file over each server's (e.g. another storage.cache_mb).
 set -euo pipefail
@@ -61,6 +62,18 @@ if [[ -n "$SOAK" ]]; then
     done
     wait "$LOAD" || true
     sed -n '3,7p' "$OUT/soak-bench.txt"
+    # What the writer did: a long Route is either a writer behind (backpressure waits) or a slow
+    # cycle; the slowest cycles show as the highest bucket that is not yet full.
+    curl -s "http://$METRICS/metrics" >"$OUT/soak-metrics.txt" || true
+    awk '/^switchyard_store_backpressure_waits_total / {print "Routes that waited for the writer:", $2}
+        /^switchyard_store_cycle_seconds_count / {n = $2}
+        /^switchyard_store_cycle_seconds_sum / {s = $2}
+        /^switchyard_store_cycle_seconds_bucket/ {split($1, a, "\""); b[++k] = a[2]; c[k] = $2}
+        END {
+            if (n > 0) printf "writer cycles: %d, mean %.2f ms\n", n, s / n * 1000
+            for (i = 1; i <= k; i++) if (c[i] < n) last = b[i + 1]
+            if (last != "") print "slowest cycle at most:", last, "s"
+        }' "$OUT/soak-metrics.txt"
     sy_stop
     "$BIN" state show --data-dir "$DATA/d" | tee "$OUT/soak-state.txt"
     awk -F': ' '/^decisions:/ {n=$2} /^decision bytes:/ {b=$2} END {if (n > 0) printf "bytes per decision (log): %.0f\n", b / n}' "$OUT/soak-state.txt"
