@@ -182,8 +182,9 @@ enum StateCommand {
 
 /// mimalloc instead of the system allocator: a Route allocates and frees dozens of small strings
 /// and vectors (the request, the decision and its copy kept pending, the response), and mimalloc
-/// halves their cost (docs/performance-history.md: the profile); in short `sync` soaks it also held less
-/// memory than glibc's per-thread arenas (244 MB vs 410 MB after ~200 000-300 000 decisions).
+/// halves their cost (docs/performance-history.md: the profile); in short `sync` soaks it also
+/// held less memory than glibc's per-thread arenas (244 MB vs 410 MB after ~200 000-300 000
+/// decisions).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

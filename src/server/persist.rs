@@ -43,9 +43,9 @@ pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 /// (closed-loop load on two shared cores: ~14 000 decisions/s against writer cycles of 0.5-1.4 s)
 /// each cycle takes a bigger batch, takes longer, and the next is bigger still; every queued
 /// decision holds its record, so resident memory grew by gigabytes within minutes and kept growing
-/// after the load stopped while the writer caught up (docs/performance-history.md: the soak). Past this
-/// backlog (about two seconds of writes at the measured rate) Route waits for the writer's next
-/// cycle, so throughput follows what the disk takes and memory stays bounded.
+/// after the load stopped while the writer caught up (docs/performance-history.md: the soak).
+/// Past this backlog (about two seconds of writes at the measured rate) Route waits for the
+/// writer's next cycle, so throughput follows what the disk takes and memory stays bounded.
 pub const MAX_BACKLOG: usize = 20_000;
 
 /// What a finished cycle covered.

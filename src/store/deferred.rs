@@ -253,9 +253,8 @@ impl super::StoreSlot {
 mod tests {
     use super::super::LogBounds;
     use super::*;
-    use crate::config::Config;
     use crate::engine::Engine;
-    use crate::store::tests::{feedback, route};
+    use crate::store::tests::{feedback, logging_engine, route};
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
@@ -281,8 +280,7 @@ mod tests {
     /// them (its decisions still pending). Each tenth write holds two decisions (a segment).
     fn logged(dir: &Path, n: u64, rng: &mut SmallRng) -> (Engine, Vec<String>) {
         let (store, _) = open(dir, false).unwrap();
-        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-        engine.log_events();
+        let mut engine = logging_engine();
         let mut ids = Vec::new();
         for i in 0..n {
             ids.push(route(&mut engine, rng, 1_000 * i));

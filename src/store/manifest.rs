@@ -495,8 +495,8 @@ impl Store {
     /// the new one whole (a write of a few hundred bytes to the page cache is not torn by a
     /// kill). Writing a temporary file and renaming it over the manifest cost an inode created
     /// and one freed per flush: a seventh of the writer's CPU time under `sync` Feedback, which
-    /// flushes ~750 times a second (docs/performance-history.md). A missing file is created; one grown
-    /// past [`MANIFEST_MAX_LEN`] (not written by this code) is replaced by a rename.
+    /// flushes ~750 times a second (docs/performance-history.md). A missing file is created; one
+    /// grown past [`MANIFEST_MAX_LEN`] (not written by this code) is replaced by a rename.
     fn write_manifest_file(&self, c: Checkpoint) -> Result<(), StoreError> {
         let m = Manifest {
             schema: SCHEMA_VERSION,
@@ -750,12 +750,9 @@ mod tests {
     /// as it is: stamped 4, its decisions read back, and new ones written in segments.
     #[test]
     fn a_schema_3_data_dir_opens_as_it_is_and_is_stamped_4() {
-        use crate::config::Config;
-        use crate::engine::Engine;
         use rand::SeedableRng;
         let dir = tempfile::tempdir().unwrap();
-        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-        engine.log_events();
+        let mut engine = crate::store::tests::logging_engine();
         let mut rng = rand::rngs::SmallRng::seed_from_u64(4);
         {
             let store = open(dir.path()).unwrap();

@@ -32,6 +32,7 @@ pub use deferred::Step;
 pub use manifest::{Verified, MANIFEST_FILE};
 pub use recover::StoreSlot;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -677,10 +678,9 @@ impl Store {
                             None => absent(Old::Absent),
                         },
                         Some(Some(sk)) => {
-                            use std::collections::hash_map::Entry as Slot;
                             let seg = match segments.entry(sk) {
-                                Slot::Occupied(o) => o.into_mut(),
-                                Slot::Vacant(slot) => {
+                                Entry::Occupied(o) => o.into_mut(),
+                                Entry::Vacant(slot) => {
                                     let Some(v) = self.decisions.get(sk).map_err(|e| self.io(e))?
                                     else {
                                         // Trimmed: the record is written again, as a new one.
@@ -1078,18 +1078,15 @@ impl Store {
                     // The key holds the id's 16 bytes after its creation time.
                     let id = <[u8; 16]>::try_from(&key[8..24])
                         .unwrap_or_else(|_| id_bytes(&p.decision.id).0);
-                    let created_ms = p.decision.created_ms;
-                    match index.entry(id) {
-                        // Read newest first: an older decision with a newer one's id (see
-                        // `prepare`) is no longer pending under it.
-                        std::collections::hash_map::Entry::Occupied(_) => continue,
-                        std::collections::hash_map::Entry::Vacant(slot) => {
-                            slot.insert(Loc {
-                                created_ms,
-                                segment,
-                            });
-                        }
-                    }
+                    // Read newest first: an older decision with a newer one's id (see
+                    // `prepare`) is no longer pending under it.
+                    let Entry::Vacant(slot) = index.entry(id) else {
+                        continue;
+                    };
+                    slot.insert(Loc {
+                        created_ms: p.decision.created_ms,
+                        segment,
+                    });
                     r.pending.push(p);
                 }
             }

@@ -2,8 +2,8 @@
 //!
 //! Why: sled's cost is per key. Under closed-loop `sync` Route, inserting one key per decision
 //! (`insert_inner` and its leaf splits) was four fifths of the writer's CPU, and the writer shares
-//! the two cores with the request handlers (docs/performance-history.md). A cycle's new decisions are
-//! written in key order as segments of up to [`SEGMENT_MAX`] records, one key each.
+//! the two cores with the request handlers (docs/performance-history.md). A cycle's new decisions
+//! are written in key order as segments of up to [`SEGMENT_MAX`] records, one key each.
 //!
 //! A decision still has exactly one record in the log: a Feedback rewrites the segment that holds
 //! it (a cycle's Feedbacks on one segment share that rewrite), never a copy elsewhere, so a reader

@@ -16,6 +16,13 @@ pub(super) fn route(engine: &mut Engine, rng: &mut SmallRng, t: u64) -> String {
     engine.route(&input, t, rng).unwrap().id
 }
 
+/// An engine on the built-in config that logs its decisions, as the server's does.
+pub(super) fn logging_engine() -> Engine {
+    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
+    engine.log_events();
+    engine
+}
+
 /// Reports decision `id` a success of 100 ms at `t`.
 pub(super) fn feedback(engine: &mut Engine, id: &str, t: u64) {
     let fb = FeedbackInput {
@@ -194,8 +201,7 @@ fn a_newer_schema_is_refused_with_found_and_expected() {
 
 /// A log of 100 decisions, one a second, each with an outcome.
 fn logged_engine(store: &Store) -> Engine {
-    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-    engine.log_events();
+    let mut engine = logging_engine();
     let mut rng = SmallRng::seed_from_u64(7);
     for i in 0..100u64 {
         let input = RouteInput {
@@ -274,8 +280,7 @@ fn one_record_per_decision_trimmed_by_age_count_and_bytes_and_exported_in_range(
 fn a_schema_2_data_dir_is_migrated_on_open() {
     let scratch = tempfile::tempdir().unwrap();
     let store = Store::open_with(scratch.path(), 8).unwrap();
-    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-    engine.log_events();
+    let mut engine = logging_engine();
     let mut rng = SmallRng::seed_from_u64(3);
     let mut all = engine.take_changes();
     let mut ids = Vec::new();
@@ -342,8 +347,7 @@ fn a_schema_2_data_dir_is_migrated_on_open() {
 fn the_digest_follows_writes_whose_old_versions_were_read_at_encoding() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), 8).unwrap();
-    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-    engine.log_events();
+    let mut engine = logging_engine();
     let mut rng = SmallRng::seed_from_u64(11);
     let scanned = |store: &Store| store.scan_digest().unwrap();
     let running = |store: &Store| lock(&store.digest).0;
@@ -443,8 +447,7 @@ fn a_trim_larger_than_one_batch_drops_everything_beyond_the_bounds_and_verifies(
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open_with(dir.path(), 8).unwrap();
-        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-        engine.log_events();
+        let mut engine = logging_engine();
         let mut rng = SmallRng::seed_from_u64(11);
         let total = 3 * TRIM_BATCH as u64 + 40;
         // Cycles of two decisions (one segment each), and one of 100 (four segments).
@@ -490,8 +493,7 @@ fn counters_are_recounted_when_the_db_stopped_inside_a_commit() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open_with(dir.path(), 8).unwrap();
-        let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-        engine.log_events();
+        let mut engine = logging_engine();
         let mut rng = SmallRng::seed_from_u64(5);
         // A segment of nine, and one decision under its own key (copied below).
         for i in 0..10 {
@@ -559,18 +561,24 @@ fn untouched() -> Touched {
     }
 }
 
-/// A Feedback on a decision in a segment rewrites that segment: the outcome is in the log, once.
-#[test]
-fn feedback_on_a_decision_in_a_segment_rewrites_the_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), 8).unwrap();
-    let mut engine = Engine::new(Config::builtin().unwrap(), 0);
-    engine.log_events();
+/// Two decisions drawn from seed 3 (at 1 s and 2 s) and written in one cycle, so as one segment;
+/// returns the engine and their ids.
+fn two_in_one_segment(store: &Store) -> (Engine, String, String) {
+    let mut engine = logging_engine();
     let mut rng = SmallRng::seed_from_u64(3);
     let a = route(&mut engine, &mut rng, 1_000);
     let b = route(&mut engine, &mut rng, 2_000);
     store.write(engine.take_changes()).unwrap();
     assert_eq!(store.decisions.len(), 1, "one segment");
+    (engine, a, b)
+}
+
+/// A Feedback on a decision in a segment rewrites that segment: the outcome is in the log, once.
+#[test]
+fn feedback_on_a_decision_in_a_segment_rewrites_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 8).unwrap();
+    let (mut engine, a, b) = two_in_one_segment(&store);
     feedback(&mut engine, &a, 3_000);
     store.write(engine.take_changes()).unwrap();
     assert_eq!(store.decisions.len(), 1, "rewritten in place");
@@ -590,16 +598,9 @@ fn feedback_on_a_decision_in_a_segment_rewrites_the_segment() {
 fn a_new_decision_with_a_logged_decisions_id_is_logged_as_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), 8).unwrap();
-    let mut first = Engine::new(Config::builtin().unwrap(), 0);
-    first.log_events();
-    let mut rng = SmallRng::seed_from_u64(3);
-    let a = route(&mut first, &mut rng, 1_000);
-    let b = route(&mut first, &mut rng, 2_000);
-    store.write(first.take_changes()).unwrap();
-    assert_eq!(store.decisions.len(), 1, "one segment");
+    let (_, a, b) = two_in_one_segment(&store);
     // The same draws again, later: the same ids for other decisions.
-    let mut again = Engine::new(Config::builtin().unwrap(), 0);
-    again.log_events();
+    let mut again = logging_engine();
     let mut rng = SmallRng::seed_from_u64(3);
     assert_eq!(route(&mut again, &mut rng, 5_000), a);
     assert_eq!(route(&mut again, &mut rng, 6_000), b);

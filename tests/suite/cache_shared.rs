@@ -59,12 +59,6 @@ async fn client(s: &ServedBinary) -> Client {
     RouteClient::new(s.channel().await)
 }
 
-/// SIGTERM, then wait for a clean exit.
-async fn terminate(mut s: ServedBinary) {
-    let status = s.terminate(DEADLINE).await;
-    assert!(status.success(), "exit status {status:?}");
-}
-
 async fn metric(s: &ServedBinary, series: &str) -> f64 {
     let url = s.metrics.as_deref().expect("a metrics listener");
     let text = reqwest::get(url).await.unwrap().text().await.unwrap();
@@ -155,7 +149,7 @@ async fn entries_survive_a_restart_with_their_age_and_invalidation_reaches_the_d
     let exact = store(&mut c, "qa", CAPITAL, "Paris").await;
     let semantic = store(&mut c, "sem", BOILING, "100 °C").await;
     let stored = Instant::now();
-    terminate(s).await;
+    s.stop(DEADLINE).await;
 
     let s = serve(&long, &data, "switchyard-cache-restart.log");
     let mut c = client(&s).await;
@@ -187,13 +181,13 @@ async fn entries_survive_a_restart_with_their_age_and_invalidation_reaches_the_d
 
     // Invalidated, then restarted: gone from the disk too; the other class keeps its entry.
     assert_eq!(invalidate(&mut c, "qa", "what is the capital").await, 1);
-    terminate(s).await;
+    s.stop(DEADLINE).await;
     let s = serve(&long, &data, "switchyard-cache-restart.log");
     let mut c = client(&s).await;
     assert!(route(&mut c, "qa", CAPITAL).await.cache_hit.is_none());
     assert_eq!(stats(&mut c, "qa").await.restored, 0);
     assert!(route(&mut c, "sem", BOILING).await.cache_hit.is_some());
-    terminate(s).await;
+    s.stop(DEADLINE).await;
 
     // A restart whose config gives entries a shorter life drops those already older at load.
     let short = config(dir.path(), 0.5, "");
@@ -202,7 +196,7 @@ async fn entries_survive_a_restart_with_their_age_and_invalidation_reaches_the_d
     let mut c = client(&s).await;
     assert_eq!(stats(&mut c, "sem").await.restored, 0);
     assert!(route(&mut c, "sem", BOILING).await.cache_hit.is_none());
-    terminate(s).await;
+    s.stop(DEADLINE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -436,10 +436,7 @@ async fn the_writers_cycles_and_flushes_are_timed_with_a_data_dir() {
         .args(["--metrics-listen", "127.0.0.1:0"])
         .start();
     let url = served.metrics.clone().unwrap();
-    let mut c =
-        switchyard::proto::route_client::RouteClient::connect(format!("http://{}", served.addr))
-            .await
-            .unwrap();
+    let mut c = switchyard::proto::route_client::RouteClient::new(served.channel().await);
     let flushes = |s: &[Sample]| sum(s, "switchyard_store_flush_seconds_count", &[]);
     let before = flushes(&scrape(&url).await);
     for _ in 0..5 {

@@ -45,10 +45,26 @@ async fn client(served: &ServedBinary) -> RouteClient<Channel> {
     RouteClient::new(served.channel().await)
 }
 
-/// SIGTERM, then a clean exit within 10 s.
-async fn terminate(mut served: ServedBinary) {
-    let status = served.terminate(Duration::from_secs(10)).await;
-    assert!(status.success(), "exit status {status:?}");
+/// How long a SIGTERMed service may take to exit cleanly.
+const STOP: Duration = Duration::from_secs(10);
+
+/// `switchyard trace export` of the stopped service's data dir: every logged decision.
+fn export(data: &Path) -> Vec<LoggedDecision> {
+    let out = Command::new(BIN)
+        .args(["trace", "export", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 async fn route(c: &mut RouteClient<Channel>) -> String {
@@ -135,7 +151,7 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
         err.contains("in use by another switchyard process"),
         "{err}"
     );
-    terminate(svc).await;
+    svc.stop(STOP).await;
 
     let svc = serve(&cfg, &data);
     let mut c = client(&svc).await;
@@ -167,24 +183,10 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
         0
     );
     drop(c);
-    terminate(svc).await;
+    svc.stop(STOP).await;
 
     // The event log exports as logged traffic.
-    let out = Command::new(BIN)
-        .args(["trace", "export", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<LoggedDecision> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = export(&data);
     assert_eq!(lines.len(), 20);
     assert!(lines
         .iter()
@@ -231,7 +233,7 @@ async fn crash_run(storage: &str, wait_before_kill: Duration) {
     }
     assert_eq!(successes(&stats(&mut c).await), N as u64);
     drop(c);
-    terminate(svc).await;
+    svc.stop(STOP).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +292,7 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(c);
-    terminate(svc).await;
+    svc.stop(STOP).await;
     let out = state_show(&data);
     assert!(
         out.status.success(),
@@ -452,20 +454,10 @@ async fn a_seeded_service_never_repeats_a_decision_id_across_restarts_or_replica
     all.dedup();
     assert_eq!(all.len(), 120, "a decision id was handed out twice");
     drop(c);
-    terminate(again).await;
+    again.stop(STOP).await;
 
     // Every decision is in the log once, with the outcome its Feedback reported.
-    let out = Command::new(BIN)
-        .args(["trace", "export", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let logged: Vec<LoggedDecision> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let logged = export(&data);
     let mut ids: Vec<&str> = logged.iter().map(|d| d.decision_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();

@@ -229,6 +229,12 @@ impl ServedBinary {
         self.wait_exit(within).await
     }
 
+    /// [`ServedBinary::terminate`], asserting a clean exit: a graceful shutdown within `within`.
+    pub async fn stop(mut self, within: Duration) {
+        let status = self.terminate(within).await;
+        assert!(status.success(), "exit status {status:?}");
+    }
+
     /// The exit status once the process stops by itself (a server that finds damage after it
     /// started serving stops with an error); panics (after a SIGKILL) if it has not stopped
     /// `within`. Polls like [`ServedBinary::terminate`], for the same reason.
