@@ -213,23 +213,44 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_prints_json_and_exits_2_on_bad_arguments() {
-    let server = TestServer::start(Config::builtin().unwrap()).await;
-    let addr = server.addr.to_string();
+/// `switchyard bench --addr SERVER --json ARGS`, run off the runtime: its report, once it has
+/// exited 0.
+async fn bench_json(server: &TestServer, args: &[&str]) -> serde_json::Value {
+    let mut argv = vec![
+        "bench".to_string(),
+        "--addr".into(),
+        server.addr.to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    argv.push("--json".into());
     let out = tokio::task::spawn_blocking(move || {
-        bin()
-            .args(["bench", "--addr", &addr, "--workload", "floor,route"])
-            .args(["--duration", "0.2", "--warmup", "0", "--concurrency", "2"])
-            .args(["--connections", "1", "--json"])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+        bin().args(&argv).env("RUST_LOG", "warn").output().unwrap()
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_prints_json_and_exits_2_on_bad_arguments() {
+    let server = TestServer::start(Config::builtin().unwrap()).await;
+    let json = bench_json(
+        &server,
+        &[
+            "--workload",
+            "floor,route",
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0",
+            "--concurrency",
+            "2",
+            "--connections",
+            "1",
+        ],
+    )
+    .await;
     let workloads = json["workloads"].as_array().unwrap();
     assert_eq!(workloads.len(), 2);
     assert_eq!(workloads[1]["workload"], "route");
@@ -240,6 +261,7 @@ async fn the_binary_prints_json_and_exits_2_on_bad_arguments() {
         (&["--rate", "0"][..], "--rate"),
         (&["--duration", "0"][..], "--duration"),
         (&["--concurrency", "0"][..], "--concurrency"),
+        (&["--threads", "257"][..], "--threads"),
         (
             &["--addr", "127.0.0.1:1"][..],
             "cannot connect to 127.0.0.1:1",
@@ -250,5 +272,43 @@ async fn the_binary_prints_json_and_exits_2_on_bad_arguments() {
         assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
         assert!(stderr.contains(needle), "{flags:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{flags:?}: {stderr}");
+    }
+}
+
+/// The binary's open loop on the runtime each `--threads` gives (0: one thread, a current-thread
+/// runtime; 2: a multi-thread one) sends exactly rate x (duration + warm-up) units, all of which
+/// the server counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binarys_open_loop_sends_every_unit_on_either_runtime() {
+    for threads in ["0", "2"] {
+        let server = TestServer::start(Config::builtin().unwrap()).await;
+        let json = bench_json(
+            &server,
+            &[
+                "--workload",
+                "pair",
+                "--rate",
+                "300",
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0.1",
+                "--threads",
+                threads,
+            ],
+        )
+        .await;
+        let pair = &json["workloads"][0];
+        assert_eq!(pair["requests"], 150, "--threads {threads}: {pair}");
+        assert_eq!(pair["errors"], 0, "--threads {threads}: {pair}");
+        let arms = arms(&server, "qa").await;
+        // 150 measured pairs and 30 warm-up ones: each a decision and its Feedback.
+        assert_eq!(sum(&arms, |a| a.pulls), 180, "--threads {threads}");
+        assert_eq!(
+            sum(&arms, |a| a.successes) + sum(&arms, |a| a.failures),
+            180,
+            "--threads {threads}"
+        );
+        server.stop().await;
     }
 }
