@@ -5,9 +5,11 @@
 
 use crate::common;
 
+use common::offline::{offline, offline_ok};
 use common::served::{ServeBuilder, ServedBinary};
 use common::webhook;
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,7 +25,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const STORE_SERVICE: &str = "switchyard.v1.Store";
 
 /// The built-in config without decay (so success counts compare exactly) in sync mode.
@@ -473,13 +474,10 @@ async fn a_db_one_flush_ahead_of_its_manifest_starts_and_further_ahead_is_refuse
     // `state check` opens the data dir, which ends in a flush: the db and the manifest move one
     // flush on. The old manifest back in place is the crash between the db's flush and the
     // manifest's write.
-    let out = state_cmd("check", &data);
-    assert!(out.status.success(), "{out:?}");
+    offline_ok(state_args("check", &data));
     assert_ne!(std::fs::read(&manifest).unwrap(), behind);
     std::fs::write(&manifest, &behind).unwrap();
-    let out = state_cmd("check", &data);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let text = offline_ok(state_args("check", &data));
     assert!(
         text.contains("stopped between a flush and its manifest's write"),
         "{text}"
@@ -489,8 +487,7 @@ async fn a_db_one_flush_ahead_of_its_manifest_starts_and_further_ahead_is_refuse
         "{text}"
     );
     let behind = std::fs::read(&manifest).unwrap();
-    let out = state_cmd("check", &data);
-    assert!(out.status.success(), "{out:?}");
+    offline_ok(state_args("check", &data));
     std::fs::write(&manifest, &behind).unwrap();
     // Over the binary: it starts with the state intact and rewrites the manifest.
     assert_eq!(add_state(&cfg, &data, 2).await, 5);
@@ -499,7 +496,7 @@ async fn a_db_one_flush_ahead_of_its_manifest_starts_and_further_ahead_is_refuse
         log.contains("stopped between a flush and its manifest's write"),
         "{log}"
     );
-    let out = state_cmd("check", &data);
+    let out = offline(state_args("check", &data));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("ok: every tree matches the manifest"),
@@ -516,12 +513,14 @@ async fn a_db_one_flush_ahead_of_its_manifest_starts_and_further_ahead_is_refuse
     );
 }
 
-fn state_cmd(cmd: &str, data: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(["state", cmd, "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap()
+/// The arguments of `switchyard state CMD` on `data`.
+fn state_args<'a>(cmd: &'a str, data: &'a Path) -> [&'a OsStr; 4] {
+    [
+        OsStr::new("state"),
+        OsStr::new(cmd),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+    ]
 }
 
 /// Starts, routes and settles `n` more decisions, stops gracefully; returns the successes the
@@ -563,7 +562,7 @@ fn refused(cfg: &Path, data: &Path, file: &Path, why: &str) {
     for want in [&file.display().to_string(), why, "restore a backup"] {
         assert!(err.contains(want), "no {want:?} in {err}");
     }
-    let out = state_cmd("check", data);
+    let out = offline(state_args("check", data));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(why), "{err}");
@@ -578,9 +577,7 @@ async fn the_manifest_refuses_a_rolled_back_or_deleted_db() {
     let data = tmp.path().join("data");
     let cfg = write_config(tmp.path());
     data_dir_with_state(&cfg, &data, 5).await;
-    let out = state_cmd("check", &data);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = offline_ok(state_args("check", &data));
     assert!(
         text.contains("ok: every tree matches the manifest"),
         "{text}"
@@ -591,7 +588,7 @@ async fn the_manifest_refuses_a_rolled_back_or_deleted_db() {
     let old = tmp.path().join("old");
     copy_files(&data, &old, "manifest");
     assert_eq!(add_state(&cfg, &data, 4).await, 9);
-    let out = state_cmd("check", &data);
+    let out = offline(state_args("check", &data));
     assert!(String::from_utf8_lossy(&out.stdout).contains("tree decisions: 9 records"));
     for e in std::fs::read_dir(&data).unwrap() {
         let p = e.unwrap().path();
@@ -636,13 +633,16 @@ fn poke(data: &Path, tree: &str, key: &[u8], value: &[u8]) {
     panic!("cannot open {}: {last}", data.display());
 }
 
-fn backup_cmd(to: &Path, addr: &str) -> std::process::Output {
-    Command::new(BIN)
-        .args(["state", "backup", "--to"])
-        .arg(to)
-        .args(["--addr", addr])
-        .output()
-        .unwrap()
+/// The arguments of `switchyard state backup` into `to` from the service at `addr`.
+fn backup_args<'a>(to: &'a Path, addr: &'a str) -> [&'a OsStr; 6] {
+    [
+        OsStr::new("state"),
+        OsStr::new("backup"),
+        OsStr::new("--to"),
+        to.as_os_str(),
+        OsStr::new("--addr"),
+        OsStr::new(addr),
+    ]
 }
 
 fn first_key(data: &Path, tree: &str) -> Vec<u8> {
@@ -675,16 +675,10 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         feedback(&mut c, &id).await.unwrap();
     }
     let backup = tmp.path().join("backup");
-    let out = backup_cmd(&backup, &svc.addr);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = offline_ok(backup_args(&backup, &svc.addr));
     assert!(text.contains("backed up"), "{text}");
     // A second backup into the same (now full) directory is refused, saying why.
-    let out = backup_cmd(&backup, &svc.addr);
+    let out = offline(backup_args(&backup, &svc.addr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -700,24 +694,15 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
     assert!(svc.terminate(STOP).await.success());
 
     let restored = tmp.path().join("restored");
-    let out = Command::new(BIN)
-        .args(["state", "restore", "--from"])
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = state_cmd("check", &restored);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    offline_ok([
+        OsStr::new("state"),
+        OsStr::new("restore"),
+        OsStr::new("--from"),
+        backup.as_os_str(),
+        OsStr::new("--data-dir"),
+        restored.as_os_str(),
+    ]);
+    offline_ok(state_args("check", &restored));
     let mut svc = logged(&cfg, &restored).start();
     let mut c = client(&svc).await;
     assert_eq!(
@@ -752,23 +737,12 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         err.contains("state repair") || err.contains("restore a backup"),
         "{err}"
     );
-    let out = state_cmd("repair", &restored);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = offline_ok(state_args("repair", &restored));
     assert!(
         text.contains("dropped tree ledgers, key \"team\""),
         "{text}"
     );
-    let out = state_cmd("check", &restored);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    offline_ok(state_args("check", &restored));
     let mut svc = logged(&cfg, &restored).start();
     let status = svc.terminate(STOP).await;
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
@@ -813,7 +787,7 @@ async fn a_decision_lost_from_a_clean_data_dir_is_found_after_start_and_stops_th
     ] {
         assert!(err.contains(want), "no {want:?} in {err}");
     }
-    let out = state_cmd("check", &data);
+    let out = offline(state_args("check", &data));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("tree decisions holds 5 records"), "{err}");

@@ -3,10 +3,11 @@
 
 use crate::common;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use common::offline::{offline, offline_ok};
 use common::served::ServedBinary;
 use switchyard::config::DEFAULT_CONFIG_TOML;
 use switchyard::proto::route_client::RouteClient;
@@ -15,8 +16,6 @@ use switchyard::proto::{
 };
 use switchyard::sim::trace::LoggedDecision;
 use tonic::transport::Channel;
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 /// The built-in config without decay (so stats compare exactly across time) and with `extra`.
 fn write_config(dir: &Path, storage: &str, pending_ttl_secs: f64) -> std::path::PathBuf {
@@ -50,21 +49,15 @@ const STOP: Duration = Duration::from_secs(10);
 
 /// `switchyard trace export` of the stopped service's data dir: every logged decision.
 fn export(data: &Path) -> Vec<LoggedDecision> {
-    let out = Command::new(BIN)
-        .args(["trace", "export", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    offline_ok([
+        OsStr::new("trace"),
+        OsStr::new("export"),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
 }
 
 async fn route(c: &mut RouteClient<Channel>) -> String {
@@ -110,12 +103,14 @@ fn successes(arms: &[ArmStats]) -> u64 {
     arms.iter().map(|a| a.successes).sum()
 }
 
-fn state_show(data: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(["state", "show", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap()
+/// The arguments of `switchyard state show` on `data`.
+fn show_args(data: &Path) -> [&OsStr; 4] {
+    [
+        OsStr::new("state"),
+        OsStr::new("show"),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+    ]
 }
 
 fn field(out: &str, name: &str) -> u64 {
@@ -144,7 +139,7 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
     let before = stats(&mut c).await;
 
     // A second instance on the same data dir, and the offline tools, are refused.
-    let out = state_show(&data);
+    let out = offline(show_args(&data));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -293,13 +288,7 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
     }
     drop(c);
     svc.stop(STOP).await;
-    let out = state_show(&data);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = offline_ok(show_args(&data));
     assert_eq!(field(&text, "pending decisions"), 0, "{text}");
     assert!(field(&text, "decisions") <= 50, "{text}");
 }
@@ -309,16 +298,19 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     // The offline tools never create a missing data dir.
-    let out = Command::new(BIN)
-        .args(["state", "reset", "--task-class", "qa", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = offline([
+        OsStr::new("state"),
+        OsStr::new("reset"),
+        OsStr::new("--task-class"),
+        OsStr::new("qa"),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not exist"), "{err}");
     assert!(!data.exists());
-    let out = state_show(&data);
+    let out = offline(show_args(&data));
     assert!(!out.status.success());
     assert!(!data.exists());
     // A data dir made by the server has the current schema.
@@ -326,7 +318,7 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         let store = switchyard::store::Store::open_with(&data, 8).unwrap();
         store.flush().unwrap();
     }
-    let out = state_show(&data);
+    let out = offline(show_args(&data));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         field(&text, "schema"),
@@ -342,7 +334,7 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         .env("RUST_LOG", "info")
         .capture_stderr()
         .start();
-    let out = state_show(&data);
+    let out = offline(show_args(&data));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -374,7 +366,7 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = state_show(&data);
+    let out = offline(show_args(&data));
     assert!(!out.status.success(), "{err}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("schema version 99"), "{err}");

@@ -8,8 +8,7 @@
 
 use crate::common;
 
-use std::process::Command;
-
+use common::offline::offline_ok;
 use common::served::ServedBinary;
 use common::{config, spec, ModelSpec, TestServer};
 use rand::rngs::SmallRng;
@@ -308,18 +307,7 @@ fn ab_config_toml() -> String {
 }
 
 fn report(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("report")
-        .arg("ab")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "report ab {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    offline_ok(["report", "ab"].iter().chain(args))
 }
 
 /// The `mean [lo, hi]` of the line after `router - control` that starts with `label`.

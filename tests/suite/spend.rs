@@ -7,9 +7,11 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::ffi::OsStr;
+use std::path::Path;
 use std::time::Duration;
 
+use common::offline::offline_ok;
 use common::served::ServedBinary;
 use common::webhook::webhook;
 use common::{config, spec, TestServer};
@@ -130,6 +132,18 @@ fn cents(usd: f64) -> i64 {
     (usd * 100.0).round() as i64
 }
 
+/// The arguments of `switchyard report spend` on `data`, then `more`.
+fn report_spend<'a>(data: &'a Path, more: &[&'a str]) -> Vec<&'a OsStr> {
+    let mut args = vec![
+        OsStr::new("report"),
+        OsStr::new("spend"),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+    ];
+    args.extend(more.iter().copied().map(OsStr::new));
+    args
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,18 +226,11 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
 
     // Offline, on the data dir the service left (Feedback is durable before it is answered).
     drop(served);
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["report", "spend", "--data-dir"])
-        .arg(&data)
-        .args(["--by", "budget_key", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = offline_ok(report_spend(
+        &data,
+        &["--by", "budget_key", "--format", "json"],
+    ));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     for (key, spent) in &ledgers {
         let row = rows
             .iter()
@@ -235,13 +242,10 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
             "{key}"
         );
     }
-    let csv = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["report", "spend", "--data-dir"])
-        .arg(&data)
-        .args(["--by", "month", "--by", "tag:user", "--format", "csv"])
-        .output()
-        .unwrap();
-    let csv = String::from_utf8(csv.stdout).unwrap();
+    let csv = offline_ok(report_spend(
+        &data,
+        &["--by", "month", "--by", "tag:user", "--format", "csv"],
+    ));
     assert!(
         csv.starts_with(
             "month,tag:user,spend_usd,requests,input_tokens,output_tokens,mean_cost_usd\n"
