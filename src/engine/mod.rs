@@ -199,7 +199,7 @@ impl Logged {
 pub struct Restored {
     /// Arms by (task class, model).
     pub arms: BTreeMap<(String, String), Arm>,
-    pub pending: Vec<PendingDecision>,
+    pub pending: RestoredPending,
     pub breakers: BTreeMap<String, Breaker>,
     pub ledgers: BTreeMap<String, Ledger>,
     /// Objective states by task class.
@@ -318,25 +318,28 @@ impl Engine {
             }
         }
         engine.spend = parts.spend;
-        let mut pending = parts.pending;
-        pending.sort_by(|a, b| {
-            (a.decision.created_ms, &a.decision.id).cmp(&(b.decision.created_ms, &b.decision.id))
-        });
-        let max = engine.config.limits.max_pending;
-        for p in pending {
-            if engine
-                .config
-                .task_classes
-                .contains_key(&p.decision.task_class)
-            {
-                let evicted = engine.pending.insert(p, max);
-                engine.bury(&evicted, now_ms);
-            } else {
+        // Read back compact, with their own name table (which this new engine's empty one
+        // becomes); put in creation order (ties by id) and inserted oldest first, so the newest
+        // are kept within `max_pending`.
+        let (names, mut pending) = parts.pending.into_parts();
+        engine.pending.names = names;
+        pending.retain(|c| {
+            let known = engine.config.task_classes.contains_key(c.task_class());
+            if !known {
                 warnings.push(format!(
                     "dropped pending decision {}: task class {} no longer in the config",
-                    p.decision.id, p.decision.task_class
+                    c.id(),
+                    c.task_class()
                 ));
             }
+            known
+        });
+        pending.sort_unstable_by(|a, b| (a.created_ms(), a.key()).cmp(&(b.created_ms(), b.key())));
+        let max = engine.config.limits.max_pending;
+        engine.pending.reserve(pending.len().min(max));
+        for c in pending {
+            let evicted = engine.pending.insert_restored(c, max);
+            engine.bury(&evicted, now_ms);
         }
         engine.expire(now_ms);
         // What was just read back is already persisted, except what expiry dropped; arms are

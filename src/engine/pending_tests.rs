@@ -331,3 +331,74 @@ fn an_untracked_engine_routes_the_same_and_notes_no_changes() {
     assert!(!changes.arms.is_empty());
     assert!(untracked.take_changes().is_empty());
 }
+
+/// A restart reads pending decisions back newest first, compacted as they are read: the engine
+/// puts them in creation order, keeps the newest within `limits.max_pending`, drops (with a
+/// warning) those of a class the config no longer has, and notes as changes only the decisions it
+/// evicted (what it kept is already on disk).
+#[test]
+fn a_restore_keeps_the_newest_within_the_bound_and_notes_only_evictions() {
+    let mut cfg = crate::config::Config::builtin().unwrap();
+    cfg.limits.pending_ttl_secs = 3600.0;
+    let mut e = Engine::new(cfg.clone(), 0);
+    let mut rng = SmallRng::seed_from_u64(5);
+    let made: Vec<Decision> = (0..12u64)
+        .map(|i| {
+            let class = ["qa", "code"][(i % 2) as usize];
+            let input = RouteInput {
+                task_class: class.into(),
+                request_id: format!("req-{i}"),
+                ..Default::default()
+            };
+            e.route(&input, 1_000 + i, &mut rng).unwrap()
+        })
+        .collect();
+    let mut read = RestoredPending::default();
+    for d in made.iter().rev() {
+        read.push(e.pending.full(&d.id).unwrap());
+    }
+    assert_eq!(read.len(), 12);
+
+    cfg.task_classes.remove("code");
+    cfg.limits.max_pending = 4;
+    let parts = Restored {
+        pending: read,
+        ..Default::default()
+    };
+    let (mut r, warnings) = Engine::restore(cfg, parts, 2_000);
+    let code: Vec<&Decision> = made.iter().filter(|d| d.task_class == "code").collect();
+    assert_eq!(warnings.len(), code.len(), "{warnings:?}");
+    for d in &code {
+        let want = format!(
+            "dropped pending decision {}: task class code no longer in the config",
+            d.id
+        );
+        assert!(warnings.contains(&want), "{want} not in {warnings:?}");
+    }
+    // The qa decisions were made at 1 000, 1 002, ..., 1 010 ms: the four newest are kept, as
+    // they were, and found by their request ids.
+    let qa: Vec<&Decision> = made.iter().filter(|d| d.task_class == "qa").collect();
+    assert_eq!(r.pending_len(), 4);
+    for d in &qa[2..] {
+        assert_eq!(r.pending.full(&d.id), e.pending.full(&d.id), "{}", d.id);
+        let request_id = e.pending.full(&d.id).and_then(|p| p.request_id).unwrap();
+        let held = r.pending.by_request(&request_id).map(|p| p.key().clone());
+        assert_eq!(held, Some(DecisionKey::of(&d.id)));
+    }
+    for d in &qa[..2] {
+        assert_eq!(r.pending.full(&d.id), None, "{}", d.id);
+    }
+    let changes = r.take_changes();
+    let mut gone: Vec<String> = changes
+        .pending
+        .iter()
+        .map(|(k, p)| {
+            assert!(p.is_none(), "{k} noted as changed, not removed");
+            k.to_string()
+        })
+        .collect();
+    gone.sort();
+    let mut evicted: Vec<String> = qa[..2].iter().map(|d| d.id.clone()).collect();
+    evicted.sort();
+    assert_eq!(gone, evicted);
+}

@@ -1056,11 +1056,10 @@ impl Store {
         let names = lock(&self.names);
         let mut index = lock(&self.index);
         index.clear();
-        // Reserved once: a pending decision is about 800 bytes, and growing the vector by doubling
-        // to 100 000 of them copied each size into fresh pages, which the kernel zeroes; that was
-        // half of a restart on a million-decision data dir (docs/performance-history.md).
+        // Reserved once: growing the vector by doubling to 100 000 decisions copied each size
+        // into fresh pages, which the kernel zeroes (docs/performance-history.md).
         let logged = usize::try_from(self.log_count.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-        r.pending.reserve_exact(max_pending.min(logged));
+        r.pending.reserve(max_pending.min(logged));
         'log: for kv in self.decisions.iter().rev() {
             let (k, v) = kv.map_err(|e| self.io(e))?;
             let segment = SegmentKey::try_from(k.as_ref()).ok();
