@@ -61,11 +61,6 @@ impl RestoredPending {
         self.decisions.is_empty()
     }
 
-    /// The decisions in the order read, in full.
-    pub fn expanded(&self) -> Vec<PendingDecision> {
-        self.decisions.iter().map(CompactPending::expand).collect()
-    }
-
     /// The name table and the decisions, for the engine that adopts them.
     pub(super) fn into_parts(self) -> (Names, Vec<CompactPending>) {
         (self.names, self.decisions)
