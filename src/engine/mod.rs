@@ -341,10 +341,10 @@ impl Engine {
             let evicted = engine.pending.insert_restored(c, max);
             engine.bury(&evicted, now_ms);
         }
+        // What was just read back is already persisted and not noted as changed; what eviction
+        // and expiry drop is. Arms are rewritten once (new arms of a changed config start at
+        // priors and must be persisted).
         engine.expire(now_ms);
-        // What was just read back is already persisted, except what expiry dropped; arms are
-        // rewritten once (new arms of a changed config start at priors and must be persisted).
-        engine.pending.keep_removals_only();
         (engine, warnings)
     }
 

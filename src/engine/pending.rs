@@ -288,10 +288,4 @@ impl Pending {
     pub(super) fn clear_changes(&mut self) {
         self.dirty.clear();
     }
-
-    /// Forgets the changes of decisions still held (what was just read back is persisted).
-    pub(super) fn keep_removals_only(&mut self) {
-        let by_id = &self.by_id;
-        self.dirty.retain(|k, _| !by_id.contains_key(k));
-    }
 }
