@@ -4,16 +4,13 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::served::ServedBinary;
 use switchyard::proto::route_client::RouteClient;
 use switchyard::proto::{FeedbackRequest, Outcome, RouteRequest};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-}
+use common::cli::switchyard as bin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_the_builtin_default_answers_and_stops_cleanly_on_sigterm() {

@@ -5,16 +5,10 @@
 use crate::common;
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
+use common::cli;
 use common::served::ServedBinary;
-
-fn switchyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -27,12 +21,12 @@ fn text(o: &Output) -> (String, String) {
 fn health_exits_zero_only_when_serving() {
     let served = ServedBinary::start();
     for service in ["", "switchyard.v1.Route"] {
-        let o = switchyard(&["health", "--addr", &served.addr, "--service", service]);
+        let o = cli::run(["health", "--addr", &served.addr, "--service", service]);
         let (out, err) = text(&o);
         assert_eq!(o.status.code(), Some(0), "{out}{err}");
         assert!(out.trim_end().ends_with(": SERVING"), "{out}");
     }
-    let o = switchyard(&["health", "--addr", &served.addr, "--service", "no.Such"]);
+    let o = cli::run(["health", "--addr", &served.addr, "--service", "no.Such"]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
     assert!(err.contains("unknown service `no.Such`"), "{err}");
@@ -47,12 +41,12 @@ fn health_fails_clearly_when_nothing_listens_or_the_address_is_bad() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let o = switchyard(&["health", "--addr", &addr]);
+    let o = cli::run(["health", "--addr", &addr]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot connect"), "{err}");
 
-    let o = switchyard(&["health", "--addr", "127.0.0.1"]);
+    let o = cli::run(["health", "--addr", "127.0.0.1"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("no port"), "{err}");
@@ -62,7 +56,7 @@ fn health_fails_clearly_when_nothing_listens_or_the_address_is_bad() {
 fn hash_key_prints_the_sha256_of_stdin_or_key() {
     // FIPS 180-2 test vector: SHA-256("abc").
     const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let mut child = cli::switchyard()
         .args(["auth", "hash-key"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -73,10 +67,10 @@ fn hash_key_prints_the_sha256_of_stdin_or_key() {
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), ABC);
 
-    let o = switchyard(&["auth", "hash-key", "--key", "abc"]);
+    let o = cli::run(["auth", "hash-key", "--key", "abc"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), ABC);
 
-    let o = switchyard(&["auth", "hash-key", "--key", "  "]);
+    let o = cli::run(["auth", "hash-key", "--key", "  "]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("empty key"));
 }

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::offline::{offline, offline_ok};
+use common::cli;
 use common::served::{ServeBuilder, ServedBinary};
 use common::webhook;
 
@@ -474,10 +474,10 @@ async fn a_db_one_flush_ahead_of_its_manifest_starts_and_further_ahead_is_refuse
     // `state check` opens the data dir, which ends in a flush: the db and the manifest move one
     // flush on. The old manifest back in place is the crash between the db's flush and the
     // manifest's write.
-    offline_ok(state_args("check", &data));
+    cli::run_ok(state_args("check", &data));
     assert_ne!(std::fs::read(&manifest).unwrap(), behind);
     std::fs::write(&manifest, &behind).unwrap();
-    let text = offline_ok(state_args("check", &data));
+    let text = cli::run_ok(state_args("check", &data));
     assert!(
         text.contains("stopped between a flush and its manifest's write"),
         "{text}"
@@ -487,7 +487,7 @@ async fn a_db_one_flush_ahead_of_its_manifest_starts_and_further_ahead_is_refuse
         "{text}"
     );
     let behind = std::fs::read(&manifest).unwrap();
-    offline_ok(state_args("check", &data));
+    cli::run_ok(state_args("check", &data));
     std::fs::write(&manifest, &behind).unwrap();
     // Over the binary: it starts with the state intact and rewrites the manifest.
     assert_eq!(add_state(&cfg, &data, 2).await, 5);
@@ -496,7 +496,7 @@ async fn a_db_one_flush_ahead_of_its_manifest_starts_and_further_ahead_is_refuse
         log.contains("stopped between a flush and its manifest's write"),
         "{log}"
     );
-    let out = offline(state_args("check", &data));
+    let out = cli::run(state_args("check", &data));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("ok: every tree matches the manifest"),
@@ -562,7 +562,7 @@ fn refused(cfg: &Path, data: &Path, file: &Path, why: &str) {
     for want in [&file.display().to_string(), why, "restore a backup"] {
         assert!(err.contains(want), "no {want:?} in {err}");
     }
-    let out = offline(state_args("check", data));
+    let out = cli::run(state_args("check", data));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(why), "{err}");
@@ -577,7 +577,7 @@ async fn the_manifest_refuses_a_rolled_back_or_deleted_db() {
     let data = tmp.path().join("data");
     let cfg = write_config(tmp.path());
     data_dir_with_state(&cfg, &data, 5).await;
-    let text = offline_ok(state_args("check", &data));
+    let text = cli::run_ok(state_args("check", &data));
     assert!(
         text.contains("ok: every tree matches the manifest"),
         "{text}"
@@ -588,7 +588,7 @@ async fn the_manifest_refuses_a_rolled_back_or_deleted_db() {
     let old = tmp.path().join("old");
     copy_files(&data, &old, "manifest");
     assert_eq!(add_state(&cfg, &data, 4).await, 9);
-    let out = offline(state_args("check", &data));
+    let out = cli::run(state_args("check", &data));
     assert!(String::from_utf8_lossy(&out.stdout).contains("tree decisions: 9 records"));
     for e in std::fs::read_dir(&data).unwrap() {
         let p = e.unwrap().path();
@@ -675,10 +675,10 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         feedback(&mut c, &id).await.unwrap();
     }
     let backup = tmp.path().join("backup");
-    let text = offline_ok(backup_args(&backup, &svc.addr));
+    let text = cli::run_ok(backup_args(&backup, &svc.addr));
     assert!(text.contains("backed up"), "{text}");
     // A second backup into the same (now full) directory is refused, saying why.
-    let out = offline(backup_args(&backup, &svc.addr));
+    let out = cli::run(backup_args(&backup, &svc.addr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -694,7 +694,7 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
     assert!(svc.terminate(STOP).await.success());
 
     let restored = tmp.path().join("restored");
-    offline_ok([
+    cli::run_ok([
         OsStr::new("state"),
         OsStr::new("restore"),
         OsStr::new("--from"),
@@ -702,7 +702,7 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         OsStr::new("--data-dir"),
         restored.as_os_str(),
     ]);
-    offline_ok(state_args("check", &restored));
+    cli::run_ok(state_args("check", &restored));
     let mut svc = logged(&cfg, &restored).start();
     let mut c = client(&svc).await;
     assert_eq!(
@@ -737,12 +737,12 @@ async fn a_backup_while_serving_restores_and_bad_records_are_skipped_or_refused_
         err.contains("state repair") || err.contains("restore a backup"),
         "{err}"
     );
-    let text = offline_ok(state_args("repair", &restored));
+    let text = cli::run_ok(state_args("repair", &restored));
     assert!(
         text.contains("dropped tree ledgers, key \"team\""),
         "{text}"
     );
-    offline_ok(state_args("check", &restored));
+    cli::run_ok(state_args("check", &restored));
     let mut svc = logged(&cfg, &restored).start();
     let status = svc.terminate(STOP).await;
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
@@ -787,7 +787,7 @@ async fn a_decision_lost_from_a_clean_data_dir_is_found_after_start_and_stops_th
     ] {
         assert!(err.contains(want), "no {want:?} in {err}");
     }
-    let out = offline(state_args("check", &data));
+    let out = cli::run(state_args("check", &data));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("tree decisions holds 5 records"), "{err}");

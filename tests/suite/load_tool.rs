@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
@@ -209,9 +208,7 @@ async fn json_report_parses_with_the_same_figures() {
     server.stop().await;
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-}
+use common::cli::switchyard as bin;
 
 /// `switchyard bench --addr SERVER --json ARGS`, run off the runtime: its report, once it has
 /// exited 0.

@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::offline::{offline, offline_ok};
+use common::cli;
 use common::served::ServedBinary;
 use switchyard::config::DEFAULT_CONFIG_TOML;
 use switchyard::proto::route_client::RouteClient;
@@ -49,7 +49,7 @@ const STOP: Duration = Duration::from_secs(10);
 
 /// `switchyard trace export` of the stopped service's data dir: every logged decision.
 fn export(data: &Path) -> Vec<LoggedDecision> {
-    offline_ok([
+    cli::run_ok([
         OsStr::new("trace"),
         OsStr::new("export"),
         OsStr::new("--data-dir"),
@@ -139,7 +139,7 @@ async fn sigterm_restart_restores_stats_and_pending_decisions() {
     let before = stats(&mut c).await;
 
     // A second instance on the same data dir, and the offline tools, are refused.
-    let out = offline(show_args(&data));
+    let out = cli::run(show_args(&data));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -288,7 +288,7 @@ async fn pending_decisions_expire_and_the_event_log_is_trimmed() {
     }
     drop(c);
     svc.stop(STOP).await;
-    let text = offline_ok(show_args(&data));
+    let text = cli::run_ok(show_args(&data));
     assert_eq!(field(&text, "pending decisions"), 0, "{text}");
     assert!(field(&text, "decisions") <= 50, "{text}");
 }
@@ -298,7 +298,7 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     // The offline tools never create a missing data dir.
-    let out = offline([
+    let out = cli::run([
         OsStr::new("state"),
         OsStr::new("reset"),
         OsStr::new("--task-class"),
@@ -310,7 +310,7 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not exist"), "{err}");
     assert!(!data.exists());
-    let out = offline(show_args(&data));
+    let out = cli::run(show_args(&data));
     assert!(!out.status.success());
     assert!(!data.exists());
     // A data dir made by the server has the current schema.
@@ -318,7 +318,7 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         let store = switchyard::store::Store::open_with(&data, 8).unwrap();
         store.flush().unwrap();
     }
-    let out = offline(show_args(&data));
+    let out = cli::run(show_args(&data));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         field(&text, "schema"),
@@ -334,7 +334,7 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         .env("RUST_LOG", "info")
         .capture_stderr()
         .start();
-    let out = offline(show_args(&data));
+    let out = cli::run(show_args(&data));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -366,7 +366,7 @@ fn offline_reset_and_schema_and_lock_errors_are_clear() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = offline(show_args(&data));
+    let out = cli::run(show_args(&data));
     assert!(!out.status.success(), "{err}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("schema version 99"), "{err}");

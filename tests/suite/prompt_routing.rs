@@ -6,8 +6,6 @@
 
 use crate::common;
 
-use std::process::Command;
-
 use common::TestServer;
 use switchyard::auth::hash_key_hex;
 use switchyard::config::Config;
@@ -387,31 +385,20 @@ async fn the_built_in_config_classifies_code_and_summaries() {
 /// rules were written reading only the even ones): the accuracy README reports.
 #[test]
 fn classify_cli_scores_the_routerarena_test_split() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .current_dir(root)
-        .args([
-            "classify",
-            "--rules",
-            "simulations/classifier/routerarena-rules.toml",
-            "--input",
-            "simulations/data/routerarena/claude-3-haiku-20240307.jsonl",
-            "--label-field",
-            "global_index",
-            "--label-map",
-            "simulations/classifier/routerarena-labels.toml",
-            "--split",
-            "test",
-            "--summary",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::cli::run_ok([
+        "classify",
+        "--rules",
+        "simulations/classifier/routerarena-rules.toml",
+        "--input",
+        "simulations/data/routerarena/claude-3-haiku-20240307.jsonl",
+        "--label-field",
+        "global_index",
+        "--label-map",
+        "simulations/classifier/routerarena-labels.toml",
+        "--split",
+        "test",
+        "--summary",
+    ]);
     assert!(stdout.contains("prompts: 404 (split Test)"), "{stdout}");
     let line = stdout
         .lines()
@@ -435,19 +422,13 @@ fn classify_cli_scores_the_routerarena_test_split() {
     }
 
     // Per-prompt lines without --summary: line number, class, rule, label, mapped label.
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .current_dir(root)
-        .args([
-            "classify",
-            "--rules",
-            "simulations/classifier/routerarena-rules.toml",
-            "--input",
-            "simulations/data/routerarena/gemini-2.0-flash-001.jsonl",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    let stdout = common::cli::run_ok([
+        "classify",
+        "--rules",
+        "simulations/classifier/routerarena-rules.toml",
+        "--input",
+        "simulations/data/routerarena/gemini-2.0-flash-001.jsonl",
+    ]);
     let first = stdout.lines().next().unwrap();
     assert_eq!(first.split('\t').count(), 3, "{first}");
     assert!(!stdout.contains("accuracy"), "no labels, no accuracy");
@@ -456,16 +437,13 @@ fn classify_cli_scores_the_routerarena_test_split() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[classifier]\ndefault = \"qa\"\n[[classifier.rules]]\nname = \"x\"\nclass = \"qa\"\nregex = \"(\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "classify",
-            "--rules",
-            bad.to_str().unwrap(),
-            "--input",
-            "/dev/null",
-        ])
-        .output()
-        .unwrap();
+    let out = common::cli::run([
+        "classify",
+        "--rules",
+        bad.to_str().unwrap(),
+        "--input",
+        "/dev/null",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("classifier.rules[0].regex"));
 }

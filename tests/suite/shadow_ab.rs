@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use common::offline::offline_ok;
+use common::cli;
 use common::served::ServedBinary;
 use common::{config, spec, ModelSpec, TestServer};
 use rand::rngs::SmallRng;
@@ -307,7 +307,7 @@ fn ab_config_toml() -> String {
 }
 
 fn report(args: &[&str]) -> String {
-    offline_ok(["report", "ab"].iter().chain(args))
+    cli::run_ok(["report", "ab"].iter().chain(args))
 }
 
 /// The `mean [lo, hi]` of the line after `router - control` that starts with `label`.

@@ -3,27 +3,12 @@
 //! replays with zero oracle regret, and `tune` writes a fragment that layers over the base config.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use crate::common::cli;
 use switchyard::config::Config;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn switchyard(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run switchyard: {e}"));
-    assert!(
-        out.status.success(),
-        "switchyard {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
@@ -35,7 +20,7 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let run = |dir: &Path, threads: &str| {
-        switchyard(&[
+        cli::run_ok([
             "simulate",
             "--scenario",
             "simulations/scenarios/latency_spike.toml",
@@ -80,7 +65,7 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
 fn routerarena_imports_into_the_shipped_trace_and_thompson_beats_uniform() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("ra.jsonl");
-    switchyard(&[
+    cli::run_ok([
         "trace",
         "import-routerarena",
         "--data",
@@ -94,7 +79,7 @@ fn routerarena_imports_into_the_shipped_trace_and_thompson_beats_uniform() {
         "the shipped trace is what the importer makes"
     );
     let dir = tmp.path().join("report");
-    switchyard(&[
+    cli::run_ok([
         "simulate",
         "--trace",
         "simulations/traces/routerarena.jsonl",
@@ -126,7 +111,7 @@ fn routerarena_imports_into_the_shipped_trace_and_thompson_beats_uniform() {
 fn a_generated_trace_replays_with_zero_oracle_regret() {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("outage.jsonl");
-    switchyard(&[
+    cli::run_ok([
         "trace",
         "generate",
         "--scenario",
@@ -140,7 +125,7 @@ fn a_generated_trace_replays_with_zero_oracle_regret() {
     ]);
     assert!(tmp.path().join("outage.config.toml").exists());
     let dir = tmp.path().join("report");
-    let table = switchyard(&[
+    let table = cli::run_ok([
         "simulate",
         "--trace",
         trace.to_str().unwrap(),
@@ -164,7 +149,7 @@ fn tune_writes_a_fragment_that_serve_layers_over_the_base() {
     let tmp = tempfile::tempdir().unwrap();
     let fragment = tmp.path().join("tuned.toml");
     let trace = "simulations/traces/routerarena.jsonl";
-    switchyard(&[
+    cli::run_ok([
         "tune",
         "--trace",
         trace,
@@ -204,7 +189,7 @@ fn tune_writes_a_fragment_that_serve_layers_over_the_base() {
 fn logged_traffic_from_a_run_evaluates_off_policy() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("uniform.jsonl");
-    switchyard(&[
+    cli::run_ok([
         "simulate",
         "--scenario",
         "simulations/scenarios/new_cheaper_model.toml",
@@ -222,7 +207,7 @@ fn logged_traffic_from_a_run_evaluates_off_policy() {
     ]);
     assert!(tmp.path().join("uniform.config.toml").exists());
     let dir = tmp.path().join("off");
-    let table = switchyard(&[
+    let table = cli::run_ok([
         "simulate",
         "--logged",
         log.to_str().unwrap(),

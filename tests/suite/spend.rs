@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::offline::offline_ok;
+use common::cli;
 use common::served::ServedBinary;
 use common::webhook::webhook;
 use common::{config, spec, TestServer};
@@ -226,7 +226,7 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
 
     // Offline, on the data dir the service left (Feedback is durable before it is answered).
     drop(served);
-    let out = offline_ok(report_spend(
+    let out = cli::run_ok(report_spend(
         &data,
         &["--by", "budget_key", "--format", "json"],
     ));
@@ -242,7 +242,7 @@ async fn report_spend_equals_the_ledgers_groups_by_tag_and_survives_a_restart() 
             "{key}"
         );
     }
-    let csv = offline_ok(report_spend(
+    let csv = cli::run_ok(report_spend(
         &data,
         &["--by", "month", "--by", "tag:user", "--format", "csv"],
     ));

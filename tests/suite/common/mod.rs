@@ -1,7 +1,7 @@
 //! Test support: the real server on 127.0.0.1:0 in this process, and a real tonic client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod offline;
+pub mod cli;
 pub mod redis;
 pub mod served;
 pub mod webhook;

@@ -103,7 +103,7 @@ impl ServeBuilder {
 
     /// The command line; a fresh data dir is created here and returned to be kept alive.
     fn command(&self) -> (Command, Option<tempfile::TempDir>) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        let mut cmd = super::cli::switchyard();
         cmd.args(["serve", "--listen", "127.0.0.1:0"]);
         let fresh = match &self.data {
             DataDir::Fresh => {
