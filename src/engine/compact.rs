@@ -532,7 +532,7 @@ impl CompactPending {
     }
 
     /// The chosen model, then its fallbacks.
-    pub fn offered(&self) -> impl Iterator<Item = &str> {
+    pub fn offered(&self) -> impl Iterator<Item = &str> + Clone {
         let s = &*self.shape;
         std::iter::once(&*s.model).chain(s.fallbacks.iter().map(|(m, _)| &**m))
     }
@@ -545,6 +545,11 @@ impl CompactPending {
     /// Models whose quality was reported.
     pub fn qualities(&self) -> &[Arc<str>] {
         self.extra.as_deref().map_or(&[], |x| &x.qualities)
+    }
+
+    /// What was reported of the decided model's and the shadow's calls.
+    pub fn sides(&self) -> PairSides {
+        self.extra.as_deref().map(|x| x.sides).unwrap_or_default()
     }
 
     /// Whether `self` and `other` hold the same shared names and lists (not copies).

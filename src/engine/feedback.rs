@@ -112,19 +112,21 @@ impl Engine {
         }
         check_id("decision_id", &input.decision_id)?;
         let ttl = self.config.limits.pending_ttl_secs;
+        // Read in place: expanding the compact record into a full decision (its strings) cost a
+        // third of a Feedback's engine work.
         let pending = self
             .pending
             .live(&input.decision_id, now_ms)
-            .map(|p| p.expand())
             .ok_or_else(|| {
                 EngineError::NotFound(format!(
                     "decision_id {:?} is unknown or expired (decisions accept feedback for {ttl} s)",
                     input.decision_id
                 ))
             })?;
-        let class = self.class(&pending.decision.task_class)?.clone();
-        let model_id = match (&pending.decision.shadow, input.shadow) {
-            (Some(s), true) if input.model.is_empty() || input.model == s.model => &s.model,
+        let class = self.class(pending.task_class())?.clone();
+        let decided = pending.model();
+        let model_id: &str = match (pending.shadow_model(), input.shadow) {
+            (Some(s), true) if input.model.is_empty() || input.model == s => s,
             (Some(s), true) => {
                 return Err(invalid(
                     "model",
@@ -132,7 +134,7 @@ impl Engine {
                         "the shadow call of decision {:?} is model {:?}, not {}; report it with \
                          that model (or an empty model)",
                         input.decision_id,
-                        s.model,
+                        s,
                         echo(&input.model)
                     ),
                 ))
@@ -147,21 +149,14 @@ impl Engine {
                     ),
                 ))
             }
-            _ if input.model.is_empty() => &pending.decision.model,
+            _ if input.model.is_empty() => decided,
             _ => &input.model,
         };
         // Only the chosen model, one of its listed fallbacks or its shadow (reported as such) can
         // have been called for this decision; anything else would charge spend and credit an
         // arm the decision never offered.
-        let shadow_offered = pending
-            .decision
-            .shadow
-            .as_ref()
-            .map(|s| &s.model)
-            .filter(|_| input.shadow);
-        let offered = std::iter::once(&pending.decision.model)
-            .chain(pending.decision.fallbacks.iter().map(|f| &f.model))
-            .chain(shadow_offered);
+        let shadow_offered = pending.shadow_model().filter(|_| input.shadow);
+        let offered = pending.offered().chain(shadow_offered);
         let arm_index = match offered
             .clone()
             .any(|m| m == model_id)
@@ -177,7 +172,7 @@ impl Engine {
                          called, the chosen one or a listed fallback: {}",
                         echo(model_id),
                         input.decision_id,
-                        offered.map(String::as_str).collect::<Vec<_>>().join(", ")
+                        offered.collect::<Vec<_>>().join(", ")
                     ),
                 ))
             }
@@ -228,25 +223,17 @@ impl Engine {
                 ));
             }
         }
+        let listed = |models: &[Arc<str>]| models.iter().any(|m| **m == *model_id);
+        let shadow_side = pending.sides().shadow;
         let failed = if input.shadow {
-            pending
-                .sides
-                .shadow
-                .outcome
-                .is_some_and(|o| !o.is_success())
+            shadow_side.outcome.is_some_and(|o| !o.is_success())
         } else {
-            pending.failed.contains(model_id)
+            listed(pending.failed())
         };
         let (outcome_seen, quality_seen) = if input.shadow {
-            (
-                pending.sides.shadow.outcome.is_some(),
-                pending.sides.shadow.quality.is_some(),
-            )
+            (shadow_side.outcome.is_some(), shadow_side.quality.is_some())
         } else {
-            (
-                pending.outcomes.contains(model_id),
-                pending.qualities.contains(model_id),
-            )
+            (listed(pending.outcomes()), listed(pending.qualities()))
         };
         if quality.is_some() && input.outcome.is_none() && failed {
             return Err(EngineError::FailedPrecondition(format!(
@@ -260,22 +247,18 @@ impl Engine {
             (input_tokens.is_some() || output_tokens.is_some())
                 .then(|| model.cost_usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0)))
         });
-        let tags = crate::spend::tags::merged(&pending.decision.tags, &input.tags)
+        let tags = crate::spend::tags::merged(pending.tags(), &input.tags)
             .map_err(|e| invalid("tags", e.0))?;
         Ok(Report {
             tags,
             outcome_new: input.outcome.is_some() && !outcome_seen,
             quality_new: quality.is_some() && !quality_seen,
-            decided_tokens: (
-                pending.decision.input_tokens,
-                pending.decision.output_tokens,
-            ),
-            budget_key: pending.decision.budget_key.clone(),
+            decided_tokens: pending.tokens(),
+            budget_key: pending.budget_key().map(str::to_string),
             // A shadow outcome never counts toward the class's achieved quality.
             quality_target: pending
-                .decision
-                .quality_target
-                .filter(|_| *model_id == pending.decision.model && !input.shadow),
+                .quality_target()
+                .filter(|_| model_id == decided && !input.shadow),
             shadow: input.shadow,
             class,
             model,
