@@ -102,19 +102,25 @@ impl Engine {
         input: &FeedbackInput,
         now_ms: u64,
     ) -> Option<Vec<BudgetAlert>> {
-        let pending = self.pending.live(&input.decision_id, now_ms)?.expand();
-        let d = &pending.decision;
+        // Every Feedback asks: answer the common case (nothing retired, or not this decision's
+        // model) from the compact record, without expanding it.
+        if self.retired.is_empty() {
+            return None;
+        }
+        let compact = self.pending.live(&input.decision_id, now_ms)?;
         let model = if input.model.is_empty() {
-            d.model.clone()
+            compact.model().to_string()
         } else {
             input.model.clone()
         };
         if !self
             .retired
-            .contains_key(&(d.task_class.clone(), model.clone()))
+            .contains_key(&(compact.task_class().to_string(), model.clone()))
         {
             return None;
         }
+        let pending = compact.expand();
+        let d = &pending.decision;
         let (budget_key, new_outcome) = (d.budget_key.clone(), !pending.outcomes.contains(&model));
         let mut alerts = Vec::new();
         if let (Some(key), Some(outcome), true) = (budget_key, input.outcome, new_outcome) {
