@@ -121,6 +121,19 @@ impl Pending {
         self.order.reserve(n);
     }
 
+    /// Sizes the id map for `map` decisions and the creation order for `order`, from empty or
+    /// as restored ([`Engine::presize_pending`] says why).
+    pub(super) fn presize(&mut self, map: usize, order: usize) {
+        self.by_id.reserve(map.saturating_sub(self.by_id.len()));
+        self.order.reserve(order.saturating_sub(self.order.len()));
+    }
+
+    /// How many decisions the id map and the creation order hold without growing.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> (usize, usize) {
+        (self.by_id.capacity(), self.order.capacity())
+    }
+
     fn insert_shared(&mut self, c: CompactPending, max: usize, noted: bool) -> Vec<SharedPending> {
         let key = c.key().clone();
         if let Some(r) = c.request_id() {

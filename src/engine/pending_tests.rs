@@ -402,3 +402,43 @@ fn a_restore_keeps_the_newest_within_the_bound_and_notes_only_evictions() {
     evicted.sort();
     assert_eq!(gone, evicted);
 }
+
+#[test]
+fn a_presized_engine_routes_up_to_max_pending_without_growing_its_maps() {
+    let mut cfg = crate::config::Config::builtin().unwrap();
+    cfg.limits.max_pending = 5_000;
+    let mut e = Engine::new(cfg.clone(), 0);
+    e.presize_pending();
+    let (map, order) = e.pending.capacity();
+    assert!(map >= 10_000 && order >= 5_001, "{map} {order}");
+    let mut rng = SmallRng::seed_from_u64(9);
+    for i in 0..6_000u64 {
+        let input = RouteInput {
+            task_class: "qa".into(),
+            ..Default::default()
+        };
+        e.route(&input, 1_000 + i, &mut rng).unwrap();
+    }
+    assert_eq!(e.pending_len(), 5_000);
+    // Filled to the bound and past it (evicting): never grown (the map's free slots only shrink
+    // by the few that removals leave marked, until it rehashes in place).
+    let (map_now, order_now) = e.pending.capacity();
+    assert!(map_now <= map && map_now > map - 100, "{map_now} vs {map}");
+    assert_eq!(order_now, order);
+    // A bound past PRESIZED_PENDING is sized to it (the rest grows as before); a restored engine
+    // is sized for what it may still take.
+    cfg.limits.max_pending = 10_000_000;
+    let mut big = Engine::new(cfg, 0);
+    big.presize_pending();
+    let (big_map, big_order) = big.pending.capacity();
+    assert!(
+        (2 * PRESIZED_PENDING..4 * PRESIZED_PENDING).contains(&big_map),
+        "{big_map}"
+    );
+    assert!(
+        (PRESIZED_PENDING..2 * PRESIZED_PENDING).contains(&big_order),
+        "{big_order}"
+    );
+    e.presize_pending();
+    assert_eq!(e.pending.capacity(), (map_now, order));
+}

@@ -111,6 +111,7 @@ impl Shared {
                     let mut engine = Engine::new(config, now_ms());
                     engine.untracked();
                     engine.salt_decision_ids(id_salt());
+                    engine.presize_pending();
                     engine
                 },
                 rng,
@@ -137,6 +138,7 @@ impl Shared {
         phase.done("arms, breakers, ledgers and pending decisions read");
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
         engine.salt_decision_ids(id_salt());
+        engine.presize_pending();
         if engine
             .config()
             .task_classes
