@@ -341,7 +341,7 @@ impl Engine {
         });
         pending.sort_unstable_by(|a, b| (a.created_ms(), a.key()).cmp(&(b.created_ms(), b.key())));
         let max = engine.config.limits.max_pending;
-        engine.pending.reserve(pending.len().min(max));
+        engine.presize_pending();
         for c in pending {
             let evicted = engine.pending.insert_restored(c, max);
             engine.bury(&evicted, now_ms);
@@ -586,8 +586,9 @@ impl Engine {
     /// the engine's lock was held and every other Route waited: 0.8, 1.3 and 2.5 ms at 14k, 28k
     /// and 57k decisions, and 5 ms once full, when a bounded map's churn (a decision in, the
     /// oldest out) used up its free slots and doubled it once more. At half full, the churn
-    /// leaves it as it is: no Route of 400,000 (past the bound) took over 0.5 ms. The service
-    /// calls this at start; an engine for one simulation run need not.
+    /// leaves it as it is: no Route of 400,000 (past the bound) took over 0.5 ms. A restore sizes
+    /// the maps this way before it inserts what was read back; the service calls this for a new
+    /// engine; an engine for one simulation run need not.
     pub fn presize_pending(&mut self) {
         // One more: a Route inserts its decision before evicting the oldest.
         let max = self.config.limits.max_pending.min(PRESIZED_PENDING) + 1;

@@ -115,12 +115,6 @@ impl Pending {
         self.insert_shared(c, max, false)
     }
 
-    /// Room for `n` more decisions in each map, taken once rather than by doubling.
-    pub(super) fn reserve(&mut self, n: usize) {
-        self.by_id.reserve(n);
-        self.order.reserve(n);
-    }
-
     /// Sizes the id map for `map` decisions and the creation order for `order`, from empty or
     /// as restored ([`Engine::presize_pending`] says why).
     pub(super) fn presize(&mut self, map: usize, order: usize) {

@@ -366,6 +366,10 @@ fn a_restore_keeps_the_newest_within_the_bound_and_notes_only_evictions() {
         ..Default::default()
     };
     let (mut r, warnings) = Engine::restore(cfg, parts, 2_000);
+    // Sized as the service sizes a new engine (`presize_pending`), so starting it needs no
+    // second sizing that moves what was read back.
+    let (map, order) = r.pending.capacity();
+    assert!(map >= 10 && order >= 5, "{map} {order}");
     let code: Vec<&Decision> = made.iter().filter(|d| d.task_class == "code").collect();
     assert_eq!(warnings.len(), code.len(), "{warnings:?}");
     for d in &code {

@@ -138,7 +138,6 @@ impl Shared {
         phase.done("arms, breakers, ledgers and pending decisions read");
         let (mut engine, warnings) = Engine::restore(config, restored, now_ms());
         engine.salt_decision_ids(id_salt());
-        engine.presize_pending();
         if engine
             .config()
             .task_classes
