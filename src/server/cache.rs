@@ -23,7 +23,7 @@ use super::*;
 use crate::cache::{CacheStats, Hit, Query, Record, Reported, ResponseCache, Stored};
 use crate::cluster::cache::{Invalidation, Pulled};
 use crate::config::TaskClassConfig;
-use crate::engine::{Decision, FeedbackResult, Reason};
+use crate::engine::{Decision, FeedbackResult, HitFeedback, Reason};
 
 /// The cache's bounds that come from the rest of the config: candidates wait as long as their
 /// decisions accept feedback, and are as many at most.
@@ -289,39 +289,55 @@ impl Shared {
     }
 }
 
+/// Feedback on a decision the cache answered, in the engine under the lock its caller holds:
+/// checked and noted by the engine, learned from by nothing. `None` when the decision is not a
+/// live cache hit; otherwise the decision's class (for the metrics) and the engine's answer.
+pub(super) fn hit_feedback_locked(
+    engine: &mut Engine,
+    caller: Option<&Principal>,
+    input: &FeedbackInput,
+) -> Option<Result<(String, HitFeedback), Status>> {
+    let pending = engine.pending_compact(&input.decision_id)?;
+    if let (Some(p), Reason::CacheHit) = (caller, pending.reason()) {
+        // A hit is its tenant's when looked up under it (a hit read back after a restart has no
+        // tenant left: only a key without a tenant may rate it).
+        let hit = pending.cache_hit();
+        let tenant = hit.map(|h| h.tenant.as_str()).filter(|t| !t.is_empty());
+        if let Err(e) = p.check_decision(tenant) {
+            return Some(Err(convert::auth_status(e)));
+        }
+    }
+    let class = pending.task_class().to_string();
+    let r = engine.hit_feedback(input, now_ms())?;
+    Some(r.map(|r| (class, r)).map_err(status))
+}
+
+impl Shared {
+    /// The answer to a Feedback [`hit_feedback_locked`] accepted, counted in the cache's metrics.
+    pub(super) fn hit_answer(&self, class: &str, r: &HitFeedback) -> proto::FeedbackResponse {
+        self.metrics.cache.hit_feedback(class, r.quality);
+        proto::FeedbackResponse {
+            accepted: true,
+            duplicate: r.duplicate,
+            arm: None,
+            late: false,
+            deferred: false,
+        }
+    }
+}
+
 impl RouteService {
-    /// Feedback on a decision the cache answered: checked and noted by the engine, learned from
-    /// by nothing. `None` when the decision is not a live cache hit.
+    /// [`hit_feedback_locked`] under a lock of its own (cluster mode, where a Feedback that is not
+    /// a hit goes on to Redis before the engine sees it).
     pub(super) fn hit_feedback(
         &self,
         caller: Option<&Principal>,
         input: &FeedbackInput,
     ) -> Option<Result<proto::FeedbackResponse, Status>> {
-        let result = self.shared.with_engine(|engine, _| {
-            let pending = engine.pending_compact(&input.decision_id)?;
-            if let (Some(p), Reason::CacheHit) = (caller, pending.reason()) {
-                // A hit is its tenant's when looked up under it (a hit read back after a restart
-                // has no tenant left: only a key without a tenant may rate it).
-                let hit = pending.cache_hit();
-                let tenant = hit.map(|h| h.tenant.as_str()).filter(|t| !t.is_empty());
-                if let Err(e) = p.check_decision(tenant) {
-                    return Some(Err(convert::auth_status(e)));
-                }
-            }
-            let class = pending.task_class().to_string();
-            let r = engine.hit_feedback(input, now_ms())?;
-            Some(r.map(|r| (class, r)).map_err(status))
-        })?;
-        Some(result.map(|(class, r)| {
-            self.shared.metrics.cache.hit_feedback(&class, r.quality);
-            proto::FeedbackResponse {
-                accepted: true,
-                duplicate: r.duplicate,
-                arm: None,
-                late: false,
-                deferred: false,
-            }
-        }))
+        let result = self
+            .shared
+            .with_engine(|engine, _| hit_feedback_locked(engine, caller, input))?;
+        Some(result.map(|(class, r)| self.shared.hit_answer(&class, &r)))
     }
 
     pub(super) async fn invalidate_cache_impl(

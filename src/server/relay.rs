@@ -18,7 +18,7 @@ use super::*;
 use crate::auth::{Role, Tenant};
 use crate::cluster::outbox::{DeferredFeedback, Sender, UNKNOWN_GRACE_HEARTBEATS};
 use crate::cluster::Cluster;
-use crate::engine::{Fact, PendingDecision};
+use crate::engine::{Fact, FeedbackResult, HitFeedback, PendingDecision};
 
 impl Shared {
     /// A Feedback not answered from the response cache: the cluster's steps (when in cluster
@@ -33,7 +33,7 @@ impl Shared {
             // Boxed: the cluster's steps are large futures, and inline they would size (and so
             // copy) every Feedback's future, clustered or not.
             Some(c) => Box::pin(self.feedback_clustered(c, caller, input, response)).await,
-            None => self.apply_feedback(caller, input, response).await,
+            None => self.apply_feedback(caller, input, response, true).await,
         }
     }
 
@@ -50,31 +50,47 @@ impl Shared {
             return Ok(deferred);
         }
         let won = claim(self, c, input).await;
-        let answer = self.apply_feedback(caller, input, response).await;
+        let answer = self.apply_feedback(caller, input, response, false).await;
         finish(c, input, &won, answer.is_ok()).await;
         answer
     }
 
     /// The engine's Feedback, then (cluster mode) the shared settlement, then durability,
-    /// alerts and metrics.
-    async fn apply_feedback(
+    /// alerts and metrics. With `hits`, a Feedback on a decision the response cache answered is
+    /// told apart and answered under the same hold of the engine's lock (outside cluster mode,
+    /// where nothing needs to look before the engine: one acquisition per Feedback, not two).
+    pub(super) async fn apply_feedback(
         self: &Arc<Self>,
         caller: Option<&Principal>,
         input: &FeedbackInput,
         response: String,
+        hits: bool,
     ) -> Result<proto::FeedbackResponse, Status> {
-        let result = self.with_engine(|engine, _| {
+        let applied = self.with_engine(|engine, _| {
+            if hits {
+                if let Some(hit) = super::cache::hit_feedback_locked(engine, caller, input) {
+                    return hit.map(|(class, r)| Applied::Hit(class, r));
+                }
+            }
             if let Some(p) = caller {
                 security::check_feedback_tenant(p, engine, &input.decision_id)?;
             }
             if let Some(alerts) = engine.retired_feedback(input, now_ms()) {
-                return Ok(Err(alerts));
+                return Ok(Applied::Retired(alerts));
             }
-            engine.feedback(input, now_ms()).map(Ok).map_err(status)
-        });
-        let mut result = match result? {
-            Ok(r) => r,
-            Err(alerts) => {
+            engine
+                .feedback(input, now_ms())
+                .map(Applied::Learned)
+                .map_err(status)
+        })?;
+        let mut result = match applied {
+            Applied::Learned(r) => r,
+            Applied::Hit(class, r) => {
+                let answer = self.hit_answer(&class, &r);
+                self.durable().await?;
+                return Ok(answer);
+            }
+            Applied::Retired(alerts) => {
                 // The model was removed by a reload since the decision: accepted, nothing learned.
                 self.settle(alerts).await?;
                 return Ok(proto::FeedbackResponse {
@@ -116,6 +132,18 @@ impl Shared {
             deferred: false,
         })
     }
+}
+
+/// What the engine made of a Feedback, under one hold of its lock. Built once per Feedback and
+/// unpacked at once: boxing the large variant would add an allocation to every Feedback.
+#[allow(clippy::large_enum_variant)]
+enum Applied {
+    /// A decision the response cache answered: its class and the engine's answer.
+    Hit(String, HitFeedback),
+    /// A decision whose model a reload removed: the budget alerts its settlement raised.
+    Retired(Vec<BudgetAlert>),
+    /// Learned from.
+    Learned(FeedbackResult),
 }
 
 /// Takes the decision as Redis has it; returns the deferred answer when it cannot be found
@@ -299,7 +327,7 @@ async fn replay_one(
     let won = claim(shared, c, input).await;
     let caller = d.sender.as_ref().map(principal);
     let answer = shared
-        .apply_feedback(caller.as_ref(), input, String::new())
+        .apply_feedback(caller.as_ref(), input, String::new(), false)
         .await;
     finish(c, input, &won, answer.is_ok()).await;
     match answer {
