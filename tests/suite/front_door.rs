@@ -478,6 +478,93 @@ async fn a_tenant_key_cannot_charge_another_budget() {
     s.stop().await;
 }
 
+/// Feedback on a decision the response cache answered goes through the same tenant check as any
+/// other: a hit looked up by a key without a tenant is not a tenant key's to rate, and a tenant's
+/// own hit is. Accepted ratings of a hit teach no arm.
+#[tokio::test]
+async fn a_cache_hit_is_rated_only_by_a_key_allowed_its_decision() {
+    let text = format!(
+        "{}{}cache = {{ mode = \"exact\", min_quality = 0.5 }}\n{}{}",
+        models(&["m1", "m2"]),
+        class("qa", &["m1", "m2"]),
+        budgets_toml(),
+        auth_toml()
+    );
+    let config = Config::from_toml_str(&text, "cache auth test").unwrap();
+    let s = Served::start(config, "127.0.0.1:0", ReloadSource::default()).await;
+    let mut c = RouteClient::new(s.channel().await);
+    let ask = |key: &str| {
+        let msg = proto::RouteRequest {
+            task_class: "qa".into(),
+            prompt: "What is the capital of France?".into(),
+            ..Default::default()
+        };
+        with_key(msg, Some(key))
+    };
+    let rate = |d: &proto::RouteResponse, key: &str, response: &str| {
+        let msg = proto::FeedbackRequest {
+            decision_id: d.decision_id.clone(),
+            outcome: proto::Outcome::Success as i32,
+            latency_ms: Some(400.0),
+            cost_usd: Some(0.002),
+            quality: Some(0.9),
+            response: response.into(),
+            ..Default::default()
+        };
+        with_key(msg, Some(key))
+    };
+    let arms = |c: &mut RouteClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            let r = c
+                .get_arm_stats(with_key(proto::GetArmStatsRequest::default(), Some(ADMIN)))
+                .await
+                .unwrap()
+                .into_inner();
+            r.arms
+                .iter()
+                .map(|a| (a.model.clone(), a.pulls, a.quality_reports))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // A key without a tenant stores an answer and is answered from the cache.
+    let first = c.route(ask(FREE)).await.unwrap().into_inner();
+    assert!(first.cache_hit.is_none() && !first.model.is_empty());
+    c.feedback(rate(&first, FREE, "Paris")).await.unwrap();
+    let hit = c.route(ask(FREE)).await.unwrap().into_inner();
+    assert_eq!(
+        hit.cache_hit.as_ref().map(|h| h.response.as_str()),
+        Some("Paris")
+    );
+    let learned = arms(&mut c).await;
+
+    // A tenant's key may not rate that hit; the key that got it may, and no arm learns.
+    let st = c.feedback(rate(&hit, TEAM_A, "")).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied);
+    assert!(st.message().contains("team-a"), "{}", st.message());
+    let fb = c.feedback(rate(&hit, FREE, "")).await.unwrap().into_inner();
+    assert!(fb.accepted && !fb.duplicate && fb.arm.is_none(), "{fb:?}");
+    assert_eq!(arms(&mut c).await, learned);
+
+    // The tenant's own hit is the tenant's to rate.
+    let mut mine = c.route(ask(TEAM_A)).await.unwrap().into_inner();
+    if mine.cache_hit.is_none() {
+        c.feedback(rate(&mine, TEAM_A, "Paris")).await.unwrap();
+        mine = c.route(ask(TEAM_A)).await.unwrap().into_inner();
+    }
+    assert!(mine.cache_hit.is_some(), "{mine:?}");
+    let learned = arms(&mut c).await;
+    let fb = c
+        .feedback(rate(&mine, TEAM_A, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fb.accepted && fb.arm.is_none(), "{fb:?}");
+    assert_eq!(arms(&mut c).await, learned);
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reload.
 
