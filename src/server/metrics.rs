@@ -159,6 +159,7 @@ pub struct Metrics {
     store_errors: Counter,
     store_cycle: Histogram,
     store_flush: Histogram,
+    store_take: Histogram,
     store_backlog: Gauge,
     store_backpressure: Counter,
     skipped_arms: Counter,
@@ -367,6 +368,14 @@ impl Metrics {
                 "switchyard_store_flush_seconds",
                 "Duration of each flush of the data dir to disk by the writer (sled's fsync)",
                 store_histogram(),
+            ),
+            store_take: register(
+                &mut r,
+                "switchyard_store_take_seconds",
+                "Time each writer cycle spent taking the engine's changes: waiting for the engine \
+                 lock and holding it, while Routes and Feedbacks wait (the requests' own waits and \
+                 holds are switchyard_engine_lock_*)",
+                lock_histogram(),
             ),
             store_backlog: register(
                 &mut r,
@@ -669,6 +678,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 impl super::persist::Observe for std::sync::Arc<Metrics> {
     fn cycle(&self, times: &super::persist::CycleTimes) {
         self.store_cycle.observe(times.total.as_secs_f64());
+        self.store_take.observe(times.take.as_secs_f64());
         if let Some(flush) = times.flush {
             self.store_flush.observe(flush.as_secs_f64());
         }

@@ -71,10 +71,13 @@ enum Msg {
 pub type TakeChanges = Box<dyn Fn() -> EngineChanges + Send>;
 
 /// How long one successful cycle took: the whole cycle (taking the changes, encoding, committing,
-/// flushing) and the flush alone when it flushed. A `sync` Feedback waits for up to two of them.
+/// flushing), the taking of the changes alone (waiting for the engine lock and holding it: every
+/// Route and Feedback waits while the writer holds it), and the flush alone when it flushed. A
+/// `sync` Feedback waits for up to two cycles.
 #[derive(Debug, Clone, Copy)]
 pub struct CycleTimes {
     pub total: Duration,
+    pub take: Duration,
     pub flush: Option<Duration>,
 }
 
@@ -298,6 +301,7 @@ pub fn cycle(
         );
         Ok(CycleTimes {
             total: started.elapsed(),
+            take: locked,
             flush: flushed,
         })
     })

@@ -337,6 +337,7 @@ async fn scrape_after_traffic_finds_every_documented_series_with_its_count() {
     for name in [
         "switchyard_store_cycle_seconds_count",
         "switchyard_store_flush_seconds_count",
+        "switchyard_store_take_seconds_count",
         "switchyard_store_backpressure_waits_total",
         "switchyard_store_backlog_events",
     ] {
@@ -429,7 +430,8 @@ async fn scrape(url: &str) -> Vec<Sample> {
 /// With a data dir (`sync`, the default) the writer's cycles and flushes are timed. Each Feedback
 /// here is sent after the one before was acknowledged, and an acknowledged `sync` Feedback waited
 /// for a flushed cycle that covered it, so five of them add at least five flushes; a flush is part
-/// of a cycle, so there are never more flushes than cycles. No Route waited for the writer.
+/// of a cycle, so there are never more flushes than cycles; each cycle's taking of the engine's
+/// changes is timed too, within the cycle. No Route waited for the writer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writers_cycles_and_flushes_are_timed_with_a_data_dir() {
     let served = common::served::ServedBinary::builder()
@@ -462,6 +464,18 @@ async fn the_writers_cycles_and_flushes_are_timed_with_a_data_dir() {
     assert!(
         sum(&s, "switchyard_store_cycle_seconds_sum", &[])
             >= sum(&s, "switchyard_store_flush_seconds_sum", &[])
+    );
+    // Every successful cycle took the engine's changes first, within the cycle's own time. The
+    // writer records a cycle, then its take, so a scrape between the two sees one take fewer.
+    let takes = sum(&s, "switchyard_store_take_seconds_count", &[]);
+    assert!(
+        takes == cycles || takes + 1.0 == cycles,
+        "{takes} takes, {cycles} cycles"
+    );
+    let take = sum(&s, "switchyard_store_take_seconds_sum", &[]);
+    assert!(
+        take > 0.0 && take <= sum(&s, "switchyard_store_cycle_seconds_sum", &[]),
+        "take {take}"
     );
     assert!(has(
         &s,
