@@ -181,6 +181,15 @@ impl Changes {
     }
 }
 
+/// Buffers for [`Engine::take_changes_into`], allocated before the engine lock is taken.
+#[derive(Debug, Default)]
+pub struct ChangeBuffers {
+    /// The next cycle's event log: empty, with the capacity the caller expects it to need.
+    pub events: Vec<Logged>,
+    /// Receives the changed pending decisions (emptied first).
+    pub pending: Vec<(DecisionKey, Option<SharedPending>)>,
+}
+
 /// An event-log entry as the engine hands it out. A new decision is its shared pending record,
 /// turned into its [`DecisionRecord`] by [`Logged::into_event`] off the engine lock (the copy is
 /// the larger part of the cost).
@@ -369,10 +378,28 @@ impl Engine {
 
     /// Copies out what changed since the last call (for the store) and starts tracking afresh.
     pub fn take_changes(&mut self) -> Changes {
+        let buffers = ChangeBuffers {
+            events: Vec::with_capacity(self.events.len()),
+            pending: Vec::new(),
+        };
+        self.take_changes_into(buffers)
+    }
+
+    /// [`Engine::take_changes`] into buffers the caller allocated before it took the engine lock:
+    /// `events` becomes the next cycle's event log (its capacity is what the log can take before
+    /// a Route regrows it under the lock) and `pending` receives the changed pending decisions.
+    /// The writer sizes both from its last cycle. Allocating them here instead, on the writer's
+    /// thread under the lock, now and then took the allocator's slow path: 6.5-10.4 ms for an
+    /// event log of a few hundred entries, while every Route waited (docs/performance-history.md).
+    pub fn take_changes_into(&mut self, buffers: ChangeBuffers) -> Changes {
         if self.untracked {
             self.discard_changes();
             return Changes::default();
         }
+        let ChangeBuffers {
+            events: next_events,
+            pending: mut pending_buffer,
+        } = buffers;
         let spend = self.spend.take_changes();
         if self.dirty_classes.is_empty()
             && !self.pending.has_changes()
@@ -391,9 +418,10 @@ impl Engine {
                 objectives.push((class.clone(), t.clone()));
             }
         }
+        self.pending.take_changes_into(&mut pending_buffer);
         Changes {
             arms,
-            pending: self.pending.take_changes(),
+            pending: pending_buffer,
             breakers: self
                 .breakers
                 .iter()
@@ -405,11 +433,7 @@ impl Engine {
                 .iter_mut()
                 .filter_map(|(k, l)| l.take_changed().then(|| (k.clone(), l.clone())))
                 .collect(),
-            events: {
-                // The next cycle's log starts at this one's size: no regrowth under the lock.
-                let next = Vec::with_capacity(self.events.len());
-                std::mem::replace(&mut self.events, next)
-            },
+            events: std::mem::replace(&mut self.events, next_events),
             objectives,
             spend,
         }

@@ -287,9 +287,14 @@ impl Pending {
     }
 
     /// The changed decisions by id (`None`: gone), and starts tracking afresh.
-    pub(super) fn take_changes(&mut self) -> Vec<(DecisionKey, Option<SharedPending>)> {
+    /// Moves the changes into `into` (emptied first; it grows only when the caller sized it short).
+    pub(super) fn take_changes_into(
+        &mut self,
+        into: &mut Vec<(DecisionKey, Option<SharedPending>)>,
+    ) {
+        into.clear();
         // Drained rather than taken: the map keeps its capacity for the next cycle's changes.
-        self.dirty.drain().collect()
+        into.extend(self.dirty.drain());
     }
 
     pub(super) fn clear_changes(&mut self) {

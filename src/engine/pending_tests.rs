@@ -297,6 +297,58 @@ fn taken_changes_hold_each_decision_as_it_was_when_taken() {
     assert_eq!(held(&third, &other.id), Some(None));
 }
 
+/// The writer allocates the change set's buffers before it takes the engine lock:
+/// `take_changes_into` fills the caller's pending buffer (emptying it first) and keeps the caller's
+/// event buffer as the next cycle's log, so nothing it hands out was allocated under the lock.
+#[test]
+fn changes_are_taken_into_the_callers_buffers() {
+    let mut e = Engine::new(crate::config::Config::builtin().unwrap(), 1_000);
+    e.log_events();
+    let mut rng = SmallRng::seed_from_u64(6);
+    let input = RouteInput {
+        task_class: "qa".into(),
+        ..Default::default()
+    };
+    let route = |e: &mut Engine, rng: &mut SmallRng, at: u64| e.route(&input, at, rng).unwrap();
+    let first: Vec<String> = (0..3)
+        .map(|i| route(&mut e, &mut rng, 2_000 + i).id)
+        .collect();
+    let mut stale = Vec::with_capacity(64);
+    stale.push((DecisionKey::of("not-a-change"), None));
+    let pending_at = stale.as_ptr();
+    let next_log = Vec::<Logged>::with_capacity(40);
+    let next_log_at = next_log.as_ptr();
+    let taken = e.take_changes_into(ChangeBuffers {
+        events: next_log,
+        pending: stale,
+    });
+    // The pending buffer is the caller's, emptied and then filled with the three decisions.
+    assert_eq!(taken.pending.as_ptr(), pending_at);
+    assert!(taken.pending.capacity() >= 64);
+    let mut ids: Vec<String> = taken.pending.iter().map(|(k, _)| k.to_string()).collect();
+    ids.sort();
+    let mut want = first.clone();
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(taken.events.len(), 3);
+    // The caller's event buffer is now the log: the next decisions go into it, up to its
+    // capacity without growing.
+    let second: Vec<String> = (0..5)
+        .map(|i| route(&mut e, &mut rng, 3_000 + i).id)
+        .collect();
+    let again = e.take_changes_into(ChangeBuffers::default());
+    assert_eq!(again.events.as_ptr(), next_log_at);
+    assert_eq!(again.events.len(), 5);
+    assert_eq!(again.events.capacity(), 40);
+    assert_eq!(again.pending.len(), second.len());
+    // Nothing changed since: nothing is taken, whatever the buffers.
+    let none = e.take_changes_into(ChangeBuffers {
+        events: Vec::with_capacity(8),
+        pending: Vec::with_capacity(8),
+    });
+    assert!(none.is_empty());
+}
+
 #[test]
 fn an_untracked_engine_routes_the_same_and_notes_no_changes() {
     let config = crate::config::Config::builtin().unwrap();

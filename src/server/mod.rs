@@ -157,7 +157,18 @@ impl Shared {
         let core = Arc::new(Mutex::new(Core { engine, rng }));
         let take: persist::TakeChanges = {
             let core = Arc::clone(&core);
-            Box::new(move || lock_core(&core).engine.take_changes())
+            // The buffers are allocated here, before the lock, at the last cycle's sizes.
+            let last = std::cell::Cell::new((0usize, 0usize));
+            Box::new(move || {
+                let (events, pending) = last.get();
+                let buffers = crate::engine::ChangeBuffers {
+                    events: Vec::with_capacity(events),
+                    pending: Vec::with_capacity(pending),
+                };
+                let changes = lock_core(&core).engine.take_changes_into(buffers);
+                last.set((changes.events.len(), changes.pending.len()));
+                changes
+            })
         };
         // Expiry at restore dropped some pending decisions: persist that now.
         persist::cycle(&store, &take, &mut persist::Backlog::default(), true)?;
