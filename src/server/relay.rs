@@ -33,7 +33,7 @@ impl Shared {
             // Boxed: the cluster's steps are large futures, and inline they would size (and so
             // copy) every Feedback's future, clustered or not.
             Some(c) => Box::pin(self.feedback_clustered(c, caller, input, response)).await,
-            None => self.apply_feedback(caller, input, response, true).await,
+            None => self.apply_feedback(caller, input, response).await,
         }
     }
 
@@ -50,22 +50,23 @@ impl Shared {
             return Ok(deferred);
         }
         let won = claim(self, c, input).await;
-        let answer = self.apply_feedback(caller, input, response, false).await;
+        let answer = self.apply_feedback(caller, input, response).await;
         finish(c, input, &won, answer.is_ok()).await;
         answer
     }
 
     /// The engine's Feedback, then (cluster mode) the shared settlement, then durability,
-    /// alerts and metrics. With `hits`, a Feedback on a decision the response cache answered is
-    /// told apart and answered under the same hold of the engine's lock (outside cluster mode,
-    /// where nothing needs to look before the engine: one acquisition per Feedback, not two).
-    pub(super) async fn apply_feedback(
+    /// alerts and metrics. Outside cluster mode a Feedback on a decision the response cache
+    /// answered is told apart and answered here, under the same hold of the engine's lock (one
+    /// acquisition per Feedback, not two); in cluster mode the caller told it apart before the
+    /// Feedback went to Redis.
+    async fn apply_feedback(
         self: &Arc<Self>,
         caller: Option<&Principal>,
         input: &FeedbackInput,
         response: String,
-        hits: bool,
     ) -> Result<proto::FeedbackResponse, Status> {
+        let hits = self.cluster.is_none();
         let applied = self.with_engine(|engine, _| {
             if hits {
                 if let Some(hit) = super::cache::hit_feedback_locked(engine, caller, input) {
@@ -327,7 +328,7 @@ async fn replay_one(
     let won = claim(shared, c, input).await;
     let caller = d.sender.as_ref().map(principal);
     let answer = shared
-        .apply_feedback(caller.as_ref(), input, String::new(), false)
+        .apply_feedback(caller.as_ref(), input, String::new())
         .await;
     finish(c, input, &won, answer.is_ok()).await;
     match answer {
