@@ -188,6 +188,24 @@ enum StateCommand {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for the server's process, unless `MIMALLOC_ALLOW_THP` says
+/// otherwise (mimalloc's own switch: set to 1 it keeps mimalloc's default, huge pages on).
+///
+/// mimalloc asks the kernel for huge pages on its memory (`madvise(MADV_HUGEPAGE)`), so the first
+/// touch of each fresh 2 MiB of heap zeroes all of it inside one page fault. A Route that
+/// allocated into a fresh region held the engine's lock through that fault: with huge pages, six
+/// fresh `sync` servers at 10 000 Routes/s had 3-17 lock holds over 2.56 ms each (up to 14 ms,
+/// all in allocations) and a Route p99 of 2.1-4.4 ms; without, 0-3 such holds and 1.1-3.3 ms
+/// (docs/performance-history.md). The writer spent a third of its CPU zeroing huge pages.
+fn keep_pages_small() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+            eprintln!("switchyard: could not turn transparent huge pages off ({e}); continuing");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -200,6 +218,7 @@ fn main() -> ExitCode {
             log_format,
             otlp_endpoint,
         } => {
+            keep_pages_small();
             // Dropped when this arm ends, after the server stopped: flushes the queued spans.
             let _otel = match switchyard::server::otel::init(
                 log_format,
