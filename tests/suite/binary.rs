@@ -46,6 +46,31 @@ async fn serve_on_the_builtin_default_answers_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "serve exited with {status}");
 }
 
+/// The kernel's "THP_enabled" flag of a process (`/proc/PID/status`, Linux 6.x).
+fn thp_enabled(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("this kernel reports THP_enabled in /proc/PID/status");
+    line.trim() == "1"
+}
+
+/// `serve` runs without transparent huge pages (src/main.rs says why), and mimalloc's own
+/// `MIMALLOC_ALLOW_THP` in the environment leaves the choice to mimalloc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_without_transparent_huge_pages_unless_mimalloc_is_told_otherwise() {
+    let mut served = ServedBinary::start();
+    assert!(!thp_enabled(served.pid()));
+    served.terminate(Duration::from_secs(5)).await;
+
+    let mut served = ServedBinary::builder()
+        .env("MIMALLOC_ALLOW_THP", "1")
+        .start();
+    assert!(thp_enabled(served.pid()));
+    served.terminate(Duration::from_secs(5)).await;
+}
+
 #[test]
 fn printed_default_config_passes_check_and_a_bad_one_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
