@@ -94,25 +94,26 @@ impl Pending {
         self.insert_compact(c, max)
     }
 
-    /// Inserts the decision Route just made (see [`Pending::insert`]).
+    /// Inserts the decision Route just made (see [`Pending::insert`]); returns the evicted
+    /// decisions and the new one as held (for the event log, without looking it up again).
     pub(super) fn insert_new(
         &mut self,
         d: &Decision,
         request_id: Option<&str>,
         max: usize,
-    ) -> Vec<SharedPending> {
+    ) -> (Vec<SharedPending>, SharedPending) {
         let c = CompactPending::of_decision(d, request_id, &mut self.names);
-        self.insert_compact(c, max)
+        self.insert_shared(c, max, true)
     }
 
     fn insert_compact(&mut self, c: CompactPending, max: usize) -> Vec<SharedPending> {
-        self.insert_shared(c, max, true)
+        self.insert_shared(c, max, true).0
     }
 
     /// Inserts a decision read back from the store (see [`Pending::insert`]): already persisted,
     /// so not noted as a change (an eviction still is).
     pub(super) fn insert_restored(&mut self, c: CompactPending, max: usize) -> Vec<SharedPending> {
-        self.insert_shared(c, max, false)
+        self.insert_shared(c, max, false).0
     }
 
     /// Sizes the id map for `map` decisions and the creation order for `order`, from empty or
@@ -128,7 +129,14 @@ impl Pending {
         (self.by_id.capacity(), self.order.capacity())
     }
 
-    fn insert_shared(&mut self, c: CompactPending, max: usize, noted: bool) -> Vec<SharedPending> {
+    /// Inserts `c`; returns the evicted budgeted decisions and `c` as held. `max` is at least 1
+    /// (`limits.max_pending` is positive), so the newest decision is never the one evicted.
+    fn insert_shared(
+        &mut self,
+        c: CompactPending,
+        max: usize,
+        noted: bool,
+    ) -> (Vec<SharedPending>, SharedPending) {
         let key = c.key().clone();
         if let Some(r) = c.request_id() {
             self.by_request.insert(r.into(), key.clone());
@@ -137,6 +145,7 @@ impl Pending {
         if noted {
             self.note(key.clone(), Some(Arc::clone(&c)));
         }
+        let held = Arc::clone(&c);
         if self.by_id.insert(key.clone(), c).is_none() {
             self.order.push_back(key);
         }
@@ -148,7 +157,7 @@ impl Pending {
                 Some(_) => {}
             }
         }
-        evicted
+        (evicted, held)
     }
 
     /// Removes the oldest id: `None` when empty, else the decision it named (if still held).

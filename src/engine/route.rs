@@ -431,18 +431,16 @@ impl Engine {
             experiment_group: picked.experiment_group,
             cache_hit: None,
         };
-        let evicted = self.pending.insert_new(
+        let (evicted, held) = self.pending.insert_new(
             &decision,
             Some(input.request_id.as_str()).filter(|r| !r.is_empty()),
             self.config.limits.max_pending,
         );
         self.bury(&evicted, now_ms);
         // A decision waiting for its shared admission is logged once admitted (`cap.rs`).
-        // Looked up only when something takes the log: without a data dir nothing does.
-        let logged = self.log_events && !self.awaits_admission(&decision.id);
-        if let Some(p) = logged.then(|| self.pending.get(&decision.id)).flatten() {
-            let p = Arc::clone(p);
-            self.log(|| Logged::Decision(p));
+        // Checked only when something takes the log: without a data dir nothing does.
+        if self.log_events && !self.awaits_admission(&decision.id) {
+            self.log(|| Logged::Decision(held));
         }
         decision
     }
