@@ -219,14 +219,14 @@ impl ServedBinary {
         }
     }
 
-    /// SIGTERM, then the exit status once the process is gone; panics (after a SIGKILL) if it
-    /// has not stopped `within`. Polls without blocking the test's runtime: the server's graceful
-    /// shutdown waits for the test's open connections, which that runtime drives.
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// SIGTERM, then the exit status once the process is gone; panics (after a SIGKILL) if it
+    /// has not stopped `within`. Polls without blocking the test's runtime: the server's graceful
+    /// shutdown waits for the test's open connections, which that runtime drives.
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
