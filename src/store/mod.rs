@@ -262,8 +262,10 @@ struct Scratch {
     segments: HashMap<SegmentKey, SegmentTouched, records::BuildNameHasher>,
     /// The decisions first written this cycle, in key order, to be grouped into segments.
     fresh: Vec<(DecisionKey, StoredDecision)>,
-    /// The touched records in key order, for the commit.
-    sorted: Vec<(DecisionKey, Touched)>,
+    /// The touched records' keys in key order, for the commit. Only the keys are sorted: the
+    /// records, a few hundred bytes each, stay in `touched` until taken in this order (sorting
+    /// them was 1.7k instructions a decision in the writer).
+    order: Vec<DecisionKey>,
 }
 
 impl Scratch {
@@ -274,13 +276,13 @@ impl Scratch {
     fn ready_for(&mut self, need: usize) {
         let keep = need.max(1024).saturating_mul(4);
         if self.touched.capacity() > keep
-            || self.sorted.capacity() > keep
+            || self.order.capacity() > keep
             || self.fresh.capacity() > keep
         {
             *self = Scratch::default();
         }
         self.touched.clear();
-        self.sorted.clear();
+        self.order.clear();
         self.segments.clear();
         self.fresh.clear();
         self.touched.reserve(need);
@@ -641,7 +643,7 @@ impl Store {
             scratch.ready_for(need);
             let Scratch {
                 touched,
-                sorted,
+                order,
                 segments,
                 fresh,
             } = &mut *scratch;
@@ -813,10 +815,13 @@ impl Store {
             }
             // Written in key order: a cycle's records sit together at the log's newest end, and
             // one after another they reach the same few leaves of sled's tree while those are hot.
-            sorted.extend(touched.drain());
-            sorted.sort_unstable_by_key(|(key, _)| *key);
+            order.extend(touched.keys().copied());
+            order.sort_unstable();
             let mut buf = Vec::new();
-            for (key, t) in sorted.drain(..) {
+            for key in order.drain(..) {
+                let Some(t) = touched.remove(&key) else {
+                    continue;
+                };
                 if let Some(sk) = t.segment {
                     // Back into its segment, encoded below with the segment's other records.
                     let slot = segments.get_mut(&sk).and_then(|seg| {
