@@ -92,6 +92,7 @@ impl Utility for Scoring {
         Scoring::utility(self, s)
     }
 
+    #[inline(always)]
     fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
         let n = out.len();
         let c = Prefix::of(columns, n);
@@ -120,6 +121,7 @@ struct Prefix<'a> {
 }
 
 impl<'a> Prefix<'a> {
+    #[inline(always)]
     fn of(c: &'a Columns, n: usize) -> Prefix<'a> {
         Prefix {
             success: &c.success[..n],
@@ -134,6 +136,7 @@ impl<'a> Prefix<'a> {
 /// [`Scoring::violations`] as a number (0.0, 1.0 or 2.0, the values `f64::from` gives the count),
 /// with the limits from [`Scoring::limits`]; selects rather than integer counts, so that it stays
 /// in packed doubles.
+#[inline(always)]
 fn violations(p95: f64, sla: f64, cost: f64, cap: f64) -> f64 {
     let one = |broken: bool| if broken { 1.0 } else { 0.0 };
     one(p95 > sla) + one(cost > cap)
@@ -142,6 +145,7 @@ fn violations(p95: f64, sla: f64, cost: f64, cap: f64) -> f64 {
 /// `x.min(MAX_NORMALISED_TERM)` for every x, NaN included (which gives the cap, as `min` does),
 /// as one compare: what a packed `min` instruction does, where `f64::min`'s handling of a NaN on
 /// either side takes several.
+#[inline(always)]
 fn capped(x: f64) -> f64 {
     if x < MAX_NORMALISED_TERM {
         x
@@ -194,6 +198,7 @@ impl Utility for RequestScoring {
         }
     }
 
+    #[inline(always)]
     fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]) {
         let Valuation::Money {
             usd_per_quality,
