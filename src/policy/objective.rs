@@ -82,8 +82,10 @@ pub trait Utility {
     /// The utility of each draw of `columns` scaled to one candidate (quality x `health`, cost x
     /// `cost_scale`, as [`super::Candidate::scale`]), into `out[j]` for the first `out.len()`
     /// draws (the columns hold at least that many): bit for bit what [`Utility::utility`] gives
-    /// each scaled draw. Each implementation reads the columns in one loop of its `utility`'s
-    /// arithmetic, which the compiler runs on packed doubles (a pool is most of a Route's work).
+    /// each scaled draw, except that a NaN's sign bit may differ where the loop is compiled for
+    /// wider vectors (as [`super::thompson`]'s winners are; no comparison sees it). Each
+    /// implementation reads the columns in one loop of its `utility`'s arithmetic, which the
+    /// compiler runs on packed doubles (a pool is most of a Route's work).
     fn utilities(&self, columns: &Columns, health: f64, cost_scale: f64, out: &mut [f64]);
 }
 

@@ -95,8 +95,10 @@ fn pool_size(candidates: &[Candidate<'_>]) -> Option<usize> {
 /// largest part of a Route's engine work. Run through `pulp`'s dispatch, so that the loops are
 /// compiled for the widest vectors the CPU has (AVX2 on x86-64 where present: four doubles an
 /// instruction instead of SSE2's two). The arithmetic is the same IEEE operations in the same
-/// order either way (Rust never fuses a multiply and an add), so the winners are bit for bit
-/// the same on every CPU.
+/// order either way (Rust never fuses a multiply and an add), so every utility is the same number
+/// on every CPU. Only a NaN's sign bit may differ between the two compilations (LLVM does not
+/// keep it), and no comparison sees it: a NaN never wins either way. So the winners and the
+/// propensities are the same.
 fn winners<S: Utility + ?Sized>(candidates: &[Candidate<'_>], scoring: &S, k: usize) -> Vec<usize> {
     pulp::Arch::new().dispatch(Winners {
         candidates,
@@ -228,6 +230,24 @@ mod tests {
         }
     }
 
+    /// [`Utility::utilities`] through `pulp`'s dispatch, as [`winners`] calls it.
+    struct Dispatched<'a, 'c, S: ?Sized> {
+        scoring: &'a S,
+        candidate: &'a Candidate<'c>,
+        out: &'a mut [f64],
+    }
+
+    impl<S: Utility + ?Sized> pulp::WithSimd for Dispatched<'_, '_, S> {
+        type Output = ();
+
+        #[inline(always)]
+        fn with_simd<V: pulp::Simd>(self, _: V) {
+            let c = self.candidate;
+            self.scoring
+                .utilities(c.pool, c.health, c.cost_scale, self.out);
+        }
+    }
+
     #[test]
     fn scoring_a_pool_by_columns_gives_every_draws_utility_bit_for_bit_and_the_same_winners() {
         use super::super::objective::{RequestScoring, Valuation};
@@ -281,12 +301,28 @@ mod tests {
                 rs.utilities(c.pool, c.health, c.cost_scale, &mut out);
                 let mut plain = vec![0.0; k];
                 sc.utilities(c.pool, c.health, c.cost_scale, &mut plain);
+                // As `winners` runs it: compiled for the CPU's widest vectors (AVX2 here if it
+                // has them).
+                let mut wide = vec![0.0; k];
+                pulp::Arch::new().dispatch(Dispatched {
+                    scoring: &rs,
+                    candidate: c,
+                    out: &mut wide,
+                });
                 for j in 0..k {
                     let scaled = one(c, j);
                     assert_eq!(
                         out[j].to_bits(),
                         rs.utility(&scaled).to_bits(),
                         "{scaled:?}"
+                    );
+                    // The same number, bit for bit; of a NaN, only that it is one (its sign
+                    // bit is not kept by the compiler, and no comparison sees it).
+                    let want = rs.utility(&scaled);
+                    assert!(
+                        wide[j].to_bits() == want.to_bits() || wide[j].is_nan() && want.is_nan(),
+                        "dispatched: {} against {want} for {scaled:?}",
+                        wide[j]
                     );
                     assert_eq!(
                         plain[j].to_bits(),
