@@ -167,6 +167,15 @@ impl Outbox {
         }
     }
 
+    /// Whether Redis has answered for less than `window_ms` at `now_ms` (since this replica
+    /// reached it, at start or after an outage); false while it does not answer.
+    pub fn back_within(&self, now_ms: u64, window_ms: u64) -> bool {
+        match self.back_since_ms.load(Ordering::Relaxed) {
+            0 => false,
+            since => now_ms.saturating_sub(since) < window_ms,
+        }
+    }
+
     /// Notes that Redis answers (`up`) or not, now; returns how long it has answered, ms.
     pub fn note_up(&self, up: bool, now_ms: u64) -> u64 {
         if !up {
@@ -238,5 +247,23 @@ mod tests {
         assert_eq!(o.note_up(true, 350), 250);
         assert_eq!(o.note_up(false, 400), 0);
         assert_eq!(o.note_up(true, 500), 0);
+    }
+
+    #[test]
+    fn back_within_counts_from_the_last_return_and_is_false_while_down() {
+        let o = Outbox::default();
+        assert!(!o.back_within(100, 1_000), "never reached");
+        o.note_up(true, 100);
+        assert!(o.back_within(100, 1_000));
+        assert!(o.back_within(1_099, 1_000));
+        assert!(!o.back_within(1_100, 1_000));
+        o.note_up(false, 2_000);
+        assert!(!o.back_within(2_000, 1_000), "down");
+        o.note_up(true, 3_000);
+        assert!(
+            o.back_within(3_500, 1_000),
+            "back again: counted from the return"
+        );
+        assert!(!o.back_within(3_500, 0));
     }
 }

@@ -148,7 +148,9 @@ enum Applied {
 }
 
 /// Takes the decision as Redis has it; returns the deferred answer when it cannot be found
-/// because Redis is unreachable (and the Feedback was accepted into the outbox).
+/// because Redis is unreachable, or because Redis answered again so recently that a replica
+/// may not have replayed the decisions it made meanwhile (and the Feedback was accepted into the
+/// outbox).
 async fn prepare(
     shared: &Shared,
     c: &Cluster,
@@ -168,40 +170,71 @@ async fn prepare(
             adopt(shared, &input.decision_id, &json);
             Ok(None)
         }
+        // Redis does not know it yet, and may still learn it: a replica that routed while
+        // Redis did not answer replays those decisions when it reaches Redis again, which can
+        // be after this one did. Kept as while Redis is down, and dropped like those when its
+        // decision is still unknown UNKNOWN_GRACE_HEARTBEATS heartbeats after Redis came back.
+        Ok(None) if !known && (!c.is_up() || c.outbox.back_within(now_ms(), grace_ms(c))) => {
+            defer(shared, c, caller, input, "redis answered again only just").await
+        }
         Ok(None) => Ok(None),
         Err(_) if known => Ok(None),
         Err(e) => {
-            shared
-                .with_engine(|engine, _| engine.check_deferrable(input))
-                .map_err(status)?;
-            let sender = caller.map(|p| Sender {
-                key_name: p.key_name.clone(),
-                tenant: p
-                    .tenant
-                    .as_ref()
-                    .map(|t| (t.name.clone(), t.budget_key.clone())),
-            });
-            let d = c
-                .outbox
-                .accept(input.clone(), sender, now_ms())
-                .await
-                .map_err(|se| {
-                    Status::unavailable(format!(
-                        "the shared store is unreachable ({e}) and this replica could not keep \
-                         the feedback for later ({se}); retry"
-                    ))
-                })?;
-            c.feedback_counters
-                .deferred_accepted
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(decision_id = %input.decision_id, seq = d.seq, "feedback deferred: its decision is not known here and redis is unreachable");
-            Ok(Some(proto::FeedbackResponse {
-                accepted: true,
-                deferred: true,
-                ..Default::default()
-            }))
+            defer(
+                shared,
+                c,
+                caller,
+                input,
+                &format!("redis is unreachable ({e})"),
+            )
+            .await
         }
     }
+}
+
+/// How long after Redis answers again a decision it does not know may still be replayed to it.
+fn grace_ms(c: &Cluster) -> u64 {
+    UNKNOWN_GRACE_HEARTBEATS.saturating_mul(c.config.heartbeat_ms)
+}
+
+/// Accepts a Feedback whose decision cannot be found now into the outbox (`why`: the reason, for
+/// the log and the error), after the checks that need no decision.
+async fn defer(
+    shared: &Shared,
+    c: &Cluster,
+    caller: Option<&Principal>,
+    input: &FeedbackInput,
+    why: &str,
+) -> Result<Option<proto::FeedbackResponse>, Status> {
+    shared
+        .with_engine(|engine, _| engine.check_deferrable(input))
+        .map_err(status)?;
+    let sender = caller.map(|p| Sender {
+        key_name: p.key_name.clone(),
+        tenant: p
+            .tenant
+            .as_ref()
+            .map(|t| (t.name.clone(), t.budget_key.clone())),
+    });
+    let d = c
+        .outbox
+        .accept(input.clone(), sender, now_ms())
+        .await
+        .map_err(|se| {
+            Status::unavailable(format!(
+                "the decision is not known here and {why}; this replica could not keep the \
+                 feedback for later ({se}); retry"
+            ))
+        })?;
+    c.feedback_counters
+        .deferred_accepted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(decision_id = %input.decision_id, seq = d.seq, reason = why, "feedback deferred: its decision is not known here");
+    Ok(Some(proto::FeedbackResponse {
+        accepted: true,
+        deferred: true,
+        ..Default::default()
+    }))
 }
 
 /// Replaces this replica's copy of a decision by Redis's (made on any replica, with the facts
@@ -271,7 +304,7 @@ fn principal(s: &Sender) -> Principal {
 /// Stops at the first entry Redis cannot be asked about; keeps an entry whose decision is not in
 /// Redis yet until [`UNKNOWN_GRACE_HEARTBEATS`] heartbeats after Redis answered again.
 pub async fn replay_outbox(shared: &Arc<Shared>, c: &Cluster, back_for_ms: u64) {
-    let grace_ms = UNKNOWN_GRACE_HEARTBEATS * c.config.heartbeat_ms;
+    let grace_ms = grace_ms(c);
     for d in c.outbox.entries() {
         match replay_one(shared, c, &d, back_for_ms >= grace_ms).await {
             Replayed::Applied => {

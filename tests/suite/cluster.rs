@@ -952,6 +952,51 @@ async fn feedback_deferred_through_a_redis_outage_arrives_once() {
     assert_eq!((succ, qrep), (4.0, 4.0));
 }
 
+/// Just after a replica reaches Redis (at start, or after an outage) another replica may not yet
+/// have replayed the decisions it made while Redis did not answer. So for
+/// UNKNOWN_GRACE_HEARTBEATS heartbeats a Feedback whose decision neither this replica nor Redis
+/// knows is deferred, not refused; after that it is refused as unknown, and the deferred one
+/// whose decision never appeared is dropped. A decision Redis knows is applied at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_decision_is_deferred_only_while_redis_has_just_come_back() {
+    let redis = Redis::start().await;
+    // 2 s heartbeats: a 10 s window, far longer than the replica takes to answer after start.
+    let replicas = start_cluster_with(1, |i| {
+        let id = format!("r{i}");
+        let text = config_text(&redis.url(), "t8", &id, 80, 100.0)
+            .replace("heartbeat_ms = 200", "heartbeat_ms = 2000");
+        (text, log_path("t8", &id))
+    })
+    .await;
+    let r = &replicas[0];
+    let mut c = r.client().await;
+    let unknown = |n: u64| feedback(&format!("{n:032x}"), "good", 0.5);
+    let d = c.route(route_request(false)).await.unwrap().into_inner();
+    let known = c
+        .feedback(feedback(&d.decision_id, &d.model, 0.5))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(known.accepted && !known.deferred, "{known:?}");
+    let early = c.feedback(unknown(1)).await.unwrap().into_inner();
+    assert!(early.accepted && early.deferred, "{early:?}");
+    // The window closes: the deferred Feedback's decision never appeared, so it is dropped...
+    wait_for(|| async {
+        r.metric("switchyard_cluster_deferred_feedback_dropped_total")
+            .await
+            == 1.0
+    })
+    .await;
+    // ...and an unknown decision is now refused as unknown.
+    let late = c.feedback(unknown(2)).await.unwrap_err();
+    assert_eq!(late.code(), tonic::Code::NotFound, "{late:?}");
+    assert_eq!(
+        r.metric("switchyard_cluster_deferred_feedback_accepted_total")
+            .await,
+        1.0
+    );
+}
+
 /// Runs a Lua script with `keys` and `args` on `redis`.
 async fn run_script(redis: &Redis, lua: &str, keys: &[&str], args: &[String]) -> Vec<String> {
     let mut con = redis.con().await;
