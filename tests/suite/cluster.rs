@@ -250,7 +250,10 @@ async fn shared_ledger(redis: &Redis, prefix: &str) -> (f64, f64, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn budget_is_never_overrun_across_replicas() {
     const LIMIT: f64 = 0.10;
-    let redis = Redis::start_durable().await;
+    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
+    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
+    // tests cover those) in the middle of what this one measures.
+    let redis = Redis::start().await;
     let replicas = start_cluster(&redis, "t1", 3, 1, LIMIT).await;
     let mut clients = Vec::new();
     for r in &replicas {
@@ -398,6 +401,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// reported per seed with their medians.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_converge_like_one() {
+    // Durable (`appendfsync always`), as when README's convergence table was measured: the
+    // stream's decisions per second, and so per sync interval, depend on it. A stall past
+    // redis_timeout_ms is an outage the replicas ride out (Feedback deferred).
     let redis = Redis::start_durable().await;
     let setups = [(1usize, 250u64), (3, 250), (3, 50)];
     let mut table: Vec<Vec<Converged>> = setups.iter().map(|_| Vec::new()).collect();
@@ -429,7 +435,10 @@ async fn three_replicas_converge_like_one() {
 /// A DOWN reported to one replica opens the model's breaker on the other two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn down_on_one_replica_stops_the_model_on_all() {
-    let redis = Redis::start_durable().await;
+    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
+    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
+    // tests cover those) in the middle of what this one measures.
+    let redis = Redis::start().await;
     let replicas = start_cluster(&redis, "t3", 3, 3, 100.0).await;
     let mut clients = Vec::new();
     for r in &replicas {
@@ -780,7 +789,10 @@ async fn shared_counts(redis: &Redis, prefix: &str) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_feedback_at_two_replicas_at_once_counts_once() {
     const N: usize = 40;
-    let redis = Redis::start_durable().await;
+    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
+    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
+    // tests cover those) in the middle of what this one measures.
+    let redis = Redis::start().await;
     let replicas: Vec<Replica> = (0..2u64)
         .map(|i| {
             Replica::start_with(
@@ -1017,7 +1029,10 @@ async fn run_script(redis: &Redis, lua: &str, keys: &[&str], args: &[String]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_scripts_give_each_fact_to_one_replica() {
     use switchyard::cluster::claims::{CLAIM, RESOLVE};
-    let redis = Redis::start_durable().await;
+    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
+    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
+    // tests cover those) in the middle of what this one measures.
+    let redis = Redis::start().await;
     let mut con = redis.con().await;
     let (fb, reg) = ("s:fb:d1", "s:replicas");
     // r1 and r2 are live (heartbeat at 1000), r3 is not (heartbeat at 10); live since 500.
@@ -1079,7 +1094,10 @@ async fn claim_scripts_give_each_fact_to_one_replica() {
 async fn scripts_touch_only_declared_keys() {
     use switchyard::cluster::budget::ADMIT;
     use switchyard::cluster::evidence::MERGE;
-    let redis = Redis::start_durable().await;
+    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
+    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
+    // tests cover those) in the middle of what this one measures.
+    let redis = Redis::start().await;
     let mut con = redis.con().await;
     let base = "s:budget:{team:0}";
     let (res, exp, settled) = (
@@ -1279,7 +1297,10 @@ async fn recorded(redis: &Redis, prefix: &str, decision_id: &str) -> (String, f6
 async fn cheapest_substitutes_at_the_shared_cap() {
     const LIMIT: f64 = 0.125;
     const PREFIX: &str = "t5";
-    let redis = Redis::start_durable().await;
+    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
+    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
+    // tests cover those) in the middle of what this one measures.
+    let redis = Redis::start().await;
     let replicas = start_cluster_with(3, |i| {
         let id = format!("r{i}");
         let text = cap_config_text(&redis.url(), PREFIX, &id, 50 + i as u64, LIMIT);
