@@ -37,8 +37,8 @@ TIMEFORMAT='%U %S'
 client=$( { time "$BIN" bench --addr "$ADDR" --workload "$WORKLOAD" --duration "$SECONDS_" \
     --warmup 0 >"$DATA/report" 2>/dev/null; } 2>&1 )
 after=$(threads)
-units=$(awk -v w="$WORKLOAD" '$1 == w {print $2; exit}' "$DATA/report")
-rate=$(awk -v w="$WORKLOAD" '$1 == w {print $4; exit}' "$DATA/report")
+units=$(field "$WORKLOAD" 2 "$DATA/report")
+rate=$(field "$WORKLOAD" 4 "$DATA/report")
 echo "$MODE $WORKLOAD: $units units in ${SECONDS_} s ($rate/s); per unit:"
 # A thread that started during the run (a blocking task's) counts from zero.
 { sed 's/^/before /' <<<"$before"; sed 's/^/after /' <<<"$after"; } | awk -v n="$units" -v tick="$TICK" '

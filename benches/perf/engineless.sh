@@ -40,8 +40,8 @@ for run in $(seq "$RUNS"); do
         "$BIN" bench --addr "$ADDR" --workload floor,route --duration 10 --warmup 2 \
             2>/dev/null >"$report"
         sy_cleanup
-        floor=$(awk '$1 == "floor" { print $4; exit }' "$report")
-        route=$(awk '$1 == "route" { print $4; exit }' "$report")
+        floor=$(field floor 4 "$report")
+        route=$(field route 4 "$report")
         ratio=$(awk -v r="$route" -v f="$floor" 'BEGIN { printf "%.3f", r / f }')
         printf 'run %d %-10s Route/floor %s (%s / %s req/s)\n' "$run" "$which" "$ratio" "$route" "$floor"
         series[$which]+="$ratio "

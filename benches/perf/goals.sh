@@ -23,10 +23,6 @@ start_server() { # MODE
     sy_start "$1" "$BIN" --config src/default_config.toml --config "benches/perf/$1.toml"
 }
 
-# field WORKLOAD COLUMN FILE: a column of a workload's row in a bench report (4: throughput,
-# 8: p99 in us).
-field() { awk -v w="$1" -v c="$2" '$1 == w { print $c; exit }' "$3"; }
-
 declare -A series
 for run in $(seq "$RUNS"); do
     for mode in memory sync; do

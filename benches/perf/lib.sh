@@ -47,6 +47,10 @@ sy_start() { # NAME BIN [SERVE_ARGS...]
     exit 1
 }
 
+# field WORKLOAD COLUMN FILE: a column of a workload's row in a `switchyard bench` report (2:
+# units, 4: throughput, 8: p99 in us).
+field() { awk -v w="$1" -v c="$2" '$1 == w { print $c; exit }' "$3"; }
+
 # The median of the numbers on stdin, one per line (the mean of the middle two for an even count).
 median() {
     grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'

@@ -304,9 +304,9 @@ fn principal(s: &Sender) -> Principal {
 /// Stops at the first entry Redis cannot be asked about; keeps an entry whose decision is not in
 /// Redis yet until [`UNKNOWN_GRACE_HEARTBEATS`] heartbeats after Redis answered again.
 pub async fn replay_outbox(shared: &Arc<Shared>, c: &Cluster, back_for_ms: u64) {
-    let grace_ms = grace_ms(c);
+    let grace = grace_ms(c);
     for d in c.outbox.entries() {
-        match replay_one(shared, c, &d, back_for_ms >= grace_ms).await {
+        match replay_one(shared, c, &d, back_for_ms >= grace).await {
             Replayed::Applied => {
                 c.outbox.remove(d.seq);
                 c.feedback_counters

@@ -250,9 +250,6 @@ async fn shared_ledger(redis: &Redis, prefix: &str) -> (f64, f64, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn budget_is_never_overrun_across_replicas() {
     const LIMIT: f64 = 0.10;
-    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
-    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
-    // tests cover those) in the middle of what this one measures.
     let redis = Redis::start().await;
     let replicas = start_cluster(&redis, "t1", 3, 1, LIMIT).await;
     let mut clients = Vec::new();
@@ -435,9 +432,6 @@ async fn three_replicas_converge_like_one() {
 /// A DOWN reported to one replica opens the model's breaker on the other two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn down_on_one_replica_stops_the_model_on_all() {
-    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
-    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
-    // tests cover those) in the middle of what this one measures.
     let redis = Redis::start().await;
     let replicas = start_cluster(&redis, "t3", 3, 3, 100.0).await;
     let mut clients = Vec::new();
@@ -789,9 +783,6 @@ async fn shared_counts(redis: &Redis, prefix: &str) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_feedback_at_two_replicas_at_once_counts_once() {
     const N: usize = 40;
-    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
-    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
-    // tests cover those) in the middle of what this one measures.
     let redis = Redis::start().await;
     let replicas: Vec<Replica> = (0..2u64)
         .map(|i| {
@@ -1029,9 +1020,6 @@ async fn run_script(redis: &Redis, lua: &str, keys: &[&str], args: &[String]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_scripts_give_each_fact_to_one_replica() {
     use switchyard::cluster::claims::{CLAIM, RESOLVE};
-    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
-    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
-    // tests cover those) in the middle of what this one measures.
     let redis = Redis::start().await;
     let mut con = redis.con().await;
     let (fb, reg) = ("s:fb:d1", "s:replicas");
@@ -1094,9 +1082,6 @@ async fn claim_scripts_give_each_fact_to_one_replica() {
 async fn scripts_touch_only_declared_keys() {
     use switchyard::cluster::budget::ADMIT;
     use switchyard::cluster::evidence::MERGE;
-    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
-    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
-    // tests cover those) in the middle of what this one measures.
     let redis = Redis::start().await;
     let mut con = redis.con().await;
     let base = "s:budget:{team:0}";
@@ -1297,9 +1282,6 @@ async fn recorded(redis: &Redis, prefix: &str, decision_id: &str) -> (String, f6
 async fn cheapest_substitutes_at_the_shared_cap() {
     const LIMIT: f64 = 0.125;
     const PREFIX: &str = "t5";
-    // Not durable: this test never restarts Redis, and an fsync under `appendfsync always`
-    // on a loaded machine can stall Redis past redis_timeout_ms, an outage (the outage
-    // tests cover those) in the middle of what this one measures.
     let redis = Redis::start().await;
     let replicas = start_cluster_with(3, |i| {
         let id = format!("r{i}");

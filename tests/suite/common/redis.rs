@@ -19,7 +19,10 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one without persistence and waits until it answers PING.
+    /// Starts one without persistence and waits until it answers PING. For every test that
+    /// never restarts Redis: under `appendfsync always` an fsync on a loaded machine can stall
+    /// Redis past the replicas' `redis_timeout_ms`, an outage (which the outage tests cover) in
+    /// the middle of what such a test checks.
     pub async fn start() -> RedisServer {
         Self::start_with(false).await
     }
